@@ -1,0 +1,42 @@
+"""Exceptions raised by the library. The library raises; only the CLI prints and exits."""
+
+from __future__ import annotations
+
+
+class QuantError(Exception):
+    """Base class. `exit_code` is what the CLI exits with: 2 for bad input or usage."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, tensor: str | None = None):
+        self.message = message
+        self.path = path
+        self.tensor = tensor
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """One line: `path: tensor 'name': message`, leaving out what is unknown."""
+        where = []
+        if self.path:
+            where.append(str(self.path))
+        if self.tensor is not None:
+            where.append(f"tensor {self.tensor!r}")
+        return ": ".join([*where, self.message])
+
+
+class ConfigError(QuantError):
+    """Options that cannot work together or are out of range."""
+
+
+class InputError(QuantError):
+    """A weight file that is missing, malformed, or holds values we refuse to quantize."""
+
+
+class ArchiveError(InputError):
+    """An archive that is malformed, corrupt, or from an unknown format version."""
+
+
+class WorkError(QuantError):
+    """A failure while working on valid input (disk full, write refused): exit status 1."""
+
+    exit_code = 1

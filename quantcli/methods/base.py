@@ -1,0 +1,150 @@
+"""The method interface, the encoding record, and the grouping shared by scale-based methods."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ArchiveError, InputError
+from ..spec import Spec
+
+# Layout of one stored array: (numpy dtype, shape).
+ArrayLayout = tuple[np.dtype, tuple[int, ...]]
+
+
+@dataclass
+class Encoding:
+    """What a method makes of one tensor: named arrays plus JSON-able params.
+
+    `reconstruction` is an optional by-product of encoding (the dequantized values) that
+    saves the pipeline a decode when it measures the error; it is never stored.
+    """
+
+    method: str
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    reconstruction: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+
+class Method:
+    """A quantization method: pure numpy, no I/O.
+
+    Subclasses set `name`, implement `encode` and `decode`, and declare the arrays they store
+    with `layout`, which the archive uses to validate what it reads and the planner to predict sizes.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+
+    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
+        """Quantize `x` (float32, the tensor's own shape)."""
+        raise NotImplementedError
+
+    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        """Reconstruct float32 values of `shape` from an encoding."""
+        raise NotImplementedError
+
+    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
+        """Dtype and shape of every array an encoding of `shape` with `params` stores.
+
+        Raises ArchiveError when params are out of their legal range.
+        """
+        raise NotImplementedError
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """A short human label, e.g. 'int4 asym g64'."""
+        return self.name
+
+    def check_spec(self, spec: Spec) -> None:
+        """Raise ConfigError when `spec` asks for something this method cannot do."""
+
+
+def param(params: dict[str, Any], key: str, kind: type, *, lo: int | None = None, hi: int | None = None,
+          choices: tuple[Any, ...] | None = None) -> Any:
+    """Read and check one param from an archive's metadata (never trusted)."""
+    if key not in params:
+        raise ArchiveError(f"missing param {key!r}")
+    value = params[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ArchiveError(f"param {key!r} must be an integer, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ArchiveError(f"param {key!r} must be a string, got {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise ArchiveError(f"param {key!r} must be true or false, got {value!r}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ArchiveError(f"param {key!r} = {value!r} is outside {lo}..{hi}")
+    if choices is not None and value not in choices:
+        raise ArchiveError(f"param {key!r} = {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping: channel = rows of the [shape[0], -1] view; groups run along the last axis of that
+# view, the last group may be partial (padded with zeros while computing, never stored).
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The [rows, cols] view of a tensor: rows = shape[0], cols = the rest (a scalar is 1x1)."""
+    if len(shape) == 0:
+        return 1, 1
+    rows = int(shape[0])
+    cols = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return rows, int(cols)
+
+
+def block_grid(shape: tuple[int, ...], granularity: str, group_size: int) -> tuple[int, int]:
+    """(number of blocks, block width) for a granularity; the scale array has one entry per block."""
+    rows, cols = matrix_shape(shape)
+    if granularity == "tensor":
+        return 1, rows * cols
+    if granularity == "channel":
+        return rows, cols
+    return rows * (-(-cols // group_size) if cols else 0), min(group_size, cols) if cols else group_size
+
+
+def scale_shape(shape: tuple[int, ...], granularity: str, group_size: int) -> tuple[int, ...]:
+    """Shape of the per-block arrays (scales, zero points): (1,), (rows,) or (rows, groups)."""
+    rows, cols = matrix_shape(shape)
+    if granularity == "tensor":
+        return (1,)
+    if granularity == "channel":
+        return (rows,)
+    return (rows, -(-cols // group_size) if cols else 0)
+
+
+def to_blocks(x: np.ndarray, granularity: str, group_size: int) -> np.ndarray:
+    """A [blocks, width] float32 array: a view when possible, zero-padded when the last group is partial."""
+    rows, cols = matrix_shape(x.shape)
+    m = x.reshape(rows, cols)
+    if granularity == "tensor":
+        return m.reshape(1, -1)
+    if granularity == "channel":
+        return m
+    groups = -(-cols // group_size)
+    width = groups * group_size
+    if width != cols:
+        padded = np.zeros((rows, width), dtype=m.dtype)
+        padded[:, :cols] = m
+        m = padded
+    return m.reshape(rows * groups, group_size)
+
+
+def from_blocks(blocks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `to_blocks`: drop the padding and give the tensor its shape back."""
+    rows, cols = matrix_shape(shape)
+    m = blocks.reshape(rows, -1) if rows else blocks.reshape(0, cols)
+    if m.shape[1] != cols:
+        m = m[:, :cols]
+    return np.ascontiguousarray(m).reshape(shape)
+
+
+def check_finite_input(x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        raise InputError("holds NaN or Inf values")

@@ -1,0 +1,44 @@
+"""Float formats as methods: a plain cast to float16 or bfloat16 (round to nearest even)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import InputError
+from ..spec import Spec
+from .base import ArrayLayout, Encoding, Method
+from . import register
+
+
+class _Cast(Method):
+    dtype: np.dtype
+
+    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
+        limit = float(ml_dtypes.finfo(self.dtype).max)
+        if x.size and float(np.max(np.abs(x))) > limit:
+            raise InputError(f"has values beyond the {self.name} range (+-{limit:g}); use another method")
+        values = x.astype(self.dtype)
+        return Encoding(self.name, {}, {"values": values}, reconstruction=values.astype(np.float32))
+
+    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        return enc.arrays["values"].astype(np.float32).reshape(shape)
+
+    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
+        return {"values": (np.dtype(self.dtype), tuple(shape))}
+
+
+@register
+class Float16(_Cast):
+    name = "fp16"
+    summary = "cast to IEEE float16 (1+5+10 bits); range +-65504"
+    dtype = np.dtype(np.float16)
+
+
+@register
+class BFloat16(_Cast):
+    name = "bf16"
+    summary = "cast to bfloat16 (1+8+7 bits); float32's range, 3 significant digits"
+    dtype = np.dtype(ml_dtypes.bfloat16)

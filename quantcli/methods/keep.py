@@ -1,0 +1,26 @@
+"""Keep a tensor as it is: stored verbatim under its own name, in its own dtype."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..spec import Spec
+from .base import ArrayLayout, Encoding, Method
+from . import register
+
+
+@register
+class Keep(Method):
+    name = "keep"
+    summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
+
+    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
+        return Encoding(self.name, {}, {"values": np.ascontiguousarray(x)}, reconstruction=x)
+
+    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        return enc.arrays["values"].reshape(shape)
+
+    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
+        raise NotImplementedError("the archive checks kept tensors against their recorded dtype")

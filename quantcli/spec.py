@@ -1,0 +1,71 @@
+"""What to do with one tensor: a frozen, validated set of method options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMES = ("symmetric", "asymmetric")
+GRANULARITIES = ("tensor", "channel", "group")
+SCALE_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Options for one tensor. Each method reads the fields it needs and records them in its params.
+
+    The default is the safe one: 8-bit symmetric uniform, one scale per output channel.
+    """
+
+    method: str = "uniform"
+    bits: int = 8
+    scheme: str = "symmetric"
+    granularity: str = "channel"
+    group_size: int = 128
+    scale_dtype: str = "auto"
+    seed: int = 0
+    # clustering and product quantization
+    vector_dim: int = 4
+    subvector_dim: int | None = None
+    subspaces: int | None = None
+    centroids: int = 256
+    iters: int = 25
+    scale_search: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+            raise ConfigError(f"--bits must be a whole number from 1 to 16, got {self.bits}")
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"--scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"--granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}"
+            )
+        if self.group_size < 1:
+            raise ConfigError(f"--group-size must be at least 1, got {self.group_size}")
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise ConfigError(f"--scale-dtype must be one of {', '.join(SCALE_DTYPES)}, got {self.scale_dtype!r}")
+        if self.vector_dim < 1:
+            raise ConfigError(f"--vector-dim must be at least 1, got {self.vector_dim}")
+        if self.subvector_dim is not None and self.subvector_dim < 1:
+            raise ConfigError(f"--subvector-dim must be at least 1, got {self.subvector_dim}")
+        if self.subspaces is not None and self.subspaces < 1:
+            raise ConfigError(f"--subspaces must be at least 1, got {self.subspaces}")
+        if self.subspaces is not None and self.subvector_dim is not None:
+            raise ConfigError("give --subspaces or --subvector-dim, not both")
+        if not 2 <= self.centroids <= 65536:
+            raise ConfigError(f"--centroids must be from 2 to 65536, got {self.centroids}")
+        if self.iters < 1:
+            raise ConfigError(f"--iters must be at least 1, got {self.iters}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative whole number, got {self.seed}")
+
+    def with_options(self, **changes: Any) -> "Spec":
+        """A copy with some fields changed (validated again)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return replace(self, **changes)
