@@ -1,0 +1,23 @@
+"""quant: compress neural-network weight files, with honest error reports.
+
+The library API (no printing, no exiting; errors are QuantError subclasses):
+
+    >>> from quantcli import Spec, quantize_file, dequantize_file
+    >>> report = quantize_file(["model.safetensors"], "model.qnt.safetensors",
+    ...                        Spec(bits=4, scheme="asymmetric", granularity="group", group_size=64))
+    >>> report.overall_sqnr_db, report.archive_bytes
+"""
+
+__version__ = "0.1.0"
+
+from .errors import ArchiveError, ConfigError, InputError, QuantError, WorkError  # noqa: E402
+from .spec import Spec  # noqa: E402
+from .api import (DequantizeReport, QuantizeReport, TensorReport, dequantize_file, inspect_paths,  # noqa: E402
+                  open_archive, quantize_file)
+from .methods import METHODS, get_method  # noqa: E402
+
+__all__ = [
+    "__version__", "Spec", "quantize_file", "dequantize_file", "inspect_paths", "open_archive",
+    "QuantizeReport", "DequantizeReport", "TensorReport", "METHODS", "get_method",
+    "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError",
+]

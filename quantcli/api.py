@@ -1,0 +1,373 @@
+"""The library facade: paths in, dataclass reports out. No printing, no exiting."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive
+from .errors import ConfigError, InputError, QuantError
+from .methods import Encoding, get_method
+from .metrics import ZERO, ErrorStats, bits_per_weight, measure
+from .output import SafetensorsWriter, atomic_output
+from .safetensors_io import DTYPES, FLOAT_CODES
+from .sources import Sources, TensorRef
+from .spec import Spec
+
+# progress(done_bytes, total_bytes, tensor_name)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class TensorReport:
+    """One tensor's outcome: what was done and what it cost, all overhead counted."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    method: str
+    label: str
+    params: dict[str, Any]
+    elements: int
+    original_bytes: int
+    stored_bytes: int
+    mse: float
+    sqnr_db: float
+    max_abs_err: float
+    note: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.method != "keep"
+
+    @property
+    def bits_per_weight(self) -> float:
+        return bits_per_weight(self.stored_bytes, self.elements)
+
+
+@dataclass
+class QuantizeReport:
+    output: str
+    inputs: list[str]
+    tensors: list[TensorReport]
+    input_bytes: int
+    archive_bytes: int
+    seconds: float
+    quantized: ErrorStats = ZERO
+
+    @property
+    def quantized_elements(self) -> int:
+        return sum(t.elements for t in self.tensors if t.quantized)
+
+    @property
+    def quantized_stored_bytes(self) -> int:
+        return sum(t.stored_bytes for t in self.tensors if t.quantized)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per quantized weight: codes, scales, zero points and codebooks of quantized tensors."""
+        return bits_per_weight(self.quantized_stored_bytes, self.quantized_elements)
+
+    @property
+    def ratio(self) -> float:
+        """Archive bytes (headers and kept tensors included) over input file bytes."""
+        return self.archive_bytes / self.input_bytes if self.input_bytes else 0.0
+
+    @property
+    def overall_sqnr_db(self) -> float:
+        return self.quantized.sqnr_db
+
+
+@dataclass
+class DequantizeReport:
+    output: str
+    archive: str
+    tensors: list[tuple[str, str, tuple[int, ...]]]  # name, dtype code written, shape
+    output_bytes: int
+    seconds: float
+
+
+@dataclass
+class Selection:
+    """Which tensors get quantized. By default: float tensors of 2 or more dimensions, and any
+    float .npy file the user names. `only`/`skip` are regular expressions searched in the full name."""
+
+    only: str | None = None
+    skip: str | None = None
+    include_1d: bool = False
+    _only: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+    _skip: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("only", "skip"):
+            pattern = getattr(self, attr)
+            if pattern is not None:
+                try:
+                    setattr(self, f"_{attr}", re.compile(pattern))
+                except re.error as e:
+                    raise ConfigError(f"--{attr} {pattern!r} is not a valid regular expression: {e}") from None
+
+    def reason_to_keep(self, ref: TensorRef) -> str:
+        """Why `ref` is kept as it is, or '' when it is to be quantized."""
+        if not ref.is_float:
+            return f"kept: {ref.code} is not a float type"
+        if len(ref.shape) < 2 and not ref.named_file and not self.include_1d:
+            return "kept: 1-D (bias or norm); --include-1d quantizes it"
+        if self._only is not None and not self._only.search(ref.name):
+            return "kept: not matched by --only"
+        if self._skip is not None and self._skip.search(ref.name):
+            return "kept: matched by --skip"
+        if ref.size == 0:
+            return "kept: empty"
+        return ""
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_output(output: str, inputs: list[str]) -> None:
+    for src in inputs:
+        if _same_file(output, src):
+            raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=output)
+    if os.path.isdir(output):
+        raise ConfigError("the output is a folder; name a file", path=output)
+
+
+def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: bool = False
+                  ) -> tuple[Encoding, ErrorStats | None, str]:
+    """Load and encode one tensor: (encoding, error stats or None when kept, note)."""
+    x = ref.load()
+    if keep_reason:
+        return get_method("keep").encode(x, spec), None, keep_reason
+    xf = x.astype(np.float32, copy=False)
+    if not np.isfinite(xf).all():
+        bad = int(np.count_nonzero(~np.isfinite(xf)))
+        if keep_nonfinite:
+            return get_method("keep").encode(x, spec), None, f"kept: {bad} NaN/Inf values (--keep-nonfinite)"
+        raise InputError(f"holds {bad} NaN or Inf values; fix the weights or pass --keep-nonfinite to keep "
+                         f"such tensors as they are", path=ref.path, tensor=ref.name)
+    method = get_method(spec.method)
+    try:
+        enc = method.encode(xf, spec)
+    except QuantError as e:
+        raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
+    recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, ref.shape)
+    enc.reconstruction = None
+    return enc, measure(xf, recon), ""
+
+
+def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,
+                  skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
+                  progress: Progress | None = None) -> QuantizeReport:
+    """Quantize every tensor of `inputs` into one archive at `output` (written atomically).
+
+    Example:
+        >>> r = quantize_file(["w.npy"], "w.qnt.safetensors", Spec(bits=4, granularity="group"))
+        >>> r.tensors[0].sqnr_db > 15
+        True
+    """
+    spec = spec or Spec()
+    get_method(spec.method).check_spec(spec)
+    selection = Selection(only, skip, include_1d)
+    start = time.perf_counter()
+    with Sources(inputs) as sources:
+        _check_output(output, sources.files)
+        total = sum(r.nbytes for r in sources.refs)
+        writer = ArchiveWriter(output)
+        reports: list[TensorReport] = []
+        stats = ZERO
+        done = 0
+        try:
+            for ref in sources.refs:
+                enc, err, note = encode_tensor(ref, spec, selection.reason_to_keep(ref), keep_nonfinite)
+                t = writer.add(ref.name, ref.code, ref.shape, enc, _metrics_doc(err, enc, ref), note)
+                reports.append(_tensor_report(t, enc.nbytes, err))
+                if err is not None:
+                    stats = stats + err
+                done += ref.nbytes
+                if progress:
+                    progress(done, total, ref.name)
+            archive_bytes = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        input_bytes = sources.input_bytes
+    return QuantizeReport(output, list(inputs), reports, input_bytes, archive_bytes,
+                          time.perf_counter() - start, stats)
+
+
+def _metrics_doc(err: ErrorStats | None, enc: Encoding, ref: TensorRef) -> dict[str, Any]:
+    if err is None:
+        return {}
+    return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs,
+            "bits_per_weight": bits_per_weight(enc.nbytes, ref.size)}
+
+
+def _tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
+    method = get_method(t.method)
+    label = "kept" if t.method == "keep" else method.describe(t.params)
+    e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
+    return TensorReport(t.name, t.code, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
+                        e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note)
+
+
+def open_archive(path: str) -> Archive:
+    """Open and validate an archive (raises ArchiveError naming what is wrong)."""
+    if not os.path.exists(path):
+        raise InputError("no such file", path=path)
+    return Archive(path)
+
+
+def archive_report(archive: Archive) -> list[TensorReport]:
+    """Per-tensor figures as recorded at write time (no decoding)."""
+    out = []
+    for t in archive.tensors:
+        m = t.metrics
+        sq = m.get("sqnr_db", "inf")
+        out.append(TensorReport(
+            t.name, t.code, t.shape, t.method,
+            "kept" if t.method == "keep" else get_method(t.method).describe(t.params), t.params, t.size,
+            t.original_nbytes, archive.stored_nbytes(t), float(m.get("mse", 0.0)),
+            float(sq) if not isinstance(sq, str) else float(sq.replace("inf", "Infinity")),
+            float(m.get("max_abs_err", 0.0)), t.note))
+    return out
+
+
+OUTPUT_DTYPES = {"original": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def dequantize_file(archive_path: str, output: str, dtype: str = "original",
+                    progress: Progress | None = None) -> DequantizeReport:
+    """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically).
+
+    Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
+    .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
+    start = time.perf_counter()
+    kind = os.path.splitext(output)[1].lower()
+    if kind not in (".safetensors", ".npz", ".npy"):
+        raise ConfigError("the output must end in .safetensors, .npz or .npy", path=output)
+    with open_archive(archive_path) as archive:
+        _check_output(output, [archive_path])
+        if kind == ".npy" and len(archive.tensors) != 1:
+            raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
+                              "write .safetensors or .npz", path=output)
+        total = sum(t.original_nbytes for t in archive.tensors)
+        written: list[tuple[str, str, tuple[int, ...]]] = []
+
+        def tensors():
+            done = 0
+            for t in archive.tensors:
+                values = archive.decode(t)
+                target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
+                if kind != ".safetensors" and target == "BF16":
+                    target = "F32"
+                values = values.astype(DTYPES[target], copy=False)
+                written.append((t.name, target, t.shape))
+                yield t.name, values
+                done += t.original_nbytes
+                if progress:
+                    progress(done, total, t.name)
+
+        if kind == ".safetensors":
+            writer = SafetensorsWriter(output)
+            try:
+                for name, values in tensors():
+                    writer.add(name, values)
+                size = writer.finish({"format": "pt"})
+            except BaseException:
+                writer.close()
+                raise
+        else:
+            with atomic_output(output) as f:
+                if kind == ".npy":
+                    for _, values in tensors():
+                        np.lib.format.write_array(f, values, allow_pickle=False)
+                else:
+                    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                        for name, values in tensors():
+                            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                            with zf.open(info, "w", force_zip64=True) as member:
+                                np.lib.format.write_array(member, values, allow_pickle=False)
+            size = os.path.getsize(output)
+    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start)
+
+
+@dataclass
+class TensorStats:
+    """What `inspect` shows of a plain weight tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    elements: int
+    nbytes: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    absmax: float
+    zeros: int
+    nonfinite: int
+
+
+def tensor_stats(ref: TensorRef) -> TensorStats:
+    x = ref.load()
+    n = ref.size
+    if n == 0:
+        return TensorStats(ref.name, ref.code, ref.shape, 0, ref.nbytes, *([float("nan")] * 5), 0, 0)
+    v = x.astype(np.float64) if x.dtype != np.float64 else x
+    finite = np.isfinite(v)
+    nonfinite = int(n - np.count_nonzero(finite))
+    f = v[finite] if nonfinite else v.reshape(-1)
+    if f.size == 0:
+        return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, *([float("nan")] * 5),
+                           int(n - np.count_nonzero(x)), nonfinite)
+    lo, hi = float(f.min()), float(f.max())
+    return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, lo, hi, float(f.mean()), float(f.std()),
+                       max(abs(lo), abs(hi)), int(n - np.count_nonzero(x)), nonfinite)
+
+
+@dataclass
+class Inspection:
+    """`inspect` of one path: an archive's contents or a weight file's tensors."""
+
+    path: str
+    file_bytes: int
+    archive: list[TensorReport] | None = None
+    tensors: list[TensorStats] | None = None
+
+
+def inspect_paths(paths: list[str], progress: Progress | None = None) -> list[Inspection]:
+    """Describe each path: archives show method, params, stored bytes and stored metrics;
+    weight files show per-tensor statistics (read one tensor at a time)."""
+    out = []
+    for path in paths:
+        if os.path.isfile(path) and path.endswith(".safetensors") and is_archive(path):
+            with open_archive(path) as archive:
+                out.append(Inspection(path, os.path.getsize(path), archive=archive_report(archive)))
+            continue
+        with Sources([path]) as sources:
+            total = sum(r.nbytes for r in sources.refs)
+            stats, done = [], 0
+            for ref in sources.refs:
+                stats.append(tensor_stats(ref))
+                done += ref.nbytes
+                if progress:
+                    progress(done, total, ref.name)
+            out.append(Inspection(path, sources.input_bytes, tensors=stats))
+    return out

@@ -1,0 +1,256 @@
+"""The archive: one safetensors file holding every tensor's stored arrays and a JSON manifest.
+
+See docs/FORMAT.md for the complete specification. This module never imports a method's math:
+it asks the registry for each method's declared `layout` to validate what it reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import ArchiveError
+from .methods import METHODS, Encoding
+from .output import SafetensorsWriter
+from .safetensors_io import DTYPES, SafetensorsFile, dtype_code
+
+FORMAT = "quant-archive"
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+KEY_FORMAT, KEY_VERSION, KEY_PRODUCER = "quant.format", "quant.version", "quant.producer"
+KEY_MANIFEST, KEY_MANIFEST_SHA = "quant.manifest", "quant.manifest.sha256"
+
+
+def stored_name(tensor: str, role: str, method: str) -> str:
+    """Kept tensors keep their own name; a quantized tensor's arrays are `<tensor>/<role>`."""
+    return tensor if method == "keep" else f"{tensor}/{role}"
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+@dataclass
+class ArchiveTensor:
+    """One original tensor as the manifest records it."""
+
+    name: str
+    code: str  # original dtype, safetensors name
+    shape: tuple[int, ...]
+    method: str
+    params: dict[str, Any]
+    arrays: dict[str, str]  # role -> stored array name
+    sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def original_nbytes(self) -> int:
+        return self.size * DTYPES[self.code].itemsize
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "dtype": self.code, "shape": list(self.shape),
+                               "method": self.method, "params": self.params, "arrays": self.arrays,
+                               "sha256": self.sha256, "metrics": self.metrics}
+        if self.note:
+            doc["note"] = self.note
+        return doc
+
+
+def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
+    """SHA-256 over the stored bytes of a tensor's arrays, roles in sorted order."""
+    h = hashlib.sha256()
+    for role in sorted(arrays):
+        a = np.ascontiguousarray(arrays[role])
+        h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+    return h
+
+
+class ArchiveWriter:
+    """Streams encodings into an archive; `finish()` writes the manifest and publishes the file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._out = SafetensorsWriter(path)
+        self.tensors: list[ArchiveTensor] = []
+        self._names: set[str] = set()
+
+    def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
+            metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+        arrays = {role: stored_name(name, role, enc.method) for role in sorted(enc.arrays)}
+        clash = self._names.intersection(arrays.values())
+        if clash or name in self._names:
+            raise ArchiveError(f"its stored name {sorted(clash or {name})[0]!r} collides with another tensor",
+                               tensor=name)
+        self._names.update(arrays.values())
+        self._names.add(name)
+        digest = hashlib.sha256()
+        for role in sorted(enc.arrays):
+            self._out.add(arrays[role], enc.arrays[role], digest)
+        clean = {k: _json_number(v) if isinstance(v, float) else v for k, v in (metrics or {}).items()}
+        t = ArchiveTensor(name, code, tuple(shape), enc.method, enc.params, arrays, digest.hexdigest(), clean, note)
+        self.tensors.append(t)
+        return t
+
+    def finish(self) -> int:
+        """Publish the archive; returns its size in bytes."""
+        manifest = json.dumps({"tensors": [t.to_json() for t in self.tensors]}, sort_keys=True,
+                              separators=(",", ":"), allow_nan=False)
+        metadata = {KEY_FORMAT: FORMAT, KEY_VERSION: str(VERSION), KEY_PRODUCER: f"quantcli {__version__}",
+                    KEY_MANIFEST: manifest,
+                    KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
+        return self._out.finish(metadata)
+
+    def abort(self) -> None:
+        self._out.close()
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def is_archive(path: str) -> bool:
+    """True when `path` is a safetensors file whose metadata names this archive format."""
+    try:
+        with SafetensorsFile(path) as st:
+            return st.metadata.get(KEY_FORMAT) == FORMAT
+    except Exception:
+        return False
+
+
+class Archive:
+    """A validated archive, read lazily. Every stored array is checked against its method's layout
+    on open; each tensor's checksum is checked when its arrays are read."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = SafetensorsFile(path)
+        try:
+            self.tensors = self._validate()
+        except BaseException:
+            self.file.close()
+            raise
+        self.by_name = {t.name: t for t in self.tensors}
+
+    def _fail(self, message: str, tensor: str | None = None) -> ArchiveError:
+        return ArchiveError(message, path=self.path, tensor=tensor)
+
+    def _validate(self) -> list[ArchiveTensor]:
+        meta = self.file.metadata
+        if meta.get(KEY_FORMAT) != FORMAT:
+            raise self._fail(f"not a quant archive (no {KEY_FORMAT}={FORMAT} in its metadata)")
+        version = meta.get(KEY_VERSION, "")
+        if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+            raise self._fail(f"archive format version {version!r} is not supported by quantcli {__version__} "
+                             f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+        raw = meta.get(KEY_MANIFEST)
+        if raw is None:
+            raise self._fail("archive has no manifest")
+        if hashlib.sha256(raw.encode("utf-8")).hexdigest() != meta.get(KEY_MANIFEST_SHA):
+            raise self._fail("corrupt: the manifest does not match its checksum")
+        try:
+            doc = json.loads(raw, object_pairs_hook=_reject_duplicates)
+        except ValueError as e:
+            raise self._fail(f"malformed manifest: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
+            raise self._fail("malformed manifest: no tensor list")
+        tensors = [self._tensor(t) for t in doc["tensors"]]
+        names = [t.name for t in tensors]
+        if len(set(names)) != len(names):
+            raise self._fail("malformed manifest: a tensor is listed twice")
+        used = [s for t in tensors for s in t.arrays.values()]
+        if len(set(used)) != len(used):
+            raise self._fail("malformed manifest: two tensors claim the same stored array")
+        extra = set(self.file.entries) - set(used)
+        if extra:
+            raise self._fail(f"stored array {sorted(extra)[0]!r} belongs to no tensor")
+        return tensors
+
+    def _tensor(self, doc: Any) -> ArchiveTensor:
+        if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+            raise self._fail("malformed manifest entry")
+        name = doc["name"]
+        code, shape, method = doc.get("dtype"), doc.get("shape"), doc.get("method")
+        params, arrays, sha = doc.get("params"), doc.get("arrays"), doc.get("sha256")
+        if code not in DTYPES:
+            raise self._fail(f"unknown dtype {code!r}", name)
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                   for d in shape):
+            raise self._fail(f"malformed shape {shape!r}", name)
+        if method not in METHODS:
+            raise self._fail(f"unknown method {method!r} (this quantcli knows {', '.join(sorted(METHODS))})", name)
+        if not isinstance(params, dict) or not isinstance(arrays, dict) or not isinstance(sha, str):
+            raise self._fail("malformed manifest entry", name)
+        metrics = doc.get("metrics", {})
+        note = doc.get("note", "")
+        if not isinstance(metrics, dict) or not isinstance(note, str):
+            raise self._fail("malformed manifest entry", name)
+        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
+        if method == "keep":
+            expected = {"values": (DTYPES[code], t.shape)}
+        else:
+            try:
+                expected = METHODS[method].layout(t.shape, params)
+            except ArchiveError as e:
+                raise self._fail(e.message, name) from None
+        if set(arrays) != set(expected):
+            raise self._fail(f"stores arrays {sorted(arrays)}, method {method} needs {sorted(expected)}", name)
+        for role, (dtype, ashape) in expected.items():
+            stored = arrays[role]
+            if stored != stored_name(name, role, method) or stored not in self.file.entries:
+                raise self._fail(f"its {role} array {stored!r} is missing", name)
+            entry = self.file.entries[stored]
+            if entry.code != dtype_code(dtype) or entry.shape != tuple(ashape):
+                raise self._fail(f"its {role} array is {entry.code}{list(entry.shape)}, expected "
+                                 f"{dtype_code(dtype)}{list(ashape)}", name)
+        return t
+
+    def stored_nbytes(self, t: ArchiveTensor) -> int:
+        return sum(self.file.entries[s].nbytes for s in t.arrays.values())
+
+    def encoding(self, t: ArchiveTensor, verify: bool = True) -> Encoding:
+        arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
+        if verify and tensor_digest(arrays).hexdigest() != t.sha256:
+            raise self._fail("corrupt: stored bytes do not match their checksum", t.name)
+        return Encoding(t.method, t.params, arrays)
+
+    def decode(self, t: ArchiveTensor) -> np.ndarray:
+        """Reconstructed values: float32 for quantized tensors, the stored array for kept ones."""
+        enc = self.encoding(t)
+        try:
+            return METHODS[t.method].decode(enc, t.shape)
+        except ArchiveError as e:
+            raise self._fail(e.message, t.name) from None
+
+    def verify(self) -> list[str]:
+        """Names of tensors whose stored bytes do not match their checksum."""
+        bad = []
+        for t in self.tensors:
+            arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
+            if tensor_digest(arrays).hexdigest() != t.sha256:
+                bad.append(t.name)
+        return bad
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,245 @@
+"""The `quant` command: options -> Spec -> one library call -> rendered report.
+
+stdout carries results (a table, or one JSON document with --json); progress, warnings and errors
+go to stderr. Exit status: 0 success, 1 failure while working (disk full, interrupted), 2 bad
+usage or bad input. Errors are one line unless --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__, api, render
+from .errors import QuantError
+from .methods import METHODS
+from .spec import Spec
+
+app = typer.Typer(
+    name="quant", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help and one-line usage errors, friendly to pipes and logs
+    help="Compress neural-network weight files (.npy, .npz, .safetensors) and report the error honestly.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Method = Enum("Method", {name: name for name in sorted(m for m in METHODS if m != "keep")}, type=str)  # type: ignore[misc]
+
+
+class Scheme(str, Enum):
+    symmetric = "symmetric"
+    asymmetric = "asymmetric"
+
+
+class Granularity(str, Enum):
+    tensor = "tensor"
+    channel = "channel"
+    group = "group"
+
+
+class ScaleDtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class OutDtype(str, Enum):
+    original = "original"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Interrupted(BaseException):
+    """SIGTERM, turned into an exception so that temp files are cleaned up on the way out."""
+
+
+def _stdout() -> Console:
+    wide = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200))
+    return Console(width=wide, highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted()
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Map library errors to one line on stderr and the documented exit status."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"quant: {line}\n")
+
+    try:
+        yield
+    except QuantError as e:
+        if debug:
+            raise
+        say(f"error: {e}")
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        say("interrupted; no output was written")
+        raise typer.Exit(130) from None
+    except Interrupted:
+        say("terminated; no output was written")
+        raise typer.Exit(143) from None
+    except MemoryError:
+        say("error: out of memory")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        if debug:
+            raise
+        say(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A byte-based progress bar with ETA on stderr, only on a terminal and only when asked."""
+    console = _stderr()
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name[-40:])
+
+        yield update
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"quant {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Compress neural-network weight files and report the error honestly."""
+
+
+Paths = Annotated[list[str], typer.Argument(help="Weight files (.npy, .npz, .safetensors), folders, "
+                                                 "model.safetensors.index.json, or quoted globs.",
+                                            show_default=False, metavar="PATH...")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table and no progress bar.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+@app.command()
+def inspect(paths: Paths, json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Describe weight files (per tensor: dtype, shape, bytes, min/max/mean/std/absmax, zeros) or
+    archives (per tensor: method, bits per weight, stored bytes, error recorded at write time).
+
+    Example: quant inspect model.safetensors model.qnt.safetensors
+    """
+    with _errors(debug), _progress(not quiet and not json_out) as progress:
+        items = api.inspect_paths(paths, progress)
+    if json_out:
+        _print_json(render.inspect_json(items))
+    elif not quiet:
+        render.print_inspect(_stdout(), items)
+
+
+@app.command()
+def quantize(
+    paths: Paths,
+    output: Annotated[str, typer.Option("--output", "-o", help="The archive to write (.qnt.safetensors).",
+                                        show_default=False)],
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = "uniform",  # type: ignore[assignment]
+    bits: Annotated[int, typer.Option(help="Bits per code (uniform: 2-8).")] = 8,
+    scheme: Annotated[Scheme, typer.Option(help="symmetric (zero maps to zero) or asymmetric (zero point).")]
+    = Scheme.symmetric,
+    granularity: Annotated[Granularity, typer.Option(help="One scale per tensor, per output channel (row), "
+                                                          "or per group along the row.")] = Granularity.channel,
+    group_size: Annotated[int, typer.Option(help="Values per group with --granularity group.")] = 128,
+    scale_dtype: Annotated[ScaleDtype, typer.Option(help="How scales are stored; auto = float16 for group "
+                                                         "scales, float32 otherwise.")] = ScaleDtype.auto,
+    seed: Annotated[int, typer.Option(help="Random seed for methods that sample.")] = 0,
+    only: Annotated[Optional[str], typer.Option(help="Quantize only tensors whose name matches this regex.")]
+    = None,
+    skip: Annotated[Optional[str], typer.Option(help="Keep tensors whose name matches this regex as they are.")]
+    = None,
+    include_1d: Annotated[bool, typer.Option("--include-1d", help="Quantize 1-D float tensors (biases, "
+                                                                  "norms) too.")] = False,
+    keep_nonfinite: Annotated[bool, typer.Option("--keep-nonfinite", help="Keep tensors holding NaN/Inf as "
+                                                                          "they are instead of failing.")] = False,
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Quantize weights into one archive file and report bits per weight, SQNR and max error.
+
+    With no options: 8-bit symmetric uniform, one float32 scale per output channel, the safe
+    default. Float tensors of 2+ dimensions (and any .npy you name) are quantized; 1-D and
+    integer tensors are kept as they are.
+
+    Example: quant quantize model.safetensors -o model.qnt.safetensors --bits 4 --scheme asymmetric
+    --granularity group --group-size 64
+    """
+    with _errors(debug):
+        spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
+                    granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
+                    seed=seed)
+        with _progress(not quiet and not json_out) as progress:
+            report = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
+                                       keep_nonfinite=keep_nonfinite, progress=progress)
+    if json_out:
+        _print_json(render.quantize_json(report))
+    elif not quiet:
+        render.print_quantize(_stdout(), report)
+
+
+@app.command()
+def dequantize(
+    archive: Annotated[str, typer.Argument(help="An archive written by quant quantize.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write: .safetensors, .npz or .npy.",
+                                        show_default=False)],
+    dtype: Annotated[OutDtype, typer.Option(help="Output dtype of quantized tensors; original = as they "
+                                                 "were before quantization.")] = OutDtype.original,
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Reconstruct the weights of an archive: same names, shapes and (by default) dtypes as the input.
+
+    Example: quant dequantize model.qnt.safetensors -o restored.safetensors
+    """
+    with _errors(debug), _progress(not quiet and not json_out) as progress:
+        report = api.dequantize_file(archive, output, dtype.value, progress)
+    if json_out:
+        _print_json(render.dequantize_json(report))
+    elif not quiet:
+        render.print_dequantize(_stdout(), report)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="quant")

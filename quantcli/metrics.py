@@ -1,0 +1,62 @@
+"""Error metrics. SQNR dB = 10 log10(sum x^2 / sum (x - x_hat)^2), `inf` when exact.
+
+Sums are accumulated in float64 with numpy's pairwise summation (not BLAS), so they do not
+depend on the thread count and an archive's recorded metrics are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def sqnr_db(signal: float, error: float) -> float:
+    if error == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / error)
+
+
+def sum_squares(x: np.ndarray) -> float:
+    flat = x.reshape(-1)
+    return float(np.einsum("i,i->", flat, flat, dtype=np.float64, optimize=False)) if flat.size else 0.0
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Sums that combine across tensors: the totals' SQNR is not a mean of per-tensor dBs."""
+
+    count: int
+    signal: float  # sum of x^2
+    error: float  # sum of (x - x_hat)^2
+    max_abs: float
+
+    @property
+    def mse(self) -> float:
+        return self.error / self.count if self.count else 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.signal, self.error)
+
+    def __add__(self, other: "ErrorStats") -> "ErrorStats":
+        return ErrorStats(self.count + other.count, self.signal + other.signal, self.error + other.error,
+                          max(self.max_abs, other.max_abs))
+
+
+ZERO = ErrorStats(0, 0.0, 0.0, 0.0)
+
+
+def measure(x: np.ndarray, x_hat: np.ndarray) -> ErrorStats:
+    """Compare float32 `x` with its reconstruction."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    err = np.subtract(x, np.asarray(x_hat, dtype=np.float32).reshape(-1), dtype=np.float32)
+    max_abs = float(max(err.max(), -err.min())) if err.size else 0.0
+    return ErrorStats(int(x.size), sum_squares(x), sum_squares(err), max_abs)
+
+
+def bits_per_weight(stored_bytes: int, count: int) -> float:
+    return stored_bytes * 8.0 / count if count else 0.0

@@ -1,0 +1,143 @@
+"""Writing outputs safely: temp file in the target folder, fsync, rename; never a partial file.
+
+`SafetensorsWriter` streams arrays to a spill file as they are produced (memory stays bounded by
+one tensor), then writes the header, which needs every array's size and every tensor's checksum,
+and copies the arrays behind it, largest alignment first, so every array in the final file is
+aligned to its element size.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from .errors import WorkError
+from .safetensors_io import dtype_code, header_bytes
+
+_COPY_CHUNK = 8 * 1024 * 1024
+
+
+def _work_error(e: OSError, path: str) -> WorkError:
+    if e.errno == errno.ENOSPC:
+        return WorkError("disk full while writing; nothing was written", path=path)
+    return WorkError(f"cannot write: {e.strerror or e}", path=path)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Yield a file object; on success it replaces `path` atomically, on any failure it vanishes."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except FileNotFoundError:
+        raise WorkError("the output folder does not exist", path=path) from None
+    except OSError as e:
+        raise _work_error(e, path) from None
+    f = os.fdopen(fd, "wb")
+    try:
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _work_error(e, path) from None
+        _fsync_dir(folder)
+    except BaseException:
+        f.close()
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass
+class _Stored:
+    name: str
+    code: str
+    shape: tuple[int, ...]
+    offset: int  # in the spill file
+    nbytes: int
+    align: int
+    order: int
+
+
+class SafetensorsWriter:
+    """Stream arrays into a safetensors file at `path`; `finish(metadata)` publishes it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._arrays: dict[str, _Stored] = {}
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            self._spill = tempfile.TemporaryFile(prefix=f".{os.path.basename(path)}.", suffix=".spill",
+                                                 dir=folder)
+        except FileNotFoundError:
+            raise WorkError("the output folder does not exist", path=path) from None
+        except OSError as e:
+            raise _work_error(e, path) from None
+        self._pos = 0
+
+    def add(self, name: str, array: np.ndarray, digest: "hashlib._Hash | None" = None) -> None:
+        """Append one array; feed its bytes to `digest` as well when given."""
+        if name in self._arrays:
+            raise WorkError(f"two arrays would be stored as {name!r}", path=self.path)
+        data = np.ascontiguousarray(array)
+        if data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        raw = memoryview(data.reshape(-1).view(np.uint8)) if data.size else memoryview(b"")
+        if digest is not None:
+            digest.update(raw)
+        try:
+            self._spill.write(raw)
+        except OSError as e:
+            raise _work_error(e, self.path) from None
+        code = dtype_code(data.dtype)
+        self._arrays[name] = _Stored(name, code, tuple(data.shape), self._pos, data.nbytes,
+                                     data.dtype.itemsize, len(self._arrays))
+        self._pos += data.nbytes
+
+    def finish(self, metadata: dict[str, str] | None = None) -> int:
+        """Write header + arrays to the final file atomically; returns the file size."""
+        order = sorted(self._arrays.values(), key=lambda s: (-s.align, s.order))
+        head = header_bytes([(s.name, s.code, s.shape, s.nbytes) for s in order], metadata)
+        try:
+            with atomic_output(self.path) as out:
+                out.write(head)
+                for s in order:
+                    self._spill.seek(s.offset)
+                    left = s.nbytes
+                    while left:
+                        chunk = self._spill.read(min(left, _COPY_CHUNK))
+                        if not chunk:
+                            raise WorkError("spill file was truncated", path=self.path)
+                        out.write(chunk)
+                        left -= len(chunk)
+        finally:
+            self.close()
+        return len(head) + self._pos
+
+    def close(self) -> None:
+        self._spill.close()

@@ -1,0 +1,151 @@
+"""Reports as rich tables (for people) and JSON documents (for scripts). No math here."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .api import DequantizeReport, Inspection, QuantizeReport, TensorReport, TensorStats
+
+
+def _num(value: float) -> float | str | None:
+    """JSON has no infinity: exact reconstructions report sqnr_db as the string "inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _db(value: float) -> str:
+    return "inf" if value == math.inf else f"{value:.2f}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def tensor_json(t: TensorReport) -> dict[str, Any]:
+    doc = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "method": t.method, "label": t.label,
+           "params": t.params, "elements": t.elements, "original_bytes": t.original_bytes,
+           "stored_bytes": t.stored_bytes, "bits_per_weight": t.bits_per_weight}
+    if t.quantized:
+        doc.update(mse=t.mse, sqnr_db=_num(t.sqnr_db), max_abs_err=t.max_abs_err)
+    if t.note:
+        doc["note"] = t.note
+    return doc
+
+
+def quantize_json(r: QuantizeReport) -> dict[str, Any]:
+    return {
+        "command": "quantize", "inputs": r.inputs, "output": r.output,
+        "tensors": [tensor_json(t) for t in r.tensors],
+        "totals": {
+            "tensors": len(r.tensors), "quantized_tensors": sum(t.quantized for t in r.tensors),
+            "input_bytes": r.input_bytes, "archive_bytes": r.archive_bytes, "ratio": r.ratio,
+            "quantized_elements": r.quantized_elements, "quantized_stored_bytes": r.quantized_stored_bytes,
+            "bits_per_weight": r.bits_per_weight, "overall_sqnr_db": _num(r.overall_sqnr_db),
+            "overall_mse": r.quantized.mse, "max_abs_err": r.quantized.max_abs,
+            "seconds": r.seconds, "mb_per_s": r.input_bytes / 1e6 / r.seconds if r.seconds else None,
+        },
+    }
+
+
+def _tensor_table(tensors: list[TensorReport], title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for col, justify in (("tensor", "left"), ("shape", "left"), ("dtype", "left"), ("method", "left"),
+                         ("bytes", "right"), ("bits/w", "right"), ("SQNR dB", "right"),
+                         ("max abs err", "right"), ("MSE", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for t in tensors:
+        shape = "x".join(map(str, t.shape)) or "scalar"
+        if t.quantized:
+            table.add_row(t.name, shape, t.dtype, t.label, _bytes(t.stored_bytes), f"{t.bits_per_weight:.3f}",
+                          _db(t.sqnr_db), f"{t.max_abs_err:.3g}", f"{t.mse:.3g}")
+        else:
+            table.add_row(t.name, shape, t.dtype, f"[dim]{t.note or 'kept'}[/dim]", _bytes(t.stored_bytes),
+                          f"{t.bits_per_weight:.3f}", "exact", "0", "0")
+    return table
+
+
+def print_quantize(console: Console, r: QuantizeReport) -> None:
+    console.print(_tensor_table(r.tensors, f"{r.output}"))
+    q = sum(t.quantized for t in r.tensors)
+    console.print(
+        f"\n{q} of {len(r.tensors)} tensors quantized: {r.bits_per_weight:.3f} bits per weight "
+        f"(codes, scales, zero points and codebooks counted), overall SQNR {_db(r.overall_sqnr_db)} dB, "
+        f"max abs error {r.quantized.max_abs:.3g}")
+    rate = f", {r.input_bytes / 1e6 / r.seconds:.0f} MB/s" if r.seconds else ""
+    console.print(f"input {_bytes(r.input_bytes)} -> archive {_bytes(r.archive_bytes)} (headers and kept tensors "
+                  f"included): {100 * r.ratio:.2f}% of the input, {r.seconds:.2f} s{rate}")
+
+
+def dequantize_json(r: DequantizeReport) -> dict[str, Any]:
+    return {"command": "dequantize", "archive": r.archive, "output": r.output, "output_bytes": r.output_bytes,
+            "seconds": r.seconds,
+            "tensors": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors]}
+
+
+def print_dequantize(console: Console, r: DequantizeReport) -> None:
+    console.print(f"{r.output}: {len(r.tensors)} tensors, {_bytes(r.output_bytes)}, {r.seconds:.2f} s")
+
+
+def stats_json(s: TensorStats) -> dict[str, Any]:
+    return {"name": s.name, "dtype": s.dtype, "shape": list(s.shape), "elements": s.elements, "bytes": s.nbytes,
+            "min": _num(s.min), "max": _num(s.max), "mean": _num(s.mean), "std": _num(s.std),
+            "absmax": _num(s.absmax), "zeros": s.zeros, "nonfinite": s.nonfinite}
+
+
+def inspect_json(items: list[Inspection]) -> dict[str, Any]:
+    files = []
+    for item in items:
+        doc: dict[str, Any] = {"path": item.path, "file_bytes": item.file_bytes}
+        if item.archive is not None:
+            doc["kind"] = "archive"
+            doc["tensors"] = [tensor_json(t) for t in item.archive]
+            q = [t for t in item.archive if t.quantized]
+            n = sum(t.elements for t in q)
+            stored = sum(t.stored_bytes for t in q)
+            original = sum(t.original_bytes for t in item.archive)
+            doc["totals"] = {"tensors": len(item.archive), "quantized_tensors": len(q),
+                             "original_bytes": original, "ratio": item.file_bytes / original if original else None,
+                             "bits_per_weight": stored * 8 / n if n else None}
+        else:
+            doc["kind"] = "weights"
+            doc["tensors"] = [stats_json(s) for s in item.tensors or []]
+        files.append(doc)
+    return {"command": "inspect", "files": files}
+
+
+def print_inspect(console: Console, items: list[Inspection]) -> None:
+    for item in items:
+        if item.archive is not None:
+            console.print(_tensor_table(item.archive, f"{item.path} (quant archive, {_bytes(item.file_bytes)})"))
+            q = [t for t in item.archive if t.quantized]
+            n = sum(t.elements for t in q)
+            original = sum(t.original_bytes for t in item.archive)
+            if n:
+                bpw = sum(t.stored_bytes for t in q) * 8 / n
+                console.print(f"\n{len(q)} of {len(item.archive)} tensors quantized, {bpw:.3f} bits per weight; "
+                              f"{_bytes(original)} of tensors in {_bytes(item.file_bytes)}: "
+                              f"{100 * item.file_bytes / original:.2f}%")
+            continue
+        table = Table(title=f"{item.path} ({_bytes(item.file_bytes)})", title_justify="left", show_edge=False,
+                      pad_edge=False)
+        for col in ("tensor", "dtype", "shape", "elements", "bytes", "min", "max", "mean", "std", "absmax",
+                    "zeros"):
+            table.add_column(col, justify="left" if col in ("tensor", "dtype", "shape") else "right",
+                             overflow="fold")
+        for s in item.tensors or []:
+            extra = f" ({s.nonfinite} NaN/Inf)" if s.nonfinite else ""
+            table.add_row(s.name, s.dtype, "x".join(map(str, s.shape)) or "scalar", f"{s.elements:,}",
+                          _bytes(s.nbytes), f"{s.min:.4g}", f"{s.max:.4g}", f"{s.mean:.4g}", f"{s.std:.4g}",
+                          f"{s.absmax:.4g}", f"{s.zeros:,}{extra}")
+        console.print(table)
+        total = sum(s.elements for s in item.tensors or [])
+        console.print(f"\n{len(item.tensors or [])} tensors, {total:,} elements")

@@ -1,0 +1,198 @@
+"""The safetensors container, read and written by hand so every byte is validated and nothing
+is loaded before it is asked for.
+
+Layout (the public safetensors format): an 8-byte little-endian header length N, N bytes of JSON
+header, then the data buffer. The header maps tensor names to {dtype, shape, data_offsets: [begin,
+end)} relative to the buffer, plus an optional "__metadata__" str -> str map. The buffer has no holes
+and no overlaps. Used for input weights, for archives and for dequantized outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import ml_dtypes
+import numpy as np
+
+from .errors import InputError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit too
+
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype(bool),
+}
+_CODES = {dt: code for code, dt in DTYPES.items()}
+FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def dtype_code(dtype: np.dtype) -> str:
+    """The safetensors name of a numpy dtype (big-endian input is named by its value type)."""
+    dt = np.dtype(dtype)
+    key = dt.newbyteorder("<") if dt.byteorder == ">" else dt
+    try:
+        return _CODES[key]
+    except KeyError:
+        raise InputError(f"dtype {dt} has no safetensors equivalent") from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} in header")
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored array: its dtype, shape and absolute byte range in the file."""
+
+    name: str
+    code: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return DTYPES[self.code]
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+class SafetensorsFile:
+    """A validated, lazily read safetensors file. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")
+        except FileNotFoundError:
+            raise InputError("no such file", path=self.path) from None
+        except IsADirectoryError:
+            raise InputError("is a directory, not a safetensors file", path=self.path) from None
+        except OSError as e:
+            raise InputError(f"cannot open: {e.strerror}", path=self.path) from None
+        try:
+            self.entries, self.metadata, self.header_bytes = self._parse()
+        except Exception:
+            self._f.close()
+            raise
+
+    def _fail(self, message: str, tensor: str | None = None) -> InputError:
+        return InputError(message, path=self.path, tensor=tensor)
+
+    def _parse(self) -> tuple[dict[str, Entry], dict[str, str], int]:
+        size = os.fstat(self._f.fileno()).st_size
+        head = self._f.read(8)
+        if len(head) < 8:
+            raise self._fail(f"not a safetensors file: {size} bytes, too short for a header")
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER_BYTES:
+            raise self._fail(f"not a safetensors file: header length {n} exceeds {MAX_HEADER_BYTES}")
+        if 8 + n > size:
+            raise self._fail(f"truncated: header says {n} header bytes, file has {size - 8}")
+        raw = self._f.read(n)
+        try:
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self._fail(f"malformed safetensors header: {e}") from None
+        if not isinstance(header, dict):
+            raise self._fail("malformed safetensors header: not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise self._fail("malformed safetensors header: __metadata__ must map strings to strings")
+        base = 8 + n
+        buffer_len = size - base
+        entries: dict[str, Entry] = {}
+        for name, info in header.items():
+            entries[name] = self._entry(name, info, base, buffer_len)
+        spans = sorted((e.start, e.end, e.name) for e in entries.values())
+        pos = base
+        for start, end, name in spans:
+            if start != pos:
+                what = "overlaps another tensor" if start < pos else "leaves a hole before it"
+                raise self._fail(f"malformed: data_offsets {what}", name)
+            pos = end
+        if pos != size:
+            raise self._fail(f"malformed: {size - pos} bytes after the last tensor" if pos < size
+                             else "truncated")
+        return entries, dict(metadata), n
+
+    def _entry(self, name: str, info: Any, base: int, buffer_len: int) -> Entry:
+        if not isinstance(info, dict):
+            raise self._fail("malformed header entry", name)
+        code = info.get("dtype")
+        if code not in DTYPES:
+            raise self._fail(f"unsupported dtype {code!r}", name)
+        shape = info.get("shape")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise self._fail(f"malformed shape {shape!r}", name)
+        offsets = info.get("data_offsets")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise self._fail(f"malformed data_offsets {offsets!r}", name)
+        begin, end = offsets
+        if not 0 <= begin <= end:
+            raise self._fail(f"malformed data_offsets {offsets!r}", name)
+        if end > buffer_len:
+            raise self._fail(f"truncated: data ends at byte {end} of a {buffer_len}-byte buffer", name)
+        expected = math.prod(shape) * DTYPES[code].itemsize
+        if end - begin != expected:
+            raise self._fail(f"holds {end - begin} bytes, but shape {shape} of {code} needs {expected}", name)
+        return Entry(name, code, tuple(shape), base + begin, base + end)
+
+    def read(self, name: str) -> np.ndarray:
+        """The array, read from disk now (a fresh, writable array)."""
+        entry = self.entries[name]
+        out = np.empty(entry.shape, dtype=entry.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+        self._f.seek(entry.start)
+        got = self._f.readinto(view) if out.size else 0
+        if got != entry.nbytes:
+            raise self._fail("truncated while reading", name)
+        return out
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "SafetensorsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None) -> bytes:
+    """The 8-byte length plus JSON header for arrays stored back to back in `layout` order.
+
+    Each layout row is (name, dtype code, shape, nbytes). The header is padded with spaces to a
+    multiple of 8 bytes so the buffer starts 8-byte aligned. Keys are written sorted, so the
+    same arrays give the same bytes.
+    """
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = dict(sorted(metadata.items()))
+    pos = 0
+    entries = {}
+    for name, code, shape, nbytes in layout:
+        entries[name] = {"dtype": code, "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
+        pos += nbytes
+    header.update(sorted(entries.items()))
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    raw += b" " * (-(len(raw) + 8) % 8)
+    return len(raw).to_bytes(8, "little") + raw
