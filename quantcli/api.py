@@ -163,9 +163,11 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
         enc = method.encode(xf, spec)
     except QuantError as e:
         raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
-    recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, ref.shape)
-    enc.reconstruction = None
-    return enc, measure(xf, recon), ""
+    if enc.reconstruction is not None:
+        recon, enc.reconstruction = enc.reconstruction, None
+    else:
+        recon = method.decode(enc, ref.shape)
+    return enc, measure(xf, recon, consume=True), ""
 
 
 def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,

@@ -50,10 +50,14 @@ class ErrorStats:
 ZERO = ErrorStats(0, 0.0, 0.0, 0.0)
 
 
-def measure(x: np.ndarray, x_hat: np.ndarray) -> ErrorStats:
-    """Compare float32 `x` with its reconstruction."""
+def measure(x: np.ndarray, x_hat: np.ndarray, *, consume: bool = False) -> ErrorStats:
+    """Compare float32 `x` with its reconstruction; `consume=True` lets it overwrite `x_hat`."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
-    err = np.subtract(x, np.asarray(x_hat, dtype=np.float32).reshape(-1), dtype=np.float32)
+    x_hat = np.asarray(x_hat, dtype=np.float32).reshape(-1)
+    if consume and x_hat.flags.writeable and x_hat.flags.c_contiguous and not np.shares_memory(x, x_hat):
+        err = np.subtract(x, x_hat, out=x_hat)
+    else:
+        err = np.subtract(x, x_hat)
     max_abs = float(max(err.max(), -err.min())) if err.size else 0.0
     return ErrorStats(int(x.size), sum_squares(x), sum_squares(err), max_abs)
 

@@ -43,6 +43,17 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _target_mode(path: str) -> int:
+    """Keep an existing output's permissions; a new file gets 0666 less the umask (mkstemp's 0600
+    would surprise anyone sharing the result)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Yield a file object; on success it replaces `path` atomically, on any failure it vanishes."""
@@ -56,6 +67,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     f = os.fdopen(fd, "wb")
     try:
         try:
+            os.fchmod(fd, _target_mode(path))
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, SCHEMES, Spec
-from .base import (ArrayLayout, Encoding, Method, block_grid, from_blocks, matrix_shape, param,
+from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param,
                    scale_shape, to_blocks)
 from .scales import STORAGE, store_scales
 from . import register
@@ -34,38 +34,44 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
                      group_size: int = 128, scale_dtype: str = "float32"):
     """The math alone: integer levels (signed for symmetric), scales, zero points, reconstruction.
 
-    Returns (q as int16 in the tensor's shape, stored scales, zero points or None, scale dtype,
-    reconstruction float32). Example, the seed's 3x4 matrix at 8 bits per tensor:
-    q[0] == [5, -25, 0, 51] and scales == [0.01968504].
+    Returns (codes as stored: uint8 in the tensor's element order, the signed level for symmetric
+    being code - qmax; stored scales; zero points or None; scale dtype used; reconstruction as
+    float32 in the tensor's shape). Example, the seed's 3x4 matrix at 8 bits per tensor: codes[:4]
+    - 127 == [5, -25, 0, 51] and scales == [0.01968504].
+
+    One float32 work buffer is reused for levels and then the reconstruction: allocating fresh
+    arrays (page faults) costs more than the arithmetic here.
     """
     qmin, qmax = qrange(bits, scheme)
+    shape = tuple(np.shape(x))
     blocks = to_blocks(np.asarray(x, dtype=np.float32), granularity, group_size)
-    hi = blocks.max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
-    lo = blocks.min(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
+    lo, hi = block_min_max(blocks)
     if scheme == "symmetric":
         scale = np.maximum(hi, -lo) / np.float32(qmax)
     else:
-        scale = (np.maximum(hi, 0) - np.minimum(lo, 0)) / np.float32(qmax)
+        lo = np.minimum(lo, 0)
+        scale = (np.maximum(hi, 0) - lo) / np.float32(qmax)
     stored, used = store_scales(scale.astype(np.float32), scale_dtype, granularity)
-    s = stored.astype(np.float32)
-    safe = np.where(s > 0, s, np.float32(1))[:, None]
-    q = blocks / safe  # all-zero blocks divide by 1 and stay zero
+    s = stored.astype(np.float32)[:, None]
+    safe = np.where(s > 0, s, np.float32(1))  # all-zero blocks divide by 1 and stay zero
+    work = np.divide(blocks, safe)
+    np.rint(work, out=work)
     zero = None
     if scheme == "asymmetric":
-        zero = np.clip(np.rint(-np.minimum(lo, 0) / safe[:, 0]), 0, qmax).astype(np.float32)
-        np.rint(q, out=q)
-        q += zero[:, None]
+        zero = np.clip(np.rint(-lo / safe[:, 0]), 0, qmax).astype(np.float32)[:, None]
+        work += zero
+    np.clip(work, qmin, qmax, out=work)
+    kept = from_blocks(work, shape).reshape(-1)
+    if scheme == "symmetric":
+        codes = kept.astype(np.int8).view(np.uint8)
+        codes += np.uint8(qmax)  # wraps modulo 256 onto q + qmax exactly
     else:
-        np.rint(q, out=q)
-    np.clip(q, qmin, qmax, out=q)
-    if zero is not None:
-        recon = (q - zero[:, None]) * s[:, None]
-    else:
-        recon = q * s[:, None]
-    shape = tuple(np.shape(x))
-    zeros = None if zero is None else zero.astype(np.uint8).reshape(scale_shape(shape, granularity, group_size))
+        codes = kept.astype(np.uint8)
+        work -= zero
+    work *= s
+    zeros = None if zero is None else zero[:, 0].astype(np.uint8).reshape(scale_shape(shape, granularity, group_size))
     stored = stored.reshape(scale_shape(shape, granularity, group_size))
-    return (from_blocks(q, shape).astype(np.int16), stored, zeros, used, from_blocks(recon, shape))
+    return codes, stored, zeros, used, from_blocks(work, shape)
 
 
 @register
@@ -79,10 +85,8 @@ class Uniform(Method):
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
-        q, scales, zeros, used, recon = uniform_quantize(
+        codes, scales, zeros, used, recon = uniform_quantize(
             x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype)
-        offset = -qrange(spec.bits, spec.scheme)[0]
-        codes = (q.reshape(-1) + offset).astype(np.uint8)
         arrays = {"codes": pack_bits(codes, spec.bits), "scale": scales}
         if zeros is not None:
             arrays["zero"] = zeros
