@@ -35,7 +35,8 @@ def round_up(scale: np.ndarray, dtype_name: str) -> np.ndarray | None:
     target = STORAGE[dtype_name]
     if target == np.float32:
         return scale.astype(np.float32)
-    stored = scale.astype(target)
+    with np.errstate(over="ignore"):
+        stored = scale.astype(target)
     back = stored.astype(np.float32)
     low = back < scale
     if low.any():
