@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 import zipfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -16,6 +19,7 @@ from .errors import ConfigError, InputError, QuantError
 from .methods import Encoding, get_method
 from .metrics import ZERO, ErrorStats, bits_per_weight, measure
 from .output import SafetensorsWriter, atomic_output
+from .recipe import Recipe, load_recipe
 from .safetensors_io import DTYPES, FLOAT_CODES
 from .sources import Sources, TensorRef
 from .spec import Spec
@@ -170,10 +174,55 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
     return enc, measure(xf, recon, consume=True), ""
 
 
+@dataclass
+class PlanItem:
+    """What will happen to one tensor: its spec (None = kept as it is) and the reason if kept."""
+
+    ref: TensorRef
+    spec: Spec | None
+    note: str
+
+    @property
+    def keep(self) -> bool:
+        return self.spec is None
+
+
+def plan_tensors(refs: list[TensorRef], spec: Spec, selection: Selection,
+                 recipe: Recipe | None = None) -> list[PlanItem]:
+    """Decide every tensor's method before any data is read: --only/--skip and the default
+    policy first, then the recipe (first matching rule wins)."""
+    items = []
+    for ref in refs:
+        reason = selection.reason_to_keep(ref)
+        chosen: Spec | None = None if reason else spec
+        if not reason and recipe is not None:
+            chosen, reason = recipe.spec_for(ref.name, spec)
+        if chosen is not None:
+            get_method(chosen.method).check_spec(chosen)
+        items.append(PlanItem(ref, chosen, reason))
+    return items
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _encode_item(item: PlanItem, keep_nonfinite: bool) -> tuple[Encoding, ErrorStats | None, str]:
+    return encode_tensor(item.ref, item.spec or Spec(), item.note, keep_nonfinite)
+
+
 def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,
                   skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
+                  recipe: str | Recipe | None = None, jobs: int | None = 1,
                   progress: Progress | None = None) -> QuantizeReport:
     """Quantize every tensor of `inputs` into one archive at `output` (written atomically).
+
+    `jobs` tensors are encoded at once in threads (numpy releases the GIL in its array loops);
+    the archive is written in input order, so its bytes do not depend on `jobs`. Memory holds at
+    most `jobs` tensors being encoded.
 
     Example:
         >>> r = quantize_file(["w.npy"], "w.qnt.safetensors", Spec(bits=4, granularity="group"))
@@ -182,18 +231,42 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
     """
     spec = spec or Spec()
     get_method(spec.method).check_spec(spec)
+    if isinstance(recipe, str):
+        recipe = load_recipe(recipe)
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     selection = Selection(only, skip, include_1d)
     start = time.perf_counter()
     with Sources(inputs) as sources:
         _check_output(output, sources.files)
+        plan = plan_tensors(sources.refs, spec, selection, recipe)
         total = sum(r.nbytes for r in sources.refs)
         writer = ArchiveWriter(output)
         reports: list[TensorReport] = []
         stats = ZERO
         done = 0
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="quant") if jobs > 1 else None
         try:
-            for ref in sources.refs:
-                enc, err, note = encode_tensor(ref, spec, selection.reason_to_keep(ref), keep_nonfinite)
+            pending: deque[tuple[PlanItem, Future[Any]]] = deque()
+            items = iter(plan)
+
+            def results() -> Iterator[tuple[PlanItem, tuple[Encoding, ErrorStats | None, str]]]:
+                if pool is None:
+                    for item in items:
+                        yield item, _encode_item(item, keep_nonfinite)
+                    return
+                for item in items:
+                    pending.append((item, pool.submit(_encode_item, item, keep_nonfinite)))
+                    if len(pending) >= jobs:
+                        first, fut = pending.popleft()
+                        yield first, fut.result()
+                while pending:
+                    first, fut = pending.popleft()
+                    yield first, fut.result()
+
+            for item, (enc, err, note) in results():
+                ref = item.ref
                 t = writer.add(ref.name, ref.code, ref.shape, enc, _metrics_doc(err, enc, ref), note)
                 reports.append(_tensor_report(t, enc.nbytes, err))
                 if err is not None:
@@ -203,11 +276,64 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
                     progress(done, total, ref.name)
             archive_bytes = writer.finish()
         except BaseException:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
             writer.abort()
             raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         input_bytes = sources.input_bytes
     return QuantizeReport(output, list(inputs), reports, input_bytes, archive_bytes,
                           time.perf_counter() - start, stats)
+
+
+@dataclass
+class PlanReport:
+    """`--dry-run`: what would be written, with sizes computed from shapes and params alone."""
+
+    inputs: list[str]
+    items: list[PlanItem]
+    labels: list[str]
+    stored_bytes: list[int]
+    input_bytes: int
+    header_bytes_estimate: int
+
+    @property
+    def predicted_archive_bytes(self) -> int:
+        return sum(self.stored_bytes) + self.header_bytes_estimate
+
+
+def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None = None, skip: str | None = None,
+              include_1d: bool = False, recipe: str | Recipe | None = None) -> PlanReport:
+    """The per-tensor plan and predicted archive size, reading headers only (no tensor data).
+
+    Stored bytes are exact for each tensor's arrays; the header (manifest with metrics) is
+    estimated. A uniform tensor whose group scales overflow float16 falls back to float32 scales
+    when actually encoded, which the plan cannot see without reading the data.
+    """
+    spec = spec or Spec()
+    if isinstance(recipe, str):
+        recipe = load_recipe(recipe)
+    with Sources(inputs) as sources:
+        plan = plan_tensors(sources.refs, spec, Selection(only, skip, include_1d), recipe)
+        labels, sizes = [], []
+        header = 200
+        for item in plan:
+            ref = item.ref
+            if item.spec is None:
+                labels.append("kept")
+                sizes.append(ref.nbytes)
+                header += 120 + 2 * len(ref.name)
+                continue
+            method = get_method(item.spec.method)
+            params = method.params_for(ref.shape, item.spec)
+            layout = method.layout(ref.shape, params)
+            labels.append(method.describe(params))
+            sizes.append(sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                             for dt, shape in layout.values()))
+            header += 420 + (2 + len(layout)) * len(ref.name) + 90 * len(layout)
+        return PlanReport(list(inputs), plan, labels, sizes, sources.input_bytes, header)
 
 
 def _metrics_doc(err: ErrorStats | None, enc: Encoding, ref: TensorRef) -> dict[str, Any]:
@@ -248,11 +374,41 @@ def archive_report(archive: Archive) -> list[TensorReport]:
 
 
 OUTPUT_DTYPES = {"original": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+          "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'2GB' -> 2_000_000_000, '500MiB' -> 524_288_000, '1000' -> 1000 (decimal units, as Hugging Face)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _UNITS:
+        raise ConfigError(f"--shard-size {text!r} is not a size like 2GB, 500MB or 1GiB")
+    size = int(float(m.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ConfigError(f"--shard-size must be positive, got {text!r}")
+    return size
+
+
+def _shard_groups(sizes: list[int], shard_size: int) -> list[list[int]]:
+    """Tensor indices per shard, in order; a new shard starts when the next tensor would not fit
+    (a tensor larger than the shard size gets a shard of its own)."""
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i, n in enumerate(sizes):
+        if groups[-1] and used + n > shard_size:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
 
 
 def dequantize_file(archive_path: str, output: str, dtype: str = "original",
-                    progress: Progress | None = None) -> DequantizeReport:
-    """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically).
+                    progress: Progress | None = None, shard_size: str | int | None = None) -> DequantizeReport:
+    """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically),
+    or, when `output` is a folder or `shard_size` is given, into safetensors shards plus a
+    `model.safetensors.index.json` in the Hugging Face layout.
 
     Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
@@ -260,36 +416,42 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
     start = time.perf_counter()
-    kind = os.path.splitext(output)[1].lower()
+    to_folder = shard_size is not None or os.path.isdir(output) or output.endswith(os.sep)
+    kind = ".safetensors" if to_folder else os.path.splitext(output)[1].lower()
     if kind not in (".safetensors", ".npz", ".npy"):
-        raise ConfigError("the output must end in .safetensors, .npz or .npy", path=output)
+        raise ConfigError("the output must end in .safetensors, .npz or .npy, or be a folder", path=output)
+    limit = parse_size(shard_size) if isinstance(shard_size, str) else (shard_size or 5 * 10**9)
     with open_archive(archive_path) as archive:
-        _check_output(output, [archive_path])
+        if not to_folder:
+            _check_output(output, [archive_path])
         if kind == ".npy" and len(archive.tensors) != 1:
             raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
                               "write .safetensors or .npz", path=output)
+        targets = []
+        for t in archive.tensors:
+            target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
+            targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
         total = sum(t.original_nbytes for t in archive.tensors)
         written: list[tuple[str, str, tuple[int, ...]]] = []
+        done = 0
 
-        def tensors():
-            done = 0
-            for t in archive.tensors:
-                values = archive.decode(t)
-                target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
-                if kind != ".safetensors" and target == "BF16":
-                    target = "F32"
-                values = values.astype(DTYPES[target], copy=False)
-                written.append((t.name, target, t.shape))
-                yield t.name, values
-                done += t.original_nbytes
-                if progress:
-                    progress(done, total, t.name)
+        def values(i: int) -> np.ndarray:
+            nonlocal done
+            t = archive.tensors[i]
+            out = archive.decode(t).astype(DTYPES[targets[i]], copy=False)
+            written.append((t.name, targets[i], t.shape))
+            done += t.original_nbytes
+            if progress:
+                progress(done, total, t.name)
+            return out
 
-        if kind == ".safetensors":
+        if to_folder:
+            size = _write_shards(archive, output, targets, limit, values)
+        elif kind == ".safetensors":
             writer = SafetensorsWriter(output)
             try:
-                for name, values in tensors():
-                    writer.add(name, values)
+                for i, t in enumerate(archive.tensors):
+                    writer.add(t.name, values(i))
                 size = writer.finish({"format": "pt"})
             except BaseException:
                 writer.close()
@@ -297,16 +459,66 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         else:
             with atomic_output(output) as f:
                 if kind == ".npy":
-                    for _, values in tensors():
-                        np.lib.format.write_array(f, values, allow_pickle=False)
+                    np.lib.format.write_array(f, values(0), allow_pickle=False)
                 else:
                     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                        for name, values in tensors():
-                            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                        for i, t in enumerate(archive.tensors):
+                            info = zipfile.ZipInfo(f"{t.name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                             with zf.open(info, "w", force_zip64=True) as member:
-                                np.lib.format.write_array(member, values, allow_pickle=False)
+                                np.lib.format.write_array(member, values(i), allow_pickle=False)
             size = os.path.getsize(output)
     return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start)
+
+
+def _write_shards(archive: Archive, folder: str, targets: list[str], limit: int,
+                  values: Callable[[int], np.ndarray]) -> int:
+    """Shards `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` (or a single
+    `model.safetensors` when everything fits in one shard). Each file is written atomically; on
+    failure the files this run wrote are removed again."""
+    sizes = [t.size * DTYPES[c].itemsize for t, c in zip(archive.tensors, targets)]
+    groups = _shard_groups(sizes, limit)
+    created_folder = not os.path.exists(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder: {e.strerror}", path=folder) from None
+    names = (["model.safetensors"] if len(groups) == 1 else
+             [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+    written: list[str] = []
+    total = 0
+    try:
+        weight_map: dict[str, str] = {}
+        for name, group in zip(names, groups):
+            path = os.path.join(folder, name)
+            writer = SafetensorsWriter(path)
+            try:
+                for i in group:
+                    writer.add(archive.tensors[i].name, values(i))
+                    weight_map[archive.tensors[i].name] = name
+                total += writer.finish({"format": "pt"})
+            except BaseException:
+                writer.close()
+                raise
+            written.append(path)
+        if len(groups) > 1:
+            index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
+            path = os.path.join(folder, "model.safetensors.index.json")
+            with atomic_output(path) as f:
+                f.write((json.dumps(index, indent=2) + "\n").encode("utf-8"))
+            written.append(path)
+    except BaseException:
+        for path in written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if created_folder:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        raise
+    return total
 
 
 @dataclass

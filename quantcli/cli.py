@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, api, render
-from .errors import QuantError
+from .errors import ConfigError, QuantError
 from .methods import METHODS
 from .spec import Spec
 
@@ -176,7 +176,7 @@ def inspect(paths: Paths, json_out: JsonOpt = False, quiet: QuietOpt = False, de
 def quantize(
     paths: Paths,
     output: Annotated[str, typer.Option("--output", "-o", help="The archive to write (.qnt.safetensors).",
-                                        show_default=False)],
+                                        show_default=False)] = "",
     method: Annotated[Method, typer.Option(help="Quantization method.")] = "uniform",  # type: ignore[assignment]
     bits: Annotated[int, typer.Option(help="Bits per code (uniform: 2-8).")] = 8,
     scheme: Annotated[Scheme, typer.Option(help="symmetric (zero maps to zero) or asymmetric (zero point).")]
@@ -195,6 +195,13 @@ def quantize(
                                                                   "norms) too.")] = False,
     keep_nonfinite: Annotated[bool, typer.Option("--keep-nonfinite", help="Keep tensors holding NaN/Inf as "
                                                                           "they are instead of failing.")] = False,
+    recipe: Annotated[Optional[str], typer.Option(help="TOML file mapping name patterns to settings "
+                                                       "(first match wins; see README).")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Tensors encoded at once; default: the "
+                                                                     "machine's cores. Output bytes do not "
+                                                                     "depend on it.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan and predicted archive "
+                                                            "size; read headers only, write nothing.")] = False,
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Quantize weights into one archive file and report bits per weight, SQNR and max error.
@@ -207,12 +214,24 @@ def quantize(
     --granularity group --group-size 64
     """
     with _errors(debug):
+        if not output and not dry_run:
+            raise ConfigError("quantize needs --output/-o (or --dry-run)")
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed)
-        with _progress(not quiet and not json_out) as progress:
-            report = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
-                                       keep_nonfinite=keep_nonfinite, progress=progress)
+        if dry_run:
+            plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe)
+        else:
+            with _progress(not quiet and not json_out) as progress:
+                report = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
+                                           keep_nonfinite=keep_nonfinite, recipe=recipe, jobs=jobs,
+                                           progress=progress)
+    if dry_run:
+        if json_out:
+            _print_json(render.plan_json(plan))
+        elif not quiet:
+            render.print_plan(_stdout(), plan)
+        return
     if json_out:
         _print_json(render.quantize_json(report))
     elif not quiet:
@@ -226,14 +245,18 @@ def dequantize(
                                         show_default=False)],
     dtype: Annotated[OutDtype, typer.Option(help="Output dtype of quantized tensors; original = as they "
                                                  "were before quantization.")] = OutDtype.original,
+    shard_size: Annotated[Optional[str], typer.Option(help="Write a folder of safetensors shards of at most "
+                                                           "this size (e.g. 2GB) plus model.safetensors.index.json.",
+                                                      show_default=False)] = None,
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Reconstruct the weights of an archive: same names, shapes and (by default) dtypes as the input.
+    A folder output (or --shard-size) gives Hugging Face style shards with an index.
 
     Example: quant dequantize model.qnt.safetensors -o restored.safetensors
     """
     with _errors(debug), _progress(not quiet and not json_out) as progress:
-        report = api.dequantize_file(archive, output, dtype.value, progress)
+        report = api.dequantize_file(archive, output, dtype.value, progress, shard_size)
     if json_out:
         _print_json(render.dequantize_json(report))
     elif not quiet:

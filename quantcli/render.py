@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .api import DequantizeReport, Inspection, QuantizeReport, TensorReport, TensorStats
+from .api import DequantizeReport, Inspection, PlanReport, QuantizeReport, TensorReport, TensorStats
 
 
 def _num(value: float) -> float | str | None:
@@ -149,3 +149,40 @@ def print_inspect(console: Console, items: list[Inspection]) -> None:
         console.print(table)
         total = sum(s.elements for s in item.tensors or [])
         console.print(f"\n{len(item.tensors or [])} tensors, {total:,} elements")
+
+
+def plan_json(p: PlanReport) -> dict[str, Any]:
+    tensors = []
+    for item, label, size in zip(p.items, p.labels, p.stored_bytes):
+        ref = item.ref
+        doc = {"name": ref.name, "dtype": ref.code, "shape": list(ref.shape), "elements": ref.size,
+               "method": "keep" if item.keep else item.spec.method, "label": label, "predicted_bytes": size,
+               "bits_per_weight": size * 8 / ref.size if ref.size else 0.0}
+        if item.note:
+            doc["note"] = item.note
+        tensors.append(doc)
+    q = [(item, size) for item, size in zip(p.items, p.stored_bytes) if not item.keep]
+    n = sum(item.ref.size for item, _ in q)
+    return {"command": "quantize", "dry_run": True, "inputs": p.inputs, "tensors": tensors,
+            "totals": {"input_bytes": p.input_bytes, "predicted_archive_bytes": p.predicted_archive_bytes,
+                       "stored_bytes": sum(p.stored_bytes), "header_bytes_estimate": p.header_bytes_estimate,
+                       "bits_per_weight": sum(s for _, s in q) * 8 / n if n else None,
+                       "ratio": p.predicted_archive_bytes / p.input_bytes if p.input_bytes else None}}
+
+
+def print_plan(console: Console, p: PlanReport) -> None:
+    table = Table(title="plan (dry run: nothing written)", title_justify="left", show_edge=False, pad_edge=False)
+    for col, justify in (("tensor", "left"), ("shape", "left"), ("dtype", "left"), ("method", "left"),
+                         ("bytes", "right"), ("bits/w", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for item, label, size in zip(p.items, p.labels, p.stored_bytes):
+        ref = item.ref
+        table.add_row(ref.name, "x".join(map(str, ref.shape)) or "scalar", ref.code,
+                      f"[dim]{item.note}[/dim]" if item.keep else label, _bytes(size),
+                      f"{size * 8 / ref.size:.3f}" if ref.size else "-")
+    console.print(table)
+    doc = plan_json(p)["totals"]
+    bpw = f"{doc['bits_per_weight']:.3f}" if doc["bits_per_weight"] is not None else "-"
+    console.print(f"\npredicted archive {_bytes(p.predicted_archive_bytes)} ({_bytes(sum(p.stored_bytes))} of arrays, "
+                  f"header ~{_bytes(p.header_bytes_estimate)}) from {_bytes(p.input_bytes)} of input; "
+                  f"{bpw} bits per quantized weight")

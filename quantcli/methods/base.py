@@ -58,6 +58,11 @@ class Method:
         """
         raise NotImplementedError
 
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        """The params `encode` records for a tensor of `shape`, known before reading its data
+        (used by --dry-run and the planner to size an archive from shapes alone)."""
+        raise NotImplementedError
+
     def describe(self, params: dict[str, Any]) -> str:
         """A short human label, e.g. 'int4 asym g64'."""
         return self.name

@@ -23,6 +23,9 @@ class _Cast(Method):
         values = x.astype(self.dtype)
         return Encoding(self.name, {}, {"values": values}, reconstruction=values.astype(np.float32))
 
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        return {}
+
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].astype(np.float32).reshape(shape)
 

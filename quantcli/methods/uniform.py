@@ -18,7 +18,7 @@ from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, SCHEMES, Spec
 from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param,
                    scale_shape, to_blocks)
-from .scales import STORAGE, store_scales
+from .scales import STORAGE, resolve_scale_dtype, store_scales
 from . import register
 
 
@@ -83,6 +83,13 @@ class Uniform(Method):
         if not 2 <= spec.bits <= 8:
             raise ConfigError(f"uniform quantization takes --bits 2 to 8, got {spec.bits}")
 
+    def params_for(self, shape: tuple[int, ...], spec: Spec, scale_dtype: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"bits": spec.bits, "scheme": spec.scheme, "granularity": spec.granularity,
+                                  "scale_dtype": scale_dtype or resolve_scale_dtype(spec.scale_dtype, spec.granularity)}
+        if spec.granularity == "group":
+            params["group_size"] = spec.group_size
+        return params
+
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
         codes, scales, zeros, used, recon = uniform_quantize(
@@ -90,11 +97,7 @@ class Uniform(Method):
         arrays = {"codes": pack_bits(codes, spec.bits), "scale": scales}
         if zeros is not None:
             arrays["zero"] = zeros
-        params: dict[str, Any] = {"bits": spec.bits, "scheme": spec.scheme, "granularity": spec.granularity,
-                                  "scale_dtype": used}
-        if spec.granularity == "group":
-            params["group_size"] = spec.group_size
-        return Encoding(self.name, params, arrays, reconstruction=recon)
+        return Encoding(self.name, self.params_for(x.shape, spec, used), arrays, reconstruction=recon)
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=2, hi=8)
