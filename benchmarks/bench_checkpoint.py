@@ -1,0 +1,105 @@
+"""A 4 GB bf16 checkpoint in 3 shards (4096x11008 and 4096x4096 tensors), quantized to 4-bit
+group-64: peak RSS and wall time for --jobs 1 and --jobs 2, run as real `quant` processes under
+/usr/bin/time -v (issue 5).
+
+    python benchmarks/bench_checkpoint.py [--dir /tmp/quant-ckpt] [--layers 10] [--repeat 2]
+
+The checkpoint is generated once (deterministic, float32 math per tensor, written shard by shard,
+so generation itself stays under ~1 GB of memory) and kept in --dir for reruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from quantcli.output import SafetensorsWriter  # noqa: E402
+
+
+def make_checkpoint(folder: str, layers: int) -> None:
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        return
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(layers):
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            names.append((f"model.layers.{i}.self_attn.{proj}.weight", (4096, 4096)))
+        for proj in ("gate_proj", "up_proj"):
+            names.append((f"model.layers.{i}.mlp.{proj}.weight", (11008, 4096)))
+        names.append((f"model.layers.{i}.mlp.down_proj.weight", (4096, 11008)))
+        names.append((f"model.layers.{i}.input_layernorm.weight", (4096,)))
+    per_shard = -(-len(names) // 3)
+    weight_map = {}
+    for s in range(3):
+        shard = f"model-{s + 1:05d}-of-00003.safetensors"
+        writer = SafetensorsWriter(os.path.join(folder, shard))
+        for name, shape in names[s * per_shard:(s + 1) * per_shard]:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            x *= 0.02
+            writer.add(name, x.astype(ml_dtypes.bfloat16))
+            weight_map[name] = shard
+        writer.finish({"format": "pt"})
+    with open(index, "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+
+
+def timed_run(args: list[str]) -> tuple[float, float, dict]:
+    """(wall seconds, peak RSS MB, JSON report) of one `quant` process under /usr/bin/time -v."""
+    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "quantcli", *args], capture_output=True,
+                       text=True, check=True)
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", p.stderr)
+    seconds = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
+    return seconds, rss_kb / 1024, json.loads(p.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default="/tmp/quant-ckpt")
+    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    ckpt = os.path.join(args.dir, "ckpt")
+    make_checkpoint(ckpt, args.layers)
+    size = sum(os.path.getsize(os.path.join(ckpt, f)) for f in os.listdir(ckpt))
+    print(f"checkpoint: {ckpt}, {size / 1e9:.2f} GB bf16 in 3 shards")
+    common = [ckpt, "--bits", "4", "--scheme", "asymmetric", "--granularity", "group", "--group-size", "64",
+              "--json", "--quiet"]
+    results = {}
+    digests = {}
+    for round_ in range(args.repeat):
+        for jobs in (1, 2):  # interleaved, so both see the same machine load
+            out = os.path.join(args.dir, f"j{jobs}.qnt.safetensors")
+            wall, rss, doc = timed_run([*common, "-o", out, "--jobs", str(jobs)])
+            results.setdefault(jobs, []).append((wall, rss))
+            import hashlib
+            with open(out, "rb") as f:
+                h = hashlib.sha256()
+                while chunk := f.read(1 << 24):
+                    h.update(chunk)
+            digests[jobs] = h.hexdigest()
+            print(f"round {round_ + 1} --jobs {jobs}: {wall:.1f} s, peak RSS {rss:.0f} MB, "
+                  f"{size / 1e6 / wall:.0f} MB/s, {doc['totals']['bits_per_weight']:.3f} bits/weight, "
+                  f"SQNR {doc['totals']['overall_sqnr_db']:.2f} dB")
+    w1 = statistics.median(w for w, _ in results[1])
+    w2 = statistics.median(w for w, _ in results[2])
+    print(f"\nmedian wall: jobs1 {w1:.1f} s ({size / 1e6 / w1:.0f} MB/s), jobs2 {w2:.1f} s ({size / 1e6 / w2:.0f} MB/s), "
+          f"speedup {w1 / w2:.2f}x; peak RSS jobs1 {max(r for _, r in results[1]):.0f} MB, "
+          f"jobs2 {max(r for _, r in results[2]):.0f} MB; identical archives: {digests[1] == digests[2]}")
+
+
+if __name__ == "__main__":
+    main()
