@@ -58,7 +58,7 @@ def make_checkpoint(folder: str, layers: int) -> None:
 
 def timed_run(args: list[str]) -> tuple[float, float, dict]:
     """(wall seconds, peak RSS MB, JSON report) of one `quant` process under /usr/bin/time -v."""
-    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "quantcli", *args], capture_output=True,
+    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "quantcli", "quantize", *args], capture_output=True,
                        text=True, check=True)
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", p.stderr)
