@@ -149,17 +149,28 @@ def _check_output(output: str, inputs: list[str]) -> None:
         raise ConfigError("the output is a folder; name a file", path=output)
 
 
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """float32 values of a float tensor. bfloat16 is the top half of a float32, so a shift of its
+    bits is exact and about 10x faster than a generic cast."""
+    if x.dtype == DTYPES["BF16"]:
+        out = x.view(np.uint16).astype(np.uint32)
+        out <<= 16
+        return out.view(np.float32)
+    return x.astype(np.float32, copy=False)
+
+
 def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: bool = False
                   ) -> tuple[Encoding, ErrorStats | None, str]:
     """Load and encode one tensor: (encoding, error stats or None when kept, note)."""
     x = ref.load()
     if keep_reason:
         return get_method("keep").encode(x, spec), None, keep_reason
-    xf = x.astype(np.float32, copy=False)
-    if not np.isfinite(xf).all():
+    xf = as_float32(x)
+    del x
+    if not (np.isfinite(xf.min()) and np.isfinite(xf.max())):  # NaN propagates through min/max
         bad = int(np.count_nonzero(~np.isfinite(xf)))
         if keep_nonfinite:
-            return get_method("keep").encode(x, spec), None, f"kept: {bad} NaN/Inf values (--keep-nonfinite)"
+            return get_method("keep").encode(ref.load(), spec), None, f"kept: {bad} NaN/Inf values (--keep-nonfinite)"
         raise InputError(f"holds {bad} NaN or Inf values; fix the weights or pass --keep-nonfinite to keep "
                          f"such tensors as they are", path=ref.path, tensor=ref.name)
     method = get_method(spec.method)

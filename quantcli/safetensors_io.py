@@ -161,10 +161,13 @@ class SafetensorsFile:
         entry = self.entries[name]
         out = np.empty(entry.shape, dtype=entry.dtype)
         view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
-        self._f.seek(entry.start)
-        got = self._f.readinto(view) if out.size else 0
-        if got != entry.nbytes:
-            raise self._fail("truncated while reading", name)
+        got = 0
+        fd = self._f.fileno()
+        while got < entry.nbytes:  # positional reads: threads may read tensors of one file at once
+            n = os.preadv(fd, [view[got:got + (1 << 30)]], entry.start + got)
+            if n <= 0:
+                raise self._fail("truncated while reading", name)
+            got += n
         return out
 
     def close(self) -> None:
