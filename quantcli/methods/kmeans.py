@@ -15,14 +15,16 @@ kmeans (bits 1-8, K = 2^bits levels; the seed's section 4.1)
   float16 when there are many (16 levels x 16 bits per row is already 0.67 bits per weight for a
   384-wide row). Codes are assigned against the stored (rounded) codebook.
 
-The 1-D k-means is Lloyd's algorithm on sorted "atoms" (value, weight): the sorted values
-themselves when a codebook sees at most 65536 values, otherwise a 65536-bin histogram that keeps
-the exact count and sum of each bin. With atoms sorted, a cluster is a contiguous run, so one
-Lloyd step is a binary search of the K-1 midpoints plus prefix-sum differences: O(K log A), not
-O(N K). Cluster means are exact means of the values assigned (bin sums are exact), the histogram
-only snaps the decision boundaries to bin edges. Three starts (weighted quantiles, even spacing
-over the range, and seeded random quantiles) run side by side and the one with the smallest
-squared error wins; all codebooks of a tensor are solved together, vectorised.
+The 1-D k-means works on sorted "atoms" (value, weight): the sorted values themselves when a
+codebook sees at most 8192 values, otherwise an 8192-bin histogram that keeps the exact count and
+sum of each bin (cluster means stay exact; only the decision boundaries snap to bin edges, 1/8192
+of the range). In 1-D an optimal cluster is a contiguous run of sorted atoms, so the optimal
+codebook is a dynamic programme over run boundaries; the 1-D k-means cost is concave-Monge, so
+divide and conquer solves each of the K layers in O(A log A), vectorised over all codebooks of
+the tensor (`_optimal_atoms`). This is exact, hence deterministic and better than Lloyd: on
+MiniLM's 384-value rows Lloyd (even sklearn with n_init=10) ends 5-45% above the optimum.
+When atoms * K * log2(atoms) exceeds DP_WORK (K >= 64 on histograms) a best-of-three Lloyd on the
+atoms is used instead, each step a binary search of the K - 1 midpoints plus prefix sums.
 
 vq (bits 1-16, K = 2^bits centroids of vector_dim values): rows are cut into sub-vectors of
 `vector_dim` consecutive values; when cols % vector_dim != 0 each row is zero-padded to the next
@@ -46,10 +48,10 @@ from .base import ArrayLayout, Encoding, Method, matrix_shape, param, scale_shap
 from .scales import STORAGE, store_scales
 from . import register
 
-MAX_ATOMS = 1 << 16        # sorted values up to this many per codebook, else a histogram of this many bins
-DP_BUDGET = 1 << 24        # problems * (atoms + 1)^2 * K up to this use the exact dynamic programme
+MAX_ATOMS = 1 << 13        # sorted values up to this many per codebook, else a histogram of this many bins
+DP_WORK = 1 << 25          # atoms * K * log2(atoms) per problem up to this: exact DP, else Lloyd
 MAX_ITER_1D = 300          # Lloyd steps are O(K log A), so running to convergence is cheap
-CHUNK_ATOMS = 1 << 22      # codebooks solved together per pass (bounds the float64 temporaries)
+CHUNK_ATOMS = 1 << 25      # atoms x K per pass over a batch of codebooks (bounds the DP back-pointers)
 NORMALIZE = ("none", "group")
 
 
@@ -58,27 +60,38 @@ NORMALIZE = ("none", "group")
 
 
 def _atoms(values: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted atoms (value, weight) per problem row of `values` [P, N]: exact or a histogram."""
+    """Sorted atoms (value, weight) per problem row of `values` [P, N]: exact or a histogram.
+
+    Up to MAX_ATOMS values a problem's atoms are its sorted values. Beyond, MAX_ATOMS equal bins
+    over [min, max], each atom being the exact mean and count of its bin (an empty bin is its
+    centre at weight 0), so cluster means stay exact and only boundaries snap to bin edges.
+    """
     p, n = values.shape
-    if weights is None:
-        weights = np.ones((p, n), dtype=np.float64)
     if n <= MAX_ATOMS:
         order = np.argsort(values, axis=1, kind="stable")
         v = np.take_along_axis(values, order, axis=1).astype(np.float64)
+        if weights is None:
+            return v, np.ones((p, n))
         return v, np.take_along_axis(weights, order, axis=1).astype(np.float64)
     bins = MAX_ATOMS
-    lo = values.min(axis=1, keepdims=True).astype(np.float64)
+    lo = values.min(axis=1, keepdims=True)
     span = values.max(axis=1, keepdims=True).astype(np.float64) - lo
     span[span <= 0] = 1.0
-    idx = ((values - lo) * (bins / span)).astype(np.int64)
-    np.clip(idx, 0, bins - 1, out=idx)
-    idx += np.arange(p, dtype=np.int64)[:, None] * bins
-    flat_idx = idx.reshape(-1)
-    w = weights.reshape(-1).astype(np.float64)
-    count = np.bincount(flat_idx, weights=w, minlength=p * bins).reshape(p, bins)
-    total = np.bincount(flat_idx, weights=values.reshape(-1).astype(np.float64) * w,
-                        minlength=p * bins).reshape(p, bins)
-    centre = lo + (np.arange(bins) + 0.5) * (span / bins)
+    step = (bins / span).astype(np.float32)
+    idx = ((values - lo) * step).astype(np.intp)
+    np.minimum(idx, bins - 1, out=idx)
+    if p > 1:
+        idx += np.arange(p, dtype=np.intp)[:, None] * bins
+    flat = idx.reshape(-1)
+    if weights is None:
+        count = np.bincount(flat, minlength=p * bins).astype(np.float64)
+        total = np.bincount(flat, weights=values.reshape(-1), minlength=p * bins)
+    else:
+        w = weights.reshape(-1).astype(np.float64)
+        count = np.bincount(flat, weights=w, minlength=p * bins)
+        total = np.bincount(flat, weights=values.reshape(-1) * w, minlength=p * bins)
+    count, total = count.reshape(p, bins), total.reshape(p, bins)
+    centre = lo.astype(np.float64) + (np.arange(bins) + 0.5) * (span / bins)
     v = np.where(count > 0, total / np.where(count > 0, count, 1), centre)
     return v, count
 
@@ -144,37 +157,63 @@ def _lloyd_atoms(v: np.ndarray, w: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _optimal_atoms(v: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
-    """The optimal 1-D clustering by dynamic programming over sorted atoms; sorted centroids [P, K].
+    """The optimal 1-D clustering of sorted atoms by dynamic programming; sorted centroids [P, K].
 
     best[j, i] = least squared error of the first i atoms in j + 1 clusters
                = min over t <= i of best[j - 1, t] + cost(atoms t .. i-1),
-    with cost from prefix sums (computed about each problem's mean to limit cancellation).
-    O(K A^2) per problem, so it is used only for small problems (DP_BUDGET).
+    cost from prefix sums of w, w u, w u^2 (u = value minus the problem's mean, against
+    cancellation). The 1-D k-means cost is concave-Monge, so the best t is non-decreasing in i and
+    each layer is solved by divide and conquer: the middle i of a range is searched over its
+    allowed t range only, which halves the ranges of its two children. All nodes of one recursion
+    depth, over all problems, are evaluated in one vectorised pass (ragged ranges flattened with
+    np.repeat, argmins by np.minimum.reduceat): O(K A log A) work per problem.
     """
     p, a = v.shape
+    n1 = a + 1
     centre = (v * w).sum(axis=1, keepdims=True) / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
     u = v - centre
     zero = np.zeros((p, 1))
     cw = np.concatenate([zero, np.cumsum(w, axis=1)], axis=1)
     cs = np.concatenate([zero, np.cumsum(u * w, axis=1)], axis=1)
     cq = np.concatenate([zero, np.cumsum(u * u * w, axis=1)], axis=1)
-    ww = cw[:, None, :] - cw[:, :, None]  # [P, t, i]
-    ss = cs[:, None, :] - cs[:, :, None]
-    cost = cq[:, None, :] - cq[:, :, None] - np.where(ww > 0, ss * ss / np.where(ww > 0, ww, 1), 0)
-    cost = np.maximum(cost, 0)
-    t_idx, i_idx = np.indices((a + 1, a + 1))
-    cost[:, t_idx > i_idx] = np.inf
-    best = cost[:, 0, :]  # one cluster over atoms 0 .. i-1
-    back = np.zeros((k, p, a + 1), dtype=np.int64)
-    for j in range(1, k):  # K passes, each vectorised over problems and (t, i)
-        total = best[:, :, None] + cost
-        back[j] = np.argmin(total, axis=1)
-        best = np.take_along_axis(total, back[j][:, None, :], axis=1)[:, 0, :]
+    cwf, csf, cqf = cw.reshape(-1), cs.reshape(-1), cq.reshape(-1)
+
+    def cost(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # flat indices of the run's two ends
+        ww = cwf[hi] - cwf[lo]
+        ss = csf[hi] - csf[lo]
+        c = cqf[hi] - cqf[lo] - np.where(ww > 0, ss * ss / np.where(ww > 0, ww, 1), 0)
+        return np.maximum(c, 0)
+
+    base = (np.arange(p) * n1)[:, None]
+    best = cost(np.broadcast_to(base, (p, n1)), base + np.arange(n1)).reshape(-1)
+    back = np.zeros((k, p, n1), dtype=np.int32)
+    for j in range(1, k):
+        new = np.empty(p * n1)
+        node = np.arange(p)
+        ilo, ihi = np.zeros(p, np.int64), np.full(p, a, np.int64)
+        tlo, thi = np.zeros(p, np.int64), np.full(p, a, np.int64)
+        while node.size:
+            mid = (ilo + ihi) // 2
+            span = np.minimum(thi, mid) - tlo + 1
+            offs = np.cumsum(span) - span
+            nid = np.repeat(np.arange(node.size), span)
+            t = tlo[nid] + np.arange(nid.size) - offs[nid]
+            b = node[nid] * n1
+            val = best[b + t] + cost(b + t, b + mid[nid])
+            low = np.minimum.reduceat(val, offs)
+            arg = np.minimum.reduceat(np.where(val <= low[nid], t, n1), offs)
+            new[node * n1 + mid] = low
+            back[j, node, mid] = arg
+            left, right = mid > ilo, mid < ihi
+            node = np.concatenate([node[left], node[right]])
+            ilo, ihi = np.concatenate([ilo[left], mid[right] + 1]), np.concatenate([mid[left] - 1, ihi[right]])
+            tlo, thi = np.concatenate([tlo[left], arg[right]]), np.concatenate([arg[left], thi[right]])
+        best = new
     ends = np.full(p, a, dtype=np.int64)
     bounds = np.zeros((p, k + 1), dtype=np.int64)
     bounds[:, k] = a
     for j in range(k - 1, 0, -1):
-        ends = back[j][np.arange(p), ends]
+        ends = back[j][np.arange(p), ends].astype(np.int64)
         bounds[:, j] = ends
     rows = np.arange(p)[:, None]
     cnt = cw[rows, bounds[:, 1:]] - cw[rows, bounds[:, :-1]]
@@ -197,12 +236,11 @@ def kmeans_1d(values: np.ndarray, k: int, seed: int = 0, weights: np.ndarray | N
     out = np.zeros((p, k))
     if n == 0:
         return out
-    step = max(1, CHUNK_ATOMS // min(n, MAX_ATOMS))
+    step = max(1, CHUNK_ATOMS // (min(n, MAX_ATOMS) * k))
     for start in range(0, p, step):
         sl = slice(start, start + step)
         v, w = _atoms(values[sl], None if weights is None else weights[sl])
-        entries = v.shape[0] * (v.shape[1] + 1) ** 2
-        if entries <= DP_BUDGET // 16 and entries * k <= DP_BUDGET:
+        if v.shape[1] * k * max(1, int(np.log2(v.shape[1] + 1))) <= DP_WORK:
             out[sl] = np.sort(_optimal_atoms(v, w, k), axis=1)
         else:
             out[sl] = _lloyd_atoms(v, w, k, seed + start)
@@ -218,8 +256,9 @@ def assign_sorted(values: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     k = codebooks.shape[1]
     dtype = np.uint8 if k <= 256 else np.uint16
     mids = (codebooks[:, 1:].astype(np.float64) + codebooks[:, :-1]) / 2
-    if p == 1:
-        return np.searchsorted(mids[0], values[0], side="left").astype(dtype)[None, :]
+    if p == 1:  # float32 midpoints: no float64 copy of the values
+        m32 = (codebooks[0, 1:].astype(np.float32) + codebooks[0, :-1].astype(np.float32)) / np.float32(2)
+        return np.searchsorted(m32, values[0].astype(np.float32), side="left").astype(dtype)[None, :]
     lo = codebooks[:, :1].astype(np.float64)
     span = codebooks[:, -1:] - lo
     span[span <= 0] = 1.0
