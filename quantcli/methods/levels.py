@@ -23,7 +23,7 @@ by Phi^-1(offset) so the table spans [-1, 1]. offset = 1 - (1/(2(2^b - 1)) + 1/(
 the mean of the two half-step positions for 2^b - 1 and 2^b bins (0.9677 for 4 bits), keeps the
 extreme quantile finite. The asymmetry (one more positive level) buys an exact zero with 2^b codes.
 The 4-bit table (equal to NF4 to 4 decimals):
-  -1.0000 -0.6962 -0.5251 -0.3949 -0.2844 -0.1848 -0.0911  0.0000
+  -1.0000 -0.6962 -0.5251 -0.3949 -0.2844 -0.1848 -0.0910  0.0000
    0.0796  0.1609  0.2461  0.3379  0.4407  0.5626  0.7230  1.0000
 Gaussian-shaped weights put equal probability mass in each cell, which is what minimises the
 error when the scale is a block absmax.
