@@ -155,3 +155,21 @@ def test_layout_rejects_bad_params(bad):
 def test_layout_normalized_requires_scale_params():
     with pytest.raises(ArchiveError):
         KM.layout((4, 16), {"bits": 4, "normalize": "group", "codebook_dtype": "float32", "group_size": 8})
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (3, 0), (), (5,), (2, 0, 3)])
+@pytest.mark.parametrize("method,opts,normalize", [
+    ("log", {}, None), ("nf", {"granularity": "group", "group_size": 2}, None),
+    ("kmeans", {"granularity": "channel"}, None), ("kmeans", {"granularity": "group", "group_size": 2}, None),
+    ("kmeans", {"granularity": "tensor"}, None), ("kmeans", {"group_size": 2}, "group"),
+    ("vq", {"vector_dim": 3}, None)])
+def test_empty_scalar_and_1d_shapes(shape, method, opts, normalize):
+    x = np.full(shape, 0.5, np.float32)
+    m = get_method(method)
+    spec = Spec(method=method, bits=4, **opts)
+    enc = m.encode(x, spec, normalize=normalize) if normalize else m.encode(x, spec)
+    out = m.decode(enc, shape)
+    assert out.shape == shape and enc.reconstruction.shape == shape
+    np.testing.assert_array_equal(out, enc.reconstruction)
+    np.testing.assert_array_equal(out, x)
+    assert {k: (a.dtype, a.shape) for k, a in enc.arrays.items()} == m.layout(shape, enc.params)

@@ -306,6 +306,11 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
     k = 2**bits
     params: dict[str, Any] = {"bits": bits, "normalize": normalize}
     arrays: dict[str, np.ndarray] = {}
+    if normalize == "group" and x.size == 0:
+        stored, used = store_scales(np.zeros(scale_shape(shape, "group", group_size), np.float32), scale_dtype, "group")
+        cb, cb_name = store_codebook(np.zeros((1, k)), scale_dtype, many=False)
+        params.update(group_size=group_size, scale_dtype=used, codebook_dtype=cb_name)
+        return np.zeros(0, np.uint8), {"codebook": cb, "scale": stored}, params, x.copy()
     if normalize == "group":
         blocks = to_blocks(x, "group", group_size)
         absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
@@ -321,13 +326,19 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
         params.update(group_size=group_size, scale_dtype=used, codebook_dtype=cb_name)
         return codes.reshape(-1), arrays, params, recon.astype(np.float32)
     params["granularity"] = granularity
+    if granularity == "group":
+        params["group_size"] = group_size
+    if x.size == 0:  # nothing to learn: zero codebooks of the declared shape
+        count = {"tensor": 1, "channel": rows}.get(granularity, -(-rows // group_size))
+        cb, cb_name = store_codebook(np.zeros((count, k)), scale_dtype, many=False)
+        params["codebook_dtype"] = cb_name
+        return np.zeros(0, np.uint8), {"codebook": cb}, params, x.copy()
     if granularity == "tensor":
         problems, weights = m.reshape(1, -1), None
     elif granularity == "channel":
         problems, weights = m, None
     else:
-        params["group_size"] = group_size
-        groups = -(-rows // group_size) if rows else 0
+        groups = -(-rows // group_size)
         padded_rows = groups * group_size
         weights = None
         if padded_rows != rows:
@@ -409,6 +420,8 @@ class KMeans(Method):
         rows, cols = matrix_shape(shape)
         codes = unpack_bits(enc.arrays["codes"], bits, n).astype(np.int64)
         cb = enc.arrays["codebook"].astype(np.float32)
+        if n == 0:
+            return np.zeros(shape, np.float32)
         if p["normalize"] == "group":
             g = p["group_size"]
             s = enc.arrays["scale"].astype(np.float32).reshape(rows, -1)
@@ -542,7 +555,7 @@ class VQ(Method):
         recon = cbf[idx].reshape(rows, cols + pad)[:, :cols].reshape(x.shape)
         params = {"bits": spec.bits, "vector_dim": dim, "pad": pad, "codebook_dtype": cb_name}
         arrays = {"codes": pack_bits(idx, spec.bits), "codebook": cb}
-        return Encoding(self.name, params, arrays, reconstruction=np.ascontiguousarray(recon))
+        return Encoding(self.name, params, arrays, reconstruction=np.ascontiguousarray(recon).reshape(x.shape))
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=1, hi=16)

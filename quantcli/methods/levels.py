@@ -97,6 +97,10 @@ def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_si
     """
     x = np.asarray(x, dtype=np.float32)
     shape = tuple(x.shape)
+    if x.size == 0:  # nothing to quantize: empty codes, zero scales of the declared shape
+        stored, used = store_scales(np.zeros(scale_shape(shape, granularity, group_size), np.float32),
+                                    scale_dtype, granularity)
+        return np.zeros(shape, np.uint8), stored, used, x.copy()
     blocks = to_blocks(x, granularity, group_size)
     absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
     absmax = absmax.astype(np.float32)
@@ -154,6 +158,8 @@ class _Levels(Method):
         table = self.table(bits)
         n = int(np.prod(shape, dtype=np.int64))
         codes = unpack_bits(enc.arrays["codes"], bits, n)
+        if n == 0:
+            return np.zeros(shape, np.float32)
         if int(codes.max(initial=0)) >= table.size:
             raise ArchiveError(f"code {int(codes.max())} is outside the {table.size}-entry {self.name} table")
         rows, cols = matrix_shape(shape)
