@@ -35,7 +35,7 @@ def run(tensors, method: str, normalize: str | None = None, **opts):
     nbytes = n = 0
     t = time.perf_counter()
     for x in tensors:
-        enc = m.encode(x, spec, normalize=normalize) if normalize else m.encode(x, spec)
+        enc = m.encode(x, spec.with_options(normalize=normalize) if normalize else spec)
         recon = m.decode(enc, x.shape)
         d = x.astype(np.float64) - recon
         sx += float((x.astype(np.float64) ** 2).sum())

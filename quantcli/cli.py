@@ -54,6 +54,11 @@ class ScaleDtype(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class Normalize(str, Enum):
+    none = "none"
+    group = "group"
+
+
 class OutDtype(str, Enum):
     original = "original"
     float32 = "float32"
@@ -178,7 +183,7 @@ def quantize(
     output: Annotated[str, typer.Option("--output", "-o", help="The archive to write (.qnt.safetensors).",
                                         show_default=False)] = "",
     method: Annotated[Method, typer.Option(help="Quantization method.")] = "uniform",  # type: ignore[assignment]
-    bits: Annotated[int, typer.Option(help="Bits per code (uniform: 2-8).")] = 8,
+    bits: Annotated[int, typer.Option(help="Bits per code (uniform, nf, log: 2-8; kmeans 1-8; vq 1-16).")] = 8,
     scheme: Annotated[Scheme, typer.Option(help="symmetric (zero maps to zero) or asymmetric (zero point).")]
     = Scheme.symmetric,
     granularity: Annotated[Granularity, typer.Option(help="One scale per tensor, per output channel (row), "
@@ -186,7 +191,16 @@ def quantize(
     group_size: Annotated[int, typer.Option(help="Values per group with --granularity group.")] = 128,
     scale_dtype: Annotated[ScaleDtype, typer.Option(help="How scales are stored; auto = float16 for group "
                                                          "scales, float32 otherwise.")] = ScaleDtype.auto,
-    seed: Annotated[int, typer.Option(help="Random seed for methods that sample.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed for methods that sample (kmeans, vq).")] = 0,
+    scale_search: Annotated[bool, typer.Option("--scale-search", help="Choose each block's scale by a search over "
+                                                                      "clipping ratios (uniform, nf, log): +0.3-0.7 "
+                                                                      "dB, 5-12x slower.")] = False,
+    normalize: Annotated[Normalize, typer.Option(help="kmeans: 'group' learns one codebook over values "
+                                                      "normalised by per-group absmax scales (recommended).")]
+    = Normalize.none,
+    vector_dim: Annotated[int, typer.Option(help="vq: values per vector (rows are cut into pieces of this "
+                                                 "length).")] = 4,
+    iters: Annotated[int, typer.Option(help="vq: Lloyd iterations.")] = 25,
     only: Annotated[Optional[str], typer.Option(help="Quantize only tensors whose name matches this regex.")]
     = None,
     skip: Annotated[Optional[str], typer.Option(help="Keep tensors whose name matches this regex as they are.")]
@@ -218,7 +232,8 @@ def quantize(
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
-                    seed=seed)
+                    seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
+                    iters=iters)
         if dry_run:
             plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe)
         else:

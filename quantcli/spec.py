@@ -9,6 +9,7 @@ from .errors import ConfigError
 
 SCHEMES = ("symmetric", "asymmetric")
 GRANULARITIES = ("tensor", "channel", "group")
+NORMALIZE = ("none", "group")
 SCALE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -33,6 +34,7 @@ class Spec:
     centroids: int = 256
     iters: int = 25
     scale_search: bool = False
+    normalize: str = "none"  # kmeans: "group" learns one codebook over group-absmax-normalised values
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
@@ -59,6 +61,8 @@ class Spec:
             raise ConfigError(f"--centroids must be from 2 to 65536, got {self.centroids}")
         if self.iters < 1:
             raise ConfigError(f"--iters must be at least 1, got {self.iters}")
+        if self.normalize not in NORMALIZE:
+            raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative whole number, got {self.seed}")
 

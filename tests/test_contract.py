@@ -10,6 +10,7 @@ from quantcli.metrics import measure
 # Options that make each method work at roughly 4 bits; a method not listed runs with bits=4.
 SPECS = {
     "uniform": dict(bits=4, scheme="asymmetric", granularity="group", group_size=16),
+    "kmeans": dict(bits=4, normalize="group", group_size=16),
     "fp16": {}, "bf16": {},
     "pq": dict(subvector_dim=2, centroids=16),
     "vq": dict(bits=8, vector_dim=2),
@@ -43,6 +44,9 @@ def test_contract(name, weights, tmp_path):
     assert again.params == enc.params
     assert all(np.array_equal(again.arrays[r], enc.arrays[r]) for r in enc.arrays)
     assert isinstance(method.describe(enc.params), str) and method.summary
+    # the plan (--dry-run, the planner) predicts exactly what encode stores, from the shape alone
+    predicted = method.layout(weights.shape, method.params_for(weights.shape, spec))
+    assert {r: (d, tuple(s)) for r, (d, s) in predicted.items()} == {r: (a.dtype, a.shape) for r, a in enc.arrays.items()}
 
     np.save(tmp_path / "w.npy", weights)
     arc = str(tmp_path / "w.qnt.safetensors")
@@ -55,7 +59,8 @@ def test_contract(name, weights, tmp_path):
 def test_contract_edge_shapes(name):
     method = METHODS[name]
     spec = spec_for(name)
-    for x in (np.zeros((5, 8), np.float32), np.full((3, 6), 0.25, np.float32),
+    for x in (np.zeros((5, 8), np.float32), np.full((3, 6), 0.25, np.float32), np.zeros((0, 4), np.float32),
+              np.zeros((3, 0), np.float32), np.full((), 2.0, np.float32), np.full((7,), -1.0, np.float32),
               np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)):
         enc = method.encode(x, spec)
         out = method.decode(enc, x.shape)

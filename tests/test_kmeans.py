@@ -74,7 +74,7 @@ def test_histogram_path_close_to_exact():
        normalize=st.sampled_from(["none", "group"]))
 def test_round_trip_properties(x, bits, gran, group, normalize):
     spec = Spec(method="kmeans", bits=bits, granularity=gran, group_size=group, seed=3)
-    enc = KM.encode(x, spec, normalize=normalize)
+    enc = KM.encode(x, spec.with_options(normalize=normalize))
     out = KM.decode(enc, x.shape)
     assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
     np.testing.assert_array_equal(out, enc.reconstruction)
@@ -90,7 +90,7 @@ def test_round_trip_properties(x, bits, gran, group, normalize):
                  "group": np.arange(x.shape[0]) // group}[gran]
         dist = np.abs(x[:, :, None] - cb[owner][:, None, :]).min(axis=2)
         np.testing.assert_allclose(np.abs(out - x), dist, rtol=1e-6, atol=1e-6)
-    again = KM.encode(x, spec, normalize=normalize)
+    again = KM.encode(x, spec.with_options(normalize=normalize))
     for k, a in enc.arrays.items():
         np.testing.assert_array_equal(a, again.arrays[k])
 
@@ -101,7 +101,7 @@ def test_constant_tensors_exact(value, gran):
     x = np.full((5, 9), value, np.float32)
     enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity=gran, group_size=2, scale_dtype="float32"))
     np.testing.assert_array_equal(KM.decode(enc, x.shape), x)
-    enc = KM.encode(x, Spec(method="kmeans", bits=4, group_size=4, scale_dtype="float32"), normalize="group")
+    enc = KM.encode(x, Spec(method="kmeans", bits=4, group_size=4, scale_dtype="float32").with_options(normalize="group"))
     np.testing.assert_array_equal(KM.decode(enc, x.shape), x)
 
 
@@ -121,7 +121,7 @@ def test_codebook_dtypes():
     tiny = x * 1e-7  # float16 would lose these: falls back to float32
     enc = KM.encode(tiny, Spec(method="kmeans", bits=4, granularity="channel"))
     assert enc.params["codebook_dtype"] == "float32"
-    enc = KM.encode(x, Spec(method="kmeans", bits=4, group_size=16), normalize="group")
+    enc = KM.encode(x, Spec(method="kmeans", bits=4, group_size=16).with_options(normalize="group"))
     assert enc.arrays["scale"].shape == (8, 2) and enc.arrays["codebook"].shape == (1, 16)
     assert np.abs(enc.arrays["codebook"]).max() <= 1.0
 
@@ -130,7 +130,7 @@ def test_normalized_group_beats_per_tensor_on_heavy_tailed_rows():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((64, 256)) * rng.uniform(0.1, 3, (64, 1))).astype(np.float32)
     tensor = KM.encode(x, Spec(method="kmeans", bits=4, granularity="tensor")).reconstruction
-    norm = KM.encode(x, Spec(method="kmeans", bits=4, group_size=64), normalize="group").reconstruction
+    norm = KM.encode(x, Spec(method="kmeans", bits=4, group_size=64).with_options(normalize="group")).reconstruction
     assert ((norm - x) ** 2).sum() < ((tensor - x) ** 2).sum()
 
 
@@ -138,7 +138,7 @@ def test_bad_options():
     with pytest.raises(ConfigError):
         KM.encode(SEED, Spec(method="kmeans", bits=9))
     with pytest.raises(ConfigError):
-        KM.encode(SEED, Spec(method="kmeans", bits=2), normalize="channel")
+        KM.encode(SEED, Spec(method="kmeans", bits=2, normalize="channel"))
 
 
 @pytest.mark.parametrize("bad", [{"bits": 0}, {"normalize": "rows"}, {"codebook_dtype": "int4"},
@@ -167,7 +167,7 @@ def test_empty_scalar_and_1d_shapes(shape, method, opts, normalize):
     x = np.full(shape, 0.5, np.float32)
     m = get_method(method)
     spec = Spec(method=method, bits=4, **opts)
-    enc = m.encode(x, spec, normalize=normalize) if normalize else m.encode(x, spec)
+    enc = m.encode(x, spec.with_options(normalize=normalize) if normalize else spec)
     out = m.decode(enc, shape)
     assert out.shape == shape and enc.reconstruction.shape == shape
     np.testing.assert_array_equal(out, enc.reconstruction)

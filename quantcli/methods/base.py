@@ -144,7 +144,9 @@ def to_blocks(x: np.ndarray, granularity: str, group_size: int) -> np.ndarray:
 def from_blocks(blocks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of `to_blocks`: drop the padding and give the tensor its shape back."""
     rows, cols = matrix_shape(shape)
-    m = blocks.reshape(rows, -1) if rows else blocks.reshape(0, cols)
+    if rows * cols == 0:
+        return np.zeros(shape, blocks.dtype)
+    m = blocks.reshape(rows, -1)
     if m.shape[1] != cols:
         m = m[:, :cols]
     return np.ascontiguousarray(m).reshape(shape)

@@ -43,16 +43,15 @@ import numpy as np
 
 from ..errors import ArchiveError, ConfigError
 from ..packing import pack_bits, packed_nbytes, unpack_bits
-from ..spec import GRANULARITIES, Spec
+from ..spec import GRANULARITIES, NORMALIZE, Spec
 from .base import ArrayLayout, Encoding, Method, matrix_shape, param, scale_shape, to_blocks
-from .scales import STORAGE, store_scales
+from .scales import STORAGE, resolve_scale_dtype, store_scales
 from . import register
 
 MAX_ATOMS = 1 << 13        # sorted values up to this many per codebook, else a histogram of this many bins
 DP_WORK = 1 << 25          # atoms * K * log2(atoms) per problem up to this: exact DP, else Lloyd
 MAX_ITER_1D = 300          # Lloyd steps are O(K log A), so running to convergence is cheap
 CHUNK_ATOMS = 1 << 25      # atoms x K per pass over a batch of codebooks (bounds the DP back-pointers)
-NORMALIZE = ("none", "group")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,13 +273,18 @@ def assign_sorted(values: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     return out
 
 
+def codebook_dtype(requested: str, many: bool) -> str:
+    """The codebook dtype before any fallback: `auto` = float16 for many codebooks, else float32."""
+    return requested if requested != "auto" else ("float16" if many else "float32")
+
+
 def store_codebook(codebook: np.ndarray, requested: str, many: bool) -> tuple[np.ndarray, str]:
     """Round a codebook for storage: (stored array, dtype name). `auto` = float16 if `many` else float32.
 
     Falls back to float32 when a level does not fit the narrow type or would be subnormal there
     (weights of order 1e-5 would lose their precision in float16).
     """
-    name = requested if requested != "auto" else ("float16" if many else "float32")
+    name = codebook_dtype(requested, many)
     if name != "float32":
         target = STORAGE[name]
         stored = codebook.astype(np.float32).astype(target)
@@ -361,14 +365,6 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
     return codes.reshape(-1)[: rows * cols], arrays, params, recon.reshape(shape)
 
 
-def _normalize_of(spec: Spec) -> str:
-    """`normalize` is read from the spec when the Spec has that field (lead: see docs/METHODS-issue3.md)."""
-    value = getattr(spec, "normalize", "none")
-    if value not in NORMALIZE:
-        raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {value!r}")
-    return value
-
-
 @register
 class KMeans(Method):
     name = "kmeans"
@@ -377,16 +373,22 @@ class KMeans(Method):
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
             raise ConfigError(f"kmeans quantization takes --bits 1 to 8, got {spec.bits}")
-        _normalize_of(spec)
 
-    def encode(self, x: np.ndarray, spec: Spec, normalize: str | None = None) -> Encoding:
-        """Encode; `normalize` overrides the spec's setting (the library path to normalize='group')."""
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        if spec.normalize == "group":
+            return {"bits": spec.bits, "normalize": "group", "group_size": spec.group_size,
+                    "scale_dtype": resolve_scale_dtype(spec.scale_dtype, "group"),
+                    "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
+        params: dict[str, Any] = {"bits": spec.bits, "normalize": "none", "granularity": spec.granularity}
+        if spec.granularity == "group":
+            params["group_size"] = spec.group_size
+        params["codebook_dtype"] = codebook_dtype(spec.scale_dtype, many=spec.granularity != "tensor")
+        return params
+
+    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
-        normalize = _normalize_of(spec) if normalize is None else normalize
-        if normalize not in NORMALIZE:
-            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
         codes, arrays, params, recon = kmeans_quantize(
-            x, spec.bits, spec.granularity, spec.group_size, normalize, spec.scale_dtype, spec.seed)
+            x, spec.bits, spec.granularity, spec.group_size, spec.normalize, spec.scale_dtype, spec.seed)
         arrays = {"codes": pack_bits(codes, spec.bits), **arrays}
         return Encoding(self.name, params, arrays, reconstruction=recon)
 
@@ -553,9 +555,13 @@ class VQ(Method):
         cbf = cb.astype(np.float32)
         idx, _ = _nearest(vectors, cbf)
         recon = cbf[idx].reshape(rows, cols + pad)[:, :cols].reshape(x.shape)
-        params = {"bits": spec.bits, "vector_dim": dim, "pad": pad, "codebook_dtype": cb_name}
+        params = {**self.params_for(x.shape, spec), "codebook_dtype": cb_name}
         arrays = {"codes": pack_bits(idx, spec.bits), "codebook": cb}
         return Encoding(self.name, params, arrays, reconstruction=np.ascontiguousarray(recon).reshape(x.shape))
+
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        return {"bits": spec.bits, "vector_dim": spec.vector_dim, "pad": _vq_geometry(shape, spec.vector_dim)[2],
+                "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=1, hi=16)

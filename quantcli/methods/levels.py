@@ -133,13 +133,18 @@ class _Levels(Method):
         self.check_spec(spec)
         codes, scales, used, recon = levels_quantize(
             x, self.table(spec.bits), spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search)
-        params: dict[str, Any] = {"bits": spec.bits, "granularity": spec.granularity, "scale_dtype": used}
+        params = {**self.params_for(x.shape, spec), "scale_dtype": used}
+        arrays = {"codes": pack_bits(codes.reshape(-1), spec.bits), "scale": scales}
+        return Encoding(self.name, params, arrays, reconstruction=recon)
+
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        params: dict[str, Any] = {"bits": spec.bits, "granularity": spec.granularity,
+                                  "scale_dtype": resolve_scale_dtype(spec.scale_dtype, spec.granularity)}
         if spec.granularity == "group":
             params["group_size"] = spec.group_size
         if spec.scale_search:
             params["scale_search"] = True
-        arrays = {"codes": pack_bits(codes.reshape(-1), spec.bits), "scale": scales}
-        return Encoding(self.name, params, arrays, reconstruction=recon)
+        return params
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=2, hi=8)

@@ -19,6 +19,7 @@ from ..spec import GRANULARITIES, SCHEMES, Spec
 from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param,
                    scale_shape, to_blocks)
 from .scales import STORAGE, resolve_scale_dtype, store_scales
+from .search import search_clip_ratios, uniform_qdq
 from . import register
 
 
@@ -31,7 +32,7 @@ def qrange(bits: int, scheme: str) -> tuple[int, int]:
 
 
 def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granularity: str = "tensor",
-                     group_size: int = 128, scale_dtype: str = "float32"):
+                     group_size: int = 128, scale_dtype: str = "float32", scale_search: bool = False):
     """The math alone: integer levels (signed for symmetric), scales, zero points, reconstruction.
 
     Returns (codes as stored: uint8 in the tensor's element order, the signed level for symmetric
@@ -46,6 +47,9 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
     shape = tuple(np.shape(x))
     blocks = to_blocks(np.asarray(x, dtype=np.float32), granularity, group_size)
     lo, hi = block_min_max(blocks)
+    if scale_search:  # shrink the range [lo, hi] by the per-block ratio with the least squared error
+        ratio = search_clip_ratios(blocks, uniform_qdq(bits, scheme))
+        hi, lo = hi * ratio, lo * ratio
     if scheme == "symmetric":
         scale = np.maximum(hi, -lo) / np.float32(qmax)
     else:
@@ -88,12 +92,14 @@ class Uniform(Method):
                                   "scale_dtype": scale_dtype or resolve_scale_dtype(spec.scale_dtype, spec.granularity)}
         if spec.granularity == "group":
             params["group_size"] = spec.group_size
+        if spec.scale_search:
+            params["scale_search"] = True
         return params
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
         codes, scales, zeros, used, recon = uniform_quantize(
-            x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype)
+            x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search)
         arrays = {"codes": pack_bits(codes, spec.bits), "scale": scales}
         if zeros is not None:
             arrays["zero"] = zeros
@@ -105,6 +111,8 @@ class Uniform(Method):
         granularity = param(params, "granularity", str, choices=GRANULARITIES)
         group_size = param(params, "group_size", int, lo=1) if granularity == "group" else 1
         scale_dtype = param(params, "scale_dtype", str, choices=tuple(STORAGE))
+        if "scale_search" in params:
+            param(params, "scale_search", bool)
         n = int(np.prod(shape, dtype=np.int64))
         sshape = scale_shape(shape, granularity, group_size)
         out = {"codes": (np.dtype(np.uint8), (packed_nbytes(n, bits),)),
@@ -119,6 +127,8 @@ class Uniform(Method):
         group_size = p.get("group_size", 1)
         n = int(np.prod(shape, dtype=np.int64))
         codes = unpack_bits(enc.arrays["codes"], bits, n)
+        if n == 0:
+            return np.zeros(shape, np.float32)
         rows, cols = matrix_shape(shape)
         nblocks, _ = block_grid(shape, granularity, group_size)
         s = enc.arrays["scale"].astype(np.float32).reshape(-1)
@@ -139,4 +149,4 @@ class Uniform(Method):
     def describe(self, params: dict[str, Any]) -> str:
         where = {"tensor": "tensor", "channel": "channel"}.get(params["granularity"], f"g{params.get('group_size')}")
         kind = "sym" if params["scheme"] == "symmetric" else "asym"
-        return f"int{params['bits']} {kind} {where}"
+        return f"int{params['bits']} {kind} {where}" + (" search" if params.get("scale_search") else "")
