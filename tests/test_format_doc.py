@@ -31,8 +31,52 @@ def unpack(codes, bits, n):
     return stream.astype(np.int64) @ (1 << np.arange(bits))
 
 
+def log_table(bits):
+    mags = [2.0 ** -k for k in range(2 ** (bits - 1) - 1)]
+    return np.array(sorted([0.0] + mags + [-m for m in mags]), np.float32)
+
+
+def nf_table(bits):
+    from statistics import NormalDist
+    inv = NormalDist().inv_cdf
+    offset = 1 - (1 / (2 * (2**bits - 1)) + 1 / 2 ** (bits + 1)) / 2
+    pos = [inv(p) for p in np.linspace(offset, 0.5, 2 ** (bits - 1) + 1)[:-1]]
+    neg = [-inv(p) for p in np.linspace(offset, 0.5, 2 ** (bits - 1))[:-1]]
+    return (np.array(sorted(pos + neg + [0.0])) / inv(offset)).astype(np.float32)
+
+
+def column_groups(values, per_block, rows, cols, g):
+    return values * per_block[:, np.arange(cols) // g]
+
+
 def decode_by_hand(entry, arrays):
     shape = entry["shape"]
+    p = entry["params"]
+    n = int(np.prod(shape))
+    rows = shape[0] if shape else 1
+    cols = n // rows if rows else 0
+    get = lambda role: arrays[entry["arrays"][role]]  # noqa: E731
+    if entry["method"] in ("nf", "log"):
+        table = nf_table(p["bits"]) if entry["method"] == "nf" else log_table(p["bits"])
+        levels = table[unpack(get("codes"), p["bits"], n)].reshape(rows, cols)
+        s = get("scale").astype(np.float32)
+        out = {"tensor": lambda: levels * s[0], "channel": lambda: levels * s[:, None],
+               "group": lambda: column_groups(levels, s, rows, cols, p["group_size"])}[p["granularity"]]()
+        return out.reshape(shape)
+    if entry["method"] == "kmeans":
+        codes = unpack(get("codes"), p["bits"], n).reshape(rows, cols)
+        cb = get("codebook").astype(np.float32)
+        if p["normalize"] == "group":
+            return column_groups(cb[0][codes], get("scale").astype(np.float32), rows, cols,
+                                 p["group_size"]).reshape(shape)
+        owner = {"tensor": np.zeros(rows, int), "channel": np.arange(rows),
+                 "group": np.arange(rows) // p.get("group_size", 1)}[p["granularity"]]
+        return cb[owner[:, None], codes].reshape(shape)
+    if entry["method"] == "vq":
+        d = p["vector_dim"]
+        count = rows * (cols + p["pad"]) // d
+        pieces = get("codebook").astype(np.float32)[unpack(get("codes"), p["bits"], count)]
+        return pieces.reshape(rows, cols + p["pad"])[:, :cols].reshape(shape)
     if entry["method"] == "keep":
         return arrays[entry["arrays"]["values"]]
     if entry["method"] in ("fp16",):
@@ -63,6 +107,13 @@ def decode_by_hand(entry, arrays):
     Spec(bits=4, scheme="asymmetric", granularity="group", group_size=12),
     Spec(bits=3, granularity="group", group_size=5, scale_dtype="float32"),
     Spec(method="fp16"),
+    Spec(method="nf", bits=4, granularity="group", group_size=12),
+    Spec(method="nf", bits=3, granularity="channel"),
+    Spec(method="log", bits=4, granularity="tensor"),
+    Spec(method="kmeans", bits=3, normalize="group", group_size=16),
+    Spec(method="kmeans", bits=2, granularity="group", group_size=5),
+    Spec(method="kmeans", bits=4, granularity="channel"),
+    Spec(method="vq", bits=6, vector_dim=3),
 ])
 def test_decode_by_the_document(tiny_model, tmp_path, spec):
     out = str(tmp_path / "m.qnt.safetensors")
