@@ -151,7 +151,8 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
     x = ref.load()
     if keep_reason:
         return get_method("keep").encode(x, spec), None, keep_reason
-    xf = x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range: inf, refused below
+        xf = x.astype(np.float32, copy=False)
     if not np.isfinite(xf).all():
         bad = int(np.count_nonzero(~np.isfinite(xf)))
         if keep_nonfinite:
@@ -328,6 +329,11 @@ class TensorStats:
 
 
 def tensor_stats(ref: TensorRef) -> TensorStats:
+    with np.errstate(all="ignore"):  # hostile values (signalling NaN, 1e308) give inf/nan stats, not warnings
+        return _tensor_stats(ref)
+
+
+def _tensor_stats(ref: TensorRef) -> TensorStats:
     x = ref.load()
     n = ref.size
     if n == 0:

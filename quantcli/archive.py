@@ -155,7 +155,7 @@ class Archive:
         if meta.get(KEY_FORMAT) != FORMAT:
             raise self._fail(f"not a quant archive (no {KEY_FORMAT}={FORMAT} in its metadata)")
         version = meta.get(KEY_VERSION, "")
-        if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        if version not in {str(v) for v in SUPPORTED_VERSIONS}:
             raise self._fail(f"archive format version {version!r} is not supported by quantcli {__version__} "
                              f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
         raw = meta.get(KEY_MANIFEST)
@@ -189,12 +189,12 @@ class Archive:
         name = doc["name"]
         code, shape, method = doc.get("dtype"), doc.get("shape"), doc.get("method")
         params, arrays, sha = doc.get("params"), doc.get("arrays"), doc.get("sha256")
-        if code not in DTYPES:
+        if not isinstance(code, str) or code not in DTYPES:
             raise self._fail(f"unknown dtype {code!r}", name)
         problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"
         if problem:
             raise self._fail(problem, name)
-        if method not in METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             raise self._fail(f"unknown method {method!r} (this quantcli knows {', '.join(sorted(METHODS))})", name)
         if method != "keep" and code not in FLOAT_CODES:
             raise self._fail(f"method {method} needs a float original dtype, not {code}", name)

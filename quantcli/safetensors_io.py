@@ -157,7 +157,7 @@ class SafetensorsFile:
         if not isinstance(info, dict):
             raise self._fail("malformed header entry", name)
         code = info.get("dtype")
-        if code not in DTYPES:
+        if not isinstance(code, str) or code not in DTYPES:
             raise self._fail(f"unsupported dtype {code!r}", name)
         shape = info.get("shape")
         problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"

@@ -117,10 +117,14 @@ def _npy_refs(path: str) -> list[TensorRef]:
 
 
 def _npz_refs(path: str) -> list[TensorRef]:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # what numpy requires too: no data before the zip
+        raise InputError("not a valid .npz archive: it does not start with a zip header", path=path)
     try:
         zf = zipfile.ZipFile(path)
         members = [m for m in zf.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
         raise InputError(f"not a valid .npz archive: {e}", path=path) from None
     refs = []
     for info in members:
@@ -129,7 +133,7 @@ def _npz_refs(path: str) -> list[TensorRef]:
             with zf.open(info) as fp:
                 dtype, shape, fortran = _npy_header(fp, path, name)
                 data_start = fp.tell()
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
             raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
         _check_member_size(info, data_start + math.prod(shape) * dtype.itemsize, path, name)
 
@@ -139,7 +143,7 @@ def _npz_refs(path: str) -> list[TensorRef]:
                 with zipfile.ZipFile(path) as z, z.open(info) as fp:
                     _npy_header(fp, path, name)
                     return _read_npy_body(fp, dtype, shape, fortran, path, name)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
                 raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
 
         refs.append(TensorRef(name, dtype_code(dtype), shape, path, load))
