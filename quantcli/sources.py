@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -116,6 +117,12 @@ def _npy_refs(path: str) -> list[TensorRef]:
     return [TensorRef(name, dtype_code(dtype), shape, path, load, named_file=True)]
 
 
+# What Python's zipfile raises on a damaged archive (a central directory with bad lengths can
+# surface as IndexError or struct.error rather than BadZipFile).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, IndexError, KeyError,
+               struct.error)
+
+
 def _npz_refs(path: str) -> list[TensorRef]:
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -124,7 +131,7 @@ def _npz_refs(path: str) -> list[TensorRef]:
     try:
         zf = zipfile.ZipFile(path)
         members = [m for m in zf.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
+    except _ZIP_ERRORS as e:
         raise InputError(f"not a valid .npz archive: {e}", path=path) from None
     refs = []
     for info in members:
@@ -133,7 +140,9 @@ def _npz_refs(path: str) -> list[TensorRef]:
             with zf.open(info) as fp:
                 dtype, shape, fortran = _npy_header(fp, path, name)
                 data_start = fp.tell()
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
+        except InputError:
+            raise
+        except _ZIP_ERRORS as e:
             raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
         _check_member_size(info, data_start + math.prod(shape) * dtype.itemsize, path, name)
 
@@ -143,7 +152,9 @@ def _npz_refs(path: str) -> list[TensorRef]:
                 with zipfile.ZipFile(path) as z, z.open(info) as fp:
                     _npy_header(fp, path, name)
                     return _read_npy_body(fp, dtype, shape, fortran, path, name)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
+            except InputError:
+                raise
+            except _ZIP_ERRORS as e:
                 raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
 
         refs.append(TensorRef(name, dtype_code(dtype), shape, path, load))
