@@ -14,7 +14,10 @@ way typer's CliRunner does) with a time limit, and `check_case` judges it:
 * exit 1 or 2: exactly one stderr line starting `quant: error:`, no traceback, and the work folder
   holds nothing but the input (no output, no temp file);
 * exit 0 on an archive: only when the result is the seed's own result (same inspect/verify JSON,
-  byte-identical dequantized file), i.e. the mutation was provably harmless;
+  byte-identical dequantized file), i.e. the mutation was provably harmless; or, for a re-signed edit
+  of stored values or checksums, from a command that does not read them (inspect; verify for values)
+  while the command that does read them refuses; or inspect of a file whose quant.format was edited,
+  shown as the plain safetensors file it now is when an independent reader agrees;
 * exit 0 on an input: only when an independent reader (numpy, the safetensors library) accepts the
   mutated file and agrees on every tensor's name, dtype and shape; after quantize, the archive
   must pass `verify` and list exactly those tensors;
@@ -271,9 +274,10 @@ def _strip_paths(doc: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Mutations. Each returns (label, mutated bytes, expectation) where expectation is one of
-# "harmless-or-reject" (exit 0 allowed when the result matches the oracle) or "detect-corruption"
-# (verify and dequantize must exit 2 naming the tensor).
+# Mutations. Each returns (label, mutated bytes, expectation): "reject" (every command must fail),
+# "oracle" (exit 0 allowed when the oracle agrees), "detect-corruption" (verify and dequantize must
+# exit 2 naming the tensor), or "reject-all" / "reject-read" / "reject-decode" for re-signed edits
+# (every command / the commands that read checksums / dequantize must fail).
 
 
 def _region(seed: Seed, c: Chooser) -> tuple[str, int, int]:
@@ -531,7 +535,7 @@ class Outcome:
     seed: str
     mutation: str
     command: str
-    result: str  # "exit 2", "exit 1", "exit 0 harmless", "exit 0 valid input"
+    result: str  # "exit 2", "exit 1", or "exit 0 ..." saying why exit 0 was acceptable
     problem: str = ""  # non-empty: the case failed
 
 
@@ -599,7 +603,14 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                     o.problem = f"corruption of {tensor!r} not reported as such: {run.stderr!r}"
         else:
             o.problem = _judge_success(seed, command, run, src, out, expect)
-            o.result = "exit 0 harmless" if seed.kind == "archive" else "exit 0 valid input"
+            if seed.kind == "input":
+                o.result = "exit 0 valid input"
+            elif expect in ("reject-read", "reject-decode") and not o.problem:
+                o.result = "exit 0 edit not read"  # e.g. inspect of bad stored values: dequantize refuses
+            elif command == "inspect" and json.loads(run.stdout)["files"][0]["kind"] == "weights":
+                o.result = "exit 0 plain file"  # quant.format edited: no longer claims to be an archive
+            else:
+                o.result = "exit 0 same result"
         if os.path.exists(out):
             os.unlink(out)
         outcomes.append(o)

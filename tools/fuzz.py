@@ -4,7 +4,7 @@
 
 Uses the same seeds, mutations and oracle as tests/test_fuzz.py (tests/fuzzing.py), drawing the
 choices from random.Random(seed) so a run can be repeated. Prints, per command, how many runs ended
-in exit 2 / exit 1 / exit 0 (harmless), per mutation family the same, then every failing case (rerun
+in exit 2 / exit 1 / exit 0 (and why exit 0 was acceptable), per mutation family the same, then every failing case (rerun
 with the same seed and count to reproduce it). Exit status 1 if any case failed.
 """
 
