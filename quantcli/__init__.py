@@ -21,3 +21,7 @@ __all__ = [
     "QuantizeReport", "DequantizeReport", "TensorReport", "METHODS", "get_method",
     "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError",
 ]
+
+from .api import VerifyReport, verify_archive  # noqa: E402
+
+__all__ += ["VerifyReport", "verify_archive"]

@@ -18,7 +18,7 @@ from . import __version__
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter
-from .safetensors_io import DTYPES, SafetensorsFile, dtype_code
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem
 
 FORMAT = "quant-archive"
 VERSION = 1
@@ -52,7 +52,7 @@ class ArchiveTensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def original_nbytes(self) -> int:
@@ -155,7 +155,7 @@ class Archive:
         if meta.get(KEY_FORMAT) != FORMAT:
             raise self._fail(f"not a quant archive (no {KEY_FORMAT}={FORMAT} in its metadata)")
         version = meta.get(KEY_VERSION, "")
-        if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        if version not in {str(v) for v in SUPPORTED_VERSIONS}:
             raise self._fail(f"archive format version {version!r} is not supported by quantcli {__version__} "
                              f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
         raw = meta.get(KEY_MANIFEST)
@@ -167,6 +167,8 @@ class Archive:
             doc = json.loads(raw, object_pairs_hook=_reject_duplicates)
         except ValueError as e:
             raise self._fail(f"malformed manifest: {e}") from None
+        except RecursionError:
+            raise self._fail("malformed manifest: JSON nested too deeply") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
             raise self._fail("malformed manifest: no tensor list")
         tensors = [self._tensor(t) for t in doc["tensors"]]
@@ -187,19 +189,24 @@ class Archive:
         name = doc["name"]
         code, shape, method = doc.get("dtype"), doc.get("shape"), doc.get("method")
         params, arrays, sha = doc.get("params"), doc.get("arrays"), doc.get("sha256")
-        if code not in DTYPES:
+        if not isinstance(code, str) or code not in DTYPES:
             raise self._fail(f"unknown dtype {code!r}", name)
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                   for d in shape):
-            raise self._fail(f"malformed shape {shape!r}", name)
-        if method not in METHODS:
+        problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"
+        if problem:
+            raise self._fail(problem, name)
+        if not isinstance(method, str) or method not in METHODS:
             raise self._fail(f"unknown method {method!r} (this quantcli knows {', '.join(sorted(METHODS))})", name)
+        if method != "keep" and code not in FLOAT_CODES:
+            raise self._fail(f"method {method} needs a float original dtype, not {code}", name)
         if not isinstance(params, dict) or not isinstance(arrays, dict) or not isinstance(sha, str):
             raise self._fail("malformed manifest entry", name)
         metrics = doc.get("metrics", {})
         note = doc.get("note", "")
         if not isinstance(metrics, dict) or not isinstance(note, str):
             raise self._fail("malformed manifest entry", name)
+        for key, value in metrics.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
+                raise self._fail(f"malformed metric {key!r}: {value!r}", name)
         t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
         if method == "keep":
             expected = {"values": (DTYPES[code], t.shape)}

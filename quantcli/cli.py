@@ -278,6 +278,47 @@ def dequantize(
         render.print_dequantize(_stdout(), report)
 
 
+@app.command()
+def verify(
+    archives: Annotated[list[str], typer.Argument(help="Archives written by quant quantize.", show_default=False,
+                                                  metavar="ARCHIVE...")],
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Check archives end to end without decoding: structure, the manifest checksum, and every
+    tensor's SHA-256. Exit 0 when all match, 2 (one line per bad archive on stderr) otherwise.
+
+    Example: quant verify model.qnt.safetensors && cp model.qnt.safetensors /deploy/
+    """
+    results: list[dict[str, Any]] = []
+    failed = False
+    with _errors(debug):
+        for path in archives:
+            try:
+                r = api.verify_archive(path)
+            except QuantError as e:
+                if debug or e.exit_code != 2:
+                    raise
+                sys.stderr.write(f"quant: error: {e}\n")
+                results.append({"path": path, "ok": False, "error": e.message, "corrupt": []})
+                failed = True
+                continue
+            doc = {"path": path, "ok": r.ok, "tensors": r.tensors, "file_bytes": r.file_bytes,
+                   "stored_bytes": r.stored_bytes, "corrupt": r.corrupt}
+            if not r.ok:
+                more = f" (and {len(r.corrupt) - 1} more)" if len(r.corrupt) > 1 else ""
+                sys.stderr.write(f"quant: error: {path}: tensor {r.corrupt[0]!r}: corrupt: stored bytes do not "
+                                 f"match their checksum{more}\n")
+                doc["error"] = "stored bytes do not match their checksum"
+                failed = True
+            elif not json_out and not quiet:
+                sys.stdout.write(f"{path}: ok, {r.tensors} tensors, {r.file_bytes} bytes, checksums match\n")
+            results.append(doc)
+    if json_out:
+        _print_json({"ok": not failed, "archives": results})
+    if failed:
+        raise typer.Exit(2)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="quant")

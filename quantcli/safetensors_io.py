@@ -21,6 +21,8 @@ import numpy as np
 from .errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit too
+MAX_NDIM = 64  # numpy's own limit
+MAX_ELEMENTS = 2**56  # product of the non-zero dims: keeps every byte count far from int64 overflow
 
 DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -42,6 +44,23 @@ def dtype_code(dtype: np.dtype) -> str:
         return _CODES[key]
     except KeyError:
         raise InputError(f"dtype {dt} has no safetensors equivalent") from None
+
+
+def shape_problem(shape: Any) -> str | None:
+    """Why `shape` (as read from a file) is not a usable array shape, or None when it is.
+
+    Dims must be non-negative ints (not bools), at most MAX_NDIM of them, and the product of the
+    non-zero dims at most MAX_ELEMENTS, so sizes computed from a hostile shape never overflow and
+    numpy never refuses an empty array with absurd dims.
+    """
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return f"malformed shape {shape!r}"
+    if len(shape) > MAX_NDIM:
+        return f"shape has {len(shape)} dimensions, more than {MAX_NDIM}"
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        return f"shape {list(shape)} is too large (its non-zero dims hold more than {MAX_ELEMENTS} elements)"
+    return None
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -109,6 +128,8 @@ class SafetensorsFile:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs)
         except (UnicodeDecodeError, ValueError) as e:
             raise self._fail(f"malformed safetensors header: {e}") from None
+        except RecursionError:
+            raise self._fail("malformed safetensors header: JSON nested too deeply") from None
         if not isinstance(header, dict):
             raise self._fail("malformed safetensors header: not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
@@ -136,12 +157,12 @@ class SafetensorsFile:
         if not isinstance(info, dict):
             raise self._fail("malformed header entry", name)
         code = info.get("dtype")
-        if code not in DTYPES:
+        if not isinstance(code, str) or code not in DTYPES:
             raise self._fail(f"unsupported dtype {code!r}", name)
         shape = info.get("shape")
-        if not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise self._fail(f"malformed shape {shape!r}", name)
+        problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"
+        if problem:
+            raise self._fail(problem, name)
         offsets = info.get("data_offsets")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
-from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem
 
 INDEX_SUFFIX = ".safetensors.index.json"
 
@@ -39,7 +41,7 @@ class TensorRef:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -73,12 +75,15 @@ def _npy_header(fp: Any, path: str, member: str | None = None) -> tuple[np.dtype
         dtype_code(dtype)
     except InputError:
         raise InputError(f"unsupported dtype {dtype}", path=path, tensor=tensor) from None
+    problem = shape_problem(shape)
+    if problem:
+        raise InputError(f"malformed .npy header: {problem}", path=path, tensor=tensor)
     return dtype, tuple(int(d) for d in shape), bool(fortran)
 
 
 def _read_npy_body(fp: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, path: str,
                    tensor: str | None) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     out = np.empty(count, dtype=dtype)
     raw = memoryview(out.view(np.uint8)) if count else memoryview(b"")
     got = 0
@@ -98,7 +103,7 @@ def _npy_refs(path: str) -> list[TensorRef]:
     with open(path, "rb") as fp:
         dtype, shape, fortran = _npy_header(fp, path)
         data_start = fp.tell()
-    need = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = data_start + math.prod(shape) * dtype.itemsize
     size = os.path.getsize(path)
     if size < need:
         raise InputError(f"truncated: {size} bytes, header promises {need}", path=path)
@@ -112,11 +117,21 @@ def _npy_refs(path: str) -> list[TensorRef]:
     return [TensorRef(name, dtype_code(dtype), shape, path, load, named_file=True)]
 
 
+# What Python's zipfile raises on a damaged archive (a central directory with bad lengths can
+# surface as IndexError or struct.error rather than BadZipFile).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, IndexError, KeyError,
+               struct.error)
+
+
 def _npz_refs(path: str) -> list[TensorRef]:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # what numpy requires too: no data before the zip
+        raise InputError("not a valid .npz archive: it does not start with a zip header", path=path)
     try:
         zf = zipfile.ZipFile(path)
         members = [m for m in zf.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except _ZIP_ERRORS as e:
         raise InputError(f"not a valid .npz archive: {e}", path=path) from None
     refs = []
     for info in members:
@@ -124,8 +139,12 @@ def _npz_refs(path: str) -> list[TensorRef]:
         try:
             with zf.open(info) as fp:
                 dtype, shape, fortran = _npy_header(fp, path, name)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+                data_start = fp.tell()
+        except InputError:
+            raise
+        except _ZIP_ERRORS as e:
             raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
+        _check_member_size(info, data_start + math.prod(shape) * dtype.itemsize, path, name)
 
         def load(info: zipfile.ZipInfo = info, name: str = name, dtype: np.dtype = dtype,
                  shape: tuple[int, ...] = shape, fortran: bool = fortran) -> np.ndarray:
@@ -133,12 +152,34 @@ def _npz_refs(path: str) -> list[TensorRef]:
                 with zipfile.ZipFile(path) as z, z.open(info) as fp:
                     _npy_header(fp, path, name)
                     return _read_npy_body(fp, dtype, shape, fortran, path, name)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except InputError:
+                raise
+            except _ZIP_ERRORS as e:
                 raise InputError(f"corrupt member: {e}", path=path, tensor=name) from None
 
         refs.append(TensorRef(name, dtype_code(dtype), shape, path, load))
     zf.close()
     return refs
+
+
+# Deflate cannot expand data more than 1032-fold; a member claiming more is a zip bomb or a lie.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _check_member_size(info: zipfile.ZipInfo, need: int, path: str, name: str) -> None:
+    """An .npz member's declared sizes must match its .npy header before anything is allocated:
+    the uncompressed size exactly, the compressed size within the file and a ratio deflate can reach."""
+    if info.file_size != need:
+        raise InputError(f"member declares {info.file_size} bytes, its .npy header needs {need}",
+                         path=path, tensor=name)
+    if info.compress_size > os.path.getsize(path):
+        raise InputError(f"member declares {info.compress_size} compressed bytes, more than the file holds",
+                         path=path, tensor=name)
+    limit = info.compress_size if info.compress_type == zipfile.ZIP_STORED else (
+        info.compress_size * MAX_DEFLATE_RATIO + 1024)
+    if info.file_size > limit:
+        raise InputError(f"member claims {info.file_size} bytes from {info.compress_size} compressed "
+                         f"(a zip bomb or a corrupt archive)", path=path, tensor=name)
 
 
 class Sources:
@@ -215,6 +256,8 @@ class Sources:
                 doc = json.loads(f.read().decode("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise InputError(f"cannot read index: {e}", path=path) from None
+        except RecursionError:
+            raise InputError("cannot read index: JSON nested too deeply", path=path) from None
         weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
         if not isinstance(weight_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):

@@ -9,11 +9,12 @@ is stored as q + qmax. Blocks whose values are all zero get scale 0 and decode t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ArchiveError, ConfigError
 from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, SCHEMES, Spec
 from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param,
@@ -78,6 +79,18 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
     return codes, stored, zeros, used, from_blocks(work, shape)
 
 
+def _check_values(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, scheme: str) -> None:
+    """Refuse stored values the encoder never writes: codes outside the level range (symmetric codes
+    stop at 2*qmax), zero points beyond 2^bits - 1, negative or non-finite scales."""
+    top = 2 * (2 ** (bits - 1) - 1) if scheme == "symmetric" else 2**bits - 1
+    if codes.size and int(codes.max()) > top:
+        raise ArchiveError(f"code {int(codes.max())} is outside the {scheme} {bits}-bit range 0..{top}")
+    if zeros is not None and zeros.size and int(zeros.max()) > 2**bits - 1:
+        raise ArchiveError(f"zero point {int(zeros.max())} is outside the {bits}-bit range 0..{2**bits - 1}")
+    if scales.size and not (np.isfinite(scales).all() and (scales >= 0).all()):
+        raise ArchiveError("holds a negative or non-finite scale")
+
+
 @register
 class Uniform(Method):
     name = "uniform"
@@ -113,7 +126,7 @@ class Uniform(Method):
         scale_dtype = param(params, "scale_dtype", str, choices=tuple(STORAGE))
         if "scale_search" in params:
             param(params, "scale_search", bool)
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         sshape = scale_shape(shape, granularity, group_size)
         out = {"codes": (np.dtype(np.uint8), (packed_nbytes(n, bits),)),
                "scale": (STORAGE[scale_dtype], sshape)}
@@ -124,14 +137,16 @@ class Uniform(Method):
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         p = enc.params
         bits, scheme, granularity = p["bits"], p["scheme"], p["granularity"]
-        group_size = p.get("group_size", 1)
-        n = int(np.prod(shape, dtype=np.int64))
-        codes = unpack_bits(enc.arrays["codes"], bits, n)
+        n = math.prod(shape)
         if n == 0:
             return np.zeros(shape, np.float32)
         rows, cols = matrix_shape(shape)
+        # A group wider than the row is one block per row: never pad beyond the row itself.
+        group_size = min(p.get("group_size", 1), max(cols, 1))
+        codes = unpack_bits(enc.arrays["codes"], bits, n)
         nblocks, _ = block_grid(shape, granularity, group_size)
         s = enc.arrays["scale"].astype(np.float32).reshape(-1)
+        _check_values(codes, s, enc.arrays.get("zero"), bits, scheme)
         if scheme == "symmetric":
             offset = np.full(nblocks, 2 ** (bits - 1) - 1, dtype=np.float32)
         else:

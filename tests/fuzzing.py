@@ -1,0 +1,661 @@
+"""The mutation fuzzer shared by tests/test_fuzz.py (hypothesis draws the choices) and tools/fuzz.py
+(a seeded random.Random draws them, for long runs).
+
+A *seed* is a small valid file: an archive (several methods and layouts) or an input weight file
+(.safetensors, .npy, .npz stored and deflated). A *mutation* turns its bytes into hostile bytes:
+truncation or a bit flip at an offset chosen within a named region of the file format, or a
+structured edit of the header (huge/negative/overlapping/wrong values, bad JSON, duplicate keys,
+deep nesting), or, for archives, an edit of the manifest or of stored values *re-signed* with fresh
+checksums so that the validation behind the checksums is exercised too.
+
+Each case runs the real command line (the click command built from `quantcli.cli.app`, invoked the
+way typer's CliRunner does) with a time limit, and `check_case` judges it:
+
+* exit 1 or 2: exactly one stderr line starting `quant: error:`, no traceback, and the work folder
+  holds nothing but the input (no output, no temp file);
+* exit 0 on an archive: only when the result is the seed's own result (same inspect/verify JSON,
+  byte-identical dequantized file), i.e. the mutation was provably harmless; or, for a re-signed edit
+  of stored values or checksums, from a command that does not read them (inspect; verify for values)
+  while the command that does read them refuses; or inspect of a file whose quant.format was edited,
+  shown as the plain safetensors file it now is when an independent reader agrees;
+* exit 0 on an input: only when an independent reader (numpy, the safetensors library) accepts the
+  mutated file and agrees on every tensor's name, dtype and shape; after quantize, the archive
+  must pass `verify` and list exactly those tensors;
+* a bit flip in any stored array of an archive must make `verify` and `dequantize` exit 2 with a
+  message that names the tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import struct
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import typer
+from typer.testing import CliRunner
+
+from quantcli import Spec, quantize_file
+from quantcli.archive import KEY_MANIFEST, KEY_MANIFEST_SHA, KEY_PRODUCER
+from quantcli.cli import app
+from quantcli.safetensors_io import dtype_code, header_bytes
+
+CLI = typer.main.get_command(app)  # built once: typer rebuilds it on every CliRunner.invoke (18 ms)
+RUNNER = CliRunner()
+TIME_LIMIT = 20.0  # seconds per command: far above any legitimate run on these tiny files
+
+
+class Hang(BaseException):
+    """Raised by the alarm when a command runs past TIME_LIMIT."""
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+    crash: str = ""  # an exception that escaped the CLI (a traceback), or "hang"
+
+
+def invoke(args: list[str]) -> Run:
+    """Run `quant ARGS` in-process through the real click entry point, under a time limit."""
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Hang()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
+    crash = ""
+    code = 0
+    try:
+        with RUNNER.isolation() as (out, err, _):
+            try:
+                CLI.main(args=args, prog_name="quant")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except Hang:
+                crash, code = "hang", -1
+            except Exception as e:  # noqa: BLE001 - this is exactly what the fuzzer looks for
+                crash, code = f"{type(e).__name__}: {e}", -1
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                sys_out, sys_err = out.getvalue(), err.getvalue()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return Run(code, sys_out.decode("utf-8", "replace"), sys_err.decode("utf-8", "replace"), crash)
+
+
+# --------------------------------------------------------------------------------------------
+# Choosers: the fuzzer asks for numbers; hypothesis or random.Random answers.
+
+
+class Chooser:
+    def int(self, lo: int, hi: int) -> int:  # inclusive
+        raise NotImplementedError
+
+    def choice(self, items: list[Any]) -> Any:
+        return items[self.int(0, len(items) - 1)]
+
+
+class RandomChooser(Chooser):
+    def __init__(self, rng: Any):
+        self.rng = rng
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+
+class DrawChooser(Chooser):
+    """Backed by hypothesis' `data.draw`, so failures shrink to the simplest mutation."""
+
+    def __init__(self, data: Any):
+        from hypothesis import strategies as st
+        self.data, self.st = data, st
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.data.draw(self.st.integers(lo, hi))
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds
+
+
+@dataclass
+class Seed:
+    name: str
+    kind: str  # "archive" or "input"
+    ext: str
+    data: bytes
+    regions: list[tuple[str, int, int]]
+    tensors: dict[str, str] = field(default_factory=dict)  # archive: stored array -> tensor name
+    reference: dict[str, Any] = field(default_factory=dict)  # archive: command -> seed result
+
+
+def st_layout(data: bytes) -> tuple[int, dict[str, Any]]:
+    n = int.from_bytes(data[:8], "little")
+    return n, json.loads(data[8:8 + n])
+
+
+def st_regions(data: bytes, archive: bool) -> list[tuple[str, int, int]]:
+    """Named byte ranges of a safetensors file: length, JSON (split up for archives), padding, arrays."""
+    n, header = st_layout(data)
+    raw = data[8:8 + n]
+    text_end = 8 + len(raw.rstrip(b" "))
+    regions = [("length", 0, 8)]
+    if archive:
+        meta = header["__metadata__"]
+        spans = []
+        for key, label in ((KEY_MANIFEST, "manifest"), (KEY_MANIFEST_SHA, "manifest-sha"),
+                           (KEY_PRODUCER, "producer")):
+            value = json.dumps(meta[key])[1:-1].encode()
+            at = data.find(value, 8)
+            spans.append((at, at + len(value), label))
+        pos = 8
+        for start, end, label in sorted(spans):
+            if start > pos:
+                regions.append(("header-json", pos, start))
+            regions.append((label, start, end))
+            pos = end
+        regions.append(("header-json", pos, text_end))
+    else:
+        regions.append(("header-json", 8, text_end))
+    if text_end < 8 + n:
+        regions.append(("padding", text_end, 8 + n))
+    for name, info in header.items():
+        if name != "__metadata__" and info["data_offsets"][1] > info["data_offsets"][0]:
+            b, e = info["data_offsets"]
+            regions.append((f"array:{name}", 8 + n + b, 8 + n + e))
+    return regions
+
+
+def npy_regions(data: bytes) -> list[tuple[str, int, int]]:
+    hlen = int.from_bytes(data[8:10], "little")
+    return [("magic", 0, 8), ("header-length", 8, 10), ("npy-header", 10, 10 + hlen),
+            ("npy-data", 10 + hlen, len(data))]
+
+
+def npz_regions(data: bytes) -> list[tuple[str, int, int]]:
+    regions = []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        end_of_members = 0
+        for info in infos:
+            local = data[info.header_offset:info.header_offset + 30]
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            regions.append((f"zip-local-header:{info.filename}", info.header_offset, start))
+            regions.append((f"zip-member:{info.filename}", start, start + info.compress_size))
+            end_of_members = max(end_of_members, start + info.compress_size)
+    regions.append(("zip-central-directory", end_of_members, len(data)))
+    return [r for r in regions if r[2] > r[1]]
+
+
+def build_seeds(folder: str) -> dict[str, Seed]:
+    """Write the seed files under `folder` and describe them (with reference results for archives)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((6, 12)).astype(np.float32)
+    bias = rng.standard_normal(12).astype(np.float32)
+    ids = np.arange(3, dtype=np.int64)
+    src = os.path.join(folder, "src.safetensors")
+    layout = [("w", "F32", w.shape, w.nbytes), ("bias", "F32", bias.shape, bias.nbytes),
+              ("ids", "I64", ids.shape, ids.nbytes)]
+    with open(src, "wb") as f:
+        f.write(header_bytes(layout, {"format": "pt"}) + w.tobytes() + bias.tobytes() + ids.tobytes())
+    seeds: dict[str, Seed] = {}
+    specs = {
+        "archive-int4-asym-group": Spec(bits=4, scheme="asymmetric", granularity="group", group_size=8),
+        "archive-int8-sym-channel": Spec(bits=8),
+        "archive-int3-sym-tensor": Spec(bits=3, granularity="tensor"),
+        "archive-fp16": Spec(method="fp16"),
+        "archive-bf16": Spec(method="bf16"),
+    }
+    for name, spec in specs.items():
+        path = os.path.join(folder, f"{name}.qnt.safetensors")
+        quantize_file([src], path, spec)
+        data = open(path, "rb").read()
+        _, header = st_layout(data)
+        manifest = json.loads(header["__metadata__"][KEY_MANIFEST])
+        owners = {stored: t["name"] for t in manifest["tensors"] for stored in t["arrays"].values()}
+        seed = Seed(name, "archive", ".qnt.safetensors", data, st_regions(data, True), owners)
+        seed.reference = archive_results(path, os.path.join(folder, f"{name}.out.safetensors"))
+        seeds[name] = seed
+    data = open(src, "rb").read()
+    seeds["input-safetensors"] = Seed("input-safetensors", "input", ".safetensors", data, st_regions(data, False))
+    buf = io.BytesIO()
+    np.save(buf, w)
+    seeds["input-npy"] = Seed("input-npy", "input", ".npy", buf.getvalue(), npy_regions(buf.getvalue()))
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(w.astype(np.float64)))
+    seeds["input-npy-f64-fortran"] = Seed("input-npy-f64-fortran", "input", ".npy", buf.getvalue(),
+                                          npy_regions(buf.getvalue()))
+    for name, save in (("input-npz", np.savez), ("input-npz-deflate", np.savez_compressed)):
+        buf = io.BytesIO()
+        save(buf, w=w, bias=bias)
+        seeds[name] = Seed(name, "input", ".npz", buf.getvalue(), npz_regions(buf.getvalue()))
+    return seeds
+
+
+def archive_results(path: str, out: str) -> dict[str, Any]:
+    """What inspect --json, verify --json and dequantize produce for an archive (path-independent)."""
+    results: dict[str, Any] = {}
+    r = invoke(["inspect", path, "--json"])
+    assert r.exit_code == 0, r.stderr
+    results["inspect"] = _strip_paths(json.loads(r.stdout))
+    r = invoke(["verify", path, "--json"])
+    assert r.exit_code == 0, r.stderr
+    results["verify"] = _strip_paths(json.loads(r.stdout))
+    r = invoke(["dequantize", path, "-o", out, "-q"])
+    assert r.exit_code == 0, r.stderr
+    with open(out, "rb") as f:
+        results["dequantize"] = f.read()
+    os.unlink(out)
+    return results
+
+
+def _strip_paths(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        # File sizes may differ harmlessly: an edit of the (unchecked) producer string can re-pad the header.
+        return {k: _strip_paths(v) for k, v in doc.items()
+                if k not in ("path", "output", "archive", "seconds", "file_bytes", "ratio")}
+    if isinstance(doc, list):
+        return [_strip_paths(v) for v in doc]
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# Mutations. Each returns (label, mutated bytes, expectation): "reject" (every command must fail),
+# "oracle" (exit 0 allowed when the oracle agrees), "detect-corruption" (verify and dequantize must
+# exit 2 naming the tensor), or "reject-all" / "reject-read" / "reject-decode" for re-signed edits
+# (every command / the commands that read checksums / dequantize must fail).
+
+
+def _region(seed: Seed, c: Chooser) -> tuple[str, int, int]:
+    return c.choice(seed.regions)
+
+
+def truncate(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    label, start, end = _region(seed, c)
+    at = c.int(start, end - 1)
+    return f"truncate@{label}", seed.data[:at], "reject"
+
+
+def bitflip(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    label, start, end = _region(seed, c)
+    at, bit = c.int(start, end - 1), c.int(0, 7)
+    data = bytearray(seed.data)
+    data[at] ^= 1 << bit
+    expect = "detect-corruption" if seed.kind == "archive" and label.startswith("array:") else "oracle"
+    return f"bitflip@{label}", bytes(data), expect
+
+
+def byte_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Overwrite, insert or delete a few bytes anywhere in a region."""
+    label, start, end = _region(seed, c)
+    at = c.int(start, end - 1)
+    data = bytearray(seed.data)
+    how = c.choice(["overwrite", "insert", "delete"])
+    chunk = bytes(c.choice([0x00, 0xFF, 0x22, 0x7B, 0x5D, 0x2C, 0x30, 0x80]) for _ in range(c.int(1, 4)))
+    if how == "overwrite":
+        data[at:at + len(chunk)] = chunk
+    elif how == "insert":
+        data[at:at] = chunk
+    else:
+        del data[at:at + len(chunk)]
+    return f"bytes-{how}@{label}", bytes(data), "oracle"
+
+
+HUGE_SHAPES = [[2**40, 2**40], [2**31, 2**31, 2**31], [10**6, 10**6], [2**64], [0, 2**63], [2**62, 0, 2**62],
+               [1] * 70, [-1, 12], [-6, -12], [6.0, 12], [True, 12], "6x12", None, [[6], [12]], [2**63 - 1]]
+BAD_OFFSETS = ["negative", "overlap", "beyond", "swap", "hole", "float", "one"]
+BAD_DTYPES = ["F64", "I8", "U8", "BOOL", "F8_E4M3", "I64", "Q4", "f32", "", 7, None, ["F32"]]
+
+
+def _entries(header: dict[str, Any]) -> list[str]:
+    return sorted(k for k in header if k != "__metadata__")
+
+
+def _pack(header_text: bytes) -> bytes:
+    return len(header_text).to_bytes(8, "little") + header_text
+
+
+def header_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Structured edits of a safetensors header (archives and .safetensors inputs)."""
+    n, header = st_layout(seed.data)
+    body = seed.data[8 + n:]
+    names = _entries(header)
+    name = c.choice(names)
+    kind = c.choice(["shape", "offsets", "dtype", "bad-json", "duplicate-key", "deep-nesting", "metadata",
+                     "length-field", "drop-entry", "extra-entry", "rename-entry", "not-object"])
+    info = header[name]
+    if kind == "shape":
+        info["shape"] = c.choice(HUGE_SHAPES + [list(reversed(info["shape"])), info["shape"] + [1],
+                                                info["shape"][:-1]])
+    elif kind == "offsets":
+        b, e = info["data_offsets"]
+        how = c.choice(BAD_OFFSETS)
+        other = header[c.choice(names)]["data_offsets"]
+        info["data_offsets"] = {"negative": [-8, e], "overlap": [other[0], other[0] + (e - b)],
+                                "beyond": [b, e + 8 * c.int(1, 1 << 20)], "swap": [e, b],
+                                "hole": [b + 8, e + 8], "float": [float(b), float(e)], "one": [b]}[how]
+        kind = f"offsets-{how}"
+    elif kind == "dtype":
+        info["dtype"] = c.choice(BAD_DTYPES)
+    elif kind == "metadata":
+        header["__metadata__"] = c.choice([{"x": 5}, ["a"], {"x": {"y": "z"}}, "text", {"x": None}])
+    elif kind == "drop-entry":
+        del header[name]
+    elif kind == "extra-entry":
+        header["zz-extra"] = {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}
+    elif kind == "rename-entry":
+        header[name + "~"] = header.pop(name)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if kind == "not-object":
+        text = c.choice([b"[]", b"null", b"\"x\"", b"17"])
+    elif kind == "bad-json":
+        at = c.int(0, len(text) - 1)
+        text = text[:at] + c.choice([b"", b"{", b",", b"}", b"\"", b"\xff", b"NaN", b"\\"]) + text[at + 1:]
+    elif kind == "duplicate-key":
+        key = json.dumps(name).encode()
+        entry = key + b":" + json.dumps(header[name], separators=(",", ":")).encode()
+        text = text[:1] + entry + b"," + text[1:]
+    elif kind == "deep-nesting":
+        depth = c.choice([200, 5000, 100000])
+        text = text[:-1] + b',"deep":' + b"[" * depth + b"]" * depth + b"}"
+    text += b" " * (-(len(text) + 8) % 8)
+    head = _pack(text)
+    if kind == "length-field":
+        value = c.choice([0, 1, 7, len(text) - 1, len(text) + 1, len(text) + len(body), 2**32, 2**63, 2**64 - 1])
+        head = value.to_bytes(8, "little") + text
+    return f"header-{kind}", head + body, "oracle"
+
+
+def _resign(seed: Seed, edit: Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None],
+            tensor_sums: bool = True) -> bytes:
+    """Apply `edit(manifest, arrays, meta)` to an archive, then recompute the manifest checksum (and,
+    with `tensor_sums`, every tensor's checksum) honestly."""
+    n, header = st_layout(seed.data)
+    base = 8 + n
+    meta = header.pop("__metadata__")
+    from quantcli.safetensors_io import DTYPES
+    arrays = {}
+    for k, info in header.items():
+        b, e = info["data_offsets"]
+        arrays[k] = np.frombuffer(seed.data[base + b:base + e], dtype=DTYPES[info["dtype"]]).reshape(
+            info["shape"]).copy()
+    manifest = json.loads(meta[KEY_MANIFEST])
+    edit(manifest, arrays, meta)
+    tensors = manifest.get("tensors") if isinstance(manifest, dict) else None
+    for t in tensors if isinstance(tensors, list) and tensor_sums else []:
+        if isinstance(t, dict) and isinstance(t.get("arrays"), dict) and all(
+                isinstance(s, str) and s in arrays for s in t["arrays"].values()):
+            h = hashlib.sha256()
+            for role in sorted(t["arrays"]):
+                h.update(arrays[t["arrays"][role]].tobytes())
+            t["sha256"] = h.hexdigest()
+    meta[KEY_MANIFEST] = json.dumps(manifest)
+    meta[KEY_MANIFEST_SHA] = hashlib.sha256(meta[KEY_MANIFEST].encode()).hexdigest()
+    layout = [(k, header[k]["dtype"], arrays[k].shape, arrays[k].nbytes) for k in
+              sorted(arrays, key=lambda k: header[k]["data_offsets"][0])]
+    return header_bytes(layout, meta) + b"".join(arrays[k].tobytes() for k, *_ in layout)
+
+
+BAD_PARAMS = {"bits": [0, 1, 9, 16, -3, "4", 4.0, None, True, 2**70], "scheme": ["sym", "", None, 1],
+              "granularity": ["row", "", None, ["group"]], "group_size": [0, -1, "8", None, 2.5, True],
+              "scale_dtype": ["float64", "auto", "", None]}
+
+
+def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Edits of an archive's manifest and stored values that a checksum cannot catch (re-signed):
+    each makes the archive invalid, so every command that reads the edited part must refuse it."""
+    n, header = st_layout(seed.data)
+    manifest = json.loads(header["__metadata__"][KEY_MANIFEST])
+    quantized = [i for i, t in enumerate(manifest["tensors"]) if t["method"] != "keep"]
+    i = c.choice(quantized)
+    t0 = manifest["tensors"][i]
+    options = (["param"] if set(BAD_PARAMS) & set(t0["params"]) else []) + [
+        "drop-param", "method", "orig-dtype", "shape", "drop-role", "rename-array", "share-array", "duplicate-tensor", "drop-tensor", "tensors-not-list", "version", "format", "metrics", "sha256",
+               "name-type", "deep-manifest"]
+    if t0["method"] == "uniform":
+        options += ["scale-values"] + (["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"])
+    kind = c.choice(options)
+    command = "all"  # which commands must refuse: value edits are only seen when decoding
+
+    def edit(m: dict[str, Any], arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        nonlocal command
+        t = m["tensors"][i]
+        if kind == "param":
+            key = c.choice(sorted(set(BAD_PARAMS) & set(t["params"])))
+            t["params"][key] = c.choice(BAD_PARAMS[key])
+        elif kind == "drop-param":
+            if t["params"]:
+                t["params"].pop(c.choice(sorted(t["params"])))
+            else:
+                t["params"] = None
+        elif kind == "method":
+            t["method"] = c.choice(["kmeans", "", None, "keep", "UNIFORM", 3])
+        elif kind == "orig-dtype":
+            t["dtype"] = c.choice(["I64", "BOOL", "U8", "Q4", None])
+        elif kind == "shape":
+            t["shape"] = c.choice(HUGE_SHAPES + [[t["shape"][0] + 1] + t["shape"][1:], t["shape"] + [2], []])
+        elif kind == "drop-role":
+            t["arrays"].pop(c.choice(sorted(t["arrays"])))
+        elif kind == "rename-array":
+            role = c.choice(sorted(t["arrays"]))
+            t["arrays"][role] = c.choice(sorted(arrays))  if c.int(0, 1) else t["arrays"][role] + "x"
+            if t["arrays"][role] == f"{t['name']}/{role}":
+                t["arrays"][role] = 7
+        elif kind == "share-array":
+            other = m["tensors"][(i + 1) % len(m["tensors"])]
+            other["arrays"] = dict(t["arrays"])
+        elif kind == "duplicate-tensor":
+            m["tensors"].append(json.loads(json.dumps(t)))
+        elif kind == "drop-tensor":
+            m["tensors"].pop(i)
+        elif kind == "tensors-not-list":
+            m["tensors"] = c.choice([{}, None, "w", 3])
+        elif kind == "version":
+            meta["quant.version"] = c.choice(["2", "0", "1.0", "", "99999999999999999999", "\u0661"])
+        elif kind == "format":
+            meta["quant.format"] = c.choice(["quant-archive2", "", "pt"])
+            command = "read"  # inspect then shows it as the plain safetensors file it now is
+        elif kind == "metrics":
+            t["metrics"] = c.choice([{"mse": "abc"}, {"sqnr_db": [1]}, [], {"max_abs_err": None}, {"mse": True}])
+        elif kind == "sha256":
+            meta_only = c.int(0, 1)
+            t["sha256"] = "0" * 64 if meta_only else 5
+            command = "read"  # structure is fine: verify and dequantize must catch it
+        elif kind == "name-type":
+            t["name"] = c.choice([None, 5, ["w"]])
+        elif kind == "deep-manifest":
+            t["params"]["x"] = json.loads("[" * 50 + "]" * 50)
+            t["params"] = c.choice([t["params"], "[" * 3000])
+            m["tensors"][i]["metrics"] = json.loads("[" * 60 + "]" * 60)
+        elif kind in ("scale-values", "code-values", "zero-values"):
+            role = {"scale-values": "scale", "code-values": "codes", "zero-values": "zero"}[kind]
+            a = arrays[t["arrays"][role]]
+            flat = a.reshape(-1)
+            at = c.int(0, flat.size - 1)
+            if role == "scale":
+                flat[at] = c.choice([np.nan, -1.0, np.inf, -np.inf])
+            elif role == "zero":
+                flat[at] = c.int(2 ** t["params"]["bits"], 255)
+            else:
+                bits = t["params"]["bits"]
+                codes = np.unpackbits(a, bitorder="little")
+                k = c.int(0, int(np.prod(t["shape"])) - 1)
+                codes[k * bits:(k + 1) * bits] = 1  # 2^bits - 1: one past the symmetric range
+                a[...] = np.packbits(codes, bitorder="little")
+            command = "decode"
+
+    data = _resign(seed, edit, tensor_sums=kind != "sha256")
+    if kind == "deep-manifest":
+        # A manifest nested past Python's recursion limit (text edit, then re-signed by hand).
+        n2, header2 = st_layout(data)
+        meta = header2["__metadata__"]
+        deep = "[" * 100000 + "]" * 100000
+        meta[KEY_MANIFEST] = '{"tensors":' + deep + "}"
+        meta[KEY_MANIFEST_SHA] = hashlib.sha256(meta[KEY_MANIFEST].encode()).hexdigest()
+        text = json.dumps(header2, separators=(",", ":")).encode()
+        text += b" " * (-(len(text) + 8) % 8)
+        data = _pack(text) + data[8 + n2:]
+    return f"resigned-{kind}", data, f"reject-{command}"
+
+
+MUTATIONS: dict[str, Callable[[Seed, Chooser], tuple[str, bytes, str]]] = {
+    "truncate": truncate, "bitflip": bitflip, "bytes": byte_edit, "header": header_edit, "manifest": manifest_edit,
+}
+
+
+def mutations_for(seed: Seed) -> list[str]:
+    names = ["truncate", "bitflip", "bytes"]
+    if seed.ext.endswith(".safetensors"):
+        names.append("header")
+    if seed.kind == "archive":
+        names.append("manifest")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Running and judging one case
+
+
+@dataclass
+class Outcome:
+    seed: str
+    mutation: str
+    command: str
+    result: str  # "exit 2", "exit 1", or "exit 0 ..." saying why exit 0 was acceptable
+    problem: str = ""  # non-empty: the case failed
+
+
+def _listing(folder: str) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def _one_line_error(run: Run) -> str:
+    lines = run.stderr.splitlines()
+    if run.crash:
+        return f"escaped exception ({run.crash})"
+    if "Traceback" in run.stderr or "Traceback" in run.stdout:
+        return "traceback printed"
+    if len(lines) != 1 or not lines[0].startswith("quant: error: "):
+        return f"stderr is not one error line: {run.stderr!r}"
+    return ""
+
+
+def reference_view(path: str, ext: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype, shape) by an independent reader; raises when that reader refuses the file."""
+    if ext == ".npy":
+        a = np.load(path, allow_pickle=False)
+        return {os.path.splitext(os.path.basename(path))[0]: (dtype_code(a.dtype), a.shape)}
+    if ext == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: (dtype_code(z[k].dtype), z[k].shape) for k in z.files}
+    from safetensors import safe_open
+    with safe_open(path, framework="numpy") as f:  # validates the whole header and every offset
+        return {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+
+
+def _our_view(doc: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {t["name"]: (t["dtype"], tuple(t["shape"])) for t in doc["files"][0]["tensors"]}
+
+
+def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcome]:
+    """Mutate `seed`, run every command that reads such a file, and judge each run."""
+    label, data, expect = MUTATIONS[mutation](seed, c)
+    if os.path.exists(workdir):
+        shutil.rmtree(workdir)
+    os.makedirs(workdir)
+    src = os.path.join(workdir, "in" + seed.ext)
+    with open(src, "wb") as f:
+        f.write(data)
+    outcomes = []
+    if seed.kind == "archive":
+        out = os.path.join(workdir, "out.safetensors")
+        commands = {"inspect": ["inspect", src, "--json"], "verify": ["verify", src, "--json"],
+                    "dequantize": ["dequantize", src, "-o", out, "-q"]}
+    else:
+        out = os.path.join(workdir, "out.qnt.safetensors")
+        commands = {"inspect": ["inspect", src, "--json"], "quantize": ["quantize", src, "-o", out, "-q"]}
+    for command, args in commands.items():
+        run = invoke(args)
+        o = Outcome(seed.name, label, command, f"exit {run.exit_code}")
+        if run.crash or run.exit_code not in (0, 1, 2):
+            o.problem = f"escaped exception ({run.crash})" if run.crash else f"exit status {run.exit_code}"
+        elif run.exit_code:
+            o.problem = _one_line_error(run)
+            if not o.problem and _listing(workdir) != [os.path.basename(src)]:
+                o.problem = f"left files behind: {_listing(workdir)}"
+            if not o.problem and expect == "detect-corruption" and command in ("verify", "dequantize"):
+                tensor = seed.tensors[label.split(":", 1)[1]]
+                if run.exit_code != 2 or f"tensor {tensor!r}" not in run.stderr or "corrupt" not in run.stderr:
+                    o.problem = f"corruption of {tensor!r} not reported as such: {run.stderr!r}"
+        else:
+            o.problem = _judge_success(seed, command, run, src, out, expect)
+            if seed.kind == "input":
+                o.result = "exit 0 valid input"
+            elif expect in ("reject-read", "reject-decode") and not o.problem:
+                o.result = "exit 0 edit not read"  # e.g. inspect of bad stored values: dequantize refuses
+            elif command == "inspect" and json.loads(run.stdout)["files"][0]["kind"] == "weights":
+                o.result = "exit 0 plain file"  # quant.format edited: no longer claims to be an archive
+            else:
+                o.result = "exit 0 same result"
+        if os.path.exists(out):
+            os.unlink(out)
+        outcomes.append(o)
+    return outcomes
+
+
+def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expect: str) -> str:
+    if run.stderr.strip():
+        return f"exit 0 but stderr says {run.stderr!r}"
+    if expect == "reject":
+        return "a truncated file was accepted"
+    if seed.kind == "archive":
+        if expect == "detect-corruption" and command in ("verify", "dequantize"):
+            return "a flipped bit in a stored array was not detected"
+        if expect == "reject-all" or (expect == "reject-read" and command != "inspect") or (
+                expect == "reject-decode" and command == "dequantize"):
+            return "an invalid archive was accepted"
+        if expect in ("reject-read", "reject-decode"):
+            return ""  # this command does not read the edited part; the one that does must refuse
+        if command == "inspect" and json.loads(run.stdout)["files"][0]["kind"] == "weights":
+            # The edit hit quant.format: verify and dequantize refuse it; inspect rightly shows the
+            # plain safetensors file it now is, if an independent reader agrees that it is one.
+            try:
+                expected = reference_view(src, ".safetensors")
+            except Exception as e:  # noqa: BLE001
+                return f"accepted a file the reference reader refuses ({type(e).__name__}: {e})"
+            ours = _our_view(json.loads(run.stdout))
+            return "" if ours == expected else f"inspect sees {ours}, the reference reader {expected}"
+        if command == "dequantize":
+            with open(out, "rb") as f:
+                same = f.read() == seed.reference["dequantize"]
+        else:
+            same = _strip_paths(json.loads(run.stdout)) == seed.reference[command]
+        return "" if same else "exit 0 with a result that differs from the unmutated archive's"
+    try:
+        expected = reference_view(src, seed.ext)
+    except Exception as e:  # noqa: BLE001 - the independent reader refusing is the finding
+        return f"accepted a file the reference reader refuses ({type(e).__name__}: {e})"
+    if command == "inspect":
+        doc = json.loads(run.stdout)
+        ours = _our_view(doc)
+        return "" if ours == expected else f"inspect sees {ours}, the reference reader {expected}"
+    check = invoke(["verify", out, "--json"])
+    if check.exit_code != 0:
+        return f"quantize wrote an archive that fails verify: {check.stderr!r}"
+    doc = json.loads(invoke(["inspect", out, "--json"]).stdout)
+    names = {t["name"] for t in doc["files"][0]["tensors"]}
+    return "" if names == set(expected) else f"archive holds {sorted(names)}, the input {sorted(expected)}"
