@@ -219,6 +219,10 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         "archive-int3-sym-tensor": Spec(bits=3, granularity="tensor"),
         "archive-fp16": Spec(method="fp16"),
         "archive-bf16": Spec(method="bf16"),
+        "archive-nf4-group": Spec(method="nf", bits=4, granularity="group", group_size=8),
+        "archive-kmeans-norm": Spec(method="kmeans", bits=3, normalize="group", group_size=8),
+        "archive-kmeans-rows": Spec(method="kmeans", bits=2, granularity="group", group_size=3),
+        "archive-vq": Spec(method="vq", bits=5, vector_dim=3),
     }
     for name, spec in specs.items():
         path = os.path.join(folder, f"{name}.qnt.safetensors")
@@ -443,7 +447,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
             else:
                 t["params"] = None
         elif kind == "method":
-            t["method"] = c.choice(["kmeans", "", None, "keep", "UNIFORM", 3])
+            t["method"] = c.choice([m for m in ("kmeans", "uniform", "", None, "keep", "UNIFORM", 3) if m != t["method"]])
         elif kind == "orig-dtype":
             t["dtype"] = c.choice(["I64", "BOOL", "U8", "Q4", None])
         elif kind == "shape":

@@ -20,6 +20,7 @@ OPTIONS = [
     ["--bits", "4", "--scheme", "asymmetric", "--granularity", "group", "--group-size", "16"],
     ["--bits", "3", "--granularity", "tensor", "--include-1d"],
     ["--method", "bf16", "--skip", "embeddings"],
+    ["--method", "vq", "--bits", "6", "--vector-dim", "2", "--seed", "7"],
 ]
 
 
@@ -31,7 +32,7 @@ def quantize(inputs, out, options, env_extra=None, cwd=None):
     return hashlib.sha256(open(out, "rb").read()).hexdigest()
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["int4-group", "int3-tensor", "bf16"])
+@pytest.mark.parametrize("options", OPTIONS, ids=["int4-group", "int3-tensor", "bf16", "vq"])
 def test_identical_across_processes_hash_seeds_and_clocks(tiny_model, tmp_path, options):
     runs = [quantize([tiny_model], tmp_path / "a.qnt.safetensors", options, {"PYTHONHASHSEED": "1"}),
             quantize([tiny_model], tmp_path / "b.qnt.safetensors", options, {"PYTHONHASHSEED": "2"}),
@@ -67,3 +68,10 @@ def test_no_timestamps_or_hosts_in_the_archive(tiny_model, tmp_path):
     header = raw[8:8 + int.from_bytes(raw[:8], "little")]
     for needle in (str(tmp_path).encode(), os.uname().nodename.encode(), os.path.basename(tiny_model).encode()):
         assert needle not in header
+
+
+@pytest.mark.parametrize("options", OPTIONS[:1] + OPTIONS[3:], ids=["int4-group", "vq"])
+def test_identical_across_jobs(tiny_model, tmp_path, options):
+    runs = {quantize([tiny_model], tmp_path / f"j{jobs}.qnt.safetensors", [*options, "--jobs", str(jobs)])
+            for jobs in (1, 2, 4)}
+    assert len(runs) == 1
