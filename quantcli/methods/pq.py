@@ -133,6 +133,8 @@ class PQCodes:
     def pad_columns(self, x: np.ndarray) -> np.ndarray:
         """`[b, d]` -> `[b, M, s]` float32 with zeros in the padding slots (for queries)."""
         x = np.asarray(x, dtype=np.float32)
+        if self.d == self.subspaces * self.subvector_dim:  # even split: no padding to place
+            return x.reshape(x.shape[0], self.subspaces, self.subvector_dim)
         out = np.zeros((x.shape[0], self.subspaces * self.subvector_dim), dtype=np.float32)
         out[:, self.positions] = x
         return out.reshape(x.shape[0], self.subspaces, self.subvector_dim)
