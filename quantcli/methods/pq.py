@@ -13,8 +13,8 @@ in their last codebook column. So no column is dropped when d % M != 0, no subsp
 padding, and a reader needs only (d, M) to rebuild the split (`column_split`). With
 `--subvector-dim S`, M = ceil(d / S), so s <= S.
 
-Training (per subspace, seeded by `seed` and the subspace index): greedy k-means++ init, then at
-most `iters` Lloyd iterations, stopping early at a fixed point (no assignment changed, so more
+Training (per subspace, seeded by `seed` and the first subspace of its work group): greedy
+k-means++ init, then at most `iters` Lloyd iterations, stopping early at a fixed point (no assignment changed, so more
 iterations would change nothing). When a tensor has more than 256*K rows, k-means trains on
 256*K rows drawn without replacement (FAISS's default cap): the centroid estimate's error shrinks
 like 1/sqrt(rows per centroid), so more rows buy little quality for linear cost, and all rows are
@@ -141,99 +141,118 @@ class PQCodes:
 
 
 # ---------------------------------------------------------------------------------------------
-# k-means on one subspace
+# k-means on a group of subspaces at once: arrays are [g, rows, s]; one numpy call serves all g
+# subspaces, so small tensors with many subspaces do not pay Python overhead per subspace.
 
 
-def _rng(seed: int, subspace: int) -> np.random.Generator:
-    """Independent, reproducible stream per subspace (order of work does not matter)."""
-    return np.random.default_rng([int(seed), int(subspace)])
+def _group_size(rows: int, k: int, m_sub: int) -> int:
+    """Subspaces per group so that one [g, rows, K] distance block stays near _CHUNK_ELEMENTS."""
+    return int(max(1, min(m_sub, _CHUNK_ELEMENTS // max(rows * k, 1))))
 
 
-def _assign(x: np.ndarray, c: np.ndarray, xx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid and squared distance for every row, in row chunks so memory stays bounded.
+def _assign(x: np.ndarray, c: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and squared distance for every row of every subspace in the group.
 
-    Uses |x|^2 - 2 x.c + |c|^2 so the work is one BLAS product per chunk.
+    x [g, n, s], c [g, K, s], xx = |x|^2 [g, n]. Uses |x|^2 - 2 x.c + |c|^2 (one batched BLAS
+    product), in row chunks so the [g, rows, K] block stays bounded.
     """
-    n, k = x.shape[0], c.shape[0]
-    if xx is None:
-        xx = np.einsum("ij,ij->i", x, x)
-    cc = np.einsum("ij,ij->i", c, c)
-    labels = np.empty(n, dtype=np.int64)
-    dist = np.empty(n, dtype=np.float32)
-    step = max(1, _CHUNK_ELEMENTS // max(k, 1))
-    ct2 = (-2.0 * c.T).astype(np.float32)
+    g, n, _ = x.shape
+    k = c.shape[1]
+    cc = np.einsum("gks,gks->gk", c, c)
+    ct2 = np.ascontiguousarray((-2.0 * c).transpose(0, 2, 1), dtype=np.float32)
+    labels = np.empty((g, n), dtype=np.int64)
+    dist = np.empty((g, n), dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(g * k, 1))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        dd = x[lo:hi] @ ct2
-        dd += cc[None, :]
-        lab = np.argmin(dd, axis=1)
-        labels[lo:hi] = lab
-        dist[lo:hi] = np.maximum(dd[np.arange(hi - lo), lab] + xx[lo:hi], 0.0)
+        dd = np.matmul(x[:, lo:hi], ct2)
+        dd += cc[:, None, :]
+        lab = np.argmin(dd, axis=2)
+        labels[:, lo:hi] = lab
+        best = np.take_along_axis(dd, lab[:, :, None], axis=2)[:, :, 0]
+        dist[:, lo:hi] = np.maximum(best + xx[:, lo:hi], 0.0)
     return labels, dist
 
 
 def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator, xx: np.ndarray) -> np.ndarray:
-    """Greedy k-means++: each new centroid is the best (lowest total potential) of a few D^2-sampled
-    candidates, which avoids the occasional bad pick of plain k-means++."""
-    n, s = x.shape
+    """Greedy k-means++ per subspace: each new centroid is the best (lowest total potential) of a
+    few D^2-sampled candidates, which avoids the occasional bad pick of plain k-means++.
+
+    When every row already sits on a centroid (fewer distinct rows than K) the potential is zero;
+    the draw then repeats an existing row, a duplicate centroid that is never chosen."""
+    g, n, s = x.shape
     trials = 2 + int(math.log(k))
-    c = np.empty((k, s), dtype=np.float32)
-    c[0] = x[rng.integers(n)]
-    d2 = np.maximum(xx - 2.0 * (x @ c[0]) + c[0] @ c[0], 0.0).astype(np.float64)
+    gi = np.arange(g)
+    c = np.empty((g, k, s), dtype=np.float32)
+    c[:, 0] = x[gi, rng.integers(n, size=g)]
+    d2 = np.maximum(xx - 2.0 * np.einsum("gns,gs->gn", x, c[:, 0]) + np.einsum("gs,gs->g", c[:, 0], c[:, 0])[:, None],
+                    0.0).astype(np.float64)
     for j in range(1, k):
-        cum = np.cumsum(d2)
-        total = cum[-1]
-        if not total > 0:  # every row already sits on a centroid: the rest are never needed
-            c[j:] = c[0]
-            break
-        cand = np.minimum(np.searchsorted(cum, rng.random(trials) * total, side="right"), n - 1)
-        cx = x[cand]
-        cand_d2 = np.maximum(xx[:, None] - 2.0 * (x @ cx.T) + np.einsum("ij,ij->i", cx, cx)[None, :], 0.0)
-        new = np.minimum(d2[:, None], cand_d2)
-        best = int(np.argmin(new.sum(axis=0)))
-        c[j] = cx[best]
-        d2 = new[:, best]
+        # one cumulative sum over the whole group: subspace i owns the range [i*n, (i+1)*n)
+        cum = np.cumsum(d2.reshape(-1))
+        ends = cum[n - 1::n]
+        starts = ends - d2.sum(axis=1)
+        draw = starts[:, None] + rng.random((g, trials)) * (ends - starts)[:, None]
+        pick = np.searchsorted(cum, draw, side="right") - (gi * n)[:, None]
+        cand = np.clip(pick, 0, n - 1)  # [g, trials]
+        cx = x[gi[:, None], cand]  # [g, trials, s]
+        cand_d2 = np.maximum(xx[:, :, None] - 2.0 * np.matmul(x, cx.transpose(0, 2, 1))
+                             + np.einsum("gts,gts->gt", cx, cx)[:, None, :], 0.0)
+        new = np.minimum(d2[:, :, None], cand_d2)  # [g, n, trials]
+        best = np.argmin(new.sum(axis=1), axis=1)
+        c[:, j] = cx[gi, best]
+        d2 = new[gi, :, best]
     return c
 
 
-def _lloyd(x: np.ndarray, c: np.ndarray, iters: int) -> np.ndarray:
-    """At most `iters` Lloyd iterations; empty clusters take the rows farthest from their centroid."""
-    k, s = c.shape
-    xx = np.einsum("ij,ij->i", x, x)
+def _lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray) -> np.ndarray:
+    """At most `iters` Lloyd iterations on the whole group, stopping when no assignment changes
+    (a fixed point: more iterations would change nothing). Empty clusters take the rows farthest
+    from their centroid."""
+    g, n, s = x.shape
+    k = c.shape[1]
+    offsets = (np.arange(g) * k)[:, None]
     prev = None
     for _ in range(iters):
         labels, dist = _assign(x, c, xx)
         if prev is not None and np.array_equal(labels, prev):
             break
         prev = labels
-        counts = np.bincount(labels, minlength=k)
-        sums = np.stack([np.bincount(labels, weights=x[:, j], minlength=k) for j in range(s)], axis=1)
+        flat = (labels + offsets).reshape(-1)
+        counts = np.bincount(flat, minlength=g * k).reshape(g, k)
+        sums = np.stack([np.bincount(flat, weights=x[:, :, j].reshape(-1), minlength=g * k)
+                         for j in range(s)], axis=1).reshape(g, k, s)
         filled = counts > 0
-        c[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
-        empty = np.flatnonzero(~filled)
-        if empty.size:
-            far = np.argsort(dist, kind="stable")[::-1][: empty.size]
-            c[empty[: far.size]] = x[far]
+        c[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
+        if not filled.all():
+            empty = ~filled
+            rank = np.cumsum(empty, axis=1) - 1  # r-th empty cluster of a subspace takes its r-th farthest row
+            order = np.argsort(-dist, axis=1, kind="stable")
+            gs, ks = np.nonzero(empty & (rank < n))
+            c[gs, ks] = x[gs, order[gs, rank[gs, ks]]]
     return c
 
 
-def _train_subspace(sub: np.ndarray, train_rows: np.ndarray | None, k: int, iters: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook [K, s] float32, codes [n]) for one subspace `sub` [n, s]."""
-    n, s = sub.shape
+def _train_group(sub: np.ndarray, train_rows: np.ndarray | None, k: int, iters: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(codebooks [g, K, s] float32, codes [g, n]) for a group of subspaces `sub` [g, n, s]."""
+    g, n, s = sub.shape
     if n == 0:
-        return np.zeros((k, s), np.float32), np.zeros(0, np.int64)
-    if train_rows is None and n <= k:
-        uniq, inverse = np.unique(sub, axis=0, return_inverse=True)
-        book = np.empty((k, s), dtype=np.float32)
-        book[: len(uniq)] = uniq
-        book[len(uniq):] = uniq[0]
-        return book, inverse.reshape(-1).astype(np.int64)
-    x = sub if train_rows is None else np.ascontiguousarray(sub[train_rows])
-    xx = np.einsum("ij,ij->i", x, x)
-    book = _lloyd(x, _kmeans_pp(x, k, rng, xx), iters)
-    labels, _ = _assign(sub, book)
-    return book, labels
+        return np.zeros((g, k, s), np.float32), np.zeros((g, 0), np.int64)
+    if train_rows is None and n <= k:  # every sub-vector can be its own centroid: exact
+        books = np.empty((g, k, s), dtype=np.float32)
+        codes = np.empty((g, n), dtype=np.int64)
+        for i in range(g):  # n <= K rows: small
+            uniq, inverse = np.unique(sub[i], axis=0, return_inverse=True)
+            books[i, : len(uniq)] = uniq
+            books[i, len(uniq):] = uniq[0]
+            codes[i] = inverse.reshape(-1)
+        return books, codes
+    x = sub if train_rows is None else np.ascontiguousarray(sub[:, train_rows])
+    xx = np.einsum("gns,gns->gn", x, x)
+    books = _lloyd(x, _kmeans_pp(x, k, rng, xx), iters, xx)
+    labels, _ = _assign(sub, books, np.einsum("gns,gns->gn", sub, sub))
+    return books, labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,9 +290,14 @@ def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int
         train_rows = np.sort(np.random.default_rng([int(seed), 0x5A3F]).choice(n, size=cap, replace=False))
     books = np.empty((m_sub, centroids, s), dtype=np.float32)
     codes = np.empty((n, m_sub), dtype=np.uint8 if centroids <= 256 else np.uint16)
-    for m in range(m_sub):  # one k-means per subspace; each is vectorised over rows
-        sub = np.ascontiguousarray(padded[:, m * s:(m + 1) * s])
-        books[m], codes[:, m] = _train_subspace(sub, train_rows, centroids, iters, _rng(seed, m))
+    cube = padded.reshape(n, m_sub, s)
+    group = _group_size(n if train_rows is None else len(train_rows), centroids, m_sub)
+    for lo in range(0, m_sub, group):  # groups of subspaces; each k-means is vectorised over rows
+        hi = min(m_sub, lo + group)
+        sub = np.ascontiguousarray(cube[:, lo:hi].transpose(1, 0, 2))
+        rng = np.random.default_rng([int(seed), lo])
+        books[lo:hi], labels = _train_group(sub, train_rows, centroids, iters, rng)
+        codes[:, lo:hi] = labels.T
     return PQCodes(codebooks=books, codes=codes, d=d)
 
 
