@@ -1,0 +1,384 @@
+"""Product quantization (PQ): each row of a weight split into M sub-vectors, one k-means codebook
+per subspace, and a row stored as M centroid indices.
+
+The tensor is viewed as `[n, d]` (`matrix_shape`: rows are the vectors). Stored arrays:
+  codes      uint8, the `[n, M]` code matrix (row-major) packed to ceil(log2 K) bits
+             (`quantcli.packing` bit order); for K = 16 byte j of row r holds the codes of
+             subspaces 2j (low nibble) and 2j+1 (high nibble) when M is even.
+  codebooks  `[M, K, s]` in float32 by default (see `resolve_codebook_dtype`).
+
+Column split ("balanced"): M subspaces over d columns, s = ceil(d / M); the first
+d - M*(s-1) subspaces take s consecutive columns, the rest s-1; narrower subspaces store a zero
+in their last codebook column. So no column is dropped when d % M != 0, no subspace is all
+padding, and a reader needs only (d, M) to rebuild the split (`column_split`). With
+`--subvector-dim S`, M = ceil(d / S), so s <= S.
+
+Training (per subspace, seeded by `seed` and the first subspace of its work group): greedy
+k-means++ init, then at most `iters` Lloyd iterations, stopping early at a fixed point (no assignment changed, so more
+iterations would change nothing). When a tensor has more than 256*K rows, k-means trains on
+256*K rows drawn without replacement (FAISS's default cap): the centroid estimate's error shrinks
+like 1/sqrt(rows per centroid), so more rows buy little quality for linear cost, and all rows are
+then assigned to the trained centroids. When every row takes part and a subspace holds at most K
+distinct sub-vectors, the codebook is those sub-vectors (exact reconstruction, no iteration);
+unused slots repeat the first centroid and are never chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArchiveError, ConfigError
+from ..packing import pack_bits, packed_nbytes, unpack_bits
+from ..spec import Spec
+from .base import ArrayLayout, Encoding, Method, check_finite_input, matrix_shape, param
+from .scales import STORAGE
+from . import register
+
+SPLIT_RULE = "balanced"
+DEFAULT_SUBVECTOR_DIM = 4
+ROWS_PER_CENTROID = 256  # training sample cap, per centroid (see module docstring)
+_CHUNK_ELEMENTS = 1 << 22  # distance matrix entries per chunk (16 MB of float32)
+
+
+def code_bits(centroids: int) -> int:
+    """Bits per code: ceil(log2 K), at least 1."""
+    return max(1, (int(centroids) - 1).bit_length())
+
+
+def resolve_codebook_dtype(requested: str) -> str:
+    """`auto` means float32: a codebook costs 32*K/n bits per weight, small next to the codes when
+    n >> K, and float32 keeps centroids exact (the seed's golden values to 1e-6). float16 halves
+    that overhead for small tensors where it matters (e.g. K = 256 on 384 rows) at ~1e-3 relative
+    codebook error; choose it with `scale_dtype="float16"`."""
+    return "float32" if requested == "auto" else requested
+
+
+def column_split(d: int, subspaces: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The balanced split of d columns into M subspaces.
+
+    Returns (s, widths [M], pos [d]) where s = ceil(d / M) is the stored sub-vector width and
+    column j of the weight sits at position pos[j] of the padded `[M * s]` row.
+
+    >>> s, widths, pos = column_split(10, 3)
+    >>> s, widths.tolist(), pos.tolist()
+    (4, [4, 3, 3], [0, 1, 2, 3, 4, 5, 6, 8, 9, 10])
+    """
+    if subspaces < 1 or subspaces > d:
+        raise ConfigError(f"PQ needs 1 <= subspaces <= columns, got {subspaces} subspaces for {d} columns")
+    s = -(-d // subspaces)
+    full = d - subspaces * (s - 1)
+    widths = np.where(np.arange(subspaces) < full, s, s - 1).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    sub = np.repeat(np.arange(subspaces), widths)
+    pos = sub * s + (np.arange(d) - starts[sub])
+    return int(s), widths, pos.astype(np.int64)
+
+
+def resolve_subspaces(d: int, subspaces: int | None = None, subvector_dim: int | None = None) -> int:
+    """M from the options: `subspaces` as given, else ceil(d / subvector_dim) (default dim 4)."""
+    if subspaces is not None and subvector_dim is not None:
+        raise ConfigError("give subspaces or subvector_dim, not both")
+    if d < 1:
+        raise ConfigError("PQ needs at least one column")
+    if subspaces is not None:
+        if subspaces < 1 or subspaces > d:
+            raise ConfigError(f"--subspaces must be from 1 to the number of columns ({d}), got {subspaces}")
+        return int(subspaces)
+    sdim = DEFAULT_SUBVECTOR_DIM if subvector_dim is None else subvector_dim
+    if sdim < 1:
+        raise ConfigError(f"--subvector-dim must be at least 1, got {sdim}")
+    return -(-d // sdim)
+
+
+@dataclass
+class PQCodes:
+    """A product-quantized `[n, d]` matrix: what `pq_encode` returns and `lookup_dot` consumes.
+
+    codebooks: float32 `[M, K, s]`; codes: `[n, M]` uint8 (K <= 256) or uint16; d: columns.
+    The split is `column_split(d, M)`. `_cache` holds backend-specific layouts built on first use.
+    """
+
+    codebooks: np.ndarray
+    codes: np.ndarray
+    d: int
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def subspaces(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    @property
+    def centroids(self) -> int:
+        return int(self.codebooks.shape[1])
+
+    @property
+    def subvector_dim(self) -> int:
+        return int(self.codebooks.shape[2])
+
+    @property
+    def positions(self) -> np.ndarray:
+        """pos[j]: where column j sits in the padded `[M * s]` row."""
+        if "pos" not in self._cache:
+            self._cache["pos"] = column_split(self.d, self.subspaces)[2]
+        return self._cache["pos"]
+
+    def pad_columns(self, x: np.ndarray) -> np.ndarray:
+        """`[b, d]` -> `[b, M, s]` float32 with zeros in the padding slots (for queries)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.d == self.subspaces * self.subvector_dim:  # even split: no padding to place
+            return x.reshape(x.shape[0], self.subspaces, self.subvector_dim)
+        out = np.zeros((x.shape[0], self.subspaces * self.subvector_dim), dtype=np.float32)
+        out[:, self.positions] = x
+        return out.reshape(x.shape[0], self.subspaces, self.subvector_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# k-means on a group of subspaces at once: arrays are [g, rows, s]; one numpy call serves all g
+# subspaces, so small tensors with many subspaces do not pay Python overhead per subspace.
+
+
+def _group_size(rows: int, k: int, m_sub: int) -> int:
+    """Subspaces per group so that one [g, rows, K] distance block stays near _CHUNK_ELEMENTS."""
+    return int(max(1, min(m_sub, _CHUNK_ELEMENTS // max(rows * k, 1))))
+
+
+def _assign(x: np.ndarray, c: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and squared distance for every row of every subspace in the group.
+
+    x [g, n, s], c [g, K, s], xx = |x|^2 [g, n]. Uses |x|^2 - 2 x.c + |c|^2 (one batched BLAS
+    product), in row chunks so the [g, rows, K] block stays bounded.
+    """
+    g, n, _ = x.shape
+    k = c.shape[1]
+    cc = np.einsum("gks,gks->gk", c, c)
+    ct2 = np.ascontiguousarray((-2.0 * c).transpose(0, 2, 1), dtype=np.float32)
+    labels = np.empty((g, n), dtype=np.int64)
+    dist = np.empty((g, n), dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(g * k, 1))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        dd = np.matmul(x[:, lo:hi], ct2)
+        dd += cc[:, None, :]
+        lab = np.argmin(dd, axis=2)
+        labels[:, lo:hi] = lab
+        best = np.take_along_axis(dd, lab[:, :, None], axis=2)[:, :, 0]
+        dist[:, lo:hi] = np.maximum(best + xx[:, lo:hi], 0.0)
+    return labels, dist
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator, xx: np.ndarray) -> np.ndarray:
+    """Greedy k-means++ per subspace: each new centroid is the best (lowest total potential) of a
+    few D^2-sampled candidates, which avoids the occasional bad pick of plain k-means++.
+
+    When every row already sits on a centroid (fewer distinct rows than K) the potential is zero;
+    the draw then repeats an existing row, a duplicate centroid that is never chosen."""
+    g, n, s = x.shape
+    trials = 2 + int(math.log(k))
+    gi = np.arange(g)
+    c = np.empty((g, k, s), dtype=np.float32)
+    c[:, 0] = x[gi, rng.integers(n, size=g)]
+    d2 = np.maximum(xx - 2.0 * np.einsum("gns,gs->gn", x, c[:, 0]) + np.einsum("gs,gs->g", c[:, 0], c[:, 0])[:, None],
+                    0.0).astype(np.float64)
+    for j in range(1, k):
+        # one cumulative sum over the whole group: subspace i owns the range [i*n, (i+1)*n)
+        cum = np.cumsum(d2.reshape(-1))
+        ends = cum[n - 1::n]
+        starts = ends - d2.sum(axis=1)
+        draw = starts[:, None] + rng.random((g, trials)) * (ends - starts)[:, None]
+        pick = np.searchsorted(cum, draw, side="right") - (gi * n)[:, None]
+        cand = np.clip(pick, 0, n - 1)  # [g, trials]
+        cx = x[gi[:, None], cand]  # [g, trials, s]
+        cand_d2 = np.maximum(xx[:, :, None] - 2.0 * np.matmul(x, cx.transpose(0, 2, 1))
+                             + np.einsum("gts,gts->gt", cx, cx)[:, None, :], 0.0)
+        new = np.minimum(d2[:, :, None], cand_d2)  # [g, n, trials]
+        best = np.argmin(new.sum(axis=1), axis=1)
+        c[:, j] = cx[gi, best]
+        d2 = new[gi, :, best]
+    return c
+
+
+def _lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray) -> np.ndarray:
+    """At most `iters` Lloyd iterations on the whole group, stopping when no assignment changes
+    (a fixed point: more iterations would change nothing). Empty clusters take the rows farthest
+    from their centroid."""
+    g, n, s = x.shape
+    k = c.shape[1]
+    offsets = (np.arange(g) * k)[:, None]
+    prev = None
+    for _ in range(iters):
+        labels, dist = _assign(x, c, xx)
+        if prev is not None and np.array_equal(labels, prev):
+            break
+        prev = labels
+        flat = (labels + offsets).reshape(-1)
+        counts = np.bincount(flat, minlength=g * k).reshape(g, k)
+        sums = np.stack([np.bincount(flat, weights=x[:, :, j].reshape(-1), minlength=g * k)
+                         for j in range(s)], axis=1).reshape(g, k, s)
+        filled = counts > 0
+        c[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
+        if not filled.all():
+            empty = ~filled
+            rank = np.cumsum(empty, axis=1) - 1  # r-th empty cluster of a subspace takes its r-th farthest row
+            order = np.argsort(-dist, axis=1, kind="stable")
+            gs, ks = np.nonzero(empty & (rank < n))
+            c[gs, ks] = x[gs, order[gs, rank[gs, ks]]]
+    return c
+
+
+def _train_group(sub: np.ndarray, train_rows: np.ndarray | None, k: int, iters: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(codebooks [g, K, s] float32, codes [g, n]) for a group of subspaces `sub` [g, n, s]."""
+    g, n, s = sub.shape
+    if n == 0:
+        return np.zeros((g, k, s), np.float32), np.zeros((g, 0), np.int64)
+    if train_rows is None and n <= k:  # every sub-vector can be its own centroid: exact
+        books = np.empty((g, k, s), dtype=np.float32)
+        codes = np.empty((g, n), dtype=np.int64)
+        for i in range(g):  # n <= K rows: small
+            uniq, inverse = np.unique(sub[i], axis=0, return_inverse=True)
+            books[i, : len(uniq)] = uniq
+            books[i, len(uniq):] = uniq[0]
+            codes[i] = inverse.reshape(-1)
+        return books, codes
+    x = sub if train_rows is None else np.ascontiguousarray(sub[:, train_rows])
+    xx = np.einsum("gns,gns->gn", x, x)
+    books = _lloyd(x, _kmeans_pp(x, k, rng, xx), iters, xx)
+    labels, _ = _assign(sub, books, np.einsum("gns,gns->gn", sub, sub))
+    return books, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# library API
+
+
+def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int | None = None,
+              centroids: int = 256, iters: int = 25, seed: int = 0) -> PQCodes:
+    """Product-quantize `w` (viewed as `[shape[0], -1]`) into M codebooks of K centroids.
+
+    Give `subspaces` (M) or `subvector_dim` (default 4, M = ceil(d / 4)). Deterministic for a seed.
+
+    >>> import numpy as np
+    >>> w = np.array([[0.1, -0.5, 0.0, 1.0], [2.5, -1.2, 0.7, -0.3], [0.9, 1.5, -2.0, 0.2]], np.float32)
+    >>> pq = pq_encode(w, subspaces=2, centroids=3, seed=0)
+    >>> pq.codebooks.shape, pq.codes.shape
+    ((2, 3, 2), (3, 2))
+    >>> bool(np.allclose(pq_decode(pq), w, atol=1e-6))
+    True
+    """
+    if not 2 <= centroids <= 65536:
+        raise ConfigError(f"--centroids must be from 2 to 65536, got {centroids}")
+    if iters < 1:
+        raise ConfigError(f"--iters must be at least 1, got {iters}")
+    w = np.asarray(w, dtype=np.float32)
+    n, d = matrix_shape(w.shape)
+    m_sub = resolve_subspaces(d, subspaces, subvector_dim)
+    s, _, pos = column_split(d, m_sub)
+    check_finite_input(w)
+    padded = np.zeros((n, m_sub * s), dtype=np.float32)
+    padded[:, pos] = w.reshape(n, d)
+    cap = ROWS_PER_CENTROID * centroids
+    train_rows = None
+    if n > cap:
+        train_rows = np.sort(np.random.default_rng([int(seed), 0x5A3F]).choice(n, size=cap, replace=False))
+    books = np.empty((m_sub, centroids, s), dtype=np.float32)
+    codes = np.empty((n, m_sub), dtype=np.uint8 if centroids <= 256 else np.uint16)
+    cube = padded.reshape(n, m_sub, s)
+    group = _group_size(n if train_rows is None else len(train_rows), centroids, m_sub)
+    for lo in range(0, m_sub, group):  # groups of subspaces; each k-means is vectorised over rows
+        hi = min(m_sub, lo + group)
+        sub = np.ascontiguousarray(cube[:, lo:hi].transpose(1, 0, 2))
+        rng = np.random.default_rng([int(seed), lo])
+        books[lo:hi], labels = _train_group(sub, train_rows, centroids, iters, rng)
+        codes[:, lo:hi] = labels.T
+    return PQCodes(codebooks=books, codes=codes, d=d)
+
+
+def pq_decode(pq: PQCodes, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Reconstruct the float32 matrix (`[n, d]`, or `shape`) from codes and codebooks.
+
+    >>> import numpy as np
+    >>> pq = PQCodes(codebooks=np.arange(8, dtype=np.float32).reshape(2, 2, 2),
+    ...              codes=np.array([[1, 0]], np.uint8), d=3)
+    >>> pq_decode(pq).tolist()   # split of 3 columns in 2 subspaces: widths 2, 1
+    [[2.0, 3.0, 4.0]]
+    """
+    n, m_sub, s = pq.n, pq.subspaces, pq.subvector_dim
+    books = np.asarray(pq.codebooks, dtype=np.float32)
+    out = np.empty((n, pq.d), dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(m_sub * s, 1))
+    sub_idx = np.arange(m_sub)[None, :]
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        rows = books[sub_idx, pq.codes[lo:hi].astype(np.int64)]  # [rows, M, s]
+        out[lo:hi] = rows.reshape(hi - lo, m_sub * s)[:, pq.positions]
+    return out if shape is None else out.reshape(shape)
+
+
+def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
+    """The `PQCodes` of an archived `pq` encoding (codes unpacked, codebooks as float32)."""
+    p = enc.params
+    n, d = matrix_shape(shape)
+    m_sub, k, bits = p["subspaces"], p["centroids"], p["bits"]
+    codes = unpack_bits(enc.arrays["codes"], bits, n * m_sub).reshape(n, m_sub)
+    if k <= 256:
+        codes = codes.astype(np.uint8, copy=False)
+    books = np.ascontiguousarray(enc.arrays["codebooks"], dtype=np.float32)
+    return PQCodes(codebooks=books, codes=codes, d=d)
+
+
+@register
+class ProductQuantization(Method):
+    name = "pq"
+    summary = "product quantization: M sub-vector codebooks of K centroids, log2(K)-bit codes per sub-vector"
+
+    def check_spec(self, spec: Spec) -> None:
+        resolve_codebook_dtype(spec.scale_dtype)  # every STORAGE dtype is accepted
+
+    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
+        self.check_spec(spec)
+        n, d = matrix_shape(np.shape(x))
+        pq = pq_encode(x, subspaces=spec.subspaces, subvector_dim=spec.subvector_dim,
+                       centroids=spec.centroids, iters=spec.iters, seed=spec.seed)
+        dtype_name = resolve_codebook_dtype(spec.scale_dtype)
+        books = pq.codebooks.astype(STORAGE[dtype_name])
+        if dtype_name != "float32":
+            pq = PQCodes(codebooks=books.astype(np.float32), codes=pq.codes, d=d)
+        bits = code_bits(spec.centroids)
+        params: dict[str, Any] = {
+            "subspaces": pq.subspaces, "subvector_dim": pq.subvector_dim, "centroids": spec.centroids,
+            "bits": bits, "split": SPLIT_RULE, "codebook_dtype": dtype_name,
+            "iters": spec.iters, "seed": spec.seed,
+            "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids),
+        }
+        arrays = {"codes": pack_bits(pq.codes, bits), "codebooks": books}
+        return Encoding(self.name, params, arrays, reconstruction=pq_decode(pq, tuple(np.shape(x))))
+
+    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
+        n, d = matrix_shape(shape)
+        if d < 1:
+            raise ArchiveError("PQ tensor has no columns")
+        m_sub = param(params, "subspaces", int, lo=1, hi=d)
+        s = param(params, "subvector_dim", int, lo=1, hi=d)
+        if s != -(-d // m_sub):
+            raise ArchiveError(f"subvector_dim {s} does not match ceil({d} / {m_sub})")
+        k = param(params, "centroids", int, lo=2, hi=65536)
+        param(params, "bits", int, choices=(code_bits(k),))
+        param(params, "split", str, choices=(SPLIT_RULE,))
+        dtype_name = param(params, "codebook_dtype", str, choices=tuple(STORAGE))
+        return {"codes": (np.dtype(np.uint8), (packed_nbytes(n * m_sub, code_bits(k)),)),
+                "codebooks": (STORAGE[dtype_name], (m_sub, k, s))}
+
+    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        return pq_decode(pq_from_encoding(enc, shape), tuple(shape))
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"pq M{params['subspaces']}x{params['subvector_dim']} K{params['centroids']}"
+
