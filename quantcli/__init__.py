@@ -12,16 +12,13 @@ __version__ = "0.1.0"
 
 from .errors import ArchiveError, ConfigError, InputError, QuantError, WorkError  # noqa: E402
 from .spec import Spec  # noqa: E402
-from .api import (DequantizeReport, QuantizeReport, TensorReport, dequantize_file, inspect_paths,  # noqa: E402
-                  open_archive, quantize_file)
+from .api import (DequantizeReport, PQDotReport, QuantizeReport, TensorReport, VerifyReport,  # noqa: E402
+                  dequantize_file, inspect_paths, open_archive, pq_dot, quantize_file, verify_archive)
 from .methods import METHODS, get_method  # noqa: E402
 
 __all__ = [
     "__version__", "Spec", "quantize_file", "dequantize_file", "inspect_paths", "open_archive",
     "QuantizeReport", "DequantizeReport", "TensorReport", "METHODS", "get_method",
-    "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError",
+    "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError", "pq_dot", "PQDotReport",
+    "verify_archive", "VerifyReport",
 ]
-
-from .api import VerifyReport, verify_archive  # noqa: E402
-
-__all__ += ["VerifyReport", "verify_archive"]

@@ -319,6 +319,73 @@ def verify(
         raise typer.Exit(2)
 
 
+@app.command("pq-encode")
+def pq_encode(
+    paths: Paths,
+    output: Annotated[str, typer.Option("--output", "-o", help="The archive to write (.pq.safetensors).",
+                                        show_default=False)],
+    subvector_dim: Annotated[Optional[int], typer.Option(help="Values per sub-vector (default 4); M = "
+                                                              "ceil(columns / this).", show_default=False)] = None,
+    subspaces: Annotated[Optional[int], typer.Option(help="Number of sub-vectors M per row (instead of "
+                                                          "--subvector-dim).", show_default=False)] = None,
+    centroids: Annotated[int, typer.Option(help="Centroids K per subspace (2-65536); codes take ceil(log2 K) "
+                                                "bits.")] = 256,
+    iters: Annotated[int, typer.Option(help="At most this many Lloyd iterations.")] = 25,
+    seed: Annotated[int, typer.Option(help="Random seed (k-means++ and the training sample).")] = 0,
+    codebook_dtype: Annotated[ScaleDtype, typer.Option(help="How codebooks are stored; auto = float32.")]
+    = ScaleDtype.auto,
+    only: Annotated[Optional[str], typer.Option(help="Encode only tensors whose name matches this regex.")] = None,
+    skip: Annotated[Optional[str], typer.Option(help="Keep tensors whose name matches this regex as they are.")]
+    = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Tensors encoded at once; default: the "
+                                                                     "machine's cores.", show_default=False)] = None,
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Product-quantize weight rows: each row cut into M sub-vectors, one k-means codebook of K
+    centroids per subspace. The archive works with inspect, dequantize, verify and pq-dot.
+
+    Example: quant pq-encode model.safetensors -o m.pq.safetensors --subvector-dim 4 --centroids 256 --seed 0
+    """
+    with _errors(debug):
+        spec = Spec(method="pq", subvector_dim=subvector_dim, subspaces=subspaces, centroids=centroids, iters=iters,
+                    seed=seed, scale_dtype=codebook_dtype.value)
+        with _progress(not quiet and not json_out) as progress:
+            report = api.quantize_file(paths, output, spec, only=only, skip=skip, jobs=jobs, progress=progress)
+    if json_out:
+        _print_json(render.quantize_json(report))
+    elif not quiet:
+        render.print_quantize(_stdout(), report)
+
+
+@app.command("pq-dot")
+def pq_dot(
+    archive: Annotated[str, typer.Argument(help="An archive written by quant pq-encode.", show_default=False)],
+    query: Annotated[str, typer.Option("--query", help="Queries: a .npy (or .npz/.safetensors with one array) "
+                                                       "of shape [d] or [b, d].", show_default=False)],
+    tensor: Annotated[Optional[str], typer.Option(help="The PQ tensor (needed when the archive has several).",
+                                                  show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the [b, n] result to this .npy.",
+                                                  show_default=False)] = None,
+    reference: Annotated[Optional[str], typer.Option(help="The original weights: report the relative error "
+                                                          "and time the LUT path against a dense matmul.",
+                                                     show_default=False)] = None,
+    repeat: Annotated[int, typer.Option(help="Timed runs per path with --reference (median).")] = 7,
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Dot products of float queries with PQ-encoded weight rows through lookup tables
+    (LUT[b, m, k] = <q_m, codebook_m[k]>, then a gather-and-sum over m), without reconstructing W.
+
+    Example: quant pq-dot m.pq.safetensors --tensor encoder.layer.0.attention.self.query.weight
+    --query q.npy --reference model.safetensors --json
+    """
+    with _errors(debug):
+        report = api.pq_dot(archive, query, tensor, output=output, reference=reference, repeat=repeat)
+    if json_out:
+        _print_json(render.pq_dot_json(report))
+    elif not quiet:
+        render.print_pq_dot(_stdout(), report)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="quant")

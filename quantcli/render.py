@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from rich.console import Console
 from rich.table import Table
 
-from .api import DequantizeReport, Inspection, PlanReport, QuantizeReport, TensorReport, TensorStats
+from .api import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
+                  TensorStats)
 
 
 def _num(value: float) -> float | str | None:
@@ -186,3 +189,31 @@ def print_plan(console: Console, p: PlanReport) -> None:
     console.print(f"\npredicted archive {_bytes(p.predicted_archive_bytes)} ({_bytes(sum(p.stored_bytes))} of arrays, "
                   f"header ~{_bytes(p.header_bytes_estimate)}) from {_bytes(p.input_bytes)} of input; "
                   f"{bpw} bits per quantized weight")
+
+
+SMALL_RESULT = 64  # values printed (or put in JSON) when the result is not written to a file
+
+
+def pq_dot_json(r: PQDotReport) -> dict[str, Any]:
+    doc: dict[str, Any] = {"command": "pq-dot", "archive": r.archive, "tensor": r.tensor,
+                           "result_shape": list(r.result.shape), "backend": r.backend, "output": r.output}
+    if r.output is None and r.result.size <= SMALL_RESULT:
+        doc["result"] = r.result.tolist()
+    if r.reference is not None or r.relative_error is not None:
+        doc.update(reference=r.reference, relative_error=r.relative_error, lut_ms=r.lut_ms, dense_ms=r.dense_ms,
+                   speedup=r.speedup)
+    return doc
+
+
+def print_pq_dot(console: Console, r: PQDotReport) -> None:
+    shape = "x".join(map(str, r.result.shape))
+    where = f" -> {r.output}" if r.output else ""
+    console.print(f"{r.tensor}: result {shape} via lookup tables ({r.backend} backend){where}")
+    if r.output is None:
+        if r.result.size <= SMALL_RESULT:
+            console.print(np.array2string(r.result, precision=6, suppress_small=False), markup=False)
+        else:
+            console.print(f"(not printed: {r.result.size} values; write them with -o OUT.npy)")
+    if r.relative_error is not None:
+        console.print(f"relative error vs the reference: {r.relative_error:.4g}; LUT {r.lut_ms:.3f} ms, dense float32 "
+                      f"matmul of the reconstruction {r.dense_ms:.3f} ms: {r.speedup:.2f}x")

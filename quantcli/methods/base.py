@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ArchiveError
+from ..errors import ArchiveError, InputError
 from ..spec import Spec
 
 # Layout of one stored array: (numpy dtype, shape).
@@ -170,3 +170,9 @@ def block_min_max(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chunk.min(axis=0, out=lo[i:i + step])
         chunk.max(axis=0, out=hi[i:i + step])
     return lo, hi
+
+
+def check_finite_input(x: np.ndarray) -> None:
+    """Library entry points called directly (not through the pipeline, which checks first)."""
+    if x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
+        raise InputError("holds NaN or Inf values")

@@ -328,6 +328,11 @@ def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
     n, d = matrix_shape(shape)
     m_sub, k, bits = p["subspaces"], p["centroids"], p["bits"]
     codes = unpack_bits(enc.arrays["codes"], bits, n * m_sub).reshape(n, m_sub)
+    if codes.size and int(codes.max()) >= k:
+        raise ArchiveError(f"code {int(codes.max())} is outside the {k}-centroid codebooks")
+    books = np.asarray(enc.arrays["codebooks"])
+    if books.size and not np.isfinite(books.astype(np.float32)).all():
+        raise ArchiveError("codebooks hold NaN or Inf values")
     if k <= 256:
         codes = codes.astype(np.uint8, copy=False)
     books = np.ascontiguousarray(enc.arrays["codebooks"], dtype=np.float32)
@@ -342,6 +347,14 @@ class ProductQuantization(Method):
     def check_spec(self, spec: Spec) -> None:
         resolve_codebook_dtype(spec.scale_dtype)  # every STORAGE dtype is accepted
 
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        n, d = matrix_shape(shape)
+        m_sub = resolve_subspaces(d, spec.subspaces, spec.subvector_dim)
+        return {"subspaces": m_sub, "subvector_dim": -(-d // m_sub), "centroids": spec.centroids,
+                "bits": code_bits(spec.centroids), "split": SPLIT_RULE,
+                "codebook_dtype": resolve_codebook_dtype(spec.scale_dtype), "iters": spec.iters, "seed": spec.seed,
+                "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids)}
+
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
         n, d = matrix_shape(np.shape(x))
@@ -352,12 +365,7 @@ class ProductQuantization(Method):
         if dtype_name != "float32":
             pq = PQCodes(codebooks=books.astype(np.float32), codes=pq.codes, d=d)
         bits = code_bits(spec.centroids)
-        params: dict[str, Any] = {
-            "subspaces": pq.subspaces, "subvector_dim": pq.subvector_dim, "centroids": spec.centroids,
-            "bits": bits, "split": SPLIT_RULE, "codebook_dtype": dtype_name,
-            "iters": spec.iters, "seed": spec.seed,
-            "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids),
-        }
+        params = self.params_for(tuple(np.shape(x)), spec)
         arrays = {"codes": pack_bits(pq.codes, bits), "codebooks": books}
         return Encoding(self.name, params, arrays, reconstruction=pq_decode(pq, tuple(np.shape(x))))
 
