@@ -223,6 +223,7 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         "archive-kmeans-norm": Spec(method="kmeans", bits=3, normalize="group", group_size=8),
         "archive-kmeans-rows": Spec(method="kmeans", bits=2, granularity="group", group_size=3),
         "archive-vq": Spec(method="vq", bits=5, vector_dim=3),
+        "archive-pq": Spec(method="pq", subvector_dim=3, centroids=5),
     }
     for name, spec in specs.items():
         path = os.path.join(folder, f"{name}.qnt.safetensors")
