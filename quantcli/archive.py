@@ -18,7 +18,7 @@ from . import __version__
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter
-from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
 
 FORMAT = "quant-archive"
 VERSION = 1
@@ -115,14 +115,6 @@ class ArchiveWriter:
         self._out.close()
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
 
 def is_archive(path: str) -> bool:
     """True when `path` is a safetensors file whose metadata names this archive format."""
@@ -164,11 +156,9 @@ class Archive:
         if hashlib.sha256(raw.encode("utf-8")).hexdigest() != meta.get(KEY_MANIFEST_SHA):
             raise self._fail("corrupt: the manifest does not match its checksum")
         try:
-            doc = json.loads(raw, object_pairs_hook=_reject_duplicates)
+            doc = strict_json(raw)
         except ValueError as e:
             raise self._fail(f"malformed manifest: {e}") from None
-        except RecursionError:
-            raise self._fail("malformed manifest: JSON nested too deeply") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
             raise self._fail("malformed manifest: no tensor list")
         tensors = [self._tensor(t) for t in doc["tensors"]]

@@ -67,9 +67,17 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r} in header")
+            raise ValueError(f"duplicate key {key!r}")
         out[key] = value
     return out
+
+
+def strict_json(text: str | bytes) -> Any:
+    """json.loads for untrusted text: duplicate keys and deep nesting are ValueErrors too."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -125,11 +133,9 @@ class SafetensorsFile:
             raise self._fail(f"truncated: header says {n} header bytes, file has {size - 8}")
         raw = self._f.read(n)
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs)
+            header = strict_json(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise self._fail(f"malformed safetensors header: {e}") from None
-        except RecursionError:
-            raise self._fail("malformed safetensors header: JSON nested too deeply") from None
         if not isinstance(header, dict):
             raise self._fail("malformed safetensors header: not a JSON object")
         metadata = header.pop("__metadata__", None) or {}

@@ -8,7 +8,6 @@ Everything is opened and validated up front (headers only), and each tensor is r
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import struct
@@ -19,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
-from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
 
 INDEX_SUFFIX = ".safetensors.index.json"
 
@@ -253,11 +252,9 @@ class Sources:
         """A sharded checkpoint: each tensor comes from the shard its weight_map names, nothing else."""
         try:
             with open(path, "rb") as f:
-                doc = json.loads(f.read().decode("utf-8"))
+                doc = strict_json(f.read().decode("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise InputError(f"cannot read index: {e}", path=path) from None
-        except RecursionError:
-            raise InputError("cannot read index: JSON nested too deeply", path=path) from None
         weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
         if not isinstance(weight_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
