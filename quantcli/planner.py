@@ -541,6 +541,15 @@ def _distortion(t: TensorPlan, p: Point, objective: str) -> float:
     return t.elements * p.rel if objective == "relative" else t.signal * p.rel
 
 
+class _TooSmall(ConfigError):
+    """Even the cheapest choice for every tensor exceeds the budget."""
+
+    def __init__(self, need: int, limit: int):
+        self.need = need
+        super().__init__(f"the budget is too small: the smallest plan needs at least {need:,} bytes, the budget "
+                         f"allows {limit:,}")
+
+
 def allocate(tensors: list[TensorPlan], limit: int, fixed: int, objective: str = "relative") -> int:
     """Choose a point per planned tensor minimising total distortion with sum of costs + fixed <= limit.
 
@@ -556,8 +565,7 @@ def allocate(tensors: list[TensorPlan], limit: int, fixed: int, objective: str =
         hulls.append(lower_hull([p.cost for p in t.points], d))
     used = fixed + sum(t.points[h[0]].cost for t, h in zip(planned, hulls))
     if used > limit:
-        raise ConfigError(f"the budget is too small: the smallest plan needs {used:,} bytes, the budget allows "
-                          f"{limit:,}")
+        raise _TooSmall(used, limit)
     pos = [0] * len(planned)
     heap: list[tuple[float, int]] = []
 
@@ -745,7 +753,15 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
                     t.cache = {}
     else:
         assert limit is not None
-        allocate(tensors, limit, _fixed_bound(tensors), objective)
+        try:
+            allocate(tensors, limit, _fixed_bound(tensors), objective)
+        except _TooSmall as e:
+            if budget.kind != "bpw":
+                raise
+            n = sum(t.elements for t in tensors if t.quantized)
+            kept = sum(t.kept_bytes for t in tensors if not t.quantized)
+            raise ConfigError(f"--target-bpw {budget.value:g} is too small: the smallest plan takes "
+                              f"{8 * (e.need - kept) / n:.3f} bits per weight (headers counted)") from None
     header = exact_header(tensors)
     plan = Plan(inputs, budget, tensors, sources.input_bytes, header, limit, 0.0, sample, labels)
     if limit is not None and plan.predicted_archive_bytes > limit:  # the bounds make this impossible
