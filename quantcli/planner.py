@@ -794,9 +794,12 @@ def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, 
     start = time.perf_counter()
     recipe, jobs = _setup(recipe, jobs, sample)
     with Sources(inputs) as sources:
-        return _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
+        plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
                      verify=budget.kind == "sqnr", start=start)
+    for t in plan.tensors:  # encodings kept for a write that a dry run does not do
+        t.cache = {}
+    return plan
 
 
 @dataclass
