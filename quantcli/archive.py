@@ -102,17 +102,21 @@ class ArchiveWriter:
         self.tensors.append(t)
         return t
 
-    def finish(self) -> int:
-        """Publish the archive; returns its size in bytes."""
-        manifest = json.dumps({"tensors": [t.to_json() for t in self.tensors]}, sort_keys=True,
-                              separators=(",", ":"), allow_nan=False)
-        metadata = {KEY_FORMAT: FORMAT, KEY_VERSION: str(VERSION), KEY_PRODUCER: f"quantcli {__version__}",
-                    KEY_MANIFEST: manifest,
-                    KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
-        return self._out.finish(metadata)
+    def finish(self, header_size: int | None = None) -> int:
+        """Publish the archive; returns its size in bytes. `header_size` pads the header with
+        spaces to exactly that many bytes (the planner fixes an archive's size before its metrics exist)."""
+        return self._out.finish(manifest_metadata(self.tensors), header_size)
 
     def abort(self) -> None:
         self._out.close()
+
+
+def manifest_metadata(tensors: list[ArchiveTensor]) -> dict[str, str]:
+    """The safetensors metadata of an archive holding `tensors`: format keys, manifest and its checksum."""
+    manifest = json.dumps({"tensors": [t.to_json() for t in tensors]}, sort_keys=True,
+                          separators=(",", ":"), allow_nan=False)
+    return {KEY_FORMAT: FORMAT, KEY_VERSION: str(VERSION), KEY_PRODUCER: f"quantcli {__version__}",
+            KEY_MANIFEST: manifest, KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
 
 
 

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import __version__, api, render
+from . import __version__, api, plan_render, planner, render
 from .errors import ConfigError, QuantError
 from .methods import METHODS
 from .spec import Spec
@@ -216,6 +216,18 @@ def quantize(
                                                                      "depend on it.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan and predicted archive "
                                                             "size; read headers only, write nothing.")] = False,
+    target_bpw: Annotated[Optional[float], typer.Option("--target-bpw", help="Plan per-tensor settings for the best "
+                                                        "weighted SQNR at <= this many archive bits per quantized "
+                                                        "weight.", show_default=False)] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Plan for the best weighted SQNR with the "
+                                                    "whole archive <= this size (e.g. 30MB).",
+                                                    show_default=False)] = None,
+    min_sqnr: Annotated[Optional[float], typer.Option("--min-sqnr", help="Plan the smallest archive with every "
+                                                      "planned tensor >= this SQNR (dB).", show_default=False)] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Planner: values per tensor measured for each candidate "
+                                                         "(whole rows; 0 = whole tensors).")] = planner.SAMPLE,
+    candidates: Annotated[str, typer.Option("--candidates", help="Planner: 'default' or 'fast' (no kmeans, "
+                                                                 "~4x quicker).")] = "default",
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Quantize weights into one archive file and report bits per weight, SQNR and max error.
@@ -230,17 +242,37 @@ def quantize(
     with _errors(debug):
         if not output and not dry_run:
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
+        budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
                     iters=iters)
-        if dry_run:
+        if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
+            kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
+                      candidates=planner.default_candidates(candidates), sample=sample, jobs=jobs)
+            if dry_run:
+                planned_plan = planner.plan_budget(paths, budget, spec, **kw)  # type: ignore[arg-type]
+            else:
+                with _progress(not quiet and not json_out) as progress:
+                    planned = planner.quantize_budget(paths, output, budget, spec, progress=progress,
+                                                      **kw)  # type: ignore[arg-type]
+        elif dry_run:
             plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe)
         else:
             with _progress(not quiet and not json_out) as progress:
                 report = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
                                            keep_nonfinite=keep_nonfinite, recipe=recipe, jobs=jobs,
                                            progress=progress)
+    if budget is not None:
+        if dry_run and json_out:
+            _print_json(plan_render.plan_json(planned_plan))
+        elif dry_run and not quiet:
+            plan_render.print_plan(_stdout(), planned_plan)
+        elif json_out:
+            _print_json(plan_render.planned_json(planned))
+        elif not quiet:
+            plan_render.print_planned(_stdout(), planned)
+        return
     if dry_run:
         if json_out:
             _print_json(render.plan_json(plan))
@@ -384,6 +416,43 @@ def pq_dot(
         _print_json(render.pq_dot_json(report))
     elif not quiet:
         render.print_pq_dot(_stdout(), report)
+
+
+@app.command()
+def curve(
+    paths: Paths,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the curves into this PNG (needs "
+                                                               "matplotlib: pip install 'quantcli[plot]').",
+                                                show_default=False)] = None,
+    only: Annotated[Optional[str], typer.Option(help="Measure only tensors whose name matches this regex.")] = None,
+    skip: Annotated[Optional[str], typer.Option(help="Leave out tensors whose name matches this regex.")] = None,
+    include_1d: Annotated[bool, typer.Option("--include-1d", help="Measure 1-D float tensors too.")] = False,
+    sample: Annotated[int, typer.Option("--sample", help="Values per tensor measured for each setting (whole "
+                                                         "rows; 0 = whole tensors).")] = planner.SAMPLE,
+    candidates: Annotated[str, typer.Option("--candidates", help="'default' or 'fast' (no kmeans).")] = "default",
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Tensors measured at once; default: the "
+                                                                     "machine's cores.", show_default=False)] = None,
+    json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Print the rate-distortion points of every candidate setting on the model: bits per weight vs
+    overall SQNR and weighted SQNR (what the planner chooses from).
+
+    Example: quant curve model.safetensors --json --plot rd.png
+    """
+    with _errors(debug):
+        if plot is not None:
+            try:
+                import matplotlib  # noqa: F401  (checked before the measuring, not after)
+            except ImportError:
+                raise ConfigError("--plot needs matplotlib: pip install 'quantcli[plot]'") from None
+        result = planner.rate_distortion_curve(paths, only=only, skip=skip, include_1d=include_1d, sample=sample,
+                                               candidates=planner.default_candidates(candidates), jobs=jobs)
+        if plot is not None:
+            planner.plot_curve(result, plot)
+    if json_out:
+        _print_json(plan_render.curve_json(result))
+    elif not quiet:
+        plan_render.print_curve(_stdout(), result)
 
 
 def main() -> None:

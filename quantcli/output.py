@@ -131,10 +131,11 @@ class SafetensorsWriter:
                                      data.dtype.itemsize, len(self._arrays))
         self._pos += data.nbytes
 
-    def finish(self, metadata: dict[str, str] | None = None) -> int:
-        """Write header + arrays to the final file atomically; returns the file size."""
+    def finish(self, metadata: dict[str, str] | None = None, header_size: int | None = None) -> int:
+        """Write header + arrays to the final file atomically; returns the file size.
+        `header_size` pads the header to exactly that many bytes (see `header_bytes`)."""
         order = sorted(self._arrays.values(), key=lambda s: (-s.align, s.order))
-        head = header_bytes([(s.name, s.code, s.shape, s.nbytes) for s in order], metadata)
+        head = header_bytes([(s.name, s.code, s.shape, s.nbytes) for s in order], metadata, header_size)
         try:
             with atomic_output(self.path) as out:
                 out.write(head)
@@ -153,3 +154,15 @@ class SafetensorsWriter:
 
     def close(self) -> None:
         self._spill.close()
+
+
+def predict_header(arrays: list[tuple[str, np.dtype, tuple[int, ...]]], metadata: dict[str, str] | None) -> bytes:
+    """The header `SafetensorsWriter.finish` writes for arrays added in this order (same ordering
+    rule: largest alignment first, then insertion order), computed without any data."""
+    rows = []
+    for i, (name, dtype, shape) in enumerate(arrays):
+        dt = np.dtype(dtype)
+        rows.append((-dt.itemsize, i, name, dtype_code(dt), tuple(shape),
+                     int(np.prod(shape, dtype=np.int64)) * dt.itemsize))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return header_bytes([r[2:] for r in rows], metadata)

@@ -207,12 +207,15 @@ class SafetensorsFile:
         self.close()
 
 
-def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None) -> bytes:
+def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None,
+                 size: int | None = None) -> bytes:
     """The 8-byte length plus JSON header for arrays stored back to back in `layout` order.
 
     Each layout row is (name, dtype code, shape, nbytes). The header is padded with spaces to a
     multiple of 8 bytes so the buffer starts 8-byte aligned. Keys are written sorted, so the
-    same arrays give the same bytes.
+    same arrays give the same bytes. `size` (a multiple of 8, length prefix included) pads it with
+    more spaces to exactly that many bytes, so a file's size can be fixed before its metrics are
+    known (the safetensors format allows trailing spaces in the header).
     """
     header: dict[str, Any] = {}
     if metadata:
@@ -225,4 +228,8 @@ def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: 
     header.update(sorted(entries.items()))
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     raw += b" " * (-(len(raw) + 8) % 8)
+    if size is not None:
+        if size % 8 or size < 8 + len(raw):
+            raise ValueError(f"cannot pad a {8 + len(raw)}-byte header to {size} bytes")
+        raw += b" " * (size - 8 - len(raw))
     return len(raw).to_bytes(8, "little") + raw

@@ -1,0 +1,135 @@
+"""Reports of the planner (`quantize --target-bpw/--max-size/--min-sqnr`) and of `quant curve`:
+rich tables for people, JSON documents for scripts. No math here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .planner import Baseline, Curve, Plan, PlannedQuantizeReport
+from .render import _bytes, _db, _num, print_quantize, quantize_json
+
+
+def _baseline_json(b: Baseline | None) -> dict[str, Any] | None:
+    if b is None:
+        return None
+    return {"label": b.label, "archive_bytes": b.archive_bytes, "bits_per_weight": b.bits_per_weight,
+            "weighted_sqnr_db": _num(b.weighted_sqnr_db), "overall_sqnr_db": _num(b.overall_sqnr_db)}
+
+
+def plan_doc(p: Plan) -> dict[str, Any]:
+    """The plan: per tensor method, params, bits, predicted bytes and SQNR; totals; baselines."""
+    tensors = []
+    for t in p.tensors:
+        doc: dict[str, Any] = {"name": t.ref.name, "dtype": t.ref.code, "shape": list(t.ref.shape),
+                               "elements": t.elements, "role": t.role}
+        if t.choice is None:
+            doc.update(method="keep", label="kept", predicted_bytes=t.kept_bytes, note=t.note)
+        else:
+            c = t.choice
+            doc.update(method=c.spec.method, label=c.label, params=c.params, bits=c.params.get("bits", c.spec.bits),
+                       predicted_bytes=c.nbytes, bits_per_weight=8 * c.nbytes / t.elements if t.elements else 0.0,
+                       predicted_sqnr_db=_num(c.sqnr_db), sample_rows=t.sample_rows, rows=t.rows)
+            if t.actual is not None and t.role == "planned" and p.budget.kind == "sqnr":
+                doc["measured_sqnr_db"] = _num(t.actual.sqnr_db)
+        tensors.append(doc)
+    limit = p.limit_bytes
+    return {
+        "budget": {"kind": p.budget.kind, "value": p.budget.value, "option": p.budget.describe(),
+                   "limit_archive_bytes": limit},
+        "tensors": tensors,
+        "totals": {"predicted_archive_bytes": p.predicted_archive_bytes, "header_bytes": p.header_bytes,
+                   "input_bytes": p.input_bytes, "quantized_elements": p.quantized_elements,
+                   "bits_per_weight": p.bits_per_weight, "weighted_sqnr_db": _num(p.weighted_sqnr_db),
+                   "overall_sqnr_db": _num(p.overall_sqnr_db), "planning_seconds": p.planning_seconds,
+                   "sample_values": p.sample, "candidates": p.candidates},
+        "baseline_uniform": _baseline_json(p.baseline_uniform),
+        "baseline_any": _baseline_json(p.baseline_any),
+    }
+
+
+def plan_json(p: Plan) -> dict[str, Any]:
+    return {"command": "quantize", "dry_run": True, "inputs": p.inputs, **plan_doc(p)}
+
+
+def planned_json(r: PlannedQuantizeReport) -> dict[str, Any]:
+    doc = quantize_json(r.report)
+    doc["totals"]["weighted_sqnr_db"] = _num(r.weighted_sqnr_db)
+    doc["plan"] = plan_doc(r.plan)
+    return doc
+
+
+def _baseline_line(p: Plan) -> str:
+    lines = []
+    for what, b in (("best single uniform setting", p.baseline_uniform), ("best single setting", p.baseline_any)):
+        if b is None:
+            lines.append(f"{what}: none fits {p.budget.describe()}")
+        elif what == "best single setting" and p.baseline_uniform and b.label == p.baseline_uniform.label:
+            continue
+        else:
+            lines.append(f"{what} for the same budget: {b.label}, {_bytes(b.archive_bytes)} "
+                         f"({b.bits_per_weight:.3f} bits/w), weighted SQNR {_db(b.weighted_sqnr_db)} dB "
+                         f"(estimated as for the plan)")
+    return "\n".join(lines)
+
+
+def _totals_line(p: Plan) -> str:
+    limit = f" of {_bytes(p.limit_bytes)} allowed" if p.limit_bytes is not None else ""
+    return (f"{p.budget.describe()}: archive {p.predicted_archive_bytes:,} bytes{limit} (exact, header "
+            f"{p.header_bytes:,}), {p.bits_per_weight:.4f} bits per quantized weight (archive less kept arrays), "
+            f"weighted SQNR {_db(p.weighted_sqnr_db)} dB, overall {_db(p.overall_sqnr_db)} dB (estimated on "
+            f"samples of {p.sample:,} values), planned in {p.planning_seconds:.1f} s")
+
+
+def print_plan(console: Console, p: Plan) -> None:
+    table = Table(title="plan (dry run: nothing written)", title_justify="left", show_edge=False, pad_edge=False)
+    for col, justify in (("tensor", "left"), ("shape", "left"), ("role", "left"), ("setting", "left"),
+                         ("bytes", "right"), ("bits/w", "right"), ("SQNR dB (est.)", "right"),
+                         ("rows measured", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for t in p.tensors:
+        shape = "x".join(map(str, t.ref.shape)) or "scalar"
+        if t.choice is None:
+            table.add_row(t.ref.name, shape, "kept", f"[dim]{t.note}[/dim]", _bytes(t.kept_bytes), "-", "exact", "-")
+            continue
+        c = t.choice
+        sq = t.actual.sqnr_db if (t.actual is not None and p.budget.kind == "sqnr") else c.sqnr_db
+        table.add_row(t.ref.name, shape, t.role, c.label, _bytes(c.nbytes), f"{8 * c.nbytes / t.elements:.3f}",
+                      _db(sq), f"{t.sample_rows}/{t.rows}")
+    console.print(table)
+    console.print("\n" + _totals_line(p))
+    console.print(_baseline_line(p))
+
+
+def print_planned(console: Console, r: PlannedQuantizeReport) -> None:
+    print_quantize(console, r.report)
+    p = r.plan
+    console.print(_totals_line(p))
+    console.print(f"measured on the written archive: weighted SQNR {_db(r.weighted_sqnr_db)} dB, overall "
+                  f"{_db(r.report.overall_sqnr_db)} dB, {r.report.archive_bytes:,} bytes")
+    console.print(_baseline_line(p))
+
+
+def curve_json(c: Curve) -> dict[str, Any]:
+    return {"command": "curve", "inputs": c.inputs, "tensors": c.tensors, "elements": c.elements,
+            "sample_values": c.sample, "seconds": c.seconds,
+            "points": [{"label": p.label, "method": p.method, "bits": p.bits, "bits_per_weight": p.bits_per_weight,
+                        "overall_sqnr_db": _num(p.overall_sqnr_db), "weighted_sqnr_db": _num(p.weighted_sqnr_db),
+                        "pareto": p.pareto} for p in c.points]}
+
+
+def print_curve(console: Console, c: Curve) -> None:
+    table = Table(title=f"rate-distortion of each setting on {c.tensors} tensors ({c.elements:,} weights)",
+                  title_justify="left", show_edge=False, pad_edge=False)
+    for col, justify in (("setting", "left"), ("bits/w", "right"), ("overall SQNR dB", "right"),
+                         ("weighted SQNR dB", "right"), ("pareto", "left")):
+        table.add_column(col, justify=justify)
+    for p in sorted(c.points, key=lambda p: (p.method, p.bits_per_weight)):
+        table.add_row(p.label, f"{p.bits_per_weight:.3f}", _db(p.overall_sqnr_db), _db(p.weighted_sqnr_db),
+                      "*" if p.pareto else "")
+    console.print(table)
+    console.print(f"\nbits/w: stored arrays of the quantized tensors over their weights; SQNR estimated on samples "
+                  f"of {c.sample:,} values per tensor ({'whole tensors' if c.sample == 0 else 'whole rows'}); "
+                  f"pareto: no other setting is both smaller and better (weighted); {c.seconds:.1f} s")
