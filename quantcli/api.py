@@ -141,7 +141,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_output(output: str, inputs: list[str]) -> None:
+def check_output(output: str, inputs: list[str]) -> None:
     for src in inputs:
         if _same_file(output, src):
             raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=output)
@@ -251,7 +251,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
     selection = Selection(only, skip, include_1d)
     start = time.perf_counter()
     with Sources(inputs) as sources:
-        _check_output(output, sources.files)
+        check_output(output, sources.files)
         plan = plan_tensors(sources.refs, spec, selection, recipe)
         total = sum(r.nbytes for r in sources.refs)
         writer = ArchiveWriter(output)
@@ -279,8 +279,8 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
 
             for item, (enc, err, note) in results():
                 ref = item.ref
-                t = writer.add(ref.name, ref.code, ref.shape, enc, _metrics_doc(err, enc, ref), note)
-                reports.append(_tensor_report(t, enc.nbytes, err))
+                t = writer.add(ref.name, ref.code, ref.shape, enc, metrics_doc(err, enc, ref), note)
+                reports.append(tensor_report(t, enc.nbytes, err))
                 if err is not None:
                     stats = stats + err
                 done += ref.nbytes
@@ -348,14 +348,14 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
         return PlanReport(list(inputs), plan, labels, sizes, sources.input_bytes, header)
 
 
-def _metrics_doc(err: ErrorStats | None, enc: Encoding, ref: TensorRef) -> dict[str, Any]:
+def metrics_doc(err: ErrorStats | None, enc: Encoding, ref: TensorRef) -> dict[str, Any]:
     if err is None:
         return {}
     return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs,
             "bits_per_weight": bits_per_weight(enc.nbytes, ref.size)}
 
 
-def _tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
+def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
     method = get_method(t.method)
     label = "kept" if t.method == "keep" else method.describe(t.params)
     e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
@@ -435,7 +435,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     limit = parse_size(shard_size) if isinstance(shard_size, str) else (shard_size or 5 * 10**9)
     with open_archive(archive_path) as archive:
         if not to_folder:
-            _check_output(output, [archive_path])
+            check_output(output, [archive_path])
         if kind == ".npy" and len(archive.tensors) != 1:
             raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
                               "write .safetensors or .npz", path=output)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from .api import (PlanItem, QuantizeReport, Selection, TensorReport, _check_output, _metrics_doc, _tensor_report,
+from .api import (PlanItem, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
                   as_float32, default_jobs, parse_size, plan_tensors)
 from .archive import ArchiveTensor, ArchiveWriter, manifest_metadata, stored_name
 from .errors import ConfigError, InputError, QuantError, WorkError
@@ -276,7 +276,7 @@ def overall_sqnr(items: Iterable[tuple[float, float]]) -> float:
 def _metrics_placeholder(nbytes: int, ref: TensorRef) -> dict[str, Any]:
     """The metrics the writer records, every float except bits_per_weight at its longest repr."""
     enc = Encoding("keep", {}, {"values": np.zeros(nbytes, np.uint8)})
-    doc = _metrics_doc(ErrorStats(ref.size, 1.0, 1.0, 1.0), enc, ref)
+    doc = metrics_doc(ErrorStats(ref.size, 1.0, 1.0, 1.0), enc, ref)
     return {k: (_WORST_FLOAT if isinstance(v, float) and k != "bits_per_weight" else v) for k, v in doc.items()}
 
 
@@ -830,7 +830,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
     start = time.perf_counter()
     recipe, jobs = _setup(recipe, jobs, sample)
     with Sources(inputs) as sources:
-        _check_output(output, sources.files)
+        check_output(output, sources.files)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
                      verify=False, start=start)
@@ -861,8 +861,8 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                 t.cache = {}
                 t.actual = err
                 note = t.note if not t.quantized else ""
-                at = writer.add(t.ref.name, t.ref.code, tuple(t.ref.shape), enc, _metrics_doc(err, enc, t.ref), note)
-                reports.append(_tensor_report(at, enc.nbytes, err))
+                at = writer.add(t.ref.name, t.ref.code, tuple(t.ref.shape), enc, metrics_doc(err, enc, t.ref), note)
+                reports.append(tensor_report(at, enc.nbytes, err))
                 if err is not None:
                     stats = stats + err
                 done += t.ref.nbytes
