@@ -174,16 +174,24 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
             return get_method("keep").encode(ref.load(), spec), None, f"kept: {bad} NaN/Inf values (--keep-nonfinite)"
         raise InputError(f"holds {bad} NaN or Inf values; fix the weights or pass --keep-nonfinite to keep "
                          f"such tensors as they are", path=ref.path, tensor=ref.name)
+    enc, err = encode_and_measure(xf, spec, ref)
+    return enc, err, ""
+
+
+def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encoding, ErrorStats]:
+    """Encode float32 `x` and measure its error, using what the method measured or reconstructed
+    while encoding, else decoding the encoding; errors name the tensor."""
     method = get_method(spec.method)
     try:
-        enc = method.encode(xf, spec)
+        enc = method.encode(x, spec)
     except QuantError as e:
         raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
-    if enc.reconstruction is not None:
-        recon, enc.reconstruction = enc.reconstruction, None
-    else:
-        recon = method.decode(enc, ref.shape)
-    return enc, measure(xf, recon, consume=True), ""
+    err, enc.error = enc.error, None
+    if err is None:
+        recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, tuple(x.shape))
+        err = measure(x, recon, consume=recon is enc.reconstruction)
+    enc.reconstruction = None
+    return enc, err
 
 
 @dataclass

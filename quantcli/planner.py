@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from .api import (PlanItem, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
+from .api import (PlanItem, encode_and_measure, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
                   as_float32, default_jobs, parse_size, plan_tensors)
 from .archive import ArchiveTensor, ArchiveWriter, manifest_metadata, stored_name
 from .errors import ConfigError, InputError, QuantError, WorkError
@@ -435,15 +435,7 @@ def _bound_headers(tensors: list[TensorPlan]) -> None:
             p.header = _entry_bound(at, p.layout, digits)
 
 
-def _encode(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encoding, ErrorStats]:
-    method = get_method(spec.method)
-    try:
-        enc = method.encode(x, spec)
-    except QuantError as e:
-        raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
-    recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, tuple(x.shape))
-    enc.reconstruction = None
-    return enc, measure(x, recon, consume=True)
+_encode = encode_and_measure
 
 
 def _keep_plan(ref: TensorRef, note: str) -> TensorPlan:

@@ -39,6 +39,10 @@ def test_contract(name, weights, tmp_path):
     assert out.shape == weights.shape and out.dtype == np.float32 and np.isfinite(out).all()
     if enc.reconstruction is not None:
         np.testing.assert_array_equal(out, enc.reconstruction)
+    if enc.error is not None:  # measured while encoding: must agree with measuring the decode
+        m = measure(weights, out)
+        assert enc.error.count == m.count and enc.error.max_abs == m.max_abs
+        assert enc.error.signal == pytest.approx(m.signal, rel=1e-9) and enc.error.error == pytest.approx(m.error, rel=1e-6)
     assert measure(weights, out).sqnr_db > FLOOR_DB.get(name, 10)
     again = method.encode(weights, spec)
     assert again.params == enc.params

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ArchiveError, InputError
+from ..metrics import ErrorStats
 from ..spec import Spec
 
 # Layout of one stored array: (numpy dtype, shape).
@@ -19,14 +20,16 @@ ArrayLayout = tuple[np.dtype, tuple[int, ...]]
 class Encoding:
     """What a method makes of one tensor: named arrays plus JSON-able params.
 
-    `reconstruction` is an optional by-product of encoding (the dequantized values) that
-    saves the pipeline a decode when it measures the error; it is never stored.
+    `reconstruction` (the dequantized values) and `error` (the error already measured against the
+    input) are optional by-products of encoding that save the pipeline a decode when it measures
+    the error; neither is stored.
     """
 
     method: str
     params: dict[str, Any]
     arrays: dict[str, np.ndarray]
     reconstruction: np.ndarray | None = field(default=None, repr=False, compare=False)
+    error: "ErrorStats | None" = field(default=None, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:

@@ -10,10 +10,12 @@ is stored as q + qmax. Blocks whose values are all zero get scale 0 and decode t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..metrics import ErrorStats, sum_squares
 from ..errors import ArchiveError, ConfigError
 from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, SCHEMES, Spec
@@ -32,18 +34,26 @@ def qrange(bits: int, scheme: str) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granularity: str = "tensor",
-                     group_size: int = 128, scale_dtype: str = "float32", scale_search: bool = False):
-    """The math alone: integer levels (signed for symmetric), scales, zero points, reconstruction.
+_CHUNK = 1 << 16  # values per chunk: the work buffer stays in cache across the passes over it
 
-    Returns (codes as stored: uint8 in the tensor's element order, the signed level for symmetric
-    being code - qmax; stored scales; zero points or None; scale dtype used; reconstruction as
-    float32 in the tensor's shape). Example, the seed's 3x4 matrix at 8 bits per tensor: codes[:4]
-    - 127 == [5, -25, 0, 51] and scales == [0.01968504].
 
-    One float32 work buffer is reused for levels and then the reconstruction: allocating fresh
-    arrays (page faults) costs more than the arithmetic here.
-    """
+@dataclass
+class UniformResult:
+    codes: np.ndarray  # uint8, the tensor's element order; symmetric level = code - qmax
+    scales: np.ndarray  # as stored
+    zeros: np.ndarray | None  # uint8 zero points (asymmetric)
+    scale_dtype: str
+    reconstruction: np.ndarray | None  # float32, the tensor's shape (when asked for)
+    error_sq: float  # sum of (x - x_hat)^2, float64 accumulation
+    error_max: float  # max |x - x_hat|
+
+
+def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_size: int, scale_dtype: str,
+                 scale_search: bool = False, reconstruct: bool = True) -> UniformResult:
+    """Codes, scales and the error, computed in cache-sized chunks of blocks with one reused work
+    buffer: each chunk is divided, rounded, clipped, stored as codes, reconstructed and compared
+    with x while it is still in cache. Without `reconstruct` no full-size float array is made at
+    all, which is what makes int8 encoding run at memory speed."""
     qmin, qmax = qrange(bits, scheme)
     shape = tuple(np.shape(x))
     blocks = to_blocks(np.asarray(x, dtype=np.float32), granularity, group_size)
@@ -59,24 +69,52 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
     stored, used = store_scales(scale.astype(np.float32), scale_dtype, granularity)
     s = stored.astype(np.float32)[:, None]
     safe = np.where(s > 0, s, np.float32(1))  # all-zero blocks divide by 1 and stay zero
-    work = np.divide(blocks, safe)
-    np.rint(work, out=work)
     zero = None
     if scheme == "asymmetric":
         zero = np.clip(np.rint(-lo / safe[:, 0]), 0, qmax).astype(np.float32)[:, None]
-        work += zero
-    np.clip(work, qmin, qmax, out=work)
-    kept = from_blocks(work, shape).reshape(-1)
-    if scheme == "symmetric":
-        codes = kept.astype(np.int8).view(np.uint8)
-        codes += np.uint8(qmax)  # wraps modulo 256 onto q + qmax exactly
-    else:
-        codes = kept.astype(np.uint8)
-        work -= zero
-    work *= s
+    nblocks, width = blocks.shape
+    codes = np.empty((nblocks, width), np.uint8)
+    recon = np.empty((nblocks, width), np.float32) if reconstruct else None
+    step = max(1, _CHUNK // max(width, 1))
+    work = np.empty((min(step, nblocks), width), np.float32)
+    error_sq, error_max = 0.0, 0.0
+    for i in range(0, nblocks, step):  # a loop over chunks of ~64k values, not over values
+        b = blocks[i:i + step]
+        w = work[:len(b)]
+        np.divide(b, safe[i:i + step], out=w)
+        np.rint(w, out=w)
+        if zero is not None:
+            w += zero[i:i + step]
+        np.clip(w, qmin, qmax, out=w)
+        c = codes[i:i + step]
+        if zero is None:
+            c.view(np.int8)[...] = w  # exact: w holds integers in -qmax..qmax
+            c += np.uint8(qmax)  # wraps modulo 256 onto q + qmax exactly
+        else:
+            c[...] = w
+            w -= zero[i:i + step]
+        w *= s[i:i + step]
+        if recon is not None:
+            recon[i:i + step] = w
+        np.subtract(b, w, out=w)
+        if w.size:
+            error_sq += float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+            error_max = max(error_max, float(w.max()), float(-w.min()))
     zeros = None if zero is None else zero[:, 0].astype(np.uint8).reshape(scale_shape(shape, granularity, group_size))
-    stored = stored.reshape(scale_shape(shape, granularity, group_size))
-    return codes, stored, zeros, used, from_blocks(work, shape)
+    return UniformResult(from_blocks(codes, shape).reshape(-1), stored.reshape(scale_shape(shape, granularity, group_size)),
+                         zeros, used, None if recon is None else from_blocks(recon, shape), error_sq, error_max)
+
+
+def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granularity: str = "tensor",
+                     group_size: int = 128, scale_dtype: str = "float32", scale_search: bool = False):
+    """The math alone: (codes, stored scales, zero points or None, scale dtype used, reconstruction).
+
+    Codes are as stored: uint8 in the tensor's element order, the signed level for symmetric being
+    code - qmax. Example, the seed's 3x4 matrix at 8 bits per tensor: codes[:4] - 127 ==
+    [5, -25, 0, 51] and scales == [0.01968504].
+    """
+    r = uniform_core(x, bits, scheme, granularity, group_size, scale_dtype, scale_search, reconstruct=True)
+    return r.codes, r.scales, r.zeros, r.scale_dtype, r.reconstruction
 
 
 def _check_values(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, scheme: str) -> None:
@@ -111,12 +149,13 @@ class Uniform(Method):
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)
-        codes, scales, zeros, used, recon = uniform_quantize(
-            x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search)
-        arrays = {"codes": pack_bits(codes, spec.bits), "scale": scales}
-        if zeros is not None:
-            arrays["zero"] = zeros
-        return Encoding(self.name, self.params_for(x.shape, spec, used), arrays, reconstruction=recon)
+        r = uniform_core(x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype,
+                         spec.scale_search, reconstruct=False)
+        arrays = {"codes": pack_bits(r.codes, spec.bits), "scale": r.scales}
+        if r.zeros is not None:
+            arrays["zero"] = r.zeros
+        error = ErrorStats(int(x.size), sum_squares(x), r.error_sq, r.error_max)
+        return Encoding(self.name, self.params_for(x.shape, spec, r.scale_dtype), arrays, error=error)
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=2, hi=8)
