@@ -124,3 +124,15 @@ def test_more_bits_less_error():
     assert all(a > b for a, b in zip(errs, errs[1:]))
     # each extra bit buys close to 6 dB at high rate
     assert 5.0 < 10 * np.log10(errs[4] / errs[5]) < 7.0
+
+
+@pytest.mark.parametrize("scale_search", [False, True])
+def test_huge_values_give_finite_metrics(scale_search):
+    """Squares of 1e30 overflow float32: the error sums must still be right (float64 there)."""
+    x = np.array([[1e30, -3e29, 2e29, 0.0], [1.0, 2.0, -3.0, 4.0]], np.float32)
+    enc = UNIFORM.encode(x, Spec(bits=8, scale_search=scale_search))
+    ref = x.astype(np.float64)
+    err = ref - UNIFORM.decode(enc, x.shape).astype(np.float64)
+    assert enc.error.signal == pytest.approx(float((ref ** 2).sum()), rel=1e-6)
+    assert enc.error.error == pytest.approx(float((err ** 2).sum()), rel=1e-5)
+    assert np.isfinite(enc.error.sqnr_db)

@@ -59,6 +59,8 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
     shape = tuple(np.shape(x))
     blocks = to_blocks(np.asarray(x, dtype=np.float32), granularity, group_size)
     lo, hi = block_min_max(blocks)
+    # float32 sums of squares of a chunk stay finite while |x| < 1e15 (1e30 x 2^17 values < 3.4e38)
+    wide = bool(lo.size) and max(float(np.max(hi)), -float(np.min(lo))) >= 1e15
     if scale_search:  # shrink the range [lo, hi] by the per-block ratio with the least squared error
         ratio = search_clip_ratios(blocks, uniform_qdq(bits, scheme))
         hi, lo = hi * ratio, lo * ratio
@@ -103,9 +105,13 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
             # float32 pairwise sums per chunk (relative error ~1e-6, no BLAS: the same bits for any
             # thread count), added up in float64 across chunks
             error_max = max(error_max, float(w.max()), float(-w.min()))
-            sq = square[:len(b)]
-            error_sq += float(np.multiply(w, w, out=sq).sum())
-            signal_sq += float(np.multiply(b, b, out=sq).sum())
+            if wide:  # squares would overflow float32: accumulate in float64 instead
+                error_sq += float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+                signal_sq += float(np.einsum("ij,ij->", b, b, dtype=np.float64))
+            else:
+                sq = square[:len(b)]
+                error_sq += float(np.multiply(w, w, out=sq).sum())
+                signal_sq += float(np.multiply(b, b, out=sq).sum())
     zeros = None if zero is None else zero[:, 0].astype(np.uint8).reshape(scale_shape(shape, granularity, group_size))
     return UniformResult(from_blocks(codes, shape).reshape(-1), stored.reshape(scale_shape(shape, granularity, group_size)),
                          zeros, used, None if recon is None else from_blocks(recon, shape), error_sq, error_max,
