@@ -8,13 +8,14 @@ import re
 import time
 import zipfile
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive
+from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive, tensor_digest
 from .errors import ConfigError, InputError, QuantError
 from .methods import Encoding, get_method
 from .metrics import ZERO, ErrorStats, bits_per_weight, measure
@@ -149,13 +150,20 @@ def check_output(output: str, inputs: list[str]) -> None:
         raise ConfigError("the output is a folder; name a file", path=output)
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """One pass: NaN and Inf propagate into a sum, so a finite sum proves every value finite; only
+    a non-finite sum (or an overflow of huge but finite values) needs the exact check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum(dtype=np.float32)):
+            return True
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
 def as_float32(x: np.ndarray) -> np.ndarray:
     """float32 values of a float tensor. bfloat16 is the top half of a float32, so a shift of its
     bits is exact and about 10x faster than a generic cast."""
     if x.dtype == DTYPES["BF16"]:
-        out = x.view(np.uint16).astype(np.uint32)
-        out <<= 16
-        return out.view(np.float32)
+        return np.left_shift(x.view(np.uint16), 16, dtype=np.uint32).view(np.float32)  # one pass
     return x.astype(np.float32, copy=False)
 
 
@@ -168,7 +176,7 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
     with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range: inf, refused below
         xf = as_float32(x)
     del x
-    if not (np.isfinite(xf.min()) and np.isfinite(xf.max())):  # NaN propagates through min/max
+    if not all_finite(xf):
         bad = int(np.count_nonzero(~np.isfinite(xf)))
         if keep_nonfinite:
             return get_method("keep").encode(ref.load(), spec), None, f"kept: {bad} NaN/Inf values (--keep-nonfinite)"
@@ -234,15 +242,68 @@ def _encode_item(item: PlanItem, keep_nonfinite: bool) -> tuple[Encoding, ErrorS
     return encode_tensor(item.ref, item.spec or Spec(), item.note, keep_nonfinite)
 
 
+# --jobs runs worker processes: numpy releases the GIL inside each array operation, but the many
+# operations per tensor still serialise threads on it (measured: 2 threads 1.2x, 2 processes 1.8x
+# on 4096x11008 bf16 tensors). Below this much input, starting workers costs more than it saves.
+PARALLEL_MIN_BYTES = 64 * 10**6
+_worker_refs: dict[str, TensorRef] = {}
+
+
+def _worker_start(inputs: list[str]) -> None:
+    """In each worker: reopen the inputs (headers only). Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sources = Sources(inputs)  # kept open for the worker's lifetime; the OS closes it at exit
+    _worker_refs.update((r.name, r) for r in sources.refs)
+
+
+def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
+                   ) -> tuple[Encoding, ErrorStats | None, str]:
+    """Encode one tensor in a worker, hashing its arrays there too (the parent only writes)."""
+    enc, err, note = encode_tensor(_worker_refs[name], spec or Spec(), note, keep_nonfinite)
+    enc.sha256 = tensor_digest(enc.arrays).hexdigest()
+    return enc, err, note
+
+
+class _Workers:
+    """Encode plan items in `jobs` processes, yielding results in plan order; at most 2 x jobs
+    results wait in memory. Results travel back over multiprocessing's pipes (our own processes'
+    arrays; input files are never unpickled)."""
+
+    def __init__(self, inputs: list[str], jobs: int, keep_nonfinite: bool):
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        self.pool = multiprocessing.get_context(method).Pool(jobs, _worker_start, (list(inputs),))
+        self.window = 2 * jobs
+        self.keep_nonfinite = keep_nonfinite
+
+    def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Encoding, ErrorStats | None, str]]]:
+        pending: deque[tuple[PlanItem, Any]] = deque()
+        for item in plan:
+            pending.append((item, self.pool.apply_async(
+                _worker_encode, (item.ref.name, item.spec, item.note, self.keep_nonfinite))))
+            if len(pending) >= self.window:
+                first, result = pending.popleft()
+                yield first, result.get()
+        while pending:
+            first, result = pending.popleft()
+            yield first, result.get()
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+
+
 def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,
                   skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                   recipe: str | Recipe | None = None, jobs: int | None = 1,
                   progress: Progress | None = None) -> QuantizeReport:
     """Quantize every tensor of `inputs` into one archive at `output` (written atomically).
 
-    `jobs` tensors are encoded at once in threads (numpy releases the GIL in its array loops);
-    the archive is written in input order, so its bytes do not depend on `jobs`. Memory holds at
-    most `jobs` tensors being encoded.
+    With `jobs` > 1 (default: the machine's cores) and more than PARALLEL_MIN_BYTES of tensors to
+    encode, `jobs` worker processes encode tensors at once; the archive is written in input order,
+    so its bytes do not depend on `jobs`. Memory holds at most `jobs` tensors being encoded.
 
     Example:
         >>> r = quantize_file(["w.npy"], "w.qnt.safetensors", Spec(bits=4, granularity="group"))
@@ -266,26 +327,15 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         reports: list[TensorReport] = []
         stats = ZERO
         done = 0
-        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="quant") if jobs > 1 else None
+        encoding = [item for item in plan if not item.keep]
+        workers = None
+        if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= PARALLEL_MIN_BYTES:
+            workers = _Workers(inputs, jobs, keep_nonfinite)
+        ok = False
         try:
-            pending: deque[tuple[PlanItem, Future[Any]]] = deque()
-            items = iter(plan)
-
-            def results() -> Iterator[tuple[PlanItem, tuple[Encoding, ErrorStats | None, str]]]:
-                if pool is None:
-                    for item in items:
-                        yield item, _encode_item(item, keep_nonfinite)
-                    return
-                for item in items:
-                    pending.append((item, pool.submit(_encode_item, item, keep_nonfinite)))
-                    if len(pending) >= jobs:
-                        first, fut = pending.popleft()
-                        yield first, fut.result()
-                while pending:
-                    first, fut = pending.popleft()
-                    yield first, fut.result()
-
-            for item, (enc, err, note) in results():
+            results = (workers.run(plan) if workers is not None else
+                       ((item, _encode_item(item, keep_nonfinite)) for item in plan))
+            for item, (enc, err, note) in results:
                 ref = item.ref
                 t = writer.add(ref.name, ref.code, ref.shape, enc, metrics_doc(err, enc, ref), note)
                 reports.append(tensor_report(t, enc.nbytes, err))
@@ -295,14 +345,13 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
                 if progress:
                     progress(done, total, ref.name)
             archive_bytes = writer.finish()
+            ok = True
         except BaseException:
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
             writer.abort()
             raise
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            if workers is not None:
+                workers.close(ok)
         input_bytes = sources.input_bytes
     return QuantizeReport(output, list(inputs), reports, input_bytes, archive_bytes,
                           time.perf_counter() - start, stats)

@@ -94,11 +94,12 @@ class ArchiveWriter:
                                tensor=name)
         self._names.update(arrays.values())
         self._names.add(name)
-        digest = hashlib.sha256()
+        digest = None if enc.sha256 else hashlib.sha256()  # a worker process may have hashed them already
         for role in sorted(enc.arrays):
             self._out.add(arrays[role], enc.arrays[role], digest)
         clean = {k: _json_number(v) if isinstance(v, float) else v for k, v in (metrics or {}).items()}
-        t = ArchiveTensor(name, code, tuple(shape), enc.method, enc.params, arrays, digest.hexdigest(), clean, note)
+        sha = enc.sha256 or digest.hexdigest()  # type: ignore[union-attr]
+        t = ArchiveTensor(name, code, tuple(shape), enc.method, enc.params, arrays, sha, clean, note)
         self.tensors.append(t)
         return t
 

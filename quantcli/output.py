@@ -139,18 +139,39 @@ class SafetensorsWriter:
         try:
             with atomic_output(self.path) as out:
                 out.write(head)
+                out.flush()
+                self._spill.flush()
                 for s in order:
-                    self._spill.seek(s.offset)
-                    left = s.nbytes
-                    while left:
-                        chunk = self._spill.read(min(left, _COPY_CHUNK))
-                        if not chunk:
-                            raise WorkError("spill file was truncated", path=self.path)
-                        out.write(chunk)
-                        left -= len(chunk)
+                    self._copy(s.offset, s.nbytes, out)
         finally:
             self.close()
         return len(head) + self._pos
+
+    def _copy(self, offset: int, count: int, out: BinaryIO) -> None:
+        """Spill bytes [offset, offset+count) to the end of `out`: in the kernel where it can
+        (copy_file_range, no trip through Python), else by reading and writing chunks."""
+        src, dst = self._spill.fileno(), out.fileno()
+        if hasattr(os, "copy_file_range"):
+            try:
+                while count:
+                    n = os.copy_file_range(src, dst, count, offset)
+                    if n == 0:
+                        raise WorkError("spill file was truncated", path=self.path)
+                    offset += n
+                    count -= n
+                return
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+        while count:
+            chunk = os.pread(src, min(count, _COPY_CHUNK), offset)
+            if not chunk:
+                raise WorkError("spill file was truncated", path=self.path)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view):]
+            offset += len(chunk)
+            count -= len(chunk)
 
     def close(self) -> None:
         self._spill.close()

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-from quantcli import ConfigError, Spec, dequantize_file, quantize_file
+from quantcli import ConfigError, InputError, Spec, dequantize_file, quantize_file
 from quantcli.api import parse_size, plan_file
 from quantcli.cli import app
 from quantcli.recipe import load_recipe
@@ -91,7 +91,14 @@ def test_parse_size_rejects(text):
         parse_size(text)
 
 
-def test_jobs_do_not_change_bytes(sharded, tmp_path):
+@pytest.fixture
+def workers_always(monkeypatch):
+    """Use worker processes even for the small test inputs."""
+    import quantcli.api
+    monkeypatch.setattr(quantcli.api, "PARALLEL_MIN_BYTES", 0)
+
+
+def test_jobs_do_not_change_bytes(sharded, tmp_path, workers_always):
     d, _ = sharded
     outs = []
     for jobs in (1, 2, 3):
@@ -102,12 +109,12 @@ def test_jobs_do_not_change_bytes(sharded, tmp_path):
     assert outs[0] == outs[1] == outs[2]
 
 
-def test_jobs_error_leaves_nothing(tmp_path):
+def test_jobs_error_leaves_nothing(tmp_path, workers_always):
     x = np.ones((8, 8), np.float32)
     bad = x.copy()
     bad[3, 3] = np.inf
     save_file({f"w{i}": (bad if i == 5 else x) for i in range(10)}, str(tmp_path / "m.safetensors"))
-    with pytest.raises(Exception, match="tensor 'w5'"):
+    with pytest.raises(InputError, match="tensor 'w5': holds 1 NaN or Inf"):
         quantize_file([str(tmp_path / "m.safetensors")], str(tmp_path / "o.qnt.safetensors"), jobs=2)
     assert os.listdir(tmp_path) == ["m.safetensors"]
 
@@ -185,8 +192,12 @@ def test_cli_dry_run_writes_nothing(sharded, tmp_path):
     assert res.exit_code == 2 and "--jobs must be at least 1" in res.stderr
 
 
-def test_threads_reading_one_file_get_their_own_tensor(tmp_path):
-    """Many tensors of one shard read by 4 threads: positional reads, no shared file offset."""
+@pytest.mark.parametrize("processes", [False, True])
+def test_parallel_reads_of_one_file_get_their_own_tensor(tmp_path, monkeypatch, processes):
+    """Many tensors of one shard read at once (threads of the planner, or worker processes):
+    positional reads, no shared file offset."""
+    import quantcli.api
+    monkeypatch.setattr(quantcli.api, "PARALLEL_MIN_BYTES", 0 if processes else 10**18)
     rng = np.random.default_rng(5)
     tensors = {f"w{i:02d}": rng.normal(0, 1 + i, (256, 192)).astype(np.float32) for i in range(24)}
     save_file(tensors, str(tmp_path / "m.safetensors"))

@@ -30,6 +30,7 @@ class Encoding:
     arrays: dict[str, np.ndarray]
     reconstruction: np.ndarray | None = field(default=None, repr=False, compare=False)
     error: "ErrorStats | None" = field(default=None, repr=False, compare=False)
+    sha256: str | None = field(default=None, repr=False, compare=False)  # of the arrays, when a worker hashed them
 
     @property
     def nbytes(self) -> int:

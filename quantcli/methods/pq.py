@@ -385,6 +385,9 @@ class ProductQuantization(Method):
         param(params, "bits", int, choices=(code_bits(k),))
         param(params, "split", str, choices=(SPLIT_RULE,))
         dtype_name = param(params, "codebook_dtype", str, choices=tuple(STORAGE))
+        param(params, "iters", int, lo=1)  # how it was trained: informational, but part of the record
+        param(params, "seed", int, lo=0)
+        param(params, "train_rows", int, lo=0, hi=n)
         return {"codes": (np.dtype(np.uint8), (packed_nbytes(n * m_sub, code_bits(k)),)),
                 "codebooks": (STORAGE[dtype_name], (m_sub, k, s))}
 

@@ -34,7 +34,7 @@ def qrange(bits: int, scheme: str) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-_CHUNK = 1 << 17  # values per chunk: the work buffer stays in cache across the passes over it
+_CHUNK = 1 << 19  # values per chunk: the work buffer stays in cache across the passes over it
 
 
 @dataclass
