@@ -1,7 +1,7 @@
 """Rate-distortion planning: per-tensor settings that give the best quality for a size budget,
 or the smallest archive that keeps every tensor above a quality floor.
 
-How it works (docs/PLANNER-issue7.md has the long version):
+How it works (docs/PLANNER.md has the long version):
 
 1. Measure. Each tensor to plan is loaded once; every candidate setting (method x bits x group
    size, `default_candidates`) is encoded on a sample of at most `sample` values (whole rows,
@@ -50,7 +50,7 @@ from .safetensors_io import DTYPES, dtype_code
 from .sources import Sources, TensorRef
 from .spec import Spec
 
-SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER-issue7.md
+SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER.md
 CACHE_BYTES = 1 << 28    # encodings of fully measured tensors kept for the final write, at most this much
 _WORST_FLOAT = -1.2345678901234567e-100  # a float with the longest repr (24 characters)
 _T = TypeVar("_T")
