@@ -32,6 +32,14 @@ class InputError(QuantError):
     """A weight file that is missing, malformed, or holds values we refuse to quantize."""
 
 
+class NonFiniteError(InputError):
+    """A tensor holds NaN or Inf values (`count` of them)."""
+
+    def __init__(self, count: int, *, path: str | None = None, tensor: str | None = None):
+        self.count = count
+        super().__init__(f"holds {count} NaN or Inf values", path=path, tensor=tensor)
+
+
 class ArchiveError(InputError):
     """An archive that is malformed, corrupt, or from an unknown format version."""
 

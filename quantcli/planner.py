@@ -37,11 +37,11 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 
 from .api import (PlanItem, encode_and_measure, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
-                  as_float32, default_jobs, parse_size, plan_tensors)
+                  default_jobs, parse_size, plan_tensors)
 from .archive import ArchiveTensor, ArchiveWriter, manifest_metadata, stored_name
 from .errors import ConfigError, InputError, QuantError, WorkError
 from .methods import Encoding, get_method
-from .methods.base import block_min_max, matrix_shape, to_blocks
+from .methods.base import block_min_max, matrix_shape, to_blocks, to_float32
 from .methods.scales import round_up
 from .metrics import ZERO, ErrorStats, measure, sum_squares
 from .output import predict_header
@@ -404,7 +404,7 @@ class _Context:
 
 def _load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]:
     x = ref.load()
-    xf = as_float32(x)
+    xf = to_float32(x)
     if xf.size and not (np.isfinite(xf.min()) and np.isfinite(xf.max())):
         bad = int(np.count_nonzero(~np.isfinite(xf)))
         if keep_nonfinite:

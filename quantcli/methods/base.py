@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import ml_dtypes
 import numpy as np
 
 from ..errors import ArchiveError, InputError
@@ -46,6 +47,9 @@ class Method:
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
+    # True: encode takes the tensor in any float dtype and raises NonFiniteError itself, so the
+    # pipeline makes no float32 copy and no separate NaN pass (the bytes moved are the cost)
+    reads_narrow_floats: ClassVar[bool] = False
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape)."""
@@ -174,6 +178,20 @@ def block_min_max(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chunk.min(axis=0, out=lo[i:i + step])
         chunk.max(axis=0, out=hi[i:i + step])
     return lo, hi
+
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def to_float32(x: np.ndarray) -> np.ndarray:
+    """float32 values of a float array (float32 input is returned as it is). bfloat16 is the top
+    half of a float32, so one shift of its bits is exact and ~10x faster than a generic cast."""
+    if x.dtype == np.float32:
+        return x
+    if x.dtype == _BF16:
+        return np.left_shift(x.view(np.uint16), 16, dtype=np.uint32).view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range: inf, refused later
+        return x.astype(np.float32)
 
 
 def check_finite_input(x: np.ndarray) -> None:

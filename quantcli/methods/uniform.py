@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..metrics import ErrorStats
-from ..errors import ArchiveError, ConfigError
+from ..errors import ArchiveError, ConfigError, NonFiniteError
 from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, SCHEMES, Spec
-from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param,
+from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param, to_float32,
                    scale_shape, to_blocks)
 from .scales import STORAGE, resolve_scale_dtype, store_scales
 from .search import search_clip_ratios, uniform_qdq
@@ -51,18 +51,50 @@ class UniformResult:
 
 def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_size: int, scale_dtype: str,
                  scale_search: bool = False, reconstruct: bool = True) -> UniformResult:
-    """Codes, scales and the error, computed in cache-sized chunks of blocks with one reused work
-    buffer: each chunk is divided, rounded, clipped, stored as codes, reconstructed and compared
-    with x while it is still in cache. Without `reconstruct` no full-size float array is made at
-    all, which is what makes int8 encoding run at memory speed."""
+    """Codes, scales and the error in two passes over cache-sized chunks of rows.
+
+    `x` may be float32, bfloat16, float16 or float64: each chunk is widened to float32 where it
+    is used, so no full-size float32 copy is made. Pass 1 finds every block's min and max (a NaN or
+    Inf anywhere shows up there, and is refused); the scales follow. Pass 2 divides, rounds, clips,
+    stores the codes, reconstructs and compares with x while the chunk is still in cache. On a
+    machine whose memory bandwidth one core can saturate, the bytes moved are the cost: this reads
+    each value twice in its own width and writes one code.
+    """
     qmin, qmax = qrange(bits, scheme)
     shape = tuple(np.shape(x))
-    blocks = to_blocks(np.asarray(x, dtype=np.float32), granularity, group_size)
-    lo, hi = block_min_max(blocks)
-    # float32 sums of squares of a chunk stay finite while |x| < 1e15 (1e30 x 2^17 values < 3.4e38)
-    wide = bool(lo.size) and max(float(np.max(hi)), -float(np.min(lo))) >= 1e15
+    rows, cols = matrix_shape(shape)
+    sshape = scale_shape(shape, granularity, group_size)
+    if rows * cols == 0:
+        stored, used = store_scales(np.zeros(sshape, np.float32).reshape(-1), scale_dtype, granularity)
+        zeros = np.zeros(sshape, np.uint8) if scheme == "asymmetric" else None
+        return UniformResult(np.zeros(0, np.uint8), stored.reshape(sshape), zeros, used,
+                             np.zeros(shape, np.float32) if reconstruct else None, 0.0, 0.0, 0.0)
+    m = np.asarray(x).reshape(rows, cols)
+    grouped = granularity == "group"
+    groups = -(-cols // group_size) if grouped else 1
+    per_row = groups  # blocks per row in pass 2: groups, or the row itself
+    step = max(1, _CHUNK // cols)
+
+    def chunk_blocks(i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the rows as float32, their blocks: [r * groups, group_size] or the rows themselves)."""
+        f = to_float32(m[i:i + step])
+        return f, (to_blocks(f, "group", group_size) if grouped else f)
+
+    # pass 1: per-block (per-row for tensor and channel) min and max
+    lo = np.empty(rows * per_row, np.float32)
+    hi = np.empty(rows * per_row, np.float32)
+    for i in range(0, rows, step):
+        _, b = chunk_blocks(i)
+        lo[i * per_row:(i + len(b) // per_row) * per_row], hi[i * per_row:(i + len(b) // per_row) * per_row] = \
+            block_min_max(b)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise NonFiniteError(int(np.count_nonzero(~np.isfinite(to_float32(m)))))
+    if granularity == "tensor":
+        lo, hi = lo.min(keepdims=True), hi.max(keepdims=True)
+    # float32 sums of squares of a chunk stay finite while |x| < 1e15 (1e30 x 2^19 values < 3.4e38)
+    wide = max(float(hi.max()), -float(lo.min())) >= 1e15
     if scale_search:  # shrink the range [lo, hi] by the per-block ratio with the least squared error
-        ratio = search_clip_ratios(blocks, uniform_qdq(bits, scheme))
+        ratio = search_clip_ratios(to_blocks(to_float32(m), granularity, group_size), uniform_qdq(bits, scheme))
         hi, lo = hi * ratio, lo * ratio
     if scheme == "symmetric":
         scale = np.maximum(hi, -lo) / np.float32(qmax)
@@ -70,52 +102,53 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
         lo = np.minimum(lo, 0)
         scale = (np.maximum(hi, 0) - lo) / np.float32(qmax)
     stored, used = store_scales(scale.astype(np.float32), scale_dtype, granularity)
-    s = stored.astype(np.float32)[:, None]
+    s = stored.astype(np.float32)
     safe = np.where(s > 0, s, np.float32(1))  # all-zero blocks divide by 1 and stay zero
-    zero = None
-    if scheme == "asymmetric":
-        zero = np.clip(np.rint(-lo / safe[:, 0]), 0, qmax).astype(np.float32)[:, None]
-    nblocks, width = blocks.shape
-    codes = np.empty((nblocks, width), np.uint8)
-    recon = np.empty((nblocks, width), np.float32) if reconstruct else None
-    step = max(1, _CHUNK // max(width, 1))
-    work = np.empty((min(step, nblocks), width), np.float32)
-    square = np.empty_like(work)
+    zero = np.clip(np.rint(-lo / safe), 0, qmax).astype(np.float32) if scheme == "asymmetric" else None
+    if granularity == "tensor":  # pass 2 works per row: every row carries the tensor's scale
+        s, safe = np.repeat(s, rows), np.repeat(safe, rows)
+        zero = None if zero is None else np.repeat(zero, rows)
+
+    # pass 2: quantize, store codes, measure
+    codes = np.empty((rows, cols), np.uint8)
+    recon = np.empty((rows, cols), np.float32) if reconstruct else None
+    width = group_size if grouped else cols
+    work = np.empty((min(step, rows) * per_row, width), np.float32)  # reused: no page faults per chunk
+    square = np.empty((min(step, rows), cols), np.float32)
     error_sq, error_max, signal_sq = 0.0, 0.0, 0.0
-    for i in range(0, nblocks, step):  # a loop over chunks of ~64k values, not over values
-        b = blocks[i:i + step]
-        w = work[:len(b)]
-        np.divide(b, safe[i:i + step], out=w)
+    for i in range(0, rows, step):  # a loop over chunks of ~512k values, not over values
+        f, b = chunk_blocks(i)
+        r = len(f)
+        k = slice(i * per_row, (i + r) * per_row)
+        w = np.divide(b, safe[k, None], out=work[:len(b)])
         np.rint(w, out=w)
         if zero is not None:
-            w += zero[i:i + step]
+            w += zero[k, None]
         np.clip(w, qmin, qmax, out=w)
-        c = codes[i:i + step]
+        c = w.astype(np.int8 if zero is None else np.uint8).view(np.uint8)
         if zero is None:
-            c.view(np.int8)[...] = w  # exact: w holds integers in -qmax..qmax
             c += np.uint8(qmax)  # wraps modulo 256 onto q + qmax exactly
         else:
-            c[...] = w
-            w -= zero[i:i + step]
-        w *= s[i:i + step]
+            w -= zero[k, None]
+        w *= s[k, None]
+        codes[i:i + r] = c.reshape(r, -1)[:, :cols]
         if recon is not None:
-            recon[i:i + step] = w
-        np.subtract(b, w, out=w)
-        if w.size:
-            # float32 pairwise sums per chunk (relative error ~1e-6, no BLAS: the same bits for any
-            # thread count), added up in float64 across chunks
-            error_max = max(error_max, float(w.max()), float(-w.min()))
-            if wide:  # squares would overflow float32: accumulate in float64 instead
-                error_sq += float(np.einsum("ij,ij->", w, w, dtype=np.float64))
-                signal_sq += float(np.einsum("ij,ij->", b, b, dtype=np.float64))
-            else:
-                sq = square[:len(b)]
-                error_sq += float(np.multiply(w, w, out=sq).sum())
-                signal_sq += float(np.multiply(b, b, out=sq).sum())
-    zeros = None if zero is None else zero[:, 0].astype(np.uint8).reshape(scale_shape(shape, granularity, group_size))
-    return UniformResult(from_blocks(codes, shape).reshape(-1), stored.reshape(scale_shape(shape, granularity, group_size)),
-                         zeros, used, None if recon is None else from_blocks(recon, shape), error_sq, error_max,
-                         signal_sq)
+            recon[i:i + r] = w.reshape(r, -1)[:, :cols]
+        np.subtract(b, w, out=w)  # padding is zero in both: no error there
+        # float32 pairwise sums per chunk (relative error ~1e-6, no BLAS: the same bits for any
+        # thread count), added up in float64 across chunks
+        error_max = max(error_max, float(w.max()), float(-w.min()))
+        if wide:  # squares would overflow float32: accumulate in float64 instead
+            error_sq += float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+            signal_sq += float(np.einsum("ij,ij->", f, f, dtype=np.float64))
+        else:
+            error_sq += float(np.multiply(w, w, out=w).sum())
+            signal_sq += float(np.multiply(f, f, out=square[:r]).sum())
+    zeros = None
+    if scheme == "asymmetric":
+        zeros = (zero[:1] if granularity == "tensor" else zero).astype(np.uint8).reshape(sshape)
+    return UniformResult(codes.reshape(-1), stored.reshape(sshape), zeros, used,
+                         None if recon is None else recon.reshape(shape), error_sq, error_max, signal_sq)
 
 
 def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granularity: str = "tensor",
@@ -145,6 +178,7 @@ def _check_values(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | Non
 @register
 class Uniform(Method):
     name = "uniform"
+    reads_narrow_floats = True  # widens bfloat16/float16 chunk by chunk, and refuses NaN/Inf itself
     summary = "integer grid, 2-8 bits; symmetric or asymmetric; per tensor, channel or group"
 
     def check_spec(self, spec: Spec) -> None:
