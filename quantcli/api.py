@@ -143,12 +143,24 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_output(output: str, inputs: list[str]) -> None:
+def check_output(output: str, inputs: list[str], suffix: str | None = None) -> None:
+    """Refuse, before any work: an output that is an input, a folder, in a missing folder, or
+    (with `suffix`) of another file type."""
     for src in inputs:
         if _same_file(output, src):
             raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=output)
     if os.path.isdir(output):
         raise ConfigError("the output is a folder; name a file", path=output)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise ConfigError("the output's folder does not exist", path=output)
+    if suffix is not None and not output.lower().endswith(suffix):
+        raise ConfigError(f"the output must end in {suffix}", path=output)
+
+
+def refuse_archives(sources: Sources) -> None:
+    """Quantizing an archive would treat its codes and scales as weights: say what to do instead."""
+    for path in sources.archives:
+        raise InputError("is already a quant archive; dequantize it first to re-quantize", path=path)
 
 
 def all_finite(x: np.ndarray) -> bool:
@@ -319,7 +331,8 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
     selection = Selection(only, skip, include_1d)
     start = time.perf_counter()
     with Sources(inputs) as sources:
-        check_output(output, sources.files)
+        check_output(output, sources.files, ".safetensors")
+        refuse_archives(sources)
         plan = plan_tensors(sources.refs, spec, selection, recipe)
         total = sum(r.nbytes for r in sources.refs)
         writer = ArchiveWriter(output)
@@ -384,6 +397,7 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
     if isinstance(recipe, str):
         recipe = load_recipe(recipe)
     with Sources(inputs) as sources:
+        refuse_archives(sources)
         plan = plan_tensors(sources.refs, spec, Selection(only, skip, include_1d), recipe)
         labels, sizes = [], []
         header = 200
@@ -484,6 +498,8 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
     start = time.perf_counter()
+    if shard_size is not None and os.path.splitext(output)[1].lower() in (".safetensors", ".npz", ".npy"):
+        raise ConfigError("--shard-size writes a folder of shards; name a folder, not a file", path=output)
     to_folder = shard_size is not None or os.path.isdir(output) or output.endswith(os.sep)
     kind = ".safetensors" if to_folder else os.path.splitext(output)[1].lower()
     if kind not in (".safetensors", ".npz", ".npy"):
@@ -750,6 +766,8 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
 
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {repeat}")
+    if output is not None:
+        check_output(output, [archive_path, query_path] + ([reference] if reference else []), ".npy")
     with open_archive(archive_path) as archive:
         pq_names = [t.name for t in archive.tensors if t.method == "pq"]
         if tensor is None:
@@ -785,13 +803,11 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         exact = q2.astype(np.float64) @ w.T.astype(np.float64)
         err = result.reshape(exact.shape).astype(np.float64) - exact
         norm = float(np.sqrt((exact ** 2).sum()))
-        report.relative_error = float(np.sqrt((err ** 2).sum())) / norm if norm else float(np.sqrt((err ** 2).sum()))
+        report.relative_error = float(np.sqrt((err ** 2).sum())) / norm if norm else None  # no scale to relate to
         w_hat = pq_decode(pq)
         report.dense_ms = _median_ms(lambda: q2 @ w_hat.T, repeat)
         report.lut_ms = _median_ms(lambda: lookup_dot(queries, pq, backend=used), repeat)
     if output is not None:
-        if not output.endswith(".npy"):
-            raise ConfigError("the output of pq-dot must end in .npy", path=output)
         with atomic_output(output) as f:
             np.lib.format.write_array(f, np.ascontiguousarray(result), allow_pickle=False)
     return report

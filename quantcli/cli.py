@@ -346,7 +346,7 @@ def verify(
                 sys.stdout.write(f"{path}: ok, {r.tensors} tensors, {r.file_bytes} bytes, checksums match\n")
             results.append(doc)
     if json_out:
-        _print_json({"ok": not failed, "archives": results})
+        _print_json({"command": "verify", "ok": not failed, "archives": results})
     if failed:
         raise typer.Exit(2)
 
@@ -371,6 +371,8 @@ def pq_encode(
     = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Tensors encoded at once; default: the "
                                                                      "machine's cores.", show_default=False)] = None,
+    keep_nonfinite: Annotated[bool, typer.Option("--keep-nonfinite", help="Keep tensors holding NaN/Inf as "
+                                                                          "they are instead of failing.")] = False,
     json_out: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Product-quantize weight rows: each row cut into M sub-vectors, one k-means codebook of K
@@ -382,7 +384,8 @@ def pq_encode(
         spec = Spec(method="pq", subvector_dim=subvector_dim, subspaces=subspaces, centroids=centroids, iters=iters,
                     seed=seed, scale_dtype=codebook_dtype.value)
         with _progress(not quiet and not json_out) as progress:
-            report = api.quantize_file(paths, output, spec, only=only, skip=skip, jobs=jobs, progress=progress)
+            report = api.quantize_file(paths, output, spec, only=only, skip=skip, jobs=jobs,
+                                       keep_nonfinite=keep_nonfinite, progress=progress)
     if json_out:
         _print_json(render.quantize_json(report))
     elif not quiet:
@@ -455,6 +458,35 @@ def curve(
         plan_render.print_curve(_stdout(), result)
 
 
+def _click_exceptions() -> Any:
+    """click's exception classes: typer >= 0.20 vendors click, older typer depends on it."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="quant")
+    """Console-script entry point: usage errors become one line too (click prints four)."""
+    cx = _click_exceptions()
+    try:
+        code = app(prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
+    except cx.UsageError as e:
+        message = e.format_message().replace("Value error, ", "")
+        if message.startswith("Usage:"):  # `quant` alone: the help, as click shows it
+            sys.stderr.write(message + "\n")
+            raise SystemExit(2) from None
+        command = e.ctx.command_path if e.ctx is not None else "quant"
+        sys.stderr.write(f"quant: error: {message} (see '{command} --help')\n")
+        raise SystemExit(2) from None
+    except cx.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except cx.Abort:
+        sys.stderr.write("quant: interrupted\n")
+        raise SystemExit(130) from None
+    except cx.ClickException as e:
+        sys.stderr.write(f"quant: error: {e.format_message()}\n")
+        raise SystemExit(e.exit_code) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

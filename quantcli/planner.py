@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from .api import (PlanItem, encode_and_measure, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
+from .api import (PlanItem, encode_and_measure, refuse_archives, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
                   default_jobs, parse_size, plan_tensors)
 from .archive import ArchiveTensor, ArchiveWriter, manifest_metadata, stored_name
 from .errors import ConfigError, InputError, QuantError, WorkError
@@ -786,6 +786,7 @@ def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, 
     start = time.perf_counter()
     recipe, jobs = _setup(recipe, jobs, sample)
     with Sources(inputs) as sources:
+        refuse_archives(sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
                      verify=budget.kind == "sqnr", start=start)
@@ -822,7 +823,8 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
     start = time.perf_counter()
     recipe, jobs = _setup(recipe, jobs, sample)
     with Sources(inputs) as sources:
-        check_output(output, sources.files)
+        check_output(output, sources.files, ".safetensors")
+        refuse_archives(sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
                      verify=False, start=start)
@@ -909,6 +911,7 @@ def rate_distortion_curve(inputs: list[str], *, only: str | None = None, skip: s
     _, jobs = _setup(None, jobs, sample)
     candidates = candidates or default_candidates()
     with Sources(inputs) as sources:
+        refuse_archives(sources)
         tensors = _measure_all(sources, Selection(only, skip, include_1d), None, Spec(), candidates, sample,
                                keep_nonfinite, jobs)
     planned = [t for t in tensors if t.role == "planned"]

@@ -79,10 +79,13 @@ def _tensor_table(tensors: list[TensorReport], title: str) -> Table:
 def print_quantize(console: Console, r: QuantizeReport) -> None:
     console.print(_tensor_table(r.tensors, f"{r.output}"))
     q = sum(t.quantized for t in r.tensors)
-    console.print(
-        f"\n{q} of {len(r.tensors)} tensors quantized: {r.bits_per_weight:.3f} bits per weight "
-        f"(codes, scales, zero points and codebooks counted), overall SQNR {_db(r.overall_sqnr_db)} dB, "
-        f"max abs error {r.quantized.max_abs:.3g}")
+    if q:
+        console.print(
+            f"\n{q} of {len(r.tensors)} tensors quantized: {r.bits_per_weight:.3f} bits per weight "
+            f"(codes, scales, zero points and codebooks counted), overall SQNR {_db(r.overall_sqnr_db)} dB, "
+            f"max abs error {r.quantized.max_abs:.3g}")
+    else:
+        console.print(f"\nno tensor quantized: all {len(r.tensors)} kept as they are (see the notes above)")
     rate = f", {r.input_bytes / 1e6 / r.seconds:.0f} MB/s" if r.seconds else ""
     console.print(f"input {_bytes(r.input_bytes)} -> archive {_bytes(r.archive_bytes)} (headers and kept tensors "
                   f"included): {100 * r.ratio:.2f}% of the input, {r.seconds:.2f} s{rate}")

@@ -201,6 +201,11 @@ class Sources:
         """Bytes of the input files (all of each file, headers included)."""
         return sum(os.path.getsize(p) for p in self.files)
 
+    @property
+    def archives(self) -> list[str]:
+        """Inputs that are quant archives (their arrays are codes and scales, not weights)."""
+        return [st.path for st in self._open if st.metadata.get("quant.format") == "quant-archive"]
+
     def _safetensors(self, path: str) -> SafetensorsFile:
         st = SafetensorsFile(path)
         self._open.append(st)

@@ -115,3 +115,38 @@ def test_installed_command_and_module(tmp_path, seed_matrix):
         p = subprocess.run(cmd + ["quantize", str(tmp_path / "nope.npy"), "-o", str(tmp_path / "x.qnt.safetensors")],
                            capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["quantize", "x.npy", "--bitz", "3"], "No such option: --bitz"),
+    (["quantize", "{seed}", "-o", "{tmp}/a.qnt.safetensors", "--method", "bogus"], "'bogus' is not one of"),
+    (["quantize"], "Missing argument"),
+    (["bogus"], "No such command 'bogus'"),
+])
+def test_usage_errors_are_one_line_from_the_installed_command(tmp_path, seed_matrix, args, message):
+    np.save(tmp_path / "seed.npy", seed_matrix)
+    exe = os.path.join(os.path.dirname(sys.executable), "quant")
+    p = subprocess.run([exe, *[a.format(seed=tmp_path / "seed.npy", tmp=tmp_path) for a in args]],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("quant: error: ") and message in p.stderr
+    assert "Value error" not in p.stderr
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("npy-output", "the output must end in .safetensors"),
+    ("missing-folder", "the output's folder does not exist"),
+    ("archive-input", "is already a quant archive; dequantize it first"),
+    ("shard-file", "--shard-size writes a folder of shards"),
+])
+def test_output_and_input_mistakes_are_refused(tiny_model, tmp_path, kind, message):
+    arc = tmp_path / "m.qnt.safetensors"
+    assert run("quantize", tiny_model, "-o", arc, "-q").exit_code == 0
+    args = {"npy-output": ["quantize", tiny_model, "-o", tmp_path / "m.npy"],
+            "missing-folder": ["quantize", tiny_model, "-o", tmp_path / "nope" / "m.qnt.safetensors"],
+            "archive-input": ["quantize", arc, "-o", tmp_path / "again.qnt.safetensors"],
+            "shard-file": ["dequantize", arc, "-o", tmp_path / "r.safetensors", "--shard-size", "1kB"]}[kind]
+    before = sorted(os.listdir(tmp_path))
+    r = run(*args)
+    assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == before

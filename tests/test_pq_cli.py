@@ -95,3 +95,17 @@ def test_pq_archive_mixes_with_kept_tensors_and_inspects(model, tmp_path):
     # codes: 64 rows x 15 subspaces x 2 bits; codebooks 15 x 4 x 2 float32
     assert by["a.weight"]["stored_bytes"] == (64 * 15 * 2 + 7) // 8 + 15 * 4 * 2 * 4
     assert runner.invoke(app, ["verify", str(arc)]).exit_code == 0
+
+
+def test_pq_dot_never_overwrites_an_input(model, tmp_path):
+    path, _ = model
+    arc = str(tmp_path / "m.pq.safetensors")
+    quantize_file([str(path)], arc, Spec(method="pq", subvector_dim=4, centroids=8))
+    q = np.ones((2, 30), np.float32)
+    np.save(tmp_path / "q.npy", q)
+    for out in ("q.npy", "y.txt"):
+        r = runner.invoke(app, ["pq-dot", arc, "--query", str(tmp_path / "q.npy"), "--tensor", "a.weight",
+                                "-o", str(tmp_path / out)])
+        assert r.exit_code == 2
+    np.testing.assert_array_equal(np.load(tmp_path / "q.npy"), q)
+    assert not (tmp_path / "y.txt").exists()
