@@ -72,6 +72,14 @@ def decode_by_hand(entry, arrays):
         owner = {"tensor": np.zeros(rows, int), "channel": np.arange(rows),
                  "group": np.arange(rows) // p.get("group_size", 1)}[p["granularity"]]
         return cb[owner[:, None], codes].reshape(shape)
+    if entry["method"] == "pq":
+        m_sub, s = p["subspaces"], p["subvector_dim"]
+        codes = unpack(get("codes"), p["bits"], rows * m_sub).reshape(rows, m_sub)
+        assert codes.max() < p["centroids"]
+        full = cols - m_sub * (s - 1)
+        widths = [s if m < full else s - 1 for m in range(m_sub)]
+        books = get("codebooks").astype(np.float32)
+        return np.concatenate([books[m, codes[:, m], :widths[m]] for m in range(m_sub)], axis=1).reshape(shape)
     if entry["method"] == "vq":
         d = p["vector_dim"]
         count = rows * (cols + p["pad"]) // d
@@ -114,6 +122,8 @@ def decode_by_hand(entry, arrays):
     Spec(method="kmeans", bits=2, granularity="group", group_size=5),
     Spec(method="kmeans", bits=4, granularity="channel"),
     Spec(method="vq", bits=6, vector_dim=3),
+    Spec(method="pq", subspaces=5, centroids=6),  # 32 columns in 5 subspaces: widths 7,7,6,6,6
+    Spec(method="pq", subvector_dim=4, centroids=16),
 ])
 def test_decode_by_the_document(tiny_model, tmp_path, spec):
     out = str(tmp_path / "m.qnt.safetensors")
