@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
+import multiprocessing
 import os
 import re
+import signal
+import tempfile
 import time
 import zipfile
 from collections import deque
-import multiprocessing
-import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive, tensor_digest
-from .errors import ConfigError, InputError, NonFiniteError, QuantError
+from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive
+from .errors import ConfigError, InputError, NonFiniteError, QuantError, WorkError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
 from .metrics import ZERO, ErrorStats, bits_per_weight, measure
 from .output import SafetensorsWriter, atomic_output
 from .recipe import Recipe, load_recipe
-from .safetensors_io import DTYPES, FLOAT_CODES
+from .safetensors_io import DTYPES, FLOAT_CODES, dtype_code
 from .sources import Sources, TensorRef
 from .spec import Spec
 
@@ -257,34 +260,66 @@ def _encode_item(item: PlanItem, keep_nonfinite: bool) -> tuple[Encoding, ErrorS
 # operations per tensor still serialise threads on it (measured: 2 threads 1.2x, 2 processes 1.8x
 # on 4096x11008 bf16 tensors). Below this much input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES = 64 * 10**6
-_worker_refs: dict[str, TensorRef] = {}
+_worker: dict[str, Any] = {}  # per worker process: its tensor refs and its spill file
 
 
-def _worker_start(inputs: list[str]) -> None:
-    """In each worker: reopen the inputs (headers only). Ctrl-C is the parent's to handle."""
+def _worker_start(inputs: list[str], spill_dir: str, spill_prefix: str) -> None:
+    """In each worker: reopen the inputs (headers only) and make a spill file beside the output.
+    Ctrl-C is the parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sources = Sources(inputs)  # kept open for the worker's lifetime; the OS closes it at exit
-    _worker_refs.update((r.name, r) for r in sources.refs)
+    _worker["refs"] = {r.name: r for r in sources.refs}
+    _worker["spill"] = tempfile.NamedTemporaryFile(dir=spill_dir, prefix=spill_prefix, suffix=".spill", delete=False)
 
 
 def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
                    ) -> tuple[Encoding, ErrorStats | None, str]:
-    """Encode one tensor in a worker, hashing its arrays there too (the parent only writes)."""
-    enc, err, note = encode_tensor(_worker_refs[name], spec or Spec(), note, keep_nonfinite)
-    enc.sha256 = tensor_digest(enc.arrays).hexdigest()
-    return enc, err, note
+    """Encode one tensor in a worker, write its arrays to the worker's spill file and hash them
+    there, and send back only where they are: the parent splices them into the archive with
+    copy_file_range instead of receiving, unpickling and writing them again."""
+    enc, err, note = encode_tensor(_worker["refs"][name], spec or Spec(), note, keep_nonfinite)
+    spill = _worker["spill"]
+    digest = hashlib.sha256()
+    spilled = {}
+    for role in sorted(enc.arrays):
+        a = np.ascontiguousarray(enc.arrays[role])
+        raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+        digest.update(raw)
+        offset = spill.tell()
+        try:
+            spill.write(raw)
+        except OSError as e:
+            raise WorkError(f"cannot write: {e.strerror or e}", path=spill.name) from None
+        spilled[role] = (dtype_code(a.dtype), tuple(a.shape), offset, a.nbytes)
+    spill.flush()
+    return Encoding(enc.method, enc.params, {}, sha256=digest.hexdigest(), spilled=spilled,
+                    spill_path=spill.name), err, note
 
 
 class _Workers:
     """Encode plan items in `jobs` processes, yielding results in plan order; at most 2 x jobs
-    results wait in memory. Results travel back over multiprocessing's pipes (our own processes'
-    arrays; input files are never unpickled)."""
+    results wait. Arrays stay in the workers' spill files (beside the output, removed as soon as
+    the parent has opened them, and on failure); only their places travel back."""
 
-    def __init__(self, inputs: list[str], jobs: int, keep_nonfinite: bool):
+    def __init__(self, inputs: list[str], output: str, jobs: int, keep_nonfinite: bool):
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        self.pool = multiprocessing.get_context(method).Pool(jobs, _worker_start, (list(inputs),))
+        self.folder = os.path.dirname(os.path.abspath(output))
+        self.prefix = f".{os.path.basename(output)}.{os.getpid()}.w"
+        self.spills: dict[str, int] = {}  # worker spill path -> fd open in the parent
+        self.pool = multiprocessing.get_context(method).Pool(jobs, _worker_start,
+                                                             (list(inputs), self.folder, self.prefix))
         self.window = 2 * jobs
         self.keep_nonfinite = keep_nonfinite
+
+    def spill_fd(self, enc: Encoding) -> int | None:
+        """The parent's fd of the spill file holding `enc`'s arrays; opened once, then unlinked."""
+        path = enc.spill_path
+        if path is None:
+            return None
+        if path not in self.spills:
+            self.spills[path] = os.open(path, os.O_RDONLY)
+            os.unlink(path)
+        return self.spills[path]
 
     def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Encoding, ErrorStats | None, str]]]:
         pending: deque[tuple[PlanItem, Any]] = deque()
@@ -304,6 +339,13 @@ class _Workers:
         else:
             self.pool.terminate()
         self.pool.join()
+        for fd in self.spills.values():
+            os.close(fd)
+        for leftover in glob.glob(os.path.join(glob.escape(self.folder), glob.escape(self.prefix) + "*.spill")):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
 
 
 def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,
@@ -342,14 +384,15 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         encoding = [item for item in plan if not item.keep]
         workers = None
         if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= PARALLEL_MIN_BYTES:
-            workers = _Workers(inputs, jobs, keep_nonfinite)
+            workers = _Workers(inputs, output, jobs, keep_nonfinite)
         ok = False
         try:
             results = (workers.run(plan) if workers is not None else
                        ((item, _encode_item(item, keep_nonfinite)) for item in plan))
             for item, (enc, err, note) in results:
                 ref = item.ref
-                t = writer.add(ref.name, ref.code, ref.shape, enc, metrics_doc(err, enc, ref), note)
+                fd = workers.spill_fd(enc) if workers is not None else None
+                t = writer.add(ref.name, ref.code, ref.shape, enc, metrics_doc(err, enc, ref), note, spill_fd=fd)
                 reports.append(tensor_report(t, enc.nbytes, err))
                 if err is not None:
                     stats = stats + err

@@ -86,8 +86,10 @@ class ArchiveWriter:
         self._names: set[str] = set()
 
     def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
-            metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
-        arrays = {role: stored_name(name, role, enc.method) for role in sorted(enc.arrays)}
+            metrics: dict[str, Any] | None = None, note: str = "", spill_fd: int | None = None) -> ArchiveTensor:
+        """Add one tensor's encoding; a worker's already-spilled arrays (`enc.spilled`, in the file
+        open as `spill_fd`, hashed by the worker) are taken where they are."""
+        arrays = {role: stored_name(name, role, enc.method) for role in enc.roles}
         clash = self._names.intersection(arrays.values())
         if clash or name in self._names:
             raise ArchiveError(f"its stored name {sorted(clash or {name})[0]!r} collides with another tensor",
@@ -95,8 +97,12 @@ class ArchiveWriter:
         self._names.update(arrays.values())
         self._names.add(name)
         digest = None if enc.sha256 else hashlib.sha256()  # a worker process may have hashed them already
-        for role in sorted(enc.arrays):
-            self._out.add(arrays[role], enc.arrays[role], digest)
+        for role in enc.roles:
+            if enc.spilled is not None and spill_fd is not None:
+                dcode, ashape, offset, nbytes = enc.spilled[role]
+                self._out.add_spilled(arrays[role], dcode, ashape, spill_fd, offset, nbytes)
+            else:
+                self._out.add(arrays[role], enc.arrays[role], digest)
         clean = {k: _json_number(v) if isinstance(v, float) else v for k, v in (metrics or {}).items()}
         sha = enc.sha256 or digest.hexdigest()  # type: ignore[union-attr]
         t = ArchiveTensor(name, code, tuple(shape), enc.method, enc.params, arrays, sha, clean, note)

@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from .errors import WorkError
-from .safetensors_io import dtype_code, header_bytes
+from .safetensors_io import DTYPES, dtype_code, header_bytes
 
 _COPY_CHUNK = 8 * 1024 * 1024
 
@@ -94,6 +94,7 @@ class _Stored:
     nbytes: int
     align: int
     order: int
+    source: int | None = None  # fd of another file holding the bytes (a worker's spill), else ours
 
 
 class SafetensorsWriter:
@@ -131,6 +132,15 @@ class SafetensorsWriter:
                                      data.dtype.itemsize, len(self._arrays))
         self._pos += data.nbytes
 
+    def add_spilled(self, name: str, code: str, shape: tuple[int, ...], fd: int, offset: int, nbytes: int) -> None:
+        """Take an array already written to another open file (a worker process's spill):
+        only where it is, so the bytes are copied once, in the kernel, when the file is published."""
+        if name in self._arrays:
+            raise WorkError(f"two arrays would be stored as {name!r}", path=self.path)
+        self._arrays[name] = _Stored(name, code, tuple(shape), offset, nbytes, DTYPES[code].itemsize,
+                                     len(self._arrays), fd)
+        self._pos += nbytes
+
     def finish(self, metadata: dict[str, str] | None = None, header_size: int | None = None) -> int:
         """Write header + arrays to the final file atomically; returns the file size.
         `header_size` pads the header to exactly that many bytes (see `header_bytes`)."""
@@ -142,15 +152,15 @@ class SafetensorsWriter:
                 out.flush()
                 self._spill.flush()
                 for s in order:
-                    self._copy(s.offset, s.nbytes, out)
+                    self._copy(s.offset, s.nbytes, out, s.source)
         finally:
             self.close()
         return len(head) + self._pos
 
-    def _copy(self, offset: int, count: int, out: BinaryIO) -> None:
+    def _copy(self, offset: int, count: int, out: BinaryIO, source: int | None = None) -> None:
         """Spill bytes [offset, offset+count) to the end of `out`: in the kernel where it can
         (copy_file_range, no trip through Python), else by reading and writing chunks."""
-        src, dst = self._spill.fileno(), out.fileno()
+        src, dst = (self._spill.fileno() if source is None else source), out.fileno()
         if hasattr(os, "copy_file_range"):
             try:
                 while count:

@@ -32,9 +32,18 @@ class Encoding:
     reconstruction: np.ndarray | None = field(default=None, repr=False, compare=False)
     error: "ErrorStats | None" = field(default=None, repr=False, compare=False)
     sha256: str | None = field(default=None, repr=False, compare=False)  # of the arrays, when a worker hashed them
+    # arrays a worker process already wrote to its spill file: role -> (dtype code, shape, offset, nbytes)
+    spilled: dict[str, tuple[str, tuple[int, ...], int, int]] | None = field(default=None, repr=False, compare=False)
+    spill_path: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted(self.spilled if self.spilled is not None else self.arrays)
 
     @property
     def nbytes(self) -> int:
+        if self.spilled is not None:
+            return sum(n for _, _, _, n in self.spilled.values())
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 
