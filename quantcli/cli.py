@@ -177,8 +177,41 @@ def inspect(paths: Paths, json_out: JsonOpt = False, quiet: QuietOpt = False, de
         render.print_inspect(_stdout(), items)
 
 
+# Which options each method reads (beyond the common ones); anything else given with it is a mistake.
+_METHOD_OPTIONS = {
+    "uniform": {"bits", "scheme", "granularity", "group_size", "scale_dtype", "scale_search"},
+    "nf": {"bits", "granularity", "group_size", "scale_dtype", "scale_search"},
+    "log": {"bits", "granularity", "group_size", "scale_dtype", "scale_search"},
+    "kmeans": {"bits", "granularity", "group_size", "scale_dtype", "normalize", "seed"},
+    "vq": {"bits", "vector_dim", "iters", "seed", "scale_dtype"},
+    "pq": {"iters", "seed", "scale_dtype"},
+    "fp16": set(), "bf16": set(),
+}
+
+
+def _refuse_ignored_options(ctx: typer.Context, method: str, granularity: str, planned: bool,
+                            recipe: bool) -> None:
+    """An option typed on the command line that would change nothing is an error, not a no-op."""
+    given = {name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    per_tensor = (set().union(*_METHOD_OPTIONS.values()) | {"method"}) - {"seed"}  # a seed never hurts
+    if planned and not recipe:
+        ignored = sorted(given & per_tensor)
+        if ignored:
+            raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with a budget: the planner chooses "
+                              "each tensor's setting (use --recipe to pin some tensors)")
+        return
+    allowed = _METHOD_OPTIONS.get(method, set())
+    ignored = sorted((given & per_tensor) - allowed - {"method"})
+    if ignored:
+        raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with --method {method}")
+    if "group_size" in given and granularity != "group" and not (method == "kmeans" and
+                                                                  ctx.params.get("normalize") == "group"):
+        raise ConfigError("--group-size needs --granularity group")
+
+
 @app.command()
 def quantize(
+    ctx: typer.Context,
     paths: Paths,
     output: Annotated[str, typer.Option("--output", "-o", help="The archive to write (.qnt.safetensors).",
                                         show_default=False)] = "",
@@ -243,6 +276,8 @@ def quantize(
         if not output and not dry_run:
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
         budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
+        _refuse_ignored_options(ctx, getattr(method, "value", method), granularity.value, budget is not None,
+                                recipe is not None)
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,

@@ -150,3 +150,16 @@ def test_output_and_input_mistakes_are_refused(tiny_model, tmp_path, kind, messa
     r = run(*args)
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "fp16", "--bits", "4"], "--bits has no effect with --method fp16"),
+    (["--method", "nf", "--scheme", "asymmetric"], "--scheme has no effect with --method nf"),
+    (["--granularity", "tensor", "--group-size", "32"], "--group-size needs --granularity group"),
+    (["--target-bpw", "3", "--bits", "4"], "--bits has no effect with a budget"),
+    (["--normalize", "group"], "--normalize has no effect with --method uniform"),
+])
+def test_options_that_would_be_ignored_are_refused(tmp_path, seed_matrix, args, message):
+    np.save(tmp_path / "s.npy", seed_matrix)
+    r = run("quantize", tmp_path / "s.npy", "-o", tmp_path / "o.qnt.safetensors", *args)
+    assert r.exit_code == 2 and message in r.stderr and not (tmp_path / "o.qnt.safetensors").exists()
