@@ -18,12 +18,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive
+from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive, manifest_metadata
 from .errors import ConfigError, InputError, NonFiniteError, QuantError, WorkError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
 from .metrics import ZERO, ErrorStats, bits_per_weight, measure
-from .output import SafetensorsWriter, atomic_output
+from .output import SafetensorsWriter, atomic_output, predict_header
 from .recipe import Recipe, load_recipe
 from .safetensors_io import DTYPES, FLOAT_CODES, dtype_code
 from .sources import Sources, TensorRef
@@ -432,8 +432,9 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
               include_1d: bool = False, recipe: str | Recipe | None = None) -> PlanReport:
     """The per-tensor plan and predicted archive size, reading headers only (no tensor data).
 
-    Stored bytes are exact for each tensor's arrays; the header (manifest with metrics) is
-    estimated. A uniform tensor whose group scales overflow float16 falls back to float32 scales
+    Stored bytes are exact for each tensor's arrays; the header (manifest with metrics) is built
+    as the writer builds it with every metric at its longest, so it is an upper bound, close to
+    exact. A uniform tensor whose group scales overflow float16 falls back to float32 scales
     when actually encoded, which the plan cannot see without reading the data.
     """
     spec = spec or Spec()
@@ -442,22 +443,24 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
     with Sources(inputs) as sources:
         refuse_archives(sources)
         plan = plan_tensors(sources.refs, spec, Selection(only, skip, include_1d), recipe)
-        labels, sizes = [], []
-        header = 200
+        from .planner import placeholder_entry  # the planner sizes headers the same way
+
+        labels, sizes, entries, arrays = [], [], [], []
         for item in plan:
             ref = item.ref
             if item.spec is None:
-                labels.append("kept")
-                sizes.append(ref.nbytes)
-                header += 120 + 2 * len(ref.name)
-                continue
-            method = get_method(item.spec.method)
-            params = method.params_for(ref.shape, item.spec)
-            layout = method.layout(ref.shape, params)
-            labels.append(method.describe(params))
-            sizes.append(sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
-                             for dt, shape in layout.values()))
-            header += 420 + (2 + len(layout)) * len(ref.name) + 90 * len(layout)
+                method_name, params, layout, label = "keep", {}, {"values": (ref.dtype, tuple(ref.shape))}, "kept"
+            else:
+                method = get_method(item.spec.method)
+                method_name, params = item.spec.method, method.params_for(ref.shape, item.spec)
+                layout, label = method.layout(ref.shape, params), method.describe(params)
+            nbytes = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for dt, shape in layout.values())
+            labels.append(label)
+            sizes.append(nbytes)
+            entry = placeholder_entry(ref, method_name, params, layout, nbytes, item.note)
+            entries.append(entry)
+            arrays.extend((entry.arrays[role], layout[role][0], layout[role][1]) for role in sorted(layout))
+        header = len(predict_header(arrays, manifest_metadata(entries)))
         return PlanReport(list(inputs), plan, labels, sizes, sources.input_bytes, header)
 
 

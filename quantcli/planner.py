@@ -280,7 +280,7 @@ def _metrics_placeholder(nbytes: int, ref: TensorRef) -> dict[str, Any]:
     return {k: (_WORST_FLOAT if isinstance(v, float) and k != "bits_per_weight" else v) for k, v in doc.items()}
 
 
-def _archive_tensor(ref: TensorRef, method: str, params: dict[str, Any], roles: Iterable[str], nbytes: int,
+def placeholder_entry(ref: TensorRef, method: str, params: dict[str, Any], roles: Iterable[str], nbytes: int,
                     note: str) -> ArchiveTensor:
     arrays = {role: stored_name(ref.name, role, method) for role in sorted(roles)}
     metrics = {} if method == "keep" else _metrics_placeholder(nbytes, ref)
@@ -316,10 +316,10 @@ def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None =
         point = t.choice if choices is None else choices[i]
         if point is None:
             layout = {"values": (DTYPES[t.ref.code], tuple(t.ref.shape))}
-            at = _archive_tensor(t.ref, "keep", {}, layout, t.kept_bytes, t.note)
+            at = placeholder_entry(t.ref, "keep", {}, layout, t.kept_bytes, t.note)
         else:
             layout = point.layout
-            at = _archive_tensor(t.ref, point.spec.method, point.params, layout, point.nbytes, "")
+            at = placeholder_entry(t.ref, point.spec.method, point.params, layout, point.nbytes, "")
         entries.append(at)
         arrays.extend((at.arrays[role], layout[role][0], layout[role][1]) for role in sorted(layout))
     return len(predict_header(arrays, manifest_metadata(entries)))
@@ -428,10 +428,10 @@ def _bound_headers(tensors: list[TensorPlan]) -> None:
     for t in tensors:
         if not t.quantized:
             layout = {"values": (DTYPES[t.ref.code], tuple(t.ref.shape))}
-            at = _archive_tensor(t.ref, "keep", {}, layout, t.kept_bytes, t.note)
+            at = placeholder_entry(t.ref, "keep", {}, layout, t.kept_bytes, t.note)
             t.kept_header = _entry_bound(at, layout, digits)
         for p in t.points:
-            at = _archive_tensor(t.ref, p.spec.method, p.params, p.layout, p.nbytes, "")
+            at = placeholder_entry(t.ref, p.spec.method, p.params, p.layout, p.nbytes, "")
             p.header = _entry_bound(at, p.layout, digits)
 
 

@@ -190,7 +190,7 @@ def print_plan(console: Console, p: PlanReport) -> None:
     doc = plan_json(p)["totals"]
     bpw = f"{doc['bits_per_weight']:.3f}" if doc["bits_per_weight"] is not None else "-"
     console.print(f"\npredicted archive {_bytes(p.predicted_archive_bytes)} ({_bytes(sum(p.stored_bytes))} of arrays, "
-                  f"header ~{_bytes(p.header_bytes_estimate)}) from {_bytes(p.input_bytes)} of input; "
+                  f"header at most {_bytes(p.header_bytes_estimate)}) from {_bytes(p.input_bytes)} of input; "
                   f"{bpw} bits per quantized weight")
 
 

@@ -176,7 +176,7 @@ def test_dry_run_sizes_match_the_archive(sharded, tmp_path):
     plan = plan_file([str(d)], recipe=str(tmp_path / "r.toml"))
     r = quantize_file([str(d)], str(tmp_path / "m.qnt.safetensors"), recipe=str(tmp_path / "r.toml"))
     assert plan.stored_bytes == [t.stored_bytes for t in r.tensors]
-    assert abs(plan.predicted_archive_bytes - r.archive_bytes) < 0.1 * r.archive_bytes
+    assert 0 <= plan.predicted_archive_bytes - r.archive_bytes < 0.01 * r.archive_bytes  # an upper bound, close
 
 
 def test_cli_dry_run_writes_nothing(sharded, tmp_path):
