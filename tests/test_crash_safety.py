@@ -62,14 +62,14 @@ def _open_in(pid: int, folder: str) -> list[str]:
     return found
 
 
-def _signal_mid_run(big_input, out, sig, phase: str):
+def _signal_mid_run(big_input, out, sig, phase: str, extra=()):
     """Start quantize, wait until it holds the spill file ("spill") or the temp output ("publish")
     open in the output folder, then send `sig`. Returns (exit code, stderr)."""
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc to see when the child is mid-run")
     folder = str(out.parent)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "quantcli", "quantize", big_input, "-o", str(out), "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "quantcli", "quantize", big_input, "-o", str(out), "-q", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     try:
@@ -79,6 +79,8 @@ def _signal_mid_run(big_input, out, sig, phase: str):
                 break
             if phase == "publish" and any(f.endswith(".tmp") for f in files):
                 break
+            if phase == "workers" and any(f.endswith(".spill") for f in os.listdir(folder)):
+                break  # a worker process has created its spill file beside the output
             time.sleep(0.001)
         assert proc.poll() is None, "quantize finished before it could be interrupted"
         proc.send_signal(sig)
@@ -164,3 +166,25 @@ def test_disk_full_during_dequantize(tiny_model, tmp_path, monkeypatch):
         assert run.exit_code == 1 and "disk full while writing" in run.stderr, run.stderr
         assert not (tmp_path / name).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.qnt.safetensors", "tiny.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory):
+    """Several tensors, enough bytes for worker processes (--jobs 2)."""
+    from safetensors.numpy import save_file
+    path = tmp_path_factory.mktemp("bigmodel") / "m.safetensors"
+    row = np.linspace(-1, 1, 4096, dtype=np.float32)
+    save_file({f"layer{i}.weight": np.tile(row * (i + 1), (3072, 1)) for i in range(8)}, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_with_worker_processes_leaves_nothing(big_model, previous, sig, code, word):
+    out, before = previous
+    rc, err = _signal_mid_run(big_model, out, sig, "workers", ["--jobs", "2", "--bits", "4"])
+    assert rc == code and err == f"quant: {word}; no output was written\n"
+    assert out.read_bytes() == before
+    deadline = time.monotonic() + 10  # workers are terminated by the parent before it exits
+    while sorted(os.listdir(out.parent)) != [out.name] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(os.listdir(out.parent)) == [out.name]
