@@ -204,8 +204,11 @@ def _refuse_ignored_options(ctx: typer.Context, method: str, granularity: str, p
     ignored = sorted((given & per_tensor) - allowed - {"method"})
     if ignored:
         raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with --method {method}")
-    if "group_size" in given and granularity != "group" and not (method == "kmeans" and
-                                                                  ctx.params.get("normalize") == "group"):
+    normalized = method == "kmeans" and getattr(ctx.params.get("normalize"), "value", None) == "group"
+    if normalized and "granularity" in given:
+        raise ConfigError("--granularity has no effect with --normalize group (its groups are --group-size "
+                          "values of a row)")
+    if "group_size" in given and granularity != "group" and not normalized:
         raise ConfigError("--group-size needs --granularity group")
 
 

@@ -158,6 +158,7 @@ def test_output_and_input_mistakes_are_refused(tiny_model, tmp_path, kind, messa
     (["--granularity", "tensor", "--group-size", "32"], "--group-size needs --granularity group"),
     (["--target-bpw", "3", "--bits", "4"], "--bits has no effect with a budget"),
     (["--normalize", "group"], "--normalize has no effect with --method uniform"),
+    (["--method", "kmeans", "--normalize", "group", "--granularity", "channel"], "--granularity has no effect"),
 ])
 def test_options_that_would_be_ignored_are_refused(tmp_path, seed_matrix, args, message):
     np.save(tmp_path / "s.npy", seed_matrix)
