@@ -209,13 +209,10 @@ class Archive:
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
         t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
-        if method == "keep":
-            expected = {"values": (DTYPES[code], t.shape)}
-        else:
-            try:
-                expected = METHODS[method].layout(t.shape, params)
-            except ArchiveError as e:
-                raise self._fail(e.message, name) from None
+        try:  # a kept tensor is stored in its own dtype: that is its layout's one param
+            expected = METHODS[method].layout(t.shape, {"dtype": code} if method == "keep" else params)
+        except ArchiveError as e:
+            raise self._fail(e.message, name) from None
         if set(arrays) != set(expected):
             raise self._fail(f"stores arrays {sorted(arrays)}, method {method} needs {sorted(expected)}", name)
         for role, (dtype, ashape) in expected.items():

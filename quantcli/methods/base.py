@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,7 +48,7 @@ class Encoding:
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 
-class Method:
+class Method(ABC):
     """A quantization method: pure numpy, no I/O.
 
     Subclasses set `name`, implement `encode` and `decode`, and declare the arrays they store
@@ -60,25 +61,25 @@ class Method:
     # pipeline makes no float32 copy and no separate NaN pass (the bytes moved are the cost)
     reads_narrow_floats: ClassVar[bool] = False
 
+    @abstractmethod
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         """Reconstruct float32 values of `shape` from an encoding."""
-        raise NotImplementedError
 
+    @abstractmethod
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         """Dtype and shape of every array an encoding of `shape` with `params` stores.
 
         Raises ArchiveError when params are out of their legal range.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
         """The params `encode` records for a tensor of `shape`, known before reading its data
         (used by --dry-run and the planner to size an archive from shapes alone)."""
-        raise NotImplementedError
 
     def describe(self, params: dict[str, Any]) -> str:
         """A short human label, e.g. 'int4 asym g64'."""

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..spec import Spec
-from .base import ArrayLayout, Encoding, Method
+from ..safetensors_io import DTYPES
+from .base import ArrayLayout, Encoding, Method, param
 from . import register
 
 
@@ -22,5 +23,10 @@ class Keep(Method):
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].reshape(shape)
 
+    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+        return {}
+
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
-        raise NotImplementedError("the archive checks kept tensors against their recorded dtype")
+        """`params` carries the tensor's own dtype (the manifest's `dtype`): kept means stored as it was."""
+        code = param(params, "dtype", str, choices=tuple(DTYPES))
+        return {"values": (DTYPES[code], tuple(shape))}

@@ -31,6 +31,7 @@ error when the scale is a block absmax.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
@@ -122,8 +123,9 @@ def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_si
 class _Levels(Method):
     """Shared encode/decode/layout for the fixed-table methods; subclasses give `table(bits)`."""
 
+    @abstractmethod
     def table(self, bits: int) -> np.ndarray:
-        raise NotImplementedError
+        """The sorted level table in [-1, 1] for `bits` bits."""
 
     def check_spec(self, spec: Spec) -> None:
         if not 2 <= spec.bits <= 8:
