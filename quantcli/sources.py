@@ -117,7 +117,8 @@ def _npy_refs(path: str) -> list[TensorRef]:
 
 
 # What Python's zipfile raises on a damaged archive (a central directory with bad lengths can
-# surface as IndexError or struct.error rather than BadZipFile).
+# surface as IndexError or struct.error rather than BadZipFile; an unknown compression method
+# number in a member header raises NotImplementedError).
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, IndexError, KeyError,
                struct.error)
 

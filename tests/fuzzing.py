@@ -27,6 +27,8 @@ way typer's CliRunner does) with a time limit, and `check_case` judges it:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import hashlib
 import io
 import json
@@ -99,9 +101,10 @@ def invoke(args: list[str]) -> Run:
 # Choosers: the fuzzer asks for numbers; hypothesis or random.Random answers.
 
 
-class Chooser:
-    def int(self, lo: int, hi: int) -> int:  # inclusive
-        raise NotImplementedError
+class Chooser(ABC):
+    @abstractmethod
+    def int(self, lo: int, hi: int) -> int:
+        """A whole number in lo..hi, both included."""
 
     def choice(self, items: list[Any]) -> Any:
         return items[self.int(0, len(items) - 1)]
