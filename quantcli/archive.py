@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .errors import ArchiveError
+from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter
 from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
@@ -259,3 +260,10 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_archive(path: str) -> Archive:
+    """Open and validate an archive (raises ArchiveError naming what is wrong)."""
+    if not os.path.exists(path):
+        raise InputError("no such file", path=path)
+    return Archive(path)

@@ -64,3 +64,10 @@ def measure(x: np.ndarray, x_hat: np.ndarray, *, consume: bool = False) -> Error
 
 def bits_per_weight(stored_bytes: int, count: int) -> float:
     return stored_bytes * 8.0 / count if count else 0.0
+
+
+def archive_bits_per_weight(archive_bytes: int, kept_bytes: int, quantized: int) -> float:
+    """Bits per quantized weight of a whole archive: every byte of the file (headers, manifest,
+    scales, zero points, codebooks) except the arrays of tensors kept as they are, x 8 / weights.
+    The one definition used by reports, the planner and budgets."""
+    return 8.0 * (archive_bytes - kept_bytes) / quantized if quantized else 0.0

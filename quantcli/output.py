@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import WorkError
+from .errors import ConfigError, WorkError
 from .safetensors_io import DTYPES, dtype_code, header_bytes
 
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -197,3 +197,26 @@ def predict_header(arrays: list[tuple[str, np.dtype, tuple[int, ...]]], metadata
                      int(np.prod(shape, dtype=np.int64)) * dt.itemsize))
     rows.sort(key=lambda r: (r[0], r[1]))
     return header_bytes([r[2:] for r in rows], metadata)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(output: str, inputs: list[str], suffix: str | None = None) -> None:
+    """Refuse, before any work: an output that is an input, a folder, in a missing folder, or
+    (with `suffix`) of another file type."""
+    for src in inputs:
+        if _same_file(output, src):
+            raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=output)
+    if os.path.isdir(output):
+        raise ConfigError("the output is a folder; name a file", path=output)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise ConfigError("the output's folder does not exist", path=output)
+    if suffix is not None and not output.lower().endswith(suffix):
+        raise ConfigError(f"the output must end in {suffix}", path=output)

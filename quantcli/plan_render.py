@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .planner import Baseline, Curve, Plan, PlannedQuantizeReport
+from .planner.model import Baseline, Curve, Plan, PlannedQuantizeReport
 from .render import _bytes, _db, _num, print_quantize, quantize_json
 
 

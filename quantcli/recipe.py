@@ -50,15 +50,16 @@ class Recipe:
     default: dict[str, Any]
     rules: tuple[Rule, ...]
 
-    def spec_for(self, name: str, base: Spec) -> tuple[Spec | None, str]:
-        """(spec, '') for a tensor to quantize, or (None, reason) for one the recipe keeps."""
+    def spec_for(self, name: str, base: Spec) -> tuple[Spec | None, str, bool]:
+        """(spec, '', pinned) for a tensor to quantize, pinned when a rule matched; or
+        (None, reason, False) for one the recipe keeps."""
         spec = base.with_options(**self.default) if self.default else base
         for i, rule in enumerate(self.rules):
             if rule.pattern.search(name):
                 if rule.keep:
-                    return None, f"kept: recipe rule {i + 1} ({rule.pattern.pattern})"
-                return spec.with_options(**rule.options), ""
-        return spec, ""
+                    return None, f"kept: recipe rule {i + 1} ({rule.pattern.pattern})", False
+                return spec.with_options(**rule.options), "", True
+        return spec, "", False
 
 
 def _options(table: dict[str, Any], path: str, where: str) -> dict[str, Any]:

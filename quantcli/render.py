@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .api import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
+from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
                   TensorStats)
 
 

@@ -35,7 +35,11 @@ def test_quantize_json_inspect_dequantize(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["totals"]["archive_bytes"] == os.path.getsize(out)
-    assert doc["totals"]["bits_per_weight"] == pytest.approx(4 + 24 / 16)  # fp16 scale + u8 zero per 16
+    arrays = doc["totals"]["quantized_stored_bytes"] * 8 / doc["totals"]["quantized_elements"]
+    assert arrays == pytest.approx(4 + 24 / 16)  # fp16 scale + u8 zero per 16
+    kept = sum(t["stored_bytes"] for t in doc["tensors"] if t["method"] == "keep")
+    assert doc["totals"]["bits_per_weight"] == pytest.approx(  # all overhead: the header counts too
+        (doc["totals"]["archive_bytes"] - kept) * 8 / doc["totals"]["quantized_elements"])
     q = [t for t in doc["tensors"] if t["method"] == "uniform"]
     assert q and all(t["label"] == "int4 asym g16" and 10 < t["sqnr_db"] < 30 for t in q)
     kept = [t for t in doc["tensors"] if t["method"] == "keep"]

@@ -1,0 +1,173 @@
+"""dequantize: decode an archive back into weight files: one .safetensors, .npz or .npy, or a
+folder of safetensors shards with a Hugging Face index."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import zipfile
+from typing import Callable
+
+import numpy as np
+
+from .archive import Archive, open_archive
+from .errors import ConfigError
+from .output import SafetensorsWriter, atomic_output, check_output
+from .reports import DequantizeReport
+from .safetensors_io import DTYPES, FLOAT_CODES
+
+# progress(done_bytes, total_bytes, tensor_name)
+Progress = Callable[[int, int, str], None]
+
+OUTPUT_DTYPES = {"original": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+          "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'2GB' -> 2_000_000_000, '500MiB' -> 524_288_000, '1000' -> 1000 (decimal units, as Hugging Face)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _UNITS:
+        raise ConfigError(f"--shard-size {text!r} is not a size like 2GB, 500MB or 1GiB")
+    size = int(float(m.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ConfigError(f"--shard-size must be positive, got {text!r}")
+    return size
+
+
+def _shard_groups(sizes: list[int], shard_size: int) -> list[list[int]]:
+    """Tensor indices per shard, in order; a new shard starts when the next tensor would not fit
+    (a tensor larger than the shard size gets a shard of its own)."""
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i, n in enumerate(sizes):
+        if groups[-1] and used + n > shard_size:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
+
+
+def dequantize_file(archive_path: str, output: str, dtype: str = "original",
+                    progress: Progress | None = None, shard_size: str | int | None = None) -> DequantizeReport:
+    """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically),
+    or, when `output` is a folder or `shard_size` is given, into safetensors shards plus a
+    `model.safetensors.index.json` in the Hugging Face layout.
+
+    Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
+    .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
+    start = time.perf_counter()
+    if shard_size is not None and os.path.splitext(output)[1].lower() in (".safetensors", ".npz", ".npy"):
+        raise ConfigError("--shard-size writes a folder of shards; name a folder, not a file", path=output)
+    to_folder = shard_size is not None or os.path.isdir(output) or output.endswith(os.sep)
+    kind = ".safetensors" if to_folder else os.path.splitext(output)[1].lower()
+    if kind not in (".safetensors", ".npz", ".npy"):
+        raise ConfigError("the output must end in .safetensors, .npz or .npy, or be a folder", path=output)
+    limit = parse_size(shard_size) if isinstance(shard_size, str) else (shard_size or 5 * 10**9)
+    with open_archive(archive_path) as archive:
+        if not to_folder:
+            check_output(output, [archive_path])
+        if kind == ".npy" and len(archive.tensors) != 1:
+            raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
+                              "write .safetensors or .npz", path=output)
+        targets = []
+        for t in archive.tensors:
+            target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
+            targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
+        total = sum(t.original_nbytes for t in archive.tensors)
+        written: list[tuple[str, str, tuple[int, ...]]] = []
+        done = 0
+
+        def values(i: int) -> np.ndarray:
+            nonlocal done
+            t = archive.tensors[i]
+            out = archive.decode(t).astype(DTYPES[targets[i]], copy=False)
+            written.append((t.name, targets[i], t.shape))
+            done += t.original_nbytes
+            if progress:
+                progress(done, total, t.name)
+            return out
+
+        if to_folder:
+            size = _write_shards(archive, output, targets, limit, values)
+        elif kind == ".safetensors":
+            writer = SafetensorsWriter(output)
+            try:
+                for i, t in enumerate(archive.tensors):
+                    writer.add(t.name, values(i))
+                size = writer.finish({"format": "pt"})
+            except BaseException:
+                writer.close()
+                raise
+        else:
+            with atomic_output(output) as f:
+                if kind == ".npy":
+                    np.lib.format.write_array(f, values(0), allow_pickle=False)
+                else:
+                    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                        for i, t in enumerate(archive.tensors):
+                            info = zipfile.ZipInfo(f"{t.name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                            with zf.open(info, "w", force_zip64=True) as member:
+                                np.lib.format.write_array(member, values(i), allow_pickle=False)
+            size = os.path.getsize(output)
+    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start)
+
+
+def _write_shards(archive: Archive, folder: str, targets: list[str], limit: int,
+                  values: Callable[[int], np.ndarray]) -> int:
+    """Shards `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` (or a single
+    `model.safetensors` when everything fits in one shard). Each file is written atomically; on
+    failure the files this run wrote are removed again."""
+    sizes = [t.size * DTYPES[c].itemsize for t, c in zip(archive.tensors, targets)]
+    groups = _shard_groups(sizes, limit)
+    created_folder = not os.path.exists(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder: {e.strerror}", path=folder) from None
+    names = (["model.safetensors"] if len(groups) == 1 else
+             [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+    written: list[str] = []
+    total = 0
+    try:
+        weight_map: dict[str, str] = {}
+        for name, group in zip(names, groups):
+            path = os.path.join(folder, name)
+            writer = SafetensorsWriter(path)
+            try:
+                for i in group:
+                    writer.add(archive.tensors[i].name, values(i))
+                    weight_map[archive.tensors[i].name] = name
+                total += writer.finish({"format": "pt"})
+            except BaseException:
+                writer.close()
+                raise
+            written.append(path)
+        if len(groups) > 1:
+            index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
+            path = os.path.join(folder, "model.safetensors.index.json")
+            with atomic_output(path) as f:
+                f.write((json.dumps(index, indent=2) + "\n").encode("utf-8"))
+            written.append(path)
+    except BaseException:
+        for path in written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if created_folder:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        raise
+    return total

@@ -1,0 +1,179 @@
+"""The encode pipeline: load and encode each planned tensor, measure its error, and write the
+archive in ONE loop (used by plain quantizing and by the planner), plus the dry-run plan."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+from .archive import ArchiveTensor, ArchiveWriter
+from .errors import ConfigError, InputError, NonFiniteError, QuantError
+from .methods import Encoding, get_method
+from .methods.base import to_float32
+from .metrics import ZERO, ErrorStats, measure
+from .output import check_output
+from . import parallel
+from .parallel import Workers
+from .reports import PlanReport, QuantizeReport, TensorReport
+from .selection import PlanItem
+from .sizing import Sized, header_bytes, metrics_doc
+from .sources import Sources, TensorRef
+from .spec import Spec
+
+# progress(done_bytes, total_bytes, tensor_name)
+Progress = Callable[[int, int, str], None]
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """One pass: NaN and Inf propagate into a sum, so a finite sum proves every value finite; only
+    a non-finite sum (or an overflow of huge but finite values) needs the exact check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum(dtype=np.float32)):
+            return True
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
+def load_float32(ref: TensorRef) -> np.ndarray:
+    """The tensor as float32; InputError (naming it) with the count when it holds NaN or Inf."""
+    xf = to_float32(ref.load())
+    if not all_finite(xf):
+        raise NonFiniteError(int(np.count_nonzero(~np.isfinite(xf))), path=ref.path, tensor=ref.name)
+    return xf
+
+
+def nonfinite_error(ref: TensorRef, count: int) -> InputError:
+    return InputError(f"holds {count} NaN or Inf values; fix the weights or pass --keep-nonfinite to keep "
+                      f"such tensors as they are", path=ref.path, tensor=ref.name)
+
+
+def nonfinite_note(count: int) -> str:
+    return f"kept: {count} NaN/Inf values (--keep-nonfinite)"
+
+
+def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: bool = False
+                  ) -> tuple[Encoding, ErrorStats | None, str]:
+    """Load and encode one tensor (spec None: keep it as it is): (encoding, error stats or None
+    when kept, note)."""
+    if spec is None:
+        return get_method("keep").encode(ref.load(), Spec()), None, note
+    try:
+        if get_method(spec.method).reads_narrow_floats:
+            enc, err = encode_and_measure(ref.load(), spec, ref)  # widened chunk by chunk inside
+        else:
+            enc, err = encode_and_measure(load_float32(ref), spec, ref)
+    except NonFiniteError as e:
+        if keep_nonfinite:
+            return get_method("keep").encode(ref.load(), Spec()), None, nonfinite_note(e.count)
+        raise nonfinite_error(ref, e.count) from None
+    return enc, err, ""
+
+
+def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encoding, ErrorStats]:
+    """Encode float32 `x` and measure its error, using what the method measured or reconstructed
+    while encoding, else decoding the encoding; errors name the tensor."""
+    method = get_method(spec.method)
+    try:
+        enc = method.encode(x, spec)
+    except NonFiniteError as e:
+        raise NonFiniteError(e.count, path=ref.path, tensor=ref.name) from None
+    except QuantError as e:
+        raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
+    err, enc.error = enc.error, None
+    if err is None:
+        recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, tuple(x.shape))
+        err = measure(x, recon, consume=recon is enc.reconstruction)
+    enc.reconstruction = None
+    return enc, err
+
+
+def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
+    label = "kept" if t.method == "keep" else get_method(t.method).describe(t.params)
+    e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
+    return TensorReport(t.name, t.code, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
+                        e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note)
+
+
+class Encoded(NamedTuple):
+    """One tensor ready for the archive; `spill_fd` is set when a worker process wrote its arrays."""
+
+    ref: TensorRef
+    enc: Encoding
+    err: ErrorStats | None
+    note: str
+    spill_fd: int | None = None
+
+
+def write_archive(output: str, results: Iterable[Encoded], total: int, progress: Progress | None = None,
+                  header_size: Callable[[], int] | None = None) -> tuple[list[TensorReport], ErrorStats, int]:
+    """THE archive write loop: add each encoded tensor in order, publish atomically (nothing is
+    left behind on failure). `header_size`, when given, fixes the header's length (the planner's
+    exact sizes). Returns the per-tensor reports, the summed error and the archive's bytes."""
+    writer = ArchiveWriter(output)
+    reports: list[TensorReport] = []
+    stats = ZERO
+    done = 0
+    try:
+        for r in results:
+            t = writer.add(r.ref.name, r.ref.code, r.ref.shape, r.enc, metrics_doc(r.err, r.enc.nbytes, r.ref.size),
+                           r.note, spill_fd=r.spill_fd)
+            reports.append(tensor_report(t, r.enc.nbytes, r.err))
+            if r.err is not None:
+                stats = stats + r.err
+            done += r.ref.nbytes
+            if progress:
+                progress(done, total, r.ref.name)
+        archive_bytes = writer.finish(header_size() if header_size is not None else None)
+    except BaseException:
+        writer.abort()
+        raise
+    return reports, stats, archive_bytes
+
+
+def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: str, *, jobs: int,
+             keep_nonfinite: bool, progress: Progress | None) -> QuantizeReport:
+    """Encode `plan` into the archive `output`. With `jobs` > 1 and more than PARALLEL_MIN_BYTES
+    to encode, worker processes encode tensors at once; the archive is written in plan order,
+    so its bytes do not depend on `jobs`. Memory holds at most 2 x `jobs` tensors' encodings."""
+    start = time.perf_counter()
+    encoding = [item for item in plan if not item.keep]
+    workers = None
+    if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= parallel.PARALLEL_MIN_BYTES:
+        workers = Workers(inputs, output, jobs, keep_nonfinite, encode_tensor)
+
+    def results() -> Iterator[Encoded]:
+        if workers is None:
+            for item in plan:
+                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite))
+        else:
+            for item, (enc, err, note) in workers.run(plan):
+                yield Encoded(item.ref, enc, err, note, workers.spill_fd(enc))
+
+    ok = False
+    try:
+        reports, stats, archive_bytes = write_archive(output, results(), sum(r.nbytes for r in sources.refs),
+                                                      progress)
+        ok = True
+    finally:
+        if workers is not None:
+            workers.close(ok)
+    return QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
+                          time.perf_counter() - start, stats)
+
+
+def sized(item: PlanItem) -> Sized:
+    """How a plan item will be stored, from its shape and spec alone."""
+    if item.spec is None:
+        return Sized.kept(item.ref, item.note)
+    method = get_method(item.spec.method)
+    return Sized.stored(item.ref, item.spec.method, method.params_for(tuple(item.ref.shape), item.spec))
+
+
+def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem]) -> PlanReport:
+    """The per-tensor plan and predicted archive size, from headers alone (no tensor data)."""
+    tensors = [sized(item) for item in plan]
+    labels = ["kept" if s.method == "keep" else get_method(s.method).describe(s.params) for s in tensors]
+    return PlanReport(list(inputs), plan, labels, [s.nbytes for s in tensors], sources.input_bytes,
+                      header_bytes(tensors))

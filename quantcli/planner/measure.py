@@ -1,0 +1,178 @@
+"""Measuring: each tensor to plan is loaded once and every candidate setting is encoded on a
+sample of whole rows (groups run along rows, so a row sample is quantized exactly as in the full
+tensor). Stored sizes are exact; the error is the sample's relative error."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NonFiniteError
+from ..methods import Encoding, get_method
+from ..methods.base import block_min_max, matrix_shape, to_blocks
+from ..methods.scales import round_up
+from ..metrics import ErrorStats, sum_squares
+from ..parallel import ordered_map
+from ..pipeline import encode_and_measure, load_float32, nonfinite_error, nonfinite_note
+from ..selection import PlanItem
+from ..sizing import Sized, entry_bound
+from ..sources import TensorRef
+from ..spec import Spec
+from .allocate import pareto_front
+from .candidates import label
+from .model import Point, TensorPlan
+
+SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER.md
+CACHE_BYTES = 1 << 28    # encodings of fully measured tensors kept for the final write, at most this much
+
+
+def sample_rows(rows: int, cols: int, sample: int) -> np.ndarray | None:
+    """Indices of the evenly spaced rows to measure on, or None for the whole tensor."""
+    if sample <= 0 or rows * cols <= sample or rows <= 1:
+        return None
+    r = max(1, min(rows, -(-sample // max(cols, 1))))
+    if r >= rows:
+        return None
+    return ((2 * np.arange(r, dtype=np.int64) + 1) * rows) // (2 * r)
+
+
+class _ScaleCheck:
+    """Whether float16 scales fit a tensor (else the encoder silently stores float32 scales):
+    per-block min/max of the whole tensor, computed once per group size."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _minmax(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        if group not in self._stats:
+            self._stats[group] = block_min_max(to_blocks(self.x, "group", group))
+        return self._stats[group]
+
+    def resolve(self, spec: Spec) -> Spec:
+        """The spec with scale_dtype float32 when float16 group scales would not fit this tensor."""
+        if spec.scale_dtype != "auto" or spec.scale_search or self.x.size == 0:
+            return spec
+        group_scales = spec.method in ("uniform", "nf", "log") and spec.granularity == "group"
+        if not (group_scales or (spec.method == "kmeans" and spec.normalize == "group")):
+            return spec
+        lo, hi = self._minmax(spec.group_size)
+        if spec.method == "uniform":
+            if spec.scheme == "symmetric":
+                scale = np.maximum(hi, -lo) / np.float32(2 ** (spec.bits - 1) - 1)
+            else:
+                scale = (np.maximum(hi, 0) - np.minimum(lo, 0)) / np.float32(2**spec.bits - 1)
+        else:
+            scale = np.maximum(np.abs(lo), np.abs(hi))
+        fits = round_up(scale.astype(np.float32), "float16") is not None
+        return spec if fits else spec.with_options(scale_dtype="float32")
+
+
+@dataclass
+class _Context:
+    candidates: list[Spec]
+    labels: list[str]
+    sample: int
+    keep_nonfinite: bool
+    cache_left: list[int]
+    lock: threading.Lock
+
+
+def load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]:
+    """float32 values, or (None, note) for a tensor kept for its NaN/Inf values."""
+    try:
+        return load_float32(ref), ""
+    except NonFiniteError as e:
+        if keep_nonfinite:
+            return None, nonfinite_note(e.count)
+        raise nonfinite_error(ref, e.count) from None
+
+
+def _keep_plan(ref: TensorRef, note: str) -> TensorPlan:
+    return TensorPlan(ref, "kept", note, kept=Sized.kept(ref, note))
+
+
+def _offer_cache(t: TensorPlan, point: Point, enc: Encoding, err: ErrorStats, ctx: _Context) -> None:
+    """Keep the encoding (and its whole-tensor error) of a fully measured tensor for the final
+    write, within CACHE_BYTES in all."""
+    with ctx.lock:
+        if enc.nbytes <= ctx.cache_left[0]:
+            ctx.cache_left[0] -= enc.nbytes
+            t.cache[point.candidate] = (enc, err)
+
+
+def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
+    """Load one tensor and measure its candidates (or its pinned setting) on a row sample."""
+    ref = item.ref
+    if role == "kept":
+        return _keep_plan(ref, item.note)
+    xf, note = load(ref, ctx.keep_nonfinite)
+    if xf is None:
+        return _keep_plan(ref, note)
+    shape = tuple(ref.shape)
+    rows, cols = matrix_shape(shape)
+    t = TensorPlan(ref, role, "", signal=sum_squares(xf), rows=rows)
+    if role == "pinned":  # the recipe's setting, exactly as it will be written: encode it whole
+        assert item.spec is not None
+        enc, err = encode_and_measure(xf, item.spec, ref)
+        rel = err.error / err.signal if err.signal > 0 else 0.0
+        desc = get_method(item.spec.method).describe(enc.params)
+        t.points = [Point(item.spec, item.spec, desc, Sized.stored(ref, item.spec.method, enc.params), rel)]
+        t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
+        _offer_cache(t, t.points[0], enc, err, ctx)
+        return t
+    idx = sample_rows(rows, cols, ctx.sample)
+    xs = xf if idx is None else xf.reshape(rows, cols)[idx]
+    t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
+    check = _ScaleCheck(xf)
+    absmax = float(max(-xf.min(), xf.max())) if xf.size else 0.0
+    encodings: list[tuple[Encoding, ErrorStats] | None] = []
+    for candidate, shown in zip(ctx.candidates, ctx.labels):
+        spec = candidate
+        if spec.method in ("fp16", "bf16"):
+            if spec.method == "fp16" and absmax > 65504.0:
+                spec, shown = spec.with_options(method="bf16"), "bf16"
+        else:
+            spec = check.resolve(spec)
+        params = get_method(spec.method).params_for(shape, spec)
+        enc, err = encode_and_measure(xs, spec, ref)
+        if t.exact:
+            params = enc.params  # the truth, when measured on the whole tensor
+        rel = err.error / err.signal if err.signal > 0 else 0.0
+        t.points.append(Point(candidate, spec, shown, Sized.stored(ref, spec.method, params), rel))
+        encodings.append((enc, err) if t.exact else None)
+    if t.exact:
+        for i in pareto_front([p.nbytes for p in t.points], [p.rel for p in t.points]):
+            enc_err = encodings[i]
+            assert enc_err is not None
+            _offer_cache(t, t.points[i], *enc_err, ctx)
+    return t
+
+
+def bound_headers(tensors: list[TensorPlan]) -> None:
+    """Header bounds of every point and kept tensor, with data offsets as long as the largest
+    archive any choice could make."""
+    largest = sum(max((p.nbytes for p in t.points), default=t.kept_bytes) for t in tensors)
+    digits = len(str(largest))
+    for t in tensors:
+        if t.kept is not None:
+            t.kept_header = entry_bound(t.kept, digits)
+        for p in t.points:
+            p.header = entry_bound(p.sized, digits)
+
+
+def roles(items: list[PlanItem]) -> list[tuple[PlanItem, str]]:
+    """(item, role) per tensor: kept (--only/--skip/default policy/recipe keep), pinned by a
+    recipe rule (it keeps its setting), or planned."""
+    return [(item, "kept" if item.spec is None else "pinned" if item.pinned else "planned") for item in items]
+
+
+def measure_all(items: list[PlanItem], candidates: list[Spec], sample: int, keep_nonfinite: bool,
+                jobs: int) -> list[TensorPlan]:
+    ctx = _Context(candidates, [label(c) for c in candidates], sample, keep_nonfinite,
+                   [CACHE_BYTES], threading.Lock())
+    tensors = list(ordered_map(lambda ir: _measure(ir[0], ir[1], ctx), roles(items), jobs))
+    bound_headers(tensors)
+    return tensors
