@@ -24,7 +24,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from . import __version__, api, plan_render, planner, render
 from .errors import ConfigError, QuantError
 from .methods import METHODS
-from .spec import Spec
+from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
     name="quant", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -34,36 +34,6 @@ app = typer.Typer(
 )
 
 Method = Enum("Method", {name: name for name in sorted(m for m in METHODS if m != "keep")}, type=str)  # type: ignore[misc]
-
-
-class Scheme(str, Enum):
-    symmetric = "symmetric"
-    asymmetric = "asymmetric"
-
-
-class Granularity(str, Enum):
-    tensor = "tensor"
-    channel = "channel"
-    group = "group"
-
-
-class ScaleDtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class Normalize(str, Enum):
-    none = "none"
-    group = "group"
-
-
-class OutDtype(str, Enum):
-    original = "original"
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
 
 
 class Interrupted(BaseException):
@@ -89,7 +59,7 @@ def _errors(debug: bool) -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
 
     def say(line: str) -> None:
-        sys.stderr.write(f"quant: {line}\n")
+        sys.stderr.write(f"quant: {one_line(line)}\n")
 
     try:
         yield
@@ -112,9 +82,21 @@ def _errors(debug: bool) -> Iterator[None]:
             raise
         say(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except Exception as e:  # a bug: one line and exit 1; the traceback with --debug
+        if debug:
+            raise
+        say(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+        raise typer.Exit(1) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def one_line(text: str) -> str:
+    """Messages are one line whatever a path or name holds: control characters are escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _main_thread() -> bool:
@@ -225,8 +207,8 @@ def quantize(
     granularity: Annotated[Granularity, typer.Option(help="One scale per tensor, per output channel (row), "
                                                           "or per group along the row.")] = Granularity.channel,
     group_size: Annotated[int, typer.Option(help="Values per group with --granularity group.")] = 128,
-    scale_dtype: Annotated[ScaleDtype, typer.Option(help="How scales are stored; auto = float16 for group "
-                                                         "scales, float32 otherwise.")] = ScaleDtype.auto,
+    scale_dtype: Annotated[StorageDtype, typer.Option(help="How scales are stored; auto = float16 for group "
+                                                         "scales, float32 otherwise.")] = StorageDtype.auto,
     seed: Annotated[int, typer.Option(help="Random seed for methods that sample (kmeans, vq).")] = 0,
     scale_search: Annotated[bool, typer.Option("--scale-search", help="Choose each block's scale by a search over "
                                                                       "clipping ratios (uniform, nf, log): +0.3-0.7 "
@@ -328,8 +310,8 @@ def dequantize(
     archive: Annotated[str, typer.Argument(help="An archive written by quant quantize.", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write: .safetensors, .npz or .npy.",
                                         show_default=False)],
-    dtype: Annotated[OutDtype, typer.Option(help="Output dtype of quantized tensors; original = as they "
-                                                 "were before quantization.")] = OutDtype.original,
+    dtype: Annotated[OutputDtype, typer.Option(help="Output dtype of quantized tensors; original = as they "
+                                                 "were before quantization.")] = OutputDtype.original,
     shard_size: Annotated[Optional[str], typer.Option(help="Write a folder of safetensors shards of at most "
                                                            "this size (e.g. 2GB) plus model.safetensors.index.json.",
                                                       show_default=False)] = None,
@@ -402,8 +384,8 @@ def pq_encode(
                                                 "bits.")] = 256,
     iters: Annotated[int, typer.Option(help="At most this many Lloyd iterations.")] = 25,
     seed: Annotated[int, typer.Option(help="Random seed (k-means++ and the training sample).")] = 0,
-    codebook_dtype: Annotated[ScaleDtype, typer.Option(help="How codebooks are stored; auto = float32.")]
-    = ScaleDtype.auto,
+    codebook_dtype: Annotated[StorageDtype, typer.Option(help="How codebooks are stored; auto = float32.")]
+    = StorageDtype.auto,
     only: Annotated[Optional[str], typer.Option(help="Encode only tensors whose name matches this regex.")] = None,
     skip: Annotated[Optional[str], typer.Option(help="Keep tensors whose name matches this regex as they are.")]
     = None,
@@ -496,35 +478,40 @@ def curve(
         plan_render.print_curve(_stdout(), result)
 
 
-def _click_exceptions() -> Any:
-    """click's exception classes: typer >= 0.20 vendors click, older typer depends on it."""
-    try:
-        from typer._click import exceptions
-    except ImportError:
-        from click import exceptions  # type: ignore[no-redef]
-    return exceptions
+def _debugging(argv: list[str]) -> bool:
+    return "--debug" in argv
 
 
 def main() -> None:
-    """Console-script entry point: usage errors become one line too (click prints four)."""
-    cx = _click_exceptions()
+    """Console-script entry point. Usage errors become one line (click prints four); an
+    unexpected exception becomes one line and exit 1 (its traceback with --debug). Only typer's
+    public exceptions are used: TyperException is the base of every usage error it raises."""
+    argv = sys.argv[1:]
     try:
-        code = app(prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
-    except cx.UsageError as e:
-        message = e.format_message().replace("Value error, ", "")
+        code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        sys.stderr.write("quant: interrupted\n")
+        raise SystemExit(130) from None
+    except typer.TyperException as e:
+        message = e.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+        status = getattr(e, "exit_code", 2)
         if message.startswith("Usage:"):  # `quant` alone: the help, as click shows it
             sys.stderr.write(message + "\n")
             raise SystemExit(2) from None
-        command = e.ctx.command_path if e.ctx is not None else "quant"
-        sys.stderr.write(f"quant: error: {message} (see '{command} --help')\n")
-        raise SystemExit(2) from None
-    except cx.Exit as e:
-        raise SystemExit(e.exit_code) from None
-    except cx.Abort:
-        sys.stderr.write("quant: interrupted\n")
+        ctx = getattr(e, "ctx", None)
+        command = ctx.command_path if ctx is not None else "quant"
+        sys.stderr.write(f"quant: error: {one_line(message)} (see '{command} --help')\n")
+        raise SystemExit(status) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("quant: interrupted; no output was written\n")
         raise SystemExit(130) from None
-    except cx.ClickException as e:
-        sys.stderr.write(f"quant: error: {e.format_message()}\n")
-        raise SystemExit(e.exit_code) from None
+    except Exception as e:  # a bug: one line, not a traceback, unless asked
+        if _debugging(argv):
+            raise
+        sys.stderr.write(f"quant: internal error: {type(e).__name__}: {one_line(str(e))} "
+                         "(run with --debug for the traceback)\n")
+        raise SystemExit(1) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)

@@ -3,14 +3,61 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from enum import Enum
 from typing import Any
 
 from .errors import ConfigError
 
-SCHEMES = ("symmetric", "asymmetric")
-GRANULARITIES = ("tensor", "channel", "group")
-NORMALIZE = ("none", "group")
-SCALE_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+class Scheme(str, Enum):
+    """symmetric: zero maps to zero, no zero point; asymmetric: a zero point per block."""
+
+    symmetric = "symmetric"
+    asymmetric = "asymmetric"
+
+
+class Granularity(str, Enum):
+    """One scale per tensor, per output channel (row), or per group of values along a row."""
+
+    tensor = "tensor"
+    channel = "channel"
+    group = "group"
+
+
+class Normalize(str, Enum):
+    """kmeans: 'group' learns one codebook over values normalised by per-group absmax scales."""
+
+    none = "none"
+    group = "group"
+
+
+class StorageDtype(str, Enum):
+    """How scales and codebooks are stored; auto picks per method (docs/METHODS.md)."""
+
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class OutputDtype(str, Enum):
+    """dequantize: the dtype quantized tensors come back in; original = as before quantizing."""
+
+    original = "original"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+def values(choices: type[Enum]) -> tuple[str, ...]:
+    return tuple(c.value for c in choices)
+
+
+SCHEMES = values(Scheme)
+GRANULARITIES = values(Granularity)
+NORMALIZE = values(Normalize)
+SCALE_DTYPES = values(StorageDtype)
+OUTPUT_DTYPES = values(OutputDtype)
 
 
 @dataclass(frozen=True)

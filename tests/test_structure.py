@@ -1,0 +1,144 @@
+"""The package's shape holds: dependencies point one way (no import cycle, lazy imports
+included), no module over 600 lines, no private imports from typer/click, and every command's
+help works and shows an example."""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import quantcli
+from quantcli import cli
+
+PACKAGE = os.path.dirname(quantcli.__file__)
+COMMANDS = ["inspect", "quantize", "dequantize", "verify", "curve", "pq-encode", "pq-dot"]
+
+
+def _modules() -> dict[str, str]:
+    out = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+                out[rel.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(name: str, path: str, known: set[str]) -> set[str]:
+    """Every quantcli module `name` imports, anywhere in the file (function-level imports too)."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            candidates = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found.update(c for c in candidates if c in known and c != name)
+    return found
+
+
+def test_no_import_cycle_lazy_imports_included():
+    mods = _modules()
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    # a package's __init__ re-exports its children: that edge is not a layer violation
+    for m in graph:
+        graph[m] = {d for d in graph[m] if not (m.count(".") < d.count(".") and d.startswith(m + "."))
+                    or not mods[m].endswith("__init__.py")}
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(d):] + [d]))
+            if d not in state:
+                visit(d, trail + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_layers_point_down():
+    mods = _modules()
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    below_api = [m for m in mods if m not in ("quantcli", "quantcli.cli", "quantcli.api", "quantcli.__main__",
+                                              "quantcli.render", "quantcli.plan_render")
+                 and not m.startswith("quantcli.planner")]
+    for m in below_api:
+        assert not {"quantcli.api", "quantcli.cli"} & graph[m], m
+        assert not any(d.startswith("quantcli.planner") for d in graph[m]), m
+    for m in mods:
+        if m.startswith("quantcli.methods") or m in ("quantcli.archive", "quantcli.sources"):
+            assert not {"quantcli.pipeline", "quantcli.parallel", "quantcli.sizing", "quantcli.dequant"} & graph[m], m
+
+
+def test_no_module_over_600_lines():
+    for name, path in _modules().items():
+        with open(path, encoding="utf-8") as f:
+            assert sum(1 for _ in f) <= 600, name
+
+
+def test_no_private_imports_from_typer_or_click():
+    for name, path in _modules().items():
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        for node in ast.walk(tree):
+            mods = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for mod in mods:
+                assert not mod.startswith("click"), name
+                assert not any(part.startswith("_") for part in mod.split(".")[1:]) or not mod.startswith("typer"), name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help(command):
+    r = CliRunner().invoke(cli.app, [command, "--help"])
+    assert r.exit_code == 0
+    assert "Example:" in r.output and "--json" in r.output
+
+
+def _main(monkeypatch, capsys, argv: list[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["quant"] + argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path):
+    def boom(*a, **k):
+        raise ValueError("a bug\nwith a second line")
+
+    monkeypatch.setattr(cli.api, "inspect_paths", boom)
+    code, out, err = _main(monkeypatch, capsys, ["inspect", str(tmp_path)])
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("quant: internal error: ValueError: a bug\\nwith")
+    assert "--debug" in err
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli.api, "inspect_paths", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(sys, "argv", ["quant", "inspect", str(tmp_path), "--debug"])
+    with pytest.raises(ZeroDivisionError):
+        cli.main()
+
+
+def test_usage_error_is_one_line_exit_2(monkeypatch, capsys):
+    code, _, err = _main(monkeypatch, capsys, ["quantize", "x.npy", "--bits", "many"])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("quant: error:")
+    assert "quant quantize --help" in err
