@@ -2,10 +2,14 @@
 
 The library API (no printing, no exiting; errors are QuantError subclasses):
 
+    >>> import os
     >>> from quantcli import Spec, quantize_file, dequantize_file
     >>> report = quantize_file(["model.safetensors"], "model.qnt.safetensors",
     ...                        Spec(bits=4, scheme="asymmetric", granularity="group", group_size=64))
-    >>> report.overall_sqnr_db, report.archive_bytes
+    >>> 18 < report.overall_sqnr_db < 24, report.archive_bytes == os.path.getsize("model.qnt.safetensors")
+    (True, True)
+    >>> dequantize_file("model.qnt.safetensors", "restored.safetensors").tensors[0]
+    ('layer.0.weight', 'F32', (32, 64))
 """
 
 __version__ = "0.1.0"
