@@ -19,7 +19,7 @@ import pytest
 import fuzzing as fz
 import quantcli.output as output
 
-ROWS, COLS = 8192, 6144  # 192 MB of float32: several seconds of work
+ROWS, COLS = 512, 1024  # the child holds still at the phase under test, so little data is needed
 
 
 @pytest.fixture(scope="module")
@@ -46,38 +46,45 @@ def previous(tmp_path):
     return out, out.read_bytes()
 
 
-def _open_in(pid: int, folder: str) -> list[str]:
-    found = []
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return found
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(folder + os.sep):
-            found.append(target)
-    return found
+# The child holds still at a chosen phase (it writes a marker, then waits) so that the signal
+# lands exactly there however loaded the machine is: no race with a fast finish.
+_HOLD = """
+import sys, time
+import quantcli.output, quantcli.pipeline
+marker, phase = sys.argv.pop(1), sys.argv.pop(1)
+
+def hold(original):
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs) if phase == "spill" else None
+        open(marker, "w").close()
+        time.sleep(120)
+        return result if phase == "spill" else original(*args, **kwargs)
+    return wrapper
+
+if phase == "spill":  # the first tensor is encoded and its arrays are in the spill file
+    quantcli.pipeline.encode_tensor = hold(quantcli.pipeline.encode_tensor)
+else:  # publishing: the header is written, the arrays are about to be copied into the temp file
+    quantcli.output.SafetensorsWriter._copy = hold(quantcli.output.SafetensorsWriter._copy)
+from quantcli.cli import main
+sys.argv[0] = "quant"
+main()
+"""
 
 
 def _signal_mid_run(big_input, out, sig, phase: str, extra=()):
-    """Start quantize, wait until it holds the spill file ("spill") or the temp output ("publish")
-    open in the output folder, then send `sig`. Returns (exit code, stderr)."""
-    if not os.path.isdir("/proc/self/fd"):
-        pytest.skip("needs /proc to see when the child is mid-run")
+    """Start quantize, wait until it is mid-run ("spill": encoding, "publish": writing the temp
+    output, "workers": a worker process has made its spill file), then send `sig`.
+    Returns (exit code, stderr)."""
     folder = str(out.parent)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "quantcli", "quantize", big_input, "-o", str(out), "-q", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 60
+    marker = os.path.join(os.path.dirname(folder), f"held-{phase}")
+    held = [] if phase == "workers" else ["-c", _HOLD, marker, phase]
+    cmd = [sys.executable, *(held or ["-m", "quantcli"]), "quantize", big_input, "-o", str(out), "-q", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            files = _open_in(proc.pid, folder)
-            if phase == "spill" and any(".spill" in f or "#" in f or "(deleted)" in f for f in files):
-                break
-            if phase == "publish" and any(f.endswith(".tmp") for f in files):
+            if held and os.path.exists(marker):
                 break
             if phase == "workers" and any(f.endswith(".spill") for f in os.listdir(folder)):
                 break  # a worker process has created its spill file beside the output
