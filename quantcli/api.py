@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .archive import Archive, ArchiveTensor, ArchiveWriter, is_archive, manifest_metadata
+from .codecs import stored_arrays, stored_layout, stored_nbytes
 from .errors import ConfigError, InputError, NonFiniteError, QuantError, WorkError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
-from .metrics import ZERO, ErrorStats, bits_per_weight, measure
+from .metrics import ZERO, ErrorStats, bits_per_weight
 from .output import SafetensorsWriter, atomic_output, predict_header
 from .recipe import Recipe, load_recipe
 from .safetensors_io import DTYPES, FLOAT_CODES, dtype_code
@@ -199,21 +200,13 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
 
 
 def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encoding, ErrorStats]:
-    """Encode float32 `x` and measure its error, using what the method measured or reconstructed
-    while encoding, else decoding the encoding; errors name the tensor."""
-    method = get_method(spec.method)
+    """Encode float32 `x` and measure its error (`Method.encode_measured`); errors name the tensor."""
     try:
-        enc = method.encode(x, spec)
+        return get_method(spec.method).encode_measured(x, spec)
     except NonFiniteError as e:
         raise NonFiniteError(e.count, path=ref.path, tensor=ref.name) from None
     except QuantError as e:
         raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
-    err, enc.error = enc.error, None
-    if err is None:
-        recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, tuple(x.shape))
-        err = measure(x, recon, consume=recon is enc.reconstruction)
-    enc.reconstruction = None
-    return enc, err
 
 
 @dataclass
@@ -278,12 +271,14 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
     """Encode one tensor in a worker, write its arrays to the worker's spill file and hash them
     there, and send back only where they are: the parent splices them into the archive with
     copy_file_range instead of receiving, unpickling and writing them again."""
-    enc, err, note = encode_tensor(_worker["refs"][name], spec or Spec(), note, keep_nonfinite)
+    ref = _worker["refs"][name]
+    enc, err, note = encode_tensor(ref, spec or Spec(), note, keep_nonfinite)
+    stored = stored_arrays(enc, tuple(ref.shape))
     spill = _worker["spill"]
     digest = hashlib.sha256()
     spilled = {}
-    for role in sorted(enc.arrays):
-        a = np.ascontiguousarray(enc.arrays[role])
+    for role in sorted(stored):
+        a = stored[role]
         raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
         digest.update(raw)
         offset = spill.tell()
@@ -394,7 +389,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
                 ref = item.ref
                 fd = workers.spill_fd(enc) if workers is not None else None
                 t = writer.add(ref.name, ref.code, ref.shape, enc, metrics_doc(err, enc, ref), note, spill_fd=fd)
-                reports.append(tensor_report(t, enc.nbytes, err))
+                reports.append(tensor_report(t, stored_nbytes(enc, tuple(ref.shape)), err))
                 if err is not None:
                     stats = stats + err
                 done += ref.nbytes
@@ -454,7 +449,7 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
             else:
                 method = get_method(item.spec.method)
                 method_name, params = item.spec.method, method.params_for(ref.shape, item.spec)
-                layout, label = method.layout(ref.shape, params), method.describe(params)
+                layout, label = stored_layout(method_name, ref.shape, params), method.describe(params)
             nbytes = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for dt, shape in layout.values())
             labels.append(label)
             sizes.append(nbytes)
@@ -469,7 +464,7 @@ def metrics_doc(err: ErrorStats | None, enc: Encoding, ref: TensorRef) -> dict[s
     if err is None:
         return {}
     return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs,
-            "bits_per_weight": bits_per_weight(enc.nbytes, ref.size)}
+            "bits_per_weight": bits_per_weight(stored_nbytes(enc, tuple(ref.shape)), ref.size)}
 
 
 def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .api import (PlanItem, encode_and_measure, refuse_archives, QuantizeReport, Selection, TensorReport, check_output, metrics_doc, tensor_report,
                   default_jobs, parse_size, plan_tensors)
+from .codecs import stored_layout, stored_nbytes
 from .archive import ArchiveTensor, ArchiveWriter, manifest_metadata, stored_name
 from .errors import ConfigError, InputError, QuantError, WorkError
 from .methods import Encoding, get_method
@@ -416,7 +417,7 @@ def _load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]
 
 def _point(ref: TensorRef, spec: Spec, label: str, params: dict[str, Any], rel: float) -> Point:
     """A measured point; its header bound is filled in once every tensor is measured (`_bound_headers`)."""
-    layout = get_method(spec.method).layout(tuple(ref.shape), params)
+    layout = stored_layout(spec.method, tuple(ref.shape), params)
     return Point(label, spec, params, layout, _nbytes(layout), 0, rel)
 
 
@@ -849,14 +850,15 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
 
         try:
             for t, (enc, err) in zip(plan.tensors, _ordered_map(encode, plan.tensors, jobs)):
-                if t.choice is not None and (enc.params != t.choice.params or enc.nbytes != t.choice.nbytes):
-                    raise WorkError(f"internal: {t.ref.name} encoded to {enc.nbytes} bytes, planned "
+                nbytes = stored_nbytes(enc, tuple(t.ref.shape))
+                if t.choice is not None and (enc.params != t.choice.params or nbytes != t.choice.nbytes):
+                    raise WorkError(f"internal: {t.ref.name} encoded to {nbytes} bytes, planned "
                                     f"{t.choice.nbytes}; nothing was written")
                 t.cache = {}
                 t.actual = err
                 note = t.note if not t.quantized else ""
                 at = writer.add(t.ref.name, t.ref.code, tuple(t.ref.shape), enc, metrics_doc(err, enc, t.ref), note)
-                reports.append(tensor_report(at, enc.nbytes, err))
+                reports.append(tensor_report(at, nbytes, err))
                 if err is not None:
                     stats = stats + err
                 done += t.ref.nbytes

@@ -17,7 +17,6 @@ def write(path, tensors, spec=Spec()):
     for name, x in tensors.items():
         method = get_method("keep" if x.ndim < 2 or x.dtype.kind != "f" else spec.method)
         enc = method.encode(x if method.name == "keep" else x.astype(np.float32), spec)
-        enc.reconstruction = None
         w.add(name, {"f": "F32", "i": "I64"}.get(x.dtype.kind, "F32"), x.shape, enc)
     return w.finish()
 
