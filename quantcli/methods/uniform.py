@@ -58,12 +58,14 @@ def block_range(m: np.ndarray, granularity: str, group_size: int) -> tuple[np.nd
 
 
 def scales_from_range(lo: np.ndarray, hi: np.ndarray, bits: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 scales, the low end used): the formulas of the module docstring, per block."""
+    """(float32 scales, the low end used): the formulas of the module docstring, per block. A range
+    wider than float32 gives an inf scale, which storing refuses (scales.py)."""
     qmax = qrange(bits, scheme)[1]
     if scheme == "symmetric":
         return np.maximum(hi, -lo) / np.float32(qmax), lo
     lo = np.minimum(lo, 0)
-    return (np.maximum(hi, 0) - lo) / np.float32(qmax), lo
+    with np.errstate(over="ignore"):
+        return (np.maximum(hi, 0) - lo) / np.float32(qmax), lo
 
 
 @dataclass
