@@ -19,6 +19,7 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
+from quantcli.codecs import stored_nbytes
 from quantcli.methods import get_method
 from quantcli.methods import kmeans as _km  # noqa: F401  (registers kmeans, vq)
 from quantcli.methods import levels as _lv  # noqa: F401  (registers log, nf)
@@ -40,7 +41,7 @@ def run(tensors, method: str, normalize: str | None = None, **opts):
         d = x.astype(np.float64) - recon
         sx += float((x.astype(np.float64) ** 2).sum())
         se += float((d * d).sum())
-        nbytes += enc.nbytes
+        nbytes += stored_nbytes(enc, x.shape)  # as the archive stores it (codes bit-packed)
         n += x.size
     return 8 * nbytes / n, 10 * np.log10(sx / se), time.perf_counter() - t
 

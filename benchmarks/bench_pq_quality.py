@@ -16,6 +16,7 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
+from quantcli.codecs import stored_arrays
 from quantcli.methods import get_method
 import quantcli.methods.pq  # noqa: F401  (registers the pq method)
 from quantcli.spec import Spec
@@ -50,12 +51,12 @@ def main() -> None:
             code_bytes = book_bytes = 0
             start = time.perf_counter()
             for x in tensors.values():
-                enc = pq.encode(x, spec)
-                r = enc.reconstruction
-                signal += float(np.sum(x.astype(np.float64) ** 2))
-                noise += float(np.sum((x.astype(np.float64) - r) ** 2))
-                code_bytes += enc.arrays["codes"].nbytes
-                book_bytes += enc.arrays["codebooks"].nbytes
+                enc, err = pq.encode_measured(x, spec)
+                signal += err.signal
+                noise += err.error
+                stored = stored_arrays(enc, x.shape)  # codes as the archive holds them: bit-packed
+                code_bytes += stored["codes"].nbytes
+                book_bytes += stored["codebooks"].nbytes
             secs = time.perf_counter() - start
             row = {"s": s, "K": k, "sqnr_db": 10 * np.log10(signal / noise),
                    "bits_per_weight": (code_bytes + book_bytes) * 8 / weights,

@@ -1,7 +1,9 @@
 """The archive: one safetensors file holding every tensor's stored arrays and a JSON manifest.
 
 See docs/FORMAT.md for the complete specification. This module never imports a method's math:
-it asks the registry for each method's declared `layout` to validate what it reads.
+encodings hold logical arrays (codes unpacked); codecs.py maps them to the arrays the file stores
+and back, from each method's declared `layout`, which is also what validates what it reads.
+Checksums are over the stored bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .codecs import logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter
@@ -68,6 +71,11 @@ class ArchiveTensor:
         return doc
 
 
+def _layout_params(t: ArchiveTensor) -> dict[str, Any]:
+    """The params a tensor's layout is read from: a kept tensor's is its own dtype."""
+    return {"dtype": t.code} if t.method == "keep" else t.params
+
+
 def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
     """SHA-256 over the stored bytes of a tensor's arrays, roles in sorted order."""
     h = hashlib.sha256()
@@ -86,29 +94,43 @@ class ArchiveWriter:
         self.tensors: list[ArchiveTensor] = []
         self._names: set[str] = set()
 
-    def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
-            metrics: dict[str, Any] | None = None, note: str = "", spill_fd: int | None = None) -> ArchiveTensor:
-        """Add one tensor's encoding; a worker's already-spilled arrays (`enc.spilled`, in the file
-        open as `spill_fd`, hashed by the worker) are taken where they are."""
-        arrays = {role: stored_name(name, role, enc.method) for role in enc.roles}
+    def _names_for(self, name: str, method: str, roles: list[str]) -> dict[str, str]:
+        arrays = {role: stored_name(name, role, method) for role in roles}
         clash = self._names.intersection(arrays.values())
         if clash or name in self._names:
             raise ArchiveError(f"its stored name {sorted(clash or {name})[0]!r} collides with another tensor",
                                tensor=name)
         self._names.update(arrays.values())
         self._names.add(name)
-        digest = None if enc.sha256 else hashlib.sha256()  # a worker process may have hashed them already
-        for role in enc.roles:
-            if enc.spilled is not None and spill_fd is not None:
-                dcode, ashape, offset, nbytes = enc.spilled[role]
-                self._out.add_spilled(arrays[role], dcode, ashape, spill_fd, offset, nbytes)
-            else:
-                self._out.add(arrays[role], enc.arrays[role], digest)
+        return arrays
+
+    def _entry(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
+               arrays: dict[str, str], sha: str, metrics: dict[str, Any] | None, note: str) -> ArchiveTensor:
         clean = {k: _json_number(v) if isinstance(v, float) else v for k, v in (metrics or {}).items()}
-        sha = enc.sha256 or digest.hexdigest()  # type: ignore[union-attr]
-        t = ArchiveTensor(name, code, tuple(shape), enc.method, enc.params, arrays, sha, clean, note)
+        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, clean, note)
         self.tensors.append(t)
         return t
+
+    def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
+            metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+        """Add one tensor's encoding: its logical arrays are stored through their codecs."""
+        stored = stored_arrays(enc, tuple(shape))
+        arrays = self._names_for(name, enc.method, sorted(stored))
+        digest = hashlib.sha256()
+        for role in sorted(stored):
+            self._out.add(arrays[role], stored[role], digest)
+        return self._entry(name, code, shape, enc.method, enc.params, arrays, digest.hexdigest(), metrics, note)
+
+    def add_spilled(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
+                    pieces: dict[str, tuple[str, tuple[int, ...], int, int]], sha256: str, fd: int,
+                    metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+        """Add one tensor whose stored arrays another process already wrote (and hashed) into the
+        file open as `fd`: role -> (dtype code, shape, offset, nbytes). They are copied where they are."""
+        arrays = self._names_for(name, method, sorted(pieces))
+        for role in sorted(pieces):
+            dcode, ashape, offset, nbytes = pieces[role]
+            self._out.add_spilled(arrays[role], dcode, ashape, fd, offset, nbytes)
+        return self._entry(name, code, shape, method, params, arrays, sha256, metrics, note)
 
     def finish(self, header_size: int | None = None) -> int:
         """Publish the archive; returns its size in bytes. `header_size` pads the header with
@@ -210,8 +232,8 @@ class Archive:
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
         t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
-        try:  # a kept tensor is stored in its own dtype: that is its layout's one param
-            expected = METHODS[method].layout(t.shape, {"dtype": code} if method == "keep" else params)
+        try:
+            expected = stored_layout(method, t.shape, _layout_params(t))
         except ArchiveError as e:
             raise self._fail(e.message, name) from None
         if set(arrays) != set(expected):
@@ -230,10 +252,15 @@ class Archive:
         return sum(self.file.entries[s].nbytes for s in t.arrays.values())
 
     def encoding(self, t: ArchiveTensor, verify: bool = True) -> Encoding:
+        """The tensor's encoding with logical arrays (codes unpacked); the checksum is checked
+        over the stored bytes first."""
         arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
         if verify and tensor_digest(arrays).hexdigest() != t.sha256:
             raise self._fail("corrupt: stored bytes do not match their checksum", t.name)
-        return Encoding(t.method, t.params, arrays)
+        try:
+            return Encoding(t.method, t.params, logical_arrays(t.method, t.shape, _layout_params(t), arrays))
+        except ArchiveError as e:
+            raise self._fail(e.message, t.name) from None
 
     def decode(self, t: ArchiveTensor) -> np.ndarray:
         """Reconstructed values: float32 for quantized tensors, the stored array for kept ones."""

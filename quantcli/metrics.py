@@ -1,5 +1,8 @@
 """Error metrics. SQNR dB = 10 log10(sum x^2 / sum (x - x_hat)^2), `inf` when exact.
 
+`sqnr_db` is total: an infinite error (a reconstruction holding inf) gives -inf, an undefined
+ratio (NaN anywhere, or inf / inf) gives NaN; it never raises.
+
 Sums are accumulated in float64 with numpy's pairwise summation (not BLAS), so they do not
 depend on the thread count and an archive's recorded metrics are reproducible.
 """
@@ -13,11 +16,14 @@ import numpy as np
 
 
 def sqnr_db(signal: float, error: float) -> float:
+    if math.isnan(signal) or math.isnan(error) or math.isinf(signal) and math.isinf(error):
+        return math.nan
     if error == 0:
         return math.inf
-    if signal == 0:
+    ratio = signal / error
+    if ratio == 0:  # no signal, an infinite error, or a ratio below the smallest float
         return -math.inf
-    return 10.0 * math.log10(signal / error)
+    return 10.0 * math.log10(ratio)
 
 
 def sum_squares(x: np.ndarray) -> float:

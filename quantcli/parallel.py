@@ -12,10 +12,12 @@ import signal
 import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
+from .codecs import stored_arrays
 from .errors import WorkError
 from .methods import Encoding
 from .metrics import ErrorStats
@@ -58,17 +60,35 @@ def _worker_start(inputs: list[str], spill_dir: str, spill_prefix: str, encode: 
     _worker["spill"] = tempfile.NamedTemporaryFile(dir=spill_dir, prefix=spill_prefix, suffix=".spill", delete=False)
 
 
+@dataclass(frozen=True)
+class Spilled:
+    """A tensor a worker process encoded: its stored arrays are in the worker's spill file at
+    `path`, role -> (dtype code, shape, offset, nbytes), hashed by the worker."""
+
+    method: str
+    params: dict[str, Any]
+    pieces: dict[str, tuple[str, tuple[int, ...], int, int]]
+    sha256: str
+    path: str
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _, _, _, n in self.pieces.values())
+
+
 def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
-                   ) -> tuple[Encoding, ErrorStats | None, str]:
-    """Encode one tensor in a worker, write its arrays to the worker's spill file and hash them
-    there, and send back only where they are: the parent splices them into the archive with
-    copy_file_range instead of receiving, unpickling and writing them again."""
-    enc, err, note = _worker["encode"](_worker["refs"][name], spec, note, keep_nonfinite)
+                   ) -> tuple[Spilled, ErrorStats | None, str]:
+    """Encode one tensor in a worker, write its stored arrays (codecs applied) to the worker's
+    spill file and hash them there, and send back only where they are: the parent splices them
+    into the archive with copy_file_range instead of receiving, unpickling and writing them again."""
+    ref = _worker["refs"][name]
+    enc, err, note = _worker["encode"](ref, spec, note, keep_nonfinite)
+    stored = stored_arrays(enc, tuple(ref.shape))
     spill = _worker["spill"]
     digest = hashlib.sha256()
-    spilled = {}
-    for role in sorted(enc.arrays):
-        a = np.ascontiguousarray(enc.arrays[role])
+    pieces = {}
+    for role in sorted(stored):
+        a = np.ascontiguousarray(stored[role])
         raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
         digest.update(raw)
         offset = spill.tell()
@@ -76,10 +96,9 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
             spill.write(raw)
         except OSError as e:
             raise WorkError(f"cannot write: {e.strerror or e}", path=spill.name) from None
-        spilled[role] = (dtype_code(a.dtype), tuple(a.shape), offset, a.nbytes)
+        pieces[role] = (dtype_code(a.dtype), tuple(a.shape), offset, a.nbytes)
     spill.flush()
-    return Encoding(enc.method, enc.params, {}, sha256=digest.hexdigest(), spilled=spilled,
-                    spill_path=spill.name), err, note
+    return Spilled(enc.method, enc.params, pieces, digest.hexdigest(), spill.name), err, note
 
 
 class Workers:
@@ -97,17 +116,15 @@ class Workers:
         self.window = 2 * jobs
         self.keep_nonfinite = keep_nonfinite
 
-    def spill_fd(self, enc: Encoding) -> int | None:
-        """The parent's fd of the spill file holding `enc`'s arrays; opened once, then unlinked."""
-        path = enc.spill_path
-        if path is None:
-            return None
+    def spill_fd(self, spilled: Spilled) -> int:
+        """The parent's fd of the spill file holding `spilled`'s arrays; opened once, then unlinked."""
+        path = spilled.path
         if path not in self.spills:
             self.spills[path] = os.open(path, os.O_RDONLY)
             os.unlink(path)
         return self.spills[path]
 
-    def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Encoding, ErrorStats | None, str]]]:
+    def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Spilled, ErrorStats | None, str]]]:
         pending: deque[tuple[PlanItem, Any]] = deque()
         for item in plan:
             pending.append((item, self.pool.apply_async(

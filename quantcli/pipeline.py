@@ -10,13 +10,14 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from .archive import ArchiveTensor, ArchiveWriter
+from .codecs import stored_nbytes
 from .errors import ConfigError, InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
-from .metrics import ZERO, ErrorStats, measure
+from .metrics import ZERO, ErrorStats
 from .output import check_output
 from . import parallel
-from .parallel import Workers
+from .parallel import Spilled, Workers
 from .reports import PlanReport, QuantizeReport, TensorReport
 from .selection import PlanItem
 from .sizing import Sized, header_bytes, metrics_doc
@@ -72,21 +73,14 @@ def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: 
 
 
 def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encoding, ErrorStats]:
-    """Encode float32 `x` and measure its error, using what the method measured or reconstructed
-    while encoding, else decoding the encoding; errors name the tensor."""
-    method = get_method(spec.method)
+    """Encode float32 `x` and measure its error (the method measures while encoding where it
+    can); errors name the tensor."""
     try:
-        enc = method.encode(x, spec)
+        return get_method(spec.method).encode_measured(x, spec)
     except NonFiniteError as e:
         raise NonFiniteError(e.count, path=ref.path, tensor=ref.name) from None
     except QuantError as e:
         raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
-    err, enc.error = enc.error, None
-    if err is None:
-        recon = enc.reconstruction if enc.reconstruction is not None else method.decode(enc, tuple(x.shape))
-        err = measure(x, recon, consume=recon is enc.reconstruction)
-    enc.reconstruction = None
-    return enc, err
 
 
 def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
@@ -97,13 +91,18 @@ def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> Tens
 
 
 class Encoded(NamedTuple):
-    """One tensor ready for the archive; `spill_fd` is set when a worker process wrote its arrays."""
+    """One tensor ready for the archive: an encoding in memory, or arrays a worker process
+    already stored in its spill file (open in this process as `spill_fd`)."""
 
     ref: TensorRef
-    enc: Encoding
+    enc: Encoding | Spilled
     err: ErrorStats | None
     note: str
     spill_fd: int | None = None
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.enc.nbytes if isinstance(self.enc, Spilled) else stored_nbytes(self.enc, tuple(self.ref.shape))
 
 
 def write_archive(output: str, results: Iterable[Encoded], total: int, progress: Progress | None = None,
@@ -117,14 +116,20 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
     done = 0
     try:
         for r in results:
-            t = writer.add(r.ref.name, r.ref.code, r.ref.shape, r.enc, metrics_doc(r.err, r.enc.nbytes, r.ref.size),
-                           r.note, spill_fd=r.spill_fd)
-            reports.append(tensor_report(t, r.enc.nbytes, r.err))
+            ref, stored = r.ref, r.stored_bytes
+            metrics = metrics_doc(r.err, stored, ref.size)
+            if isinstance(r.enc, Spilled):
+                assert r.spill_fd is not None
+                t = writer.add_spilled(ref.name, ref.code, ref.shape, r.enc.method, r.enc.params, r.enc.pieces,
+                                       r.enc.sha256, r.spill_fd, metrics, r.note)
+            else:
+                t = writer.add(ref.name, ref.code, ref.shape, r.enc, metrics, r.note)
+            reports.append(tensor_report(t, stored, r.err))
             if r.err is not None:
                 stats = stats + r.err
-            done += r.ref.nbytes
+            done += ref.nbytes
             if progress:
-                progress(done, total, r.ref.name)
+                progress(done, total, ref.name)
         archive_bytes = writer.finish(header_size() if header_size is not None else None)
     except BaseException:
         writer.abort()

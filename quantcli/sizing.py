@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from . import codecs
 from .archive import ArchiveTensor, manifest_metadata, stored_name
-from .methods import get_method
 from .metrics import ErrorStats, bits_per_weight
 from .output import predict_header
 from .safetensors_io import dtype_code
@@ -38,10 +38,7 @@ def metrics_doc(err: ErrorStats | None, stored_bytes: int, elements: int) -> dic
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
     """What the file will hold for one tensor stored with `method` and `params`; a kept tensor is
     stored in its own dtype, which is its layout's one param."""
-    shape = tuple(ref.shape)
-    if method == "keep":
-        return get_method("keep").layout(shape, {"dtype": ref.code})
-    return get_method(method).layout(shape, params)
+    return codecs.stored_layout(method, tuple(ref.shape), {"dtype": ref.code} if method == "keep" else params)
 
 
 def layout_nbytes(layout: Layout) -> int:

@@ -17,7 +17,6 @@ def write(path, tensors, spec=Spec()):
     for name, x in tensors.items():
         method = get_method("keep" if x.ndim < 2 or x.dtype.kind != "f" else spec.method)
         enc = method.encode(x if method.name == "keep" else x.astype(np.float32), spec)
-        enc.reconstruction = None
         w.add(name, {"f": "F32", "i": "I64"}.get(x.dtype.kind, "F32"), x.shape, enc)
     return w.finish()
 
@@ -140,3 +139,22 @@ def test_flipped_bit_in_codes_detected(archive_path):
 def test_plain_safetensors_is_not_an_archive(tiny_model):
     with pytest.raises(ArchiveError, match="not a quant archive"):
         open_archive(tiny_model)
+
+
+def test_checksum_is_over_stored_bytes_and_reading_gives_logical_codes(tmp_path):
+    from quantcli.archive import tensor_digest
+    from quantcli.codecs import stored_arrays
+    x = np.random.default_rng(2).standard_normal((6, 10)).astype(np.float32)
+    spec = Spec(bits=3, scheme="asymmetric", granularity="group", group_size=4)
+    enc = get_method("uniform").encode(x, spec)
+    path = tmp_path / "a.qnt.safetensors"
+    write(path, {"w": x}, spec)
+    stored = stored_arrays(enc, x.shape)
+    assert stored["codes"].shape == (-(-60 * 3 // 8),) and enc.arrays["codes"].shape == (6, 10)
+    with Archive(str(path)) as a:
+        t = a.by_name["w"]
+        assert t.sha256 == tensor_digest(stored).hexdigest()
+        assert a.file.read(t.arrays["codes"]).tobytes() == stored["codes"].tobytes()
+        back = a.encoding(t)
+        np.testing.assert_array_equal(back.arrays["codes"], enc.arrays["codes"])
+        assert back.arrays["codes"].dtype == np.uint8 and int(back.arrays["codes"].max()) < 8

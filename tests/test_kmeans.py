@@ -22,7 +22,7 @@ def test_seed_golden_codebook_and_reconstruction():
     enc = KM.encode(SEED, Spec(method="kmeans", bits=2, granularity="tensor"))
     np.testing.assert_allclose(np.sort(enc.arrays["codebook"][0]), [-1.6, -0.1, 1.025, 2.5], atol=1e-6)
     np.testing.assert_allclose(KM.decode(enc, SEED.shape), SEED_RECON, atol=1e-6)
-    np.testing.assert_allclose(enc.reconstruction, SEED_RECON, atol=1e-6)
+    assert enc.arrays["codes"].tolist() == [[1, 1, 1, 2], [3, 0, 2, 1], [2, 2, 0, 1]]
 
 
 def _brute_force_sse(values, k):
@@ -74,15 +74,16 @@ def test_histogram_path_close_to_exact():
        normalize=st.sampled_from(["none", "group"]))
 def test_round_trip_properties(x, bits, gran, group, normalize):
     spec = Spec(method="kmeans", bits=bits, granularity=gran, group_size=group, seed=3)
-    enc = KM.encode(x, spec.with_options(normalize=normalize))
+    enc, error = KM.encode_measured(x, spec.with_options(normalize=normalize))
     out = KM.decode(enc, x.shape)
     assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
-    np.testing.assert_array_equal(out, enc.reconstruction)
-    assert {k: (a.dtype, a.shape) for k, a in enc.arrays.items()} == KM.layout(x.shape, enc.params)
+    assert error.max_abs == float(np.abs(out - x).max())
+    layout = KM.layout(x.shape, enc.params)
+    assert {k: (a.dtype, a.shape) for k, a in enc.arrays.items()} == {k: (d, s) for k, (d, s, _) in layout.items()}
     cb = enc.arrays["codebook"].astype(np.float32)
     assert cb.shape[1] == 2**bits and np.all(np.diff(cb, axis=1) >= 0)
-    codes = km.unpack_bits(enc.arrays["codes"], bits, x.size)
-    assert codes.max() < 2**bits
+    codes = enc.arrays["codes"]
+    assert codes.shape == x.shape and layout["codes"].bits == bits and codes.max() < 2**bits
     if normalize == "none":
         assert np.isin(out, cb).all()  # only codebook values
         # every value goes to its nearest level of its own codebook
@@ -108,7 +109,7 @@ def test_constant_tensors_exact(value, gran):
 def test_more_levels_than_values_is_exact():
     x = np.array([[1.5, -2.0, 3.0]], np.float32)
     enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity="tensor"))
-    np.testing.assert_array_equal(enc.reconstruction, x)
+    np.testing.assert_array_equal(KM.decode(enc, x.shape), x)
 
 
 def test_codebook_dtypes():
@@ -129,8 +130,8 @@ def test_codebook_dtypes():
 def test_normalized_group_beats_per_tensor_on_heavy_tailed_rows():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((64, 256)) * rng.uniform(0.1, 3, (64, 1))).astype(np.float32)
-    tensor = KM.encode(x, Spec(method="kmeans", bits=4, granularity="tensor")).reconstruction
-    norm = KM.encode(x, Spec(method="kmeans", bits=4, group_size=64).with_options(normalize="group")).reconstruction
+    tensor = KM.decode(KM.encode(x, Spec(method="kmeans", bits=4, granularity="tensor")), x.shape)
+    norm = KM.decode(KM.encode(x, Spec(method="kmeans", bits=4, group_size=64).with_options(normalize="group")), x.shape)
     assert ((norm - x) ** 2).sum() < ((tensor - x) ** 2).sum()
 
 
@@ -167,9 +168,9 @@ def test_empty_scalar_and_1d_shapes(shape, method, opts, normalize):
     x = np.full(shape, 0.5, np.float32)
     m = get_method(method)
     spec = Spec(method=method, bits=4, **opts)
-    enc = m.encode(x, spec.with_options(normalize=normalize) if normalize else spec)
+    enc, error = m.encode_measured(x, spec.with_options(normalize=normalize) if normalize else spec)
     out = m.decode(enc, shape)
-    assert out.shape == shape and enc.reconstruction.shape == shape
-    np.testing.assert_array_equal(out, enc.reconstruction)
+    assert out.shape == shape and error.error == 0 and error.count == x.size
     np.testing.assert_array_equal(out, x)
-    assert {k: (a.dtype, a.shape) for k, a in enc.arrays.items()} == m.layout(shape, enc.params)
+    layout = m.layout(shape, enc.params)
+    assert {k: (a.dtype, a.shape) for k, a in enc.arrays.items()} == {k: (d, s) for k, (d, s, _) in layout.items()}

@@ -7,7 +7,6 @@ from quantcli.errors import ConfigError
 from quantcli.methods import get_method
 from quantcli.methods.base import scale_shape
 from quantcli.methods.uniform import qrange, uniform_quantize
-from quantcli.packing import unpack_bits
 from quantcli.spec import Spec
 
 UNIFORM = get_method("uniform")
@@ -29,7 +28,7 @@ def test_seed_golden_symmetric_int8(seed_matrix):
 
 def test_seed_golden_through_method(seed_matrix):
     enc = UNIFORM.encode(seed_matrix, Spec(granularity="tensor"))
-    signed = unpack_bits(enc.arrays["codes"], 8, 12).astype(int) - 127
+    signed = enc.arrays["codes"].astype(int) - 127  # logical codes: one per value, the tensor's shape
     assert signed.reshape(3, 4).tolist() == SEED_CODES
     np.testing.assert_allclose(UNIFORM.decode(enc, (3, 4)), SEED_RECON, atol=1e-6)
 
@@ -47,18 +46,20 @@ arrays = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_sid
        scale_dtype=st.sampled_from(["auto", "float32", "float16", "bfloat16"]))
 def test_uniform_properties(x, bits, scheme, granularity, group_size, scale_dtype):
     spec = Spec(bits=bits, scheme=scheme, granularity=granularity, group_size=group_size, scale_dtype=scale_dtype)
-    enc = UNIFORM.encode(x, spec)
-    codes = unpack_bits(enc.arrays["codes"], bits, x.size)
+    enc, error = UNIFORM.encode_measured(x, spec)
+    codes = enc.arrays["codes"]
     lo, hi = qrange(bits, scheme)
-    assert codes.max(initial=0) <= hi - lo  # stored codes are unsigned, 0 .. 2^b-1 (or 2*qmax)
+    assert codes.shape == x.shape and codes.dtype == np.uint8
+    assert codes.max(initial=0) <= hi - lo  # codes are unsigned, 0 .. 2^b-1 (or 2*qmax)
     layout = UNIFORM.layout(x.shape, enc.params)
-    assert {k: (v.dtype, v.shape) for k, v in enc.arrays.items()} == {k: (d, s) for k, (d, s) in layout.items()}
+    assert {k: (v.dtype, v.shape) for k, v in enc.arrays.items()} == {k: (d, s) for k, (d, s, _) in layout.items()}
+    assert layout["codes"].bits == bits and layout["scale"].bits is None
     assert enc.arrays["scale"].shape == scale_shape(x.shape, granularity, group_size)
     x_hat = UNIFORM.decode(enc, x.shape)
     assert x_hat.shape == x.shape and x_hat.dtype == np.float32
     recon = uniform_quantize(x, bits, scheme, granularity, group_size, scale_dtype)[4]
     np.testing.assert_array_equal(x_hat, recon)  # the math alone and encode -> decode agree bit for bit
-    assert enc.error.max_abs == float(np.abs(x - x_hat).max(initial=0))
+    assert error.max_abs == float(np.abs(x - x_hat).max(initial=0))
     # every value within half a step of its own block's stored scale
     from quantcli.methods.base import to_blocks
     s = enc.arrays["scale"].astype(np.float32).reshape(-1, 1)
@@ -130,9 +131,9 @@ def test_more_bits_less_error():
 def test_huge_values_give_finite_metrics(scale_search):
     """Squares of 1e30 overflow float32: the error sums must still be right (float64 there)."""
     x = np.array([[1e30, -3e29, 2e29, 0.0], [1.0, 2.0, -3.0, 4.0]], np.float32)
-    enc = UNIFORM.encode(x, Spec(bits=8, scale_search=scale_search))
+    enc, error = UNIFORM.encode_measured(x, Spec(bits=8, scale_search=scale_search))
     ref = x.astype(np.float64)
     err = ref - UNIFORM.decode(enc, x.shape).astype(np.float64)
-    assert enc.error.signal == pytest.approx(float((ref ** 2).sum()), rel=1e-6)
-    assert enc.error.error == pytest.approx(float((err ** 2).sum()), rel=1e-5)
-    assert np.isfinite(enc.error.sqnr_db)
+    assert error.signal == pytest.approx(float((ref ** 2).sum()), rel=1e-6)
+    assert error.error == pytest.approx(float((err ** 2).sum()), rel=1e-5)
+    assert np.isfinite(error.sqnr_db)

@@ -5,81 +5,117 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import ml_dtypes
 import numpy as np
 
 from ..errors import ArchiveError, InputError
-from ..metrics import ErrorStats
+from ..metrics import ErrorStats, measure
 from ..spec import Spec
 
-# Layout of one stored array: (numpy dtype, shape).
-ArrayLayout = tuple[np.dtype, tuple[int, ...]]
 
+class ArrayLayout(NamedTuple):
+    """One logical array of an encoding: what a method's `encode` returns and `decode` reads.
 
-@dataclass
-class Encoding:
-    """What a method makes of one tensor: named arrays plus JSON-able params.
-
-    `reconstruction` (the dequantized values) and `error` (the error already measured against the
-    input) are optional by-products of encoding that save the pipeline a decode when it measures
-    the error; neither is stored.
+    `bits` is None for a plain array (stored as it is) and the code width for integer codes: an
+    alphabet of 2**bits values, one code per element, dtype uint8 (bits <= 8) or uint16. How the
+    archive stores an array (bit-packed codes, for now) is the business of quantcli/codecs.py.
     """
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    bits: int | None = None
+
+
+def code_dtype(bits: int) -> np.dtype:
+    """The dtype of unpacked `bits`-bit codes: uint8 up to 8 bits, else uint16."""
+    return np.dtype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def code_layout(shape: tuple[int, ...], bits: int) -> ArrayLayout:
+    """The layout of `bits`-bit integer codes, one per element of `shape`."""
+    return ArrayLayout(code_dtype(bits), tuple(int(d) for d in shape), bits)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What a method makes of one tensor: named LOGICAL arrays (codes unpacked, one integer per
+    code) plus JSON-able params. Frozen: a by-product of encoding (the error measured on the way)
+    travels beside it, from `Method.encode_measured`."""
 
     method: str
     params: dict[str, Any]
     arrays: dict[str, np.ndarray]
-    reconstruction: np.ndarray | None = field(default=None, repr=False, compare=False)
-    error: "ErrorStats | None" = field(default=None, repr=False, compare=False)
-    sha256: str | None = field(default=None, repr=False, compare=False)  # of the arrays, when a worker hashed them
-    # arrays a worker process already wrote to its spill file: role -> (dtype code, shape, offset, nbytes)
-    spilled: dict[str, tuple[str, tuple[int, ...], int, int]] | None = field(default=None, repr=False, compare=False)
-    spill_path: str | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def roles(self) -> list[str]:
-        return sorted(self.spilled if self.spilled is not None else self.arrays)
 
     @property
     def nbytes(self) -> int:
-        if self.spilled is not None:
-            return sum(n for _, _, _, n in self.spilled.values())
+        """Bytes held in memory (logical arrays; the archive's size is `codecs.stored_nbytes`)."""
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 
 class Method(ABC):
     """A quantization method: pure numpy, no I/O.
 
-    Subclasses set `name`, implement `encode` and `decode`, and declare the arrays they store
-    with `layout`, which the archive uses to validate what it reads and the planner to predict sizes.
+    Subclasses set `name` and `options`, implement `_encode`, `decode`, `layout` and `params_for`,
+    and may override `check_spec` and `encode_measured`.
+
+    Validation: `check_spec` is the method's whole judgement of a Spec. The pipeline calls it once
+    per spec while planning (before any tensor is read). The public entry points `encode` and
+    `encode_measured` call it too, through this base class, so a library caller cannot reach a
+    method's math with a spec it refuses (a few integer comparisons per tensor); the subclass
+    hook `_encode` never validates.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
+    # the Spec fields this method reads (the CLI, recipes and planner refuse the others)
+    options: ClassVar[frozenset[str]] = frozenset()
     # True: encode takes the tensor in any float dtype and raises NonFiniteError itself, so the
     # pipeline makes no float32 copy and no separate NaN pass (the bytes moved are the cost)
     reads_narrow_floats: ClassVar[bool] = False
 
-    @abstractmethod
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        """Quantize `x` (float32, the tensor's own shape)."""
+        """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""
+        self.check_spec(spec)
+        return self._encode(x, spec)[0]
+
+    def encode_measured(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
+        """The encoding of `x` and its error against `x` (what the pipeline records).
+
+        By default the reconstruction `_encode` had at hand is measured, else the encoding is
+        decoded; a method that measures while encoding (uniform) overrides this.
+        """
+        self.check_spec(spec)
+        enc, recon = self._encode(x, spec)
+        if recon is None:
+            return enc, measure(x, self.decode(enc, tuple(np.shape(x))))
+        return enc, measure(x, recon, consume=True)
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+        """(encoding, reconstruction when computed on the way, else None); `spec` is already checked."""
 
     @abstractmethod
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
-        """Reconstruct float32 values of `shape` from an encoding."""
+        """Reconstruct float32 values of `shape` from an encoding (logical arrays)."""
 
     @abstractmethod
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
-        """Dtype and shape of every array an encoding of `shape` with `params` stores.
+        """The logical arrays an encoding of `shape` with `params` holds.
 
         Raises ArchiveError when params are out of their legal range.
         """
 
     @abstractmethod
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
-        """The params `encode` records for a tensor of `shape`, known before reading its data
-        (used by --dry-run and the planner to size an archive from shapes alone)."""
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
+        """The params `encode` records for a tensor of `shape`.
+
+        Without `x`: predicted from the shape alone (--dry-run, the planner's sizes): every
+        dtype as requested, before any fallback the data may force. With `x` (the whole tensor):
+        exactly the params `encode(x, spec)` records, e.g. a float16 scale or codebook dtype that
+        falls back to float32 because float16 cannot hold this tensor's values.
+        """
 
     def describe(self, params: dict[str, Any]) -> str:
         """A short human label, e.g. 'int4 asym g64'."""

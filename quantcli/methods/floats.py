@@ -16,21 +16,21 @@ from . import register
 class _Cast(Method):
     dtype: np.dtype
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         limit = float(ml_dtypes.finfo(self.dtype).max)
         if x.size and float(np.max(np.abs(x))) > limit:
             raise InputError(f"has values beyond the {self.name} range (+-{limit:g}); use another method")
         values = x.astype(self.dtype)
-        return Encoding(self.name, {}, {"values": values}, reconstruction=values.astype(np.float32))
+        return Encoding(self.name, {}, {"values": values}), values.astype(np.float32)
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         return {}
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].astype(np.float32).reshape(shape)
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
-        return {"values": (np.dtype(self.dtype), tuple(shape))}
+        return {"values": ArrayLayout(np.dtype(self.dtype), tuple(shape))}
 
 
 @register

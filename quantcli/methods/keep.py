@@ -17,16 +17,16 @@ class Keep(Method):
     name = "keep"
     summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        return Encoding(self.name, {}, {"values": np.ascontiguousarray(x)}, reconstruction=x)
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+        return Encoding(self.name, {}, {"values": np.ascontiguousarray(x)}), x
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].reshape(shape)
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         return {}
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         """`params` carries the tensor's own dtype (the manifest's `dtype`): kept means stored as it was."""
         code = param(params, "dtype", str, choices=tuple(DTYPES))
-        return {"values": (DTYPES[code], tuple(shape))}
+        return {"values": ArrayLayout(DTYPES[code], tuple(shape))}

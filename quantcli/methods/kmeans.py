@@ -9,7 +9,7 @@ kmeans (bits 1-8, K = 2^bits levels; the seed's section 4.1)
   normalize="group": per-(row, group_size columns) absmax scales exactly as nf stores them, and ONE
     learned codebook per tensor over the normalised values x / scale in [-1, 1]: nf with learned
     levels. Granularity is not used in this setting.
-  Arrays: codes (packed, the index into the sorted codebook of the value's row/group),
+  Arrays: codes (one per value, the index into the sorted codebook of the value's row/group),
   codebook [P, K] (P = 1, rows, or ceil(rows / group_size)), and scale with normalize="group".
   The codebook dtype follows --scale-dtype; `auto` is float32 when there is one codebook and
   float16 when there are many (16 levels x 16 bits per row is already 0.67 bits per weight for a
@@ -30,7 +30,7 @@ vq (bits 1-16, K = 2^bits centroids of vector_dim values): rows are cut into sub
 `vector_dim` consecutive values; when cols % vector_dim != 0 each row is zero-padded to the next
 multiple (params["pad"] records how many zeros; decode drops them). One codebook per tensor,
 trained by Lloyd from a k-means++ start on at most `vq_sample_size(K)` sub-vectors drawn with
-the seed; assignment runs in chunks of about 16M distance entries. Arrays: codes (packed),
+the seed; assignment runs in chunks of about 16M distance entries. Arrays: codes [rows, pieces per row],
 codebook [K, vector_dim] (float32 under `auto`: one per tensor).
 """
 
@@ -38,14 +38,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
-from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import GRANULARITIES, NORMALIZE, Spec
-from .base import ArrayLayout, Encoding, Method, matrix_shape, param, scale_shape, to_blocks
-from .scales import STORAGE, resolve_scale_dtype, store_scales
+from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param, scale_shape, to_blocks
+from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
 from . import register
 
 MAX_ATOMS = 1 << 13        # sorted values up to this many per codebook, else a histogram of this many bins
@@ -279,22 +277,10 @@ def codebook_dtype(requested: str, many: bool) -> str:
 
 
 def store_codebook(codebook: np.ndarray, requested: str, many: bool) -> tuple[np.ndarray, str]:
-    """Round a codebook for storage: (stored array, dtype name). `auto` = float16 if `many` else float32.
-
-    Falls back to float32 when a level does not fit the narrow type or would be subnormal there
-    (weights of order 1e-5 would lose their precision in float16).
-    """
-    name = codebook_dtype(requested, many)
-    if name != "float32":
-        target = STORAGE[name]
-        stored = codebook.astype(np.float32).astype(target)
-        back = stored.astype(np.float32)
-        small = float(ml_dtypes.finfo(target).smallest_normal)
-        nonzero = codebook != 0
-        if np.isfinite(back).all() and not (np.abs(back[nonzero]) < small).any():
-            return stored, name
-        name = "float32"
-    return codebook.astype(np.float32), name
+    """Round a codebook for storage: (stored array, dtype name). `auto` = float16 if `many` else float32;
+    the narrow dtype falls back to float32 by the rule of scales.py (overflow, or a level that would
+    be subnormal there: weights of order 1e-5 would lose their precision in float16)."""
+    return store_narrow(codebook, codebook_dtype(requested, many))
 
 
 def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group_size: int = 128,
@@ -369,41 +355,50 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
 class KMeans(Method):
     name = "kmeans"
     summary = "scalar k-means codebook of 2^bits learned levels per tensor, channel or row group"
+    options = frozenset({"bits", "granularity", "group_size", "scale_dtype", "normalize", "seed"})
 
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
             raise ConfigError(f"kmeans quantization takes --bits 1 to 8, got {spec.bits}")
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         if spec.normalize == "group":
-            return {"bits": spec.bits, "normalize": "group", "group_size": spec.group_size,
-                    "scale_dtype": resolve_scale_dtype(spec.scale_dtype, "group"),
-                    "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
-        params: dict[str, Any] = {"bits": spec.bits, "normalize": "none", "granularity": spec.granularity}
-        if spec.granularity == "group":
-            params["group_size"] = spec.group_size
-        params["codebook_dtype"] = codebook_dtype(spec.scale_dtype, many=spec.granularity != "tensor")
+            params = {"bits": spec.bits, "normalize": "group", "group_size": spec.group_size,
+                      "scale_dtype": resolve_scale_dtype(spec.scale_dtype, "group"),
+                      "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
+        else:
+            params = {"bits": spec.bits, "normalize": "none", "granularity": spec.granularity}
+            if spec.granularity == "group":
+                params["group_size"] = spec.group_size
+            params["codebook_dtype"] = codebook_dtype(spec.scale_dtype, many=spec.granularity != "tensor")
+        if x is None or not np.size(x):
+            return params
+        if params["codebook_dtype"] != "float32":  # whether the learned levels fit: learn them
+            return self._encode(x, spec)[0].params
+        if params.get("scale_dtype", "float32") != "float32":
+            blocks = to_blocks(np.asarray(x, dtype=np.float32), "group", spec.group_size)
+            absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
+            if not fits(absmax.astype(np.float32), params["scale_dtype"], rounding="up"):
+                params["scale_dtype"] = "float32"
         return params
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        self.check_spec(spec)
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         codes, arrays, params, recon = kmeans_quantize(
             x, spec.bits, spec.granularity, spec.group_size, spec.normalize, spec.scale_dtype, spec.seed)
-        arrays = {"codes": pack_bits(codes, spec.bits), **arrays}
-        return Encoding(self.name, params, arrays, reconstruction=recon)
+        arrays = {"codes": codes.reshape(np.shape(x)), **arrays}
+        return Encoding(self.name, params, arrays), recon
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=1, hi=8)
         normalize = param(params, "normalize", str, choices=NORMALIZE)
         cb_dtype = param(params, "codebook_dtype", str, choices=tuple(STORAGE))
         rows, _ = matrix_shape(shape)
-        n = int(np.prod(shape, dtype=np.int64))
-        out = {"codes": (np.dtype(np.uint8), (packed_nbytes(n, bits),))}
+        out = {"codes": code_layout(shape, bits)}
         if normalize == "group":
             group_size = param(params, "group_size", int, lo=1)
             scale_dtype = param(params, "scale_dtype", str, choices=tuple(STORAGE))
-            out["codebook"] = (STORAGE[cb_dtype], (1, 2**bits))
-            out["scale"] = (STORAGE[scale_dtype], scale_shape(shape, "group", group_size))
+            out["codebook"] = ArrayLayout(STORAGE[cb_dtype], (1, 2**bits))
+            out["scale"] = ArrayLayout(STORAGE[scale_dtype], scale_shape(shape, "group", group_size))
             return out
         granularity = param(params, "granularity", str, choices=GRANULARITIES)
         if granularity == "tensor":
@@ -412,15 +407,14 @@ class KMeans(Method):
             p = rows
         else:
             p = -(-rows // param(params, "group_size", int, lo=1))
-        out["codebook"] = (STORAGE[cb_dtype], (p, 2**bits))
+        out["codebook"] = ArrayLayout(STORAGE[cb_dtype], (p, 2**bits))
         return out
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         p = enc.params
-        bits = p["bits"]
         n = int(np.prod(shape, dtype=np.int64))
         rows, cols = matrix_shape(shape)
-        codes = unpack_bits(enc.arrays["codes"], bits, n).astype(np.int64)
+        codes = enc.arrays["codes"].reshape(-1).astype(np.int64)
         cb = enc.arrays["codebook"].astype(np.float32)
         if n == 0:
             return np.zeros(shape, np.float32)
@@ -536,13 +530,13 @@ def _vq_geometry(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
 class VQ(Method):
     name = "vq"
     summary = "vector quantization: row pieces of --vector-dim values, one codebook of 2^bits centroids"
+    options = frozenset({"bits", "vector_dim", "iters", "seed", "scale_dtype"})
 
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 16:
             raise ConfigError(f"vq takes --bits 1 to 16, got {spec.bits}")
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        self.check_spec(spec)
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         x = np.asarray(x, dtype=np.float32)
         dim, k = spec.vector_dim, 2**spec.bits
         rows, cols, pad = _vq_geometry(x.shape, dim)
@@ -556,12 +550,16 @@ class VQ(Method):
         idx, _ = _nearest(vectors, cbf)
         recon = cbf[idx].reshape(rows, cols + pad)[:, :cols].reshape(x.shape)
         params = {**self.params_for(x.shape, spec), "codebook_dtype": cb_name}
-        arrays = {"codes": pack_bits(idx, spec.bits), "codebook": cb}
-        return Encoding(self.name, params, arrays, reconstruction=np.ascontiguousarray(recon).reshape(x.shape))
+        codes = idx.astype(code_dtype(spec.bits)).reshape(rows, (cols + pad) // dim)
+        return (Encoding(self.name, params, {"codes": codes, "codebook": cb}),
+                np.ascontiguousarray(recon).reshape(x.shape))
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
-        return {"bits": spec.bits, "vector_dim": spec.vector_dim, "pad": _vq_geometry(shape, spec.vector_dim)[2],
-                "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
+        params = {"bits": spec.bits, "vector_dim": spec.vector_dim, "pad": _vq_geometry(shape, spec.vector_dim)[2],
+                  "codebook_dtype": codebook_dtype(spec.scale_dtype, many=False)}
+        if x is not None and params["codebook_dtype"] != "float32":  # whether the centroids fit: train them
+            return self._encode(x, spec)[0].params
+        return params
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=1, hi=16)
@@ -571,15 +569,13 @@ class VQ(Method):
         rows, cols, expected = _vq_geometry(shape, dim)
         if pad != expected:
             raise ArchiveError(f"param 'pad' = {pad} but {cols} columns need {expected} to fill {dim}-wide pieces")
-        count = rows * (cols + pad) // dim
-        return {"codes": (np.dtype(np.uint8), (packed_nbytes(count, bits),)),
-                "codebook": (STORAGE[cb_dtype], (2**bits, dim))}
+        return {"codes": code_layout((rows, (cols + pad) // dim), bits),
+                "codebook": ArrayLayout(STORAGE[cb_dtype], (2**bits, dim))}
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         p = enc.params
         rows, cols, pad = _vq_geometry(shape, p["vector_dim"])
-        count = rows * (cols + pad) // p["vector_dim"]
-        idx = unpack_bits(enc.arrays["codes"], p["bits"], count).astype(np.int64)
+        idx = enc.arrays["codes"].reshape(-1).astype(np.int64)
         cb = enc.arrays["codebook"].astype(np.float32)
         return np.ascontiguousarray(cb[idx].reshape(rows, cols + pad)[:, :cols]).reshape(shape)
 

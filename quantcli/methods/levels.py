@@ -3,7 +3,7 @@
 Both methods store, per block (tensor, channel or group, as for uniform), an absmax scale s, and
 per value the index of the nearest entry of a fixed, sorted level table L in [-1, 1]:
 x_hat = L[code] * s. Codes index the sorted table (code 0 is the most negative level) and are
-bit-packed. The scale is stored rounded up (scales.py) so |x| / s <= 1 and nothing is clipped;
+bit-packed by the archive. The scale is stored rounded up (scales.py) so |x| / s <= 1 and nothing is clipped;
 the error is at most s * (largest gap between adjacent levels) / 2. With `--scale-search` the
 scale is absmax times a searched clipping ratio (search.py) and values beyond it are clipped.
 
@@ -38,12 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArchiveError, ConfigError
-from ..packing import pack_bits, packed_nbytes, unpack_bits
-from ..spec import GRANULARITIES, Spec
-from .base import (ArrayLayout, Encoding, Method, block_grid, from_blocks, matrix_shape, param,
-                   scale_shape, to_blocks)
-from .scales import STORAGE, resolve_scale_dtype, round_up, store_scales
+from ..errors import ArchiveError
+from ..spec import Spec
+from .base import Encoding, from_blocks, scale_shape, to_blocks
+from .blocks import BlockScaled
+from .scales import resolve_scale_dtype, round_up, store_scales
 from .search import search_clip_ratios
 from . import register
 
@@ -89,6 +88,27 @@ def _snap(blocks: np.ndarray, scale: np.ndarray, table: np.ndarray) -> tuple[np.
     return codes, recon
 
 
+def levels_scales(blocks: np.ndarray, table: np.ndarray, granularity: str, scale_dtype: str,
+                  scale_search: bool = False, ratio: float | None = None) -> np.ndarray:
+    """Float32 block scales before storage: absmax, times the searched clipping ratio with
+    `scale_search` (the search quantizes with the scale as stored in the requested dtype), or
+    times a fixed `ratio` when given."""
+    absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
+    absmax = absmax.astype(np.float32)
+    if ratio is not None:
+        return absmax if ratio == 1 else (absmax * np.float32(ratio)).astype(np.float32)
+    if scale_search:
+        name = resolve_scale_dtype(scale_dtype, granularity)
+
+        def qdq(b: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+            s = (np.abs(b).max(axis=1) * ratio).astype(np.float32)
+            stored = round_up(s, name)
+            return _snap(b, s if stored is None else stored.astype(np.float32), table)[1]
+
+        absmax = (absmax * search_clip_ratios(blocks, qdq)).astype(np.float32)
+    return absmax
+
+
 def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_size: int,
                     scale_dtype: str, scale_search: bool = False):
     """The math alone: (codes uint8 in x's shape, stored scales, scale dtype used, reconstruction).
@@ -103,87 +123,39 @@ def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_si
                                     scale_dtype, granularity)
         return np.zeros(shape, np.uint8), stored, used, x.copy()
     blocks = to_blocks(x, granularity, group_size)
-    absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
-    absmax = absmax.astype(np.float32)
-    if scale_search:
-        name = resolve_scale_dtype(scale_dtype, granularity)
-
-        def qdq(b: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-            s = (np.abs(b).max(axis=1) * ratio).astype(np.float32)
-            stored = round_up(s, name)
-            return _snap(b, s if stored is None else stored.astype(np.float32), table)[1]
-
-        absmax = (absmax * search_clip_ratios(blocks, qdq)).astype(np.float32)
-    stored, used = store_scales(absmax, scale_dtype, granularity)
+    scales = levels_scales(blocks, table, granularity, scale_dtype, scale_search)
+    stored, used = store_scales(scales, scale_dtype, granularity)
     codes, recon = _snap(blocks, stored.astype(np.float32), table)
     return (from_blocks(codes, shape), stored.reshape(scale_shape(shape, granularity, group_size)), used,
             from_blocks(recon, shape))
 
 
-class _Levels(Method):
-    """Shared encode/decode/layout for the fixed-table methods; subclasses give `table(bits)`."""
+class _Levels(BlockScaled):
+    """A fixed level table times a block scale; subclasses give `table(bits)`."""
 
     @abstractmethod
     def table(self, bits: int) -> np.ndarray:
         """The sorted level table in [-1, 1] for `bits` bits."""
 
-    def check_spec(self, spec: Spec) -> None:
-        if not 2 <= spec.bits <= 8:
-            raise ConfigError(f"{self.name} quantization takes --bits 2 to 8, got {spec.bits}")
-
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        self.check_spec(spec)
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         codes, scales, used, recon = levels_quantize(
             x, self.table(spec.bits), spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search)
         params = {**self.params_for(x.shape, spec), "scale_dtype": used}
-        arrays = {"codes": pack_bits(codes.reshape(-1), spec.bits), "scale": scales}
-        return Encoding(self.name, params, arrays, reconstruction=recon)
+        return Encoding(self.name, params, {"codes": codes, "scale": scales}), recon
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
-        params: dict[str, Any] = {"bits": spec.bits, "granularity": spec.granularity,
-                                  "scale_dtype": resolve_scale_dtype(spec.scale_dtype, spec.granularity)}
-        if spec.granularity == "group":
-            params["group_size"] = spec.group_size
-        if spec.scale_search:
-            params["scale_search"] = True
-        return params
+    def block_scales(self, x: np.ndarray, spec: Spec, ratio: float | None = None) -> np.ndarray:
+        blocks = to_blocks(np.asarray(x, dtype=np.float32), spec.granularity, spec.group_size)
+        return levels_scales(blocks, self.table(spec.bits), spec.granularity, spec.scale_dtype,
+                             spec.scale_search, ratio)
 
-    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
-        bits = param(params, "bits", int, lo=2, hi=8)
-        granularity = param(params, "granularity", str, choices=GRANULARITIES)
-        group_size = param(params, "group_size", int, lo=1) if granularity == "group" else 1
-        scale_dtype = param(params, "scale_dtype", str, choices=tuple(STORAGE))
-        if "scale_search" in params:
-            param(params, "scale_search", bool)
-        n = int(np.prod(shape, dtype=np.int64))
-        return {"codes": (np.dtype(np.uint8), (packed_nbytes(n, bits),)),
-                "scale": (STORAGE[scale_dtype], scale_shape(shape, granularity, group_size))}
-
-    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
-        p = enc.params
-        bits, granularity, group_size = p["bits"], p["granularity"], p.get("group_size", 1)
-        table = self.table(bits)
-        n = int(np.prod(shape, dtype=np.int64))
-        codes = unpack_bits(enc.arrays["codes"], bits, n)
-        if n == 0:
-            return np.zeros(shape, np.float32)
+    def dequant(self, codes: np.ndarray, enc: Encoding, nblocks: int) -> tuple[np.ndarray, np.ndarray | None]:
+        table = self.table(enc.params["bits"])
         if int(codes.max(initial=0)) >= table.size:
             raise ArchiveError(f"code {int(codes.max())} is outside the {table.size}-entry {self.name} table")
-        rows, cols = matrix_shape(shape)
-        nblocks, _ = block_grid(shape, granularity, group_size)
-        values = table[codes]
-        if granularity == "group" and cols % group_size:
-            padded = np.zeros((rows, nblocks // max(rows, 1) * group_size), dtype=np.float32)
-            padded[:, :cols] = values.reshape(rows, cols)
-            blocks = padded.reshape(nblocks, group_size)
-        else:
-            blocks = values.reshape(nblocks, -1)
-        blocks = blocks * enc.arrays["scale"].astype(np.float32).reshape(-1)[:, None]
-        return from_blocks(blocks, shape)
+        return table[codes], None
 
     def describe(self, params: dict[str, Any]) -> str:
-        where = {"tensor": "tensor", "channel": "channel"}.get(params["granularity"], f"g{params.get('group_size')}")
-        return f"{self.name}{params['bits']} {where}" + (" search" if params.get("scale_search") else "")
+        return f"{self.name}{params['bits']} {self.where(params)}"
 
 
 @register

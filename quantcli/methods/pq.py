@@ -2,9 +2,10 @@
 per subspace, and a row stored as M centroid indices.
 
 The tensor is viewed as `[n, d]` (`matrix_shape`: rows are the vectors). Stored arrays:
-  codes      uint8, the `[n, M]` code matrix (row-major) packed to ceil(log2 K) bits
-             (`quantcli.packing` bit order); for K = 16 byte j of row r holds the codes of
-             subspaces 2j (low nibble) and 2j+1 (high nibble) when M is even.
+  codes      the `[n, M]` code matrix of ceil(log2 K)-bit codes (uint8, or uint16 above 256
+             centroids); the archive bit-packs it row-major (`quantcli.packing` bit order), so
+             for K = 16 byte j of row r holds the codes of subspaces 2j (low nibble) and 2j+1
+             (high nibble) when M is even.
   codebooks  `[M, K, s]` in float32 by default (see `resolve_codebook_dtype`).
 
 Column split ("balanced"): M subspaces over d columns, s = ceil(d / M); the first
@@ -32,10 +33,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
-from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import Spec
-from .base import ArrayLayout, Encoding, Method, check_finite_input, matrix_shape, param
-from .scales import STORAGE
+from .base import ArrayLayout, Encoding, Method, check_finite_input, code_dtype, code_layout, matrix_shape, param
+from .scales import STORAGE, store_narrow
 from . import register
 
 SPLIT_RULE = "balanced"
@@ -327,11 +327,11 @@ def pq_decode(pq: PQCodes, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
 
 def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
-    """The `PQCodes` of an archived `pq` encoding (codes unpacked, codebooks as float32)."""
+    """The `PQCodes` of a `pq` encoding (logical codes [n, M], codebooks as float32)."""
     p = enc.params
     n, d = matrix_shape(shape)
-    m_sub, k, bits = p["subspaces"], p["centroids"], p["bits"]
-    codes = unpack_bits(enc.arrays["codes"], bits, n * m_sub).reshape(n, m_sub)
+    k = p["centroids"]
+    codes = enc.arrays["codes"].reshape(n, p["subspaces"])
     if codes.size and int(codes.max()) >= k:
         raise ArchiveError(f"code {int(codes.max())} is outside the {k}-centroid codebooks")
     books = np.asarray(enc.arrays["codebooks"])
@@ -347,31 +347,33 @@ def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
 class ProductQuantization(Method):
     name = "pq"
     summary = "product quantization: M sub-vector codebooks of K centroids, log2(K)-bit codes per sub-vector"
+    options = frozenset({"iters", "seed", "scale_dtype", "subvector_dim", "subspaces", "centroids"})
 
     def check_spec(self, spec: Spec) -> None:
         resolve_codebook_dtype(spec.scale_dtype)  # every STORAGE dtype is accepted
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec) -> dict[str, Any]:
+    def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         n, d = matrix_shape(shape)
         m_sub = resolve_subspaces(d, spec.subspaces, spec.subvector_dim)
-        return {"subspaces": m_sub, "subvector_dim": -(-d // m_sub), "centroids": spec.centroids,
-                "bits": code_bits(spec.centroids), "split": SPLIT_RULE,
-                "codebook_dtype": resolve_codebook_dtype(spec.scale_dtype), "iters": spec.iters, "seed": spec.seed,
-                "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids)}
+        params = {"subspaces": m_sub, "subvector_dim": -(-d // m_sub), "centroids": spec.centroids,
+                  "bits": code_bits(spec.centroids), "split": SPLIT_RULE,
+                  "codebook_dtype": resolve_codebook_dtype(spec.scale_dtype), "iters": spec.iters, "seed": spec.seed,
+                  "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids)}
+        if x is not None and params["codebook_dtype"] != "float32":  # whether the centroids fit: train them
+            return self._encode(x, spec)[0].params
+        return params
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        self.check_spec(spec)
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         n, d = matrix_shape(np.shape(x))
         pq = pq_encode(x, subspaces=spec.subspaces, subvector_dim=spec.subvector_dim,
                        centroids=spec.centroids, iters=spec.iters, seed=spec.seed)
-        dtype_name = resolve_codebook_dtype(spec.scale_dtype)
-        books = pq.codebooks.astype(STORAGE[dtype_name])
+        # centroid components near zero are kept even when subnormal in float16 (absolute error < 6e-8)
+        books, dtype_name = store_narrow(pq.codebooks, resolve_codebook_dtype(spec.scale_dtype), subnormal="keep")
         if dtype_name != "float32":
             pq = PQCodes(codebooks=books.astype(np.float32), codes=pq.codes, d=d)
-        bits = code_bits(spec.centroids)
-        params = self.params_for(tuple(np.shape(x)), spec)
-        arrays = {"codes": pack_bits(pq.codes, bits), "codebooks": books}
-        return Encoding(self.name, params, arrays, reconstruction=pq_decode(pq, tuple(np.shape(x))))
+        params = {**self.params_for(tuple(np.shape(x)), spec), "codebook_dtype": dtype_name}
+        arrays = {"codes": pq.codes.astype(code_dtype(params["bits"]), copy=False), "codebooks": books}
+        return Encoding(self.name, params, arrays), pq_decode(pq, tuple(np.shape(x)))
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         n, d = matrix_shape(shape)
@@ -382,18 +384,16 @@ class ProductQuantization(Method):
         if s != -(-d // m_sub):
             raise ArchiveError(f"subvector_dim {s} does not match ceil({d} / {m_sub})")
         k = param(params, "centroids", int, lo=2, hi=65536)
-        param(params, "bits", int, choices=(code_bits(k),))
+        bits = param(params, "bits", int, choices=(code_bits(k),))
         param(params, "split", str, choices=(SPLIT_RULE,))
         dtype_name = param(params, "codebook_dtype", str, choices=tuple(STORAGE))
         param(params, "iters", int, lo=1)  # how it was trained: informational, but part of the record
         param(params, "seed", int, lo=0)
         param(params, "train_rows", int, lo=0, hi=n)
-        return {"codes": (np.dtype(np.uint8), (packed_nbytes(n * m_sub, code_bits(k)),)),
-                "codebooks": (STORAGE[dtype_name], (m_sub, k, s))}
+        return {"codes": code_layout((n, m_sub), bits), "codebooks": ArrayLayout(STORAGE[dtype_name], (m_sub, k, s))}
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return pq_decode(pq_from_encoding(enc, shape), tuple(shape))
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"pq M{params['subspaces']}x{params['subvector_dim']} K{params['centroids']}"
-

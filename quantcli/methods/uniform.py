@@ -9,19 +9,17 @@ is stored as q + qmax. Blocks whose values are all zero get scale 0 and decode t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..metrics import ErrorStats
-from ..errors import ArchiveError, ConfigError, NonFiniteError
-from ..packing import pack_bits, packed_nbytes, unpack_bits
-from ..spec import GRANULARITIES, SCHEMES, Spec
-from .base import (ArrayLayout, Encoding, Method, block_grid, block_min_max, from_blocks, matrix_shape, param, to_float32,
-                   scale_shape, to_blocks)
-from .scales import STORAGE, resolve_scale_dtype, store_scales
+from ..errors import ArchiveError, NonFiniteError
+from ..spec import SCHEMES, Spec
+from .base import ArrayLayout, Encoding, block_min_max, matrix_shape, param, scale_shape, to_blocks, to_float32
+from .blocks import BlockScaled
+from .scales import store_scales
 from .search import search_clip_ratios, uniform_qdq
 from . import register
 
@@ -35,6 +33,39 @@ def qrange(bits: int, scheme: str) -> tuple[int, int]:
 
 
 _CHUNK = 1 << 19  # values per chunk: the work buffer stays in cache across the passes over it
+
+
+def block_range(m: np.ndarray, granularity: str, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 over the [rows, cols] view `m` (any float dtype, widened chunk by chunk): per-block
+    float32 (min, max); per row for channel, one pair for tensor. A NaN or Inf anywhere shows up
+    here and is refused."""
+    rows, cols = m.shape
+    grouped = granularity == "group"
+    per_row = -(-cols // group_size) if grouped else 1
+    step = max(1, _CHUNK // cols)
+    lo = np.empty(rows * per_row, np.float32)
+    hi = np.empty(rows * per_row, np.float32)
+    for i in range(0, rows, step):
+        f = to_float32(m[i:i + step])
+        b = to_blocks(f, "group", group_size) if grouped else f
+        lo[i * per_row:(i + len(b) // per_row) * per_row], hi[i * per_row:(i + len(b) // per_row) * per_row] = \
+            block_min_max(b)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise NonFiniteError(int(np.count_nonzero(~np.isfinite(to_float32(m)))))
+    if granularity == "tensor":
+        lo, hi = lo.min(keepdims=True), hi.max(keepdims=True)
+    return lo, hi
+
+
+def scales_from_range(lo: np.ndarray, hi: np.ndarray, bits: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 scales, the low end used): the formulas of the module docstring, per block. A range
+    wider than float32 gives an inf scale, which storing refuses (scales.py)."""
+    qmax = qrange(bits, scheme)[1]
+    if scheme == "symmetric":
+        return np.maximum(hi, -lo) / np.float32(qmax), lo
+    lo = np.minimum(lo, 0)
+    with np.errstate(over="ignore"):
+        return (np.maximum(hi, 0) - lo) / np.float32(qmax), lo
 
 
 @dataclass
@@ -71,8 +102,7 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
                              np.zeros(shape, np.float32) if reconstruct else None, 0.0, 0.0, 0.0)
     m = np.asarray(x).reshape(rows, cols)
     grouped = granularity == "group"
-    groups = -(-cols // group_size) if grouped else 1
-    per_row = groups  # blocks per row in pass 2: groups, or the row itself
+    per_row = -(-cols // group_size) if grouped else 1  # blocks per row in pass 2: groups, or the row itself
     step = max(1, _CHUNK // cols)
 
     def chunk_blocks(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,27 +110,13 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
         f = to_float32(m[i:i + step])
         return f, (to_blocks(f, "group", group_size) if grouped else f)
 
-    # pass 1: per-block (per-row for tensor and channel) min and max
-    lo = np.empty(rows * per_row, np.float32)
-    hi = np.empty(rows * per_row, np.float32)
-    for i in range(0, rows, step):
-        _, b = chunk_blocks(i)
-        lo[i * per_row:(i + len(b) // per_row) * per_row], hi[i * per_row:(i + len(b) // per_row) * per_row] = \
-            block_min_max(b)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise NonFiniteError(int(np.count_nonzero(~np.isfinite(to_float32(m)))))
-    if granularity == "tensor":
-        lo, hi = lo.min(keepdims=True), hi.max(keepdims=True)
+    lo, hi = block_range(m, granularity, group_size)  # pass 1
     # float32 sums of squares of a chunk stay finite while |x| < 1e15 (1e30 x 2^19 values < 3.4e38)
     wide = max(float(hi.max()), -float(lo.min())) >= 1e15
-    if scale_search:  # shrink the range [lo, hi] by the per-block ratio with the least squared error
+    if scale_search:
         ratio = search_clip_ratios(to_blocks(to_float32(m), granularity, group_size), uniform_qdq(bits, scheme))
         hi, lo = hi * ratio, lo * ratio
-    if scheme == "symmetric":
-        scale = np.maximum(hi, -lo) / np.float32(qmax)
-    else:
-        lo = np.minimum(lo, 0)
-        scale = (np.maximum(hi, 0) - lo) / np.float32(qmax)
+    scale, lo = scales_from_range(lo, hi, bits, scheme)
     stored, used = store_scales(scale.astype(np.float32), scale_dtype, granularity)
     s = stored.astype(np.float32)
     safe = np.where(s > 0, s, np.float32(1))  # all-zero blocks divide by 1 and stay zero
@@ -163,91 +179,63 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
     return r.codes, r.scales, r.zeros, r.scale_dtype, r.reconstruction
 
 
-def _check_values(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, scheme: str) -> None:
-    """Refuse stored values the encoder never writes: codes outside the level range (symmetric codes
-    stop at 2*qmax), zero points beyond 2^bits - 1, negative or non-finite scales."""
-    top = 2 * (2 ** (bits - 1) - 1) if scheme == "symmetric" else 2**bits - 1
-    if codes.size and int(codes.max()) > top:
-        raise ArchiveError(f"code {int(codes.max())} is outside the {scheme} {bits}-bit range 0..{top}")
-    if zeros is not None and zeros.size and int(zeros.max()) > 2**bits - 1:
-        raise ArchiveError(f"zero point {int(zeros.max())} is outside the {bits}-bit range 0..{2**bits - 1}")
-    if scales.size and not (np.isfinite(scales).all() and (scales >= 0).all()):
-        raise ArchiveError("holds a negative or non-finite scale")
-
-
 @register
-class Uniform(Method):
+class Uniform(BlockScaled):
     name = "uniform"
     reads_narrow_floats = True  # widens bfloat16/float16 chunk by chunk, and refuses NaN/Inf itself
     summary = "integer grid, 2-8 bits; symmetric or asymmetric; per tensor, channel or group"
+    options = BlockScaled.options | {"scheme"}
 
-    def check_spec(self, spec: Spec) -> None:
-        if not 2 <= spec.bits <= 8:
-            raise ConfigError(f"uniform quantization takes --bits 2 to 8, got {spec.bits}")
+    def extra_params(self, spec: Spec) -> dict[str, Any]:
+        return {"scheme": spec.scheme}
 
-    def params_for(self, shape: tuple[int, ...], spec: Spec, scale_dtype: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"bits": spec.bits, "scheme": spec.scheme, "granularity": spec.granularity,
-                                  "scale_dtype": scale_dtype or resolve_scale_dtype(spec.scale_dtype, spec.granularity)}
-        if spec.granularity == "group":
-            params["group_size"] = spec.group_size
-        if spec.scale_search:
-            params["scale_search"] = True
-        return params
+    def extra_layout(self, params: dict[str, Any], sshape: tuple[int, ...]) -> dict[str, ArrayLayout]:
+        scheme = param(params, "scheme", str, choices=SCHEMES)
+        return {"zero": ArrayLayout(np.dtype(np.uint8), sshape)} if scheme == "asymmetric" else {}
 
-    def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
-        self.check_spec(spec)
+    def block_scales(self, x: np.ndarray, spec: Spec, ratio: float | None = None) -> np.ndarray:
+        m = np.asarray(x).reshape(matrix_shape(np.shape(x)))
+        lo, hi = block_range(m, spec.granularity, spec.group_size)
+        if ratio is None and spec.scale_search:
+            r = search_clip_ratios(to_blocks(to_float32(m), spec.granularity, spec.group_size),
+                                   uniform_qdq(spec.bits, spec.scheme))
+            hi, lo = hi * r, lo * r
+        elif ratio is not None and ratio != 1:
+            hi, lo = hi * np.float32(ratio), lo * np.float32(ratio)
+        return scales_from_range(lo, hi, spec.bits, spec.scheme)[0].astype(np.float32)
+
+    def _core(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
         r = uniform_core(x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype,
                          spec.scale_search, reconstruct=False)
-        arrays = {"codes": pack_bits(r.codes, spec.bits), "scale": r.scales}
+        arrays = {"codes": r.codes.reshape(np.shape(x)), "scale": r.scales}
         if r.zeros is not None:
             arrays["zero"] = r.zeros
-        error = ErrorStats(int(x.size), r.signal_sq, r.error_sq, r.error_max)
-        return Encoding(self.name, self.params_for(x.shape, spec, r.scale_dtype), arrays, error=error)
+        params = {**self.params_for(np.shape(x), spec), "scale_dtype": r.scale_dtype}
+        return Encoding(self.name, params, arrays), ErrorStats(int(np.size(x)), r.signal_sq, r.error_sq, r.error_max)
 
-    def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
-        bits = param(params, "bits", int, lo=2, hi=8)
-        scheme = param(params, "scheme", str, choices=SCHEMES)
-        granularity = param(params, "granularity", str, choices=GRANULARITIES)
-        group_size = param(params, "group_size", int, lo=1) if granularity == "group" else 1
-        scale_dtype = param(params, "scale_dtype", str, choices=tuple(STORAGE))
-        if "scale_search" in params:
-            param(params, "scale_search", bool)
-        n = math.prod(shape)
-        sshape = scale_shape(shape, granularity, group_size)
-        out = {"codes": (np.dtype(np.uint8), (packed_nbytes(n, bits),)),
-               "scale": (STORAGE[scale_dtype], sshape)}
-        if scheme == "asymmetric":
-            out["zero"] = (np.dtype(np.uint8), sshape)
-        return out
+    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+        return self._core(x, spec)[0], None
 
-    def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
-        p = enc.params
-        bits, scheme, granularity = p["bits"], p["scheme"], p["granularity"]
-        n = math.prod(shape)
-        if n == 0:
-            return np.zeros(shape, np.float32)
-        rows, cols = matrix_shape(shape)
-        # A group wider than the row is one block per row: never pad beyond the row itself.
-        group_size = min(p.get("group_size", 1), max(cols, 1))
-        codes = unpack_bits(enc.arrays["codes"], bits, n)
-        nblocks, _ = block_grid(shape, granularity, group_size)
-        s = enc.arrays["scale"].astype(np.float32).reshape(-1)
-        _check_values(codes, s, enc.arrays.get("zero"), bits, scheme)
+    def encode_measured(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
+        """The error is measured while encoding, chunk by chunk: no reconstruction, no decode."""
+        self.check_spec(spec)
+        return self._core(x, spec)
+
+    def dequant(self, codes: np.ndarray, enc: Encoding, nblocks: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Refuse what the encoder never writes: codes outside the level range (symmetric codes stop
+        at 2*qmax), zero points beyond 2^bits - 1."""
+        bits, scheme = enc.params["bits"], enc.params["scheme"]
+        qmax = qrange(bits, scheme)[1]
+        top = 2 * qmax if scheme == "symmetric" else qmax
+        if codes.size and int(codes.max()) > top:
+            raise ArchiveError(f"code {int(codes.max())} is outside the {scheme} {bits}-bit range 0..{top}")
         if scheme == "symmetric":
-            offset = np.full(nblocks, 2 ** (bits - 1) - 1, dtype=np.float32)
-        else:
-            offset = enc.arrays["zero"].astype(np.float32).reshape(-1)
-        if granularity == "group" and cols % group_size:
-            padded = np.zeros((rows, nblocks // max(rows, 1) * group_size), dtype=np.float32)
-            padded[:, :cols] = codes.reshape(rows, cols)
-            blocks = padded.reshape(nblocks, group_size)
-        else:
-            blocks = codes.reshape(nblocks, -1).astype(np.float32)
-        blocks -= offset[:, None]
-        blocks *= s[:, None]
-        return from_blocks(blocks, shape)
+            return codes.astype(np.float32), np.full(nblocks, qmax, dtype=np.float32)
+        zeros = enc.arrays["zero"]
+        if zeros.size and int(zeros.max()) > qmax:
+            raise ArchiveError(f"zero point {int(zeros.max())} is outside the {bits}-bit range 0..{qmax}")
+        return codes.astype(np.float32), zeros.astype(np.float32).reshape(-1)
 
     def describe(self, params: dict[str, Any]) -> str:
-        where = {"tensor": "tensor", "channel": "channel"}.get(params["granularity"], f"g{params.get('group_size')}")
         kind = "sym" if params["scheme"] == "symmetric" else "asym"
-        return f"int{params['bits']} {kind} {where}" + (" search" if params.get("scale_search") else "")
+        return f"int{params['bits']} {kind} {self.where(params)}"

@@ -11,8 +11,7 @@ import numpy as np
 
 from ..errors import NonFiniteError
 from ..methods import Encoding, get_method
-from ..methods.base import block_min_max, matrix_shape, to_blocks
-from ..methods.scales import round_up
+from ..methods.base import matrix_shape
 from ..metrics import ErrorStats, sum_squares
 from ..parallel import ordered_map
 from ..pipeline import encode_and_measure, load_float32, nonfinite_error, nonfinite_note
@@ -38,36 +37,14 @@ def sample_rows(rows: int, cols: int, sample: int) -> np.ndarray | None:
     return ((2 * np.arange(r, dtype=np.int64) + 1) * rows) // (2 * r)
 
 
-class _ScaleCheck:
-    """Whether float16 scales fit a tensor (else the encoder silently stores float32 scales):
-    per-block min/max of the whole tensor, computed once per group size."""
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-        self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _minmax(self, group: int) -> tuple[np.ndarray, np.ndarray]:
-        if group not in self._stats:
-            self._stats[group] = block_min_max(to_blocks(self.x, "group", group))
-        return self._stats[group]
-
-    def resolve(self, spec: Spec) -> Spec:
-        """The spec with scale_dtype float32 when float16 group scales would not fit this tensor."""
-        if spec.scale_dtype != "auto" or spec.scale_search or self.x.size == 0:
-            return spec
-        group_scales = spec.method in ("uniform", "nf", "log") and spec.granularity == "group"
-        if not (group_scales or (spec.method == "kmeans" and spec.normalize == "group")):
-            return spec
-        lo, hi = self._minmax(spec.group_size)
-        if spec.method == "uniform":
-            if spec.scheme == "symmetric":
-                scale = np.maximum(hi, -lo) / np.float32(2 ** (spec.bits - 1) - 1)
-            else:
-                scale = (np.maximum(hi, 0) - np.minimum(lo, 0)) / np.float32(2**spec.bits - 1)
-        else:
-            scale = np.maximum(np.abs(lo), np.abs(hi))
-        fits = round_up(scale.astype(np.float32), "float16") is not None
-        return spec if fits else spec.with_options(scale_dtype="float32")
+def resolve(spec: Spec, shape: tuple[int, ...], xf: np.ndarray) -> Spec:
+    """The candidate as it will be encoded on the whole tensor: narrow scales or codebooks that
+    would not fit this tensor fall back to float32 (the method says so, from the data), and the
+    candidate then asks for float32 outright so that a row sample encodes with the same params."""
+    method = get_method(spec.method)
+    if method.params_for(shape, spec, xf) != method.params_for(shape, spec):
+        return spec.with_options(scale_dtype="float32")
+    return spec
 
 
 @dataclass
@@ -126,7 +103,6 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     idx = sample_rows(rows, cols, ctx.sample)
     xs = xf if idx is None else xf.reshape(rows, cols)[idx]
     t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
-    check = _ScaleCheck(xf)
     absmax = float(max(-xf.min(), xf.max())) if xf.size else 0.0
     encodings: list[tuple[Encoding, ErrorStats] | None] = []
     for candidate, shown in zip(ctx.candidates, ctx.labels):
@@ -135,7 +111,7 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
             if spec.method == "fp16" and absmax > 65504.0:
                 spec, shown = spec.with_options(method="bf16"), "bf16"
         else:
-            spec = check.resolve(spec)
+            spec = resolve(spec, shape, xf)
         params = get_method(spec.method).params_for(shape, spec)
         enc, err = encode_and_measure(xs, spec, ref)
         if t.exact:

@@ -6,6 +6,7 @@ import math
 import time
 from typing import Iterator
 
+from ..codecs import stored_nbytes
 from ..errors import ConfigError, InputError, WorkError
 from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
@@ -238,8 +239,9 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
 
         def results() -> Iterator[Encoded]:
             for t, (enc, err) in zip(plan.tensors, ordered_map(encode, plan.tensors, jobs)):
-                if t.choice is not None and (enc.params != t.choice.params or enc.nbytes != t.choice.nbytes):
-                    raise WorkError(f"internal: {t.ref.name} encoded to {enc.nbytes} bytes, planned "
+                stored = stored_nbytes(enc, tuple(t.ref.shape))
+                if t.choice is not None and (enc.params != t.choice.params or stored != t.choice.nbytes):
+                    raise WorkError(f"internal: {t.ref.name} encoded to {stored} bytes, planned "
                                     f"{t.choice.nbytes}; nothing was written")
                 t.cache = {}
                 t.actual = err
