@@ -24,6 +24,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from . import __version__, api, plan_render, planner, render
 from .errors import ConfigError, QuantError
 from .methods import METHODS
+from .methods.base import ALWAYS_READ
 from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
@@ -159,39 +160,19 @@ def inspect(paths: Paths, json_out: JsonOpt = False, quiet: QuietOpt = False, de
         render.print_inspect(_stdout(), items)
 
 
-# Which options each method reads (beyond the common ones); anything else given with it is a mistake.
-_METHOD_OPTIONS = {
-    "uniform": {"bits", "scheme", "granularity", "group_size", "scale_dtype", "scale_search"},
-    "nf": {"bits", "granularity", "group_size", "scale_dtype", "scale_search"},
-    "log": {"bits", "granularity", "group_size", "scale_dtype", "scale_search"},
-    "kmeans": {"bits", "granularity", "group_size", "scale_dtype", "normalize", "seed"},
-    "vq": {"bits", "vector_dim", "iters", "seed", "scale_dtype"},
-    "pq": {"iters", "seed", "scale_dtype"},
-    "fp16": set(), "bf16": set(),
-}
-
-
-def _refuse_ignored_options(ctx: typer.Context, method: str, granularity: str, planned: bool,
-                            recipe: bool) -> None:
-    """An option typed on the command line that would change nothing is an error, not a no-op."""
-    given = {name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    per_tensor = (set().union(*_METHOD_OPTIONS.values()) | {"method"}) - {"seed"}  # a seed never hurts
+def _refuse_ignored_options(ctx: typer.Context, spec: Spec, planned: bool, recipe: bool) -> None:
+    """An option typed on the command line that would change nothing is an error, not a no-op;
+    each method says what it reads (`Method.reads`)."""
+    given = {name for name in ctx.params
+             if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"}
+    per_tensor = {o for m in METHODS.values() for o in m.options} | {"method"}
     if planned and not recipe:
-        ignored = sorted(given & per_tensor)
+        ignored = sorted(given & per_tensor - ALWAYS_READ)
         if ignored:
             raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with a budget: the planner chooses "
                               "each tensor's setting (use --recipe to pin some tensors)")
         return
-    allowed = _METHOD_OPTIONS.get(method, set())
-    ignored = sorted((given & per_tensor) - allowed - {"method"})
-    if ignored:
-        raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with --method {method}")
-    normalized = method == "kmeans" and getattr(ctx.params.get("normalize"), "value", None) == "group"
-    if normalized and "granularity" in given:
-        raise ConfigError("--granularity has no effect with --normalize group (its groups are --group-size "
-                          "values of a row)")
-    if "group_size" in given and granularity != "group" and not normalized:
-        raise ConfigError("--group-size needs --granularity group")
+    METHODS[spec.method].refuse_unread(spec, given & per_tensor)
 
 
 @app.command()
@@ -206,7 +187,10 @@ def quantize(
     = Scheme.symmetric,
     granularity: Annotated[Granularity, typer.Option(help="One scale per tensor, per output channel (row), "
                                                           "or per group along the row.")] = Granularity.channel,
-    group_size: Annotated[int, typer.Option(help="Values per group with --granularity group.")] = 128,
+    group_size: Annotated[int, typer.Option(help="Values of a row per group with --granularity group (and "
+                                                 "kmeans --normalize group).")] = 128,
+    codebook_rows: Annotated[int, typer.Option(help="kmeans --granularity group: rows sharing one codebook.")]
+    = 128,
     scale_dtype: Annotated[StorageDtype, typer.Option(help="How scales are stored; auto = float16 for group "
                                                          "scales, float32 otherwise.")] = StorageDtype.auto,
     seed: Annotated[int, typer.Option(help="Random seed for methods that sample (kmeans, vq).")] = 0,
@@ -261,12 +245,11 @@ def quantize(
         if not output and not dry_run:
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
         budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
-        _refuse_ignored_options(ctx, getattr(method, "value", method), granularity.value, budget is not None,
-                                recipe is not None)
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
-                    iters=iters)
+                    iters=iters, codebook_rows=codebook_rows)
+        _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
             kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
                       candidates=planner.default_candidates(candidates), sample=sample, jobs=jobs)

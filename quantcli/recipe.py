@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .methods import get_method
 from .spec import Spec
 
 if sys.version_info >= (3, 11):
@@ -58,8 +59,19 @@ class Recipe:
             if rule.pattern.search(name):
                 if rule.keep:
                     return None, f"kept: recipe rule {i + 1} ({rule.pattern.pattern})", False
-                return spec.with_options(**rule.options), "", True
-        return spec, "", False
+                return self._checked(spec.with_options(**rule.options), set(rule.options), f"rule {i + 1}"), "", True
+        return self._checked(spec, set(self.default), "[default]"), "", False
+
+    def _checked(self, spec: Spec, keys: set[str], where: str) -> Spec:
+        """The same refusal as on the command line: a key of the rule that decided (or of
+        [default] when none did) that the chosen method would not read."""
+        try:
+            method = get_method(spec.method)
+            method.check_spec(spec)
+            method.refuse_unread(spec, keys, where)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=self.path) from None
+        return spec
 
 
 def _options(table: dict[str, Any], path: str, where: str) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class Spec:
     iters: int = 25
     scale_search: bool = False
     normalize: str = "none"  # kmeans: "group" learns one codebook over group-absmax-normalised values
+    codebook_rows: int = 128  # kmeans --granularity group: rows sharing one codebook
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
@@ -108,6 +109,8 @@ class Spec:
             raise ConfigError(f"--centroids must be from 2 to 65536, got {self.centroids}")
         if self.iters < 1:
             raise ConfigError(f"--iters must be at least 1, got {self.iters}")
+        if self.codebook_rows < 1:
+            raise ConfigError(f"--codebook-rows must be at least 1, got {self.codebook_rows}")
         if self.normalize not in NORMALIZE:
             raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

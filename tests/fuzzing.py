@@ -224,7 +224,7 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         "archive-bf16": Spec(method="bf16"),
         "archive-nf4-group": Spec(method="nf", bits=4, granularity="group", group_size=8),
         "archive-kmeans-norm": Spec(method="kmeans", bits=3, normalize="group", group_size=8),
-        "archive-kmeans-rows": Spec(method="kmeans", bits=2, granularity="group", group_size=3),
+        "archive-kmeans-rows": Spec(method="kmeans", bits=2, granularity="group", codebook_rows=3),
         "archive-vq": Spec(method="vq", bits=5, vector_dim=3),
         "archive-pq": Spec(method="pq", subvector_dim=3, centroids=5),
     }

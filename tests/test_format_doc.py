@@ -119,7 +119,7 @@ def decode_by_hand(entry, arrays):
     Spec(method="nf", bits=3, granularity="channel"),
     Spec(method="log", bits=4, granularity="tensor"),
     Spec(method="kmeans", bits=3, normalize="group", group_size=16),
-    Spec(method="kmeans", bits=2, granularity="group", group_size=5),
+    Spec(method="kmeans", bits=2, granularity="group", codebook_rows=5),
     Spec(method="kmeans", bits=4, granularity="channel"),
     Spec(method="vq", bits=6, vector_dim=3),
     Spec(method="pq", subspaces=5, centroids=6),  # 32 columns in 5 subspaces: widths 7,7,6,6,6

@@ -73,7 +73,7 @@ def test_histogram_path_close_to_exact():
        bits=st.integers(1, 5), gran=st.sampled_from(["tensor", "channel", "group"]), group=st.integers(1, 4),
        normalize=st.sampled_from(["none", "group"]))
 def test_round_trip_properties(x, bits, gran, group, normalize):
-    spec = Spec(method="kmeans", bits=bits, granularity=gran, group_size=group, seed=3)
+    spec = Spec(method="kmeans", bits=bits, granularity=gran, group_size=group, codebook_rows=group, seed=3)
     enc, error = KM.encode_measured(x, spec.with_options(normalize=normalize))
     out = KM.decode(enc, x.shape)
     assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
@@ -100,7 +100,7 @@ def test_round_trip_properties(x, bits, gran, group, normalize):
 @pytest.mark.parametrize("gran", ["tensor", "channel", "group"])
 def test_constant_tensors_exact(value, gran):
     x = np.full((5, 9), value, np.float32)
-    enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity=gran, group_size=2, scale_dtype="float32"))
+    enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity=gran, group_size=2, codebook_rows=2, scale_dtype="float32"))
     np.testing.assert_array_equal(KM.decode(enc, x.shape), x)
     enc = KM.encode(x, Spec(method="kmeans", bits=4, group_size=4, scale_dtype="float32").with_options(normalize="group"))
     np.testing.assert_array_equal(KM.decode(enc, x.shape), x)
@@ -117,7 +117,7 @@ def test_codebook_dtypes():
     assert KM.encode(x, Spec(method="kmeans", bits=4, granularity="tensor")).arrays["codebook"].dtype == np.float32
     enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity="channel"))
     assert enc.arrays["codebook"].dtype == np.float16 and enc.arrays["codebook"].shape == (8, 16)
-    enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity="group", group_size=3))
+    enc = KM.encode(x, Spec(method="kmeans", bits=4, granularity="group", codebook_rows=3))
     assert enc.arrays["codebook"].shape == (3, 16)
     tiny = x * 1e-7  # float16 would lose these: falls back to float32
     enc = KM.encode(tiny, Spec(method="kmeans", bits=4, granularity="channel"))
@@ -161,7 +161,7 @@ def test_layout_normalized_requires_scale_params():
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0), (), (5,), (2, 0, 3)])
 @pytest.mark.parametrize("method,opts,normalize", [
     ("log", {}, None), ("nf", {"granularity": "group", "group_size": 2}, None),
-    ("kmeans", {"granularity": "channel"}, None), ("kmeans", {"granularity": "group", "group_size": 2}, None),
+    ("kmeans", {"granularity": "channel"}, None), ("kmeans", {"granularity": "group", "codebook_rows": 2}, None),
     ("kmeans", {"granularity": "tensor"}, None), ("kmeans", {"group_size": 2}, "group"),
     ("vq", {"vector_dim": 3}, None)])
 def test_empty_scalar_and_1d_shapes(shape, method, opts, normalize):

@@ -8,6 +8,7 @@ import ast
 import os
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -142,3 +143,39 @@ def test_usage_error_is_one_line_exit_2(monkeypatch, capsys):
     code, _, err = _main(monkeypatch, capsys, ["quantize", "x.npy", "--bits", "many"])
     assert code == 2 and err.count("\n") == 1 and err.startswith("quant: error:")
     assert "quant quantize --help" in err
+
+
+def _recipe(tmp_path, text: str) -> str:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[rule]]\npattern = "."\nmethod = "nf"\nscheme = "asymmetric"\n',
+     "rule 1: 'scheme' has no effect with method nf"),
+    ('[default]\nmethod = "fp16"\nbits = 4\n', "[default]: 'bits' has no effect with method fp16"),
+    ('[[rule]]\npattern = "."\ngroup_size = 32\n', "rule 1: 'group_size' needs granularity group"),
+])
+def test_recipe_gets_the_command_lines_refusal(tmp_path, seed_matrix, text, message):
+    """A recipe rule asking for an option its method would not read is refused like the same
+    option typed on the command line, naming the recipe and the rule; nothing is written."""
+    import numpy as np
+    np.save(tmp_path / "s.npy", seed_matrix)
+    out = tmp_path / "o.qnt.safetensors"
+    r = CliRunner().invoke(cli.app, ["quantize", str(tmp_path / "s.npy"), "-o", str(out),
+                                     "--recipe", _recipe(tmp_path, text)])
+    assert r.exit_code == 2 and message in r.stderr and "r.toml" in r.stderr
+    assert not out.exists()
+
+
+def test_codebook_rows_is_kmeans_row_groups(tmp_path, seed_matrix):
+    from quantcli import Spec
+    from quantcli.methods import get_method
+    km = get_method("kmeans")
+    x = np.tile(seed_matrix, (4, 1))
+    enc = km.encode(x, Spec(method="kmeans", bits=2, granularity="group", codebook_rows=3))
+    assert enc.arrays["codebook"].shape == (-(-x.shape[0] // 3), 4) and enc.params["group_size"] == 3
+    r = CliRunner().invoke(cli.app, ["quantize", "x.npy", "-o", str(tmp_path / "o.qnt.safetensors"),
+                                     "--method", "kmeans", "--codebook-rows", "3"])
+    assert r.exit_code == 2 and "--codebook-rows needs granularity group" in r.stderr

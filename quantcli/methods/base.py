@@ -10,7 +10,7 @@ from typing import Any, ClassVar, NamedTuple
 import ml_dtypes
 import numpy as np
 
-from ..errors import ArchiveError, InputError
+from ..errors import ArchiveError, ConfigError, InputError
 from ..metrics import ErrorStats, measure
 from ..spec import Spec
 
@@ -52,6 +52,9 @@ class Encoding:
     def nbytes(self) -> int:
         """Bytes held in memory (logical arrays; the archive's size is `codecs.stored_nbytes`)."""
         return sum(int(a.nbytes) for a in self.arrays.values())
+
+
+ALWAYS_READ = frozenset({"method", "seed"})  # a seed never hurts
 
 
 class Method(ABC):
@@ -120,6 +123,30 @@ class Method(ABC):
     def describe(self, params: dict[str, Any]) -> str:
         """A short human label, e.g. 'int4 asym g64'."""
         return self.name
+
+    def reads(self, spec: Spec) -> frozenset[str]:
+        """The options this method reads with `spec`'s other settings (some depend on others:
+        --group-size only with --granularity group)."""
+        return self.options
+
+    def refuse_unread(self, spec: Spec, given: set[str], where: str = "") -> None:
+        """An option given explicitly that this method, so configured, would not read is a
+        mistake: ConfigError naming it (`where` says where it was given, e.g. a recipe rule)."""
+        ignored = sorted(set(given) - self.reads(spec) - ALWAYS_READ)
+        if not ignored:
+            return
+        name = ignored[0]
+        flag = f"--{name.replace('_', '-')}" if not where else f"{name!r}"
+        if name in self.options and name == "group_size":
+            why = "needs granularity group" if where else "needs --granularity group"
+            message = f"{flag} {why}"
+        elif name in self.options and name == "granularity":
+            message = f"{flag} has no effect with normalize group (its groups are group_size values of a row)"
+        elif name in self.options and name == "codebook_rows":
+            message = f"{flag} needs granularity group"
+        else:
+            message = f"{flag} has no effect with {'method' if where else '--method'} {self.name}"
+        raise ConfigError(f"{where}: {message}" if where else message)
 
     def check_spec(self, spec: Spec) -> None:
         """Raise ConfigError when `spec` asks for something this method cannot do."""

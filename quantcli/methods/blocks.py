@@ -31,6 +31,9 @@ class BlockScaled(Method):
         if not 2 <= spec.bits <= 8:
             raise ConfigError(f"{self.name} quantization takes --bits 2 to 8, got {spec.bits}")
 
+    def reads(self, spec: Spec) -> frozenset[str]:
+        return self.options if spec.granularity == "group" else self.options - {"group_size"}
+
     # -- what subclasses provide -------------------------------------------------------------
 
     def extra_params(self, spec: Spec) -> dict[str, Any]:

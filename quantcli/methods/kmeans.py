@@ -4,13 +4,14 @@ kmeans (bits 1-8, K = 2^bits levels; the seed's section 4.1)
   normalize="none" (default), codebooks by granularity:
     tensor   one codebook for the whole tensor;
     channel  one codebook per row of the [shape[0], -1] view;
-    group    one codebook per run of `group_size` consecutive rows (the last run may be shorter).
-             For kmeans, --group-size counts ROWS: a codebook is shared by group_size * cols values.
+    group    one codebook per run of `codebook_rows` consecutive rows (the last run may be shorter);
+             a codebook is shared by codebook_rows * cols values. (The manifest records it as
+             params["group_size"], its name in format 1; the option is --codebook-rows.)
   normalize="group": per-(row, group_size columns) absmax scales exactly as nf stores them, and ONE
     learned codebook per tensor over the normalised values x / scale in [-1, 1]: nf with learned
     levels. Granularity is not used in this setting.
   Arrays: codes (one per value, the index into the sorted codebook of the value's row/group),
-  codebook [P, K] (P = 1, rows, or ceil(rows / group_size)), and scale with normalize="group".
+  codebook [P, K] (P = 1, rows, or ceil(rows / codebook_rows)), and scale with normalize="group".
   The codebook dtype follows --scale-dtype; `auto` is float32 when there is one codebook and
   float16 when there are many (16 levels x 16 bits per row is already 0.67 bits per weight for a
   384-wide row). Codes are assigned against the stored (rounded) codebook.
@@ -355,11 +356,18 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
 class KMeans(Method):
     name = "kmeans"
     summary = "scalar k-means codebook of 2^bits learned levels per tensor, channel or row group"
-    options = frozenset({"bits", "granularity", "group_size", "scale_dtype", "normalize", "seed"})
+    options = frozenset({"bits", "granularity", "codebook_rows", "group_size", "scale_dtype", "normalize", "seed"})
 
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
             raise ConfigError(f"kmeans quantization takes --bits 1 to 8, got {spec.bits}")
+
+    def reads(self, spec: Spec) -> frozenset[str]:
+        """normalize=group: per-(row, group_size values) scales, one codebook (no granularity);
+        otherwise codebooks per tensor, row or run of codebook_rows rows (no group_size)."""
+        if spec.normalize == "group":
+            return self.options - {"granularity", "codebook_rows"}
+        return self.options - {"group_size"} - (set() if spec.granularity == "group" else {"codebook_rows"})
 
     def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         if spec.normalize == "group":
@@ -369,7 +377,7 @@ class KMeans(Method):
         else:
             params = {"bits": spec.bits, "normalize": "none", "granularity": spec.granularity}
             if spec.granularity == "group":
-                params["group_size"] = spec.group_size
+                params["group_size"] = spec.codebook_rows  # the manifest's name since format 1: rows
             params["codebook_dtype"] = codebook_dtype(spec.scale_dtype, many=spec.granularity != "tensor")
         if x is None or not np.size(x):
             return params
@@ -383,8 +391,9 @@ class KMeans(Method):
         return params
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+        group = spec.group_size if spec.normalize == "group" else spec.codebook_rows
         codes, arrays, params, recon = kmeans_quantize(
-            x, spec.bits, spec.granularity, spec.group_size, spec.normalize, spec.scale_dtype, spec.seed)
+            x, spec.bits, spec.granularity, group, spec.normalize, spec.scale_dtype, spec.seed)
         arrays = {"codes": codes.reshape(np.shape(x)), **arrays}
         return Encoding(self.name, params, arrays), recon
 
