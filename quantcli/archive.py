@@ -81,7 +81,7 @@ def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
     h = hashlib.sha256()
     for role in sorted(arrays):
         a = np.ascontiguousarray(arrays[role])
-        h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+        h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
     return h
 
 
@@ -231,6 +231,7 @@ class Archive:
         for key, value in metrics.items():
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
+        assert isinstance(shape, list)  # shape_problem checked it
         t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
         try:
             expected = stored_layout(method, t.shape, _layout_params(t))

@@ -100,7 +100,7 @@ def logical_layout(method: str, shape: tuple[int, ...], params: dict[str, Any]) 
 def stored_layout(method: str, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, StoredLayout]:
     """role -> (dtype, shape) of every array the archive holds for a tensor of `shape` encoded
     with `params` (for `keep`: params {"dtype": <safetensors code>})."""
-    return {role: codec_for(l).stored(l) for role, l in logical_layout(method, shape, params).items()}
+    return {role: codec_for(lay).stored(lay) for role, lay in logical_layout(method, shape, params).items()}
 
 
 def _encoding_layout(enc: Encoding, shape: tuple[int, ...]) -> dict[str, ArrayLayout]:
@@ -116,11 +116,11 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...]) -> dict[str, np.ndarray
     if set(layout) != set(enc.arrays):
         raise ValueError(f"{enc.method} encoding holds {sorted(enc.arrays)}, its layout {sorted(layout)}")
     out = {}
-    for role, l in layout.items():
+    for role, lay in layout.items():
         a = enc.arrays[role]
-        if a.dtype != l.dtype or tuple(a.shape) != tuple(l.shape):
-            raise ValueError(f"{enc.method} {role} is {a.dtype}{list(a.shape)}, declared {l.dtype}{list(l.shape)}")
-        out[role] = codec_for(l).encode(a, l)
+        if a.dtype != lay.dtype or tuple(a.shape) != tuple(lay.shape):
+            raise ValueError(f"{enc.method} {role} is {a.dtype}{list(a.shape)}, declared {lay.dtype}{list(lay.shape)}")
+        out[role] = codec_for(lay).encode(a, lay)
     return out
 
 
@@ -134,5 +134,8 @@ def logical_arrays(method: str, shape: tuple[int, ...], params: dict[str, Any],
 def stored_nbytes(enc: Encoding, shape: tuple[int, ...]) -> int:
     """Bytes the archive stores for `enc` (what bits_per_weight counts), without packing anything."""
     layout = _encoding_layout(enc, shape)
-    return sum(int(a.nbytes) if layout[r].bits is None else packed_nbytes(a.size, layout[r].bits)  # type: ignore[arg-type]
-               for r, a in enc.arrays.items())
+    total = 0
+    for role, a in enc.arrays.items():
+        bits = layout[role].bits
+        total += int(a.nbytes) if bits is None else packed_nbytes(a.size, bits)
+    return total

@@ -39,14 +39,15 @@ def tensor_stats(ref: TensorRef) -> TensorStats:
 def _tensor_stats(ref: TensorRef) -> TensorStats:
     x = ref.load()
     n = ref.size
+    nan = float("nan")
     if n == 0:
-        return TensorStats(ref.name, ref.code, ref.shape, 0, ref.nbytes, *([float("nan")] * 5), 0, 0)
+        return TensorStats(ref.name, ref.code, ref.shape, 0, ref.nbytes, nan, nan, nan, nan, nan, 0, 0)
     v = x.astype(np.float64) if x.dtype != np.float64 else x
     finite = np.isfinite(v)
     nonfinite = int(n - np.count_nonzero(finite))
     f = v[finite] if nonfinite else v.reshape(-1)
     if f.size == 0:
-        return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, *([float("nan")] * 5),
+        return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, nan, nan, nan, nan, nan,
                            int(n - np.count_nonzero(x)), nonfinite)
     lo, hi = float(f.min()), float(f.max())
     return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, lo, hi, float(f.mean()), float(f.std()),

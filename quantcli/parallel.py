@@ -89,7 +89,7 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
     pieces = {}
     for role in sorted(stored):
         a = np.ascontiguousarray(stored[role])
-        raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+        raw = a.reshape(-1).view(np.uint8).data if a.size else memoryview(b"")
         digest.update(raw)
         offset = spill.tell()
         try:

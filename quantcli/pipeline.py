@@ -3,19 +3,17 @@ archive in ONE loop (used by plain quantizing and by the planner), plus the dry-
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from .archive import ArchiveTensor, ArchiveWriter
 from .codecs import stored_nbytes
-from .errors import ConfigError, InputError, NonFiniteError, QuantError
+from .errors import InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
 from .metrics import ZERO, ErrorStats
-from .output import check_output
 from . import parallel
 from .parallel import Spilled, Workers
 from .reports import PlanReport, QuantizeReport, TensorReport

@@ -82,7 +82,8 @@ class Sized:
 def header_bytes(tensors: list[Sized]) -> int:
     """The header size (length prefix included) of an archive holding `tensors`, built exactly as
     the writer builds it, metrics at their longest."""
-    entries, arrays = [], []
+    entries: list[ArchiveTensor] = []
+    arrays: list[tuple[str, np.dtype, tuple[int, ...]]] = []
     for s in tensors:
         at = s.entry()
         entries.append(at)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from quantcli import Spec, dequantize_file, open_archive, quantize_file
+from quantcli import Spec, open_archive, quantize_file
 
 NP_DTYPES = {"F32": "<f4", "F16": "<f2", "U8": "u1", "I64": "<i8", "F64": "<f8"}
 

@@ -13,7 +13,7 @@ import pytest
 
 import fuzzing as fz
 from quantcli import ArchiveError, InputError, open_archive, verify_archive
-from quantcli.safetensors_io import MAX_ELEMENTS, MAX_NDIM, SafetensorsFile, header_bytes
+from quantcli.safetensors_io import MAX_ELEMENTS, MAX_NDIM, SafetensorsFile
 from quantcli.sources import Sources
 
 

@@ -162,6 +162,7 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
             signal_sq += float(np.multiply(f, f, out=square[:r]).sum())
     zeros = None
     if scheme == "asymmetric":
+        assert zero is not None
         zeros = (zero[:1] if granularity == "tensor" else zero).astype(np.uint8).reshape(sshape)
     return UniformResult(codes.reshape(-1), stored.reshape(sshape), zeros, used,
                          None if recon is None else recon.reshape(shape), error_sq, error_max, signal_sq)

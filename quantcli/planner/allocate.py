@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Sequence
 
 from ..errors import ConfigError
 
 
-def pareto_front(cost: list[int], dist: list[float]) -> list[int]:
+def pareto_front(cost: Sequence[float], dist: Sequence[float]) -> list[int]:
     """Indices of points no other point beats on both cost and distortion, by increasing cost."""
     order = sorted(range(len(cost)), key=lambda i: (cost[i], dist[i], i))
     out, best = [], math.inf
@@ -20,7 +21,7 @@ def pareto_front(cost: list[int], dist: list[float]) -> list[int]:
     return out
 
 
-def lower_hull(cost: list[int], dist: list[float]) -> list[int]:
+def lower_hull(cost: Sequence[float], dist: Sequence[float]) -> list[int]:
     """Indices of the lower convex hull of (cost, distortion), by increasing cost: along it the
     distortion saved per byte only shrinks, which is what makes greedy allocation optimal."""
     hull: list[int] = []

@@ -40,7 +40,7 @@ def rate_distortion_curve(inputs: list[str], *, only: str | None = None, skip: s
                                  overall_sqnr((t.signal, p.rel) for t, p in zip(planned, chosen)),
                                  weighted_sqnr((t.elements, p.rel) for t, p in zip(planned, chosen)),
                                  family(candidate)))
-    for i in pareto_front([p.bits_per_weight for p in points], [-p.weighted_sqnr_db for p in points]):  # type: ignore[arg-type]
+    for i in pareto_front([p.bits_per_weight for p in points], [-p.weighted_sqnr_db for p in points]):
         points[i].pareto = True
     return Curve(list(inputs), points, len(planned), n, sample, time.perf_counter() - start)
 
