@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, api, plan_render, planner, render
-from .errors import ConfigError, QuantError
+from .errors import ConfigError, QuantError, one_line
 from .methods import METHODS
+from .signals import Interrupted, install, on_signal
 from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
@@ -36,13 +37,25 @@ app = typer.Typer(
 Method = Enum("Method", {name: name for name in sorted(m for m in METHODS if m != "keep")}, type=str)  # type: ignore[misc]
 
 
-class Interrupted(BaseException):
-    """SIGTERM, turned into an exception so that temp files are cleaned up on the way out."""
+class _Stdout(Console):
+    """A reader that closed our stdout (`quant inspect m | head -1`) is a normal end: the
+    BrokenPipeError reaches `main`, which ends quietly (rich's own handler would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError()
+
+
+def _columns() -> int:
+    """Table width off a terminal: $COLUMNS when it is a sensible number, else 200."""
+    try:
+        wide = int(os.environ.get("COLUMNS", "200"))
+    except ValueError:
+        return 200
+    return min(max(wide, 40), 10_000)
 
 
 def _stdout() -> Console:
-    wide = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200))
-    return Console(width=wide, highlight=False)
+    return _Stdout(width=None if sys.stdout.isatty() else _columns(), highlight=False)
 
 
 def _stderr() -> Console:
@@ -50,13 +63,15 @@ def _stderr() -> Console:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Interrupted()
+    on_signal(signum, frame)
 
 
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """Map library errors to one line on stderr and the documented exit status."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    """Map library errors to one line on stderr and the documented exit status. SIGINT/SIGTERM
+    raise (deferred while a temp file is being created or an output switched: `signals.held`)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else None
+    install()
 
     def say(line: str) -> None:
         sys.stderr.write(f"quant: {one_line(line)}\n")
@@ -77,6 +92,8 @@ def _errors(debug: bool) -> Iterator[None]:
     except MemoryError:
         say("error: out of memory")
         raise typer.Exit(1) from None
+    except BrokenPipeError:
+        raise  # our stdout was closed by its reader: `main` ends quietly
     except OSError as e:
         if debug:
             raise
@@ -90,13 +107,9 @@ def _errors(debug: bool) -> Iterator[None]:
         say(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         raise typer.Exit(1) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def one_line(text: str) -> str:
-    """Messages are one line whatever a path or name holds: control characters are escaped."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+        for sig, handler in (previous or {}).items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _main_thread() -> bool:
@@ -482,13 +495,27 @@ def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv
 
 
+def _stdout_closed() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered cannot
+    fail again (it would print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> None:
     """Console-script entry point. Usage errors become one line (click prints four); an
     unexpected exception becomes one line and exit 1 (its traceback with --debug). Only typer's
-    public exceptions are used: TyperException is the base of every usage error it raises."""
+    public exceptions are used: TyperException is the base of every usage error it raises.
+    A reader closing our stdout is a normal end: exit 0, nothing on stderr."""
+    install()
     argv = sys.argv[1:]
     try:
         code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
+        sys.stdout.flush()  # inside the try: a closed pipe is seen here, not at interpreter exit
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except typer.Abort:
@@ -504,9 +531,15 @@ def main() -> None:
         command = ctx.command_path if ctx is not None else "quant"
         sys.stderr.write(f"quant: error: {one_line(message)} (see '{command} --help')\n")
         raise SystemExit(status) from None
+    except BrokenPipeError:
+        _stdout_closed()
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         sys.stderr.write("quant: interrupted; no output was written\n")
         raise SystemExit(130) from None
+    except Interrupted:
+        sys.stderr.write("quant: terminated; no output was written\n")
+        raise SystemExit(143) from None
     except Exception as e:  # a bug: one line, not a traceback, unless asked
         if _debugging(argv):
             raise
