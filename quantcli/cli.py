@@ -495,6 +495,33 @@ def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv
 
 
+class _StdoutClosed(BaseException):
+    """Our stdout's reader went away. A BaseException, so that nothing on the way (typer turns
+    EPIPE into exit 1, rich too) mistakes it for a failure."""
+
+
+class _GuardedStdout:
+    """sys.stdout during `main`: a broken pipe on write or flush becomes `_StdoutClosed`."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _stdout_closed() -> None:
     """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered cannot
     fail again (it would print "Exception ignored ... BrokenPipeError")."""
@@ -513,6 +540,8 @@ def main() -> None:
     A reader closing our stdout is a normal end: exit 0, nothing on stderr."""
     install()
     argv = sys.argv[1:]
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout)  # type: ignore[assignment]
     try:
         code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
         sys.stdout.flush()  # inside the try: a closed pipe is seen here, not at interpreter exit
@@ -531,7 +560,7 @@ def main() -> None:
         command = ctx.command_path if ctx is not None else "quant"
         sys.stderr.write(f"quant: error: {one_line(message)} (see '{command} --help')\n")
         raise SystemExit(status) from None
-    except BrokenPipeError:
+    except (_StdoutClosed, BrokenPipeError):
         _stdout_closed()
         raise SystemExit(0) from None
     except KeyboardInterrupt:
@@ -546,5 +575,7 @@ def main() -> None:
         sys.stderr.write(f"quant: internal error: {type(e).__name__}: {one_line(str(e))} "
                          "(run with --debug for the traceback)\n")
         raise SystemExit(1) from None
+    finally:
+        sys.stdout = stdout
     if isinstance(code, int) and code:
         raise SystemExit(code)
