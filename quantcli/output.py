@@ -325,10 +325,13 @@ class FolderOutput:
         remove_stale(os.path.join(where, os.path.basename(self.folder)))
         self.tmp: str | None = None
         try:
-            with held():  # created and owned in one step
+            with held():  # created and owned in one step; a signal held meanwhile raises at its end
                 self.tmp = tempfile.mkdtemp(prefix=temp_prefix(self.folder), suffix=".tmp", dir=where)
         except OSError as e:
             raise _work_error(e, folder) from None
+        except BaseException:
+            self.abort()
+            raise
 
     def path(self, name: str) -> str:
         """Where to write the file `name` (inside the temp folder)."""

@@ -73,9 +73,10 @@ REGEX_CPU_SECONDS = 1.0
 
 
 @contextmanager
-def regex_time_limit(seconds: float = REGEX_CPU_SECONDS) -> Iterator[None]:
+def regex_time_limit(seconds: float | None = None) -> Iterator[None]:
     """Bound the CPU time of matching names against --only/--skip/recipe patterns (the regex
     engine checks for signals while it backtracks). Main thread only; elsewhere unbounded."""
+    seconds = REGEX_CPU_SECONDS if seconds is None else seconds
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return

@@ -355,7 +355,9 @@ def test_float16_overflow_is_refused_not_written_as_inf(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["b.qnt.safetensors", "b.safetensors", "big.safetensors"]
 
 
-def test_catastrophic_regex_is_bounded(tmp_path):
+def test_catastrophic_regex_is_bounded(tmp_path, monkeypatch):
+    import quantcli.selection
+    monkeypatch.setattr(quantcli.selection, "REGEX_CPU_SECONDS", 0.2)  # 1 s in use; the bound is what counts
     src = tmp_path / "a.safetensors"
     save_file({"a" * 40 + "b": np.ones((2, 2), np.float32)}, str(src))
     run = fz.invoke(["quantize", str(src), "-o", str(tmp_path / "m.qnt.safetensors"), "--only", "(a+)+$", "-q"])
