@@ -14,11 +14,25 @@ The library API (no printing, no exiting; errors are QuantError subclasses):
 
 __version__ = "0.1.0"
 
-from .errors import ArchiveError, ConfigError, InputError, QuantError, WorkError  # noqa: E402
-from .spec import Spec  # noqa: E402
-from .api import (DequantizeReport, PQDotReport, QuantizeReport, TensorReport, VerifyReport,  # noqa: E402
-                  dequantize_file, inspect_paths, open_archive, pq_dot, quantize_file, verify_archive)
-from .methods import METHODS, get_method  # noqa: E402
+# Names are imported on first use (PEP 562), so that `import quantcli` is cheap: the command line
+# installs its signal handlers before the heavy imports (numpy, typer, rich) happen.
+_EXPORTS = {
+    "ArchiveError": "errors", "ConfigError": "errors", "InputError": "errors", "QuantError": "errors",
+    "WorkError": "errors", "Spec": "spec", "DequantizeReport": "api", "PQDotReport": "api", "QuantizeReport": "api",
+    "TensorReport": "api", "VerifyReport": "api", "dequantize_file": "api", "inspect_paths": "api",
+    "open_archive": "api", "pq_dot": "api", "quantize_file": "api", "verify_archive": "api", "METHODS": "methods",
+    "get_method": "methods",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'quantcli' has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__", "Spec", "quantize_file", "dequantize_file", "inspect_paths", "open_archive",

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, api, plan_render, planner, render
-from .errors import ConfigError, QuantError
+from .errors import ConfigError, QuantError, one_line
 from .methods import METHODS
 from .methods.base import ALWAYS_READ
+from .signals import Interrupted, install, on_signal
 from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
@@ -37,13 +38,25 @@ app = typer.Typer(
 Method = Enum("Method", {name: name for name in sorted(m for m in METHODS if m != "keep")}, type=str)  # type: ignore[misc]
 
 
-class Interrupted(BaseException):
-    """SIGTERM, turned into an exception so that temp files are cleaned up on the way out."""
+class _Stdout(Console):
+    """A reader that closed our stdout (`quant inspect m | head -1`) is a normal end: the
+    BrokenPipeError reaches `main`, which ends quietly (rich's own handler would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError()
+
+
+def _columns() -> int:
+    """Table width off a terminal: $COLUMNS when it is a sensible number, else 200."""
+    try:
+        wide = int(os.environ.get("COLUMNS", "200"))
+    except ValueError:
+        return 200
+    return min(max(wide, 40), 10_000)
 
 
 def _stdout() -> Console:
-    wide = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200))
-    return Console(width=wide, highlight=False)
+    return _Stdout(width=None if sys.stdout.isatty() else _columns(), highlight=False)
 
 
 def _stderr() -> Console:
@@ -51,13 +64,15 @@ def _stderr() -> Console:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Interrupted()
+    on_signal(signum, frame)
 
 
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """Map library errors to one line on stderr and the documented exit status."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    """Map library errors to one line on stderr and the documented exit status. SIGINT/SIGTERM
+    raise (deferred while a temp file is being created or an output switched: `signals.held`)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else None
+    install()
 
     def say(line: str) -> None:
         sys.stderr.write(f"quant: {one_line(line)}\n")
@@ -78,6 +93,8 @@ def _errors(debug: bool) -> Iterator[None]:
     except MemoryError:
         say("error: out of memory")
         raise typer.Exit(1) from None
+    except BrokenPipeError:
+        raise  # our stdout was closed by its reader: `main` ends quietly
     except OSError as e:
         if debug:
             raise
@@ -91,13 +108,9 @@ def _errors(debug: bool) -> Iterator[None]:
         say(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         raise typer.Exit(1) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def one_line(text: str) -> str:
-    """Messages are one line whatever a path or name holds: control characters are escaped."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+        for sig, handler in (previous or {}).items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _main_thread() -> bool:
@@ -465,13 +478,56 @@ def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv
 
 
+class _StdoutClosed(BaseException):
+    """Our stdout's reader went away. A BaseException, so that nothing on the way (typer turns
+    EPIPE into exit 1, rich too) mistakes it for a failure."""
+
+
+class _GuardedStdout:
+    """sys.stdout during `main`: a broken pipe on write or flush becomes `_StdoutClosed`."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _stdout_closed() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered cannot
+    fail again (it would print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> None:
     """Console-script entry point. Usage errors become one line (click prints four); an
     unexpected exception becomes one line and exit 1 (its traceback with --debug). Only typer's
-    public exceptions are used: TyperException is the base of every usage error it raises."""
+    public exceptions are used: TyperException is the base of every usage error it raises.
+    A reader closing our stdout is a normal end: exit 0, nothing on stderr."""
+    install()
     argv = sys.argv[1:]
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout)  # type: ignore[assignment]
     try:
         code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
+        sys.stdout.flush()  # inside the try: a closed pipe is seen here, not at interpreter exit
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except typer.Abort:
@@ -487,14 +543,22 @@ def main() -> None:
         command = ctx.command_path if ctx is not None else "quant"
         sys.stderr.write(f"quant: error: {one_line(message)} (see '{command} --help')\n")
         raise SystemExit(status) from None
+    except (_StdoutClosed, BrokenPipeError):
+        _stdout_closed()
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         sys.stderr.write("quant: interrupted; no output was written\n")
         raise SystemExit(130) from None
+    except Interrupted:
+        sys.stderr.write("quant: terminated; no output was written\n")
+        raise SystemExit(143) from None
     except Exception as e:  # a bug: one line, not a traceback, unless asked
         if _debugging(argv):
             raise
         sys.stderr.write(f"quant: internal error: {type(e).__name__}: {one_line(str(e))} "
                          "(run with --debug for the traceback)\n")
         raise SystemExit(1) from None
+    finally:
+        sys.stdout = stdout
     if isinstance(code, int) and code:
         raise SystemExit(code)

@@ -8,13 +8,14 @@ import os
 import re
 import time
 import zipfile
+from decimal import Decimal
 from typing import Callable
 
 import numpy as np
 
 from .archive import Archive, open_archive
-from .errors import ConfigError
-from .output import SafetensorsWriter, atomic_output, check_output
+from .errors import ConfigError, InputError
+from .output import FolderOutput, SafetensorsWriter, atomic_output, check_output
 from .reports import DequantizeReport
 from .safetensors_io import DTYPES, FLOAT_CODES
 
@@ -24,19 +25,23 @@ Progress = Callable[[int, int, str], None]
 OUTPUT_DTYPES = {"original": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 
+MAX_SIZE = 2**63 - 1  # bytes: what a file offset can hold
+
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
           "GIB": 2**30, "TIB": 2**40}
 
 
 def parse_size(text: str) -> int:
     """'2GB' -> 2_000_000_000, '500MiB' -> 524_288_000, '1000' -> 1000 (decimal units, as Hugging Face)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    m = re.fullmatch(r"\s*([0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})\s*([a-zA-Z]*)\s*", text)
     unit = m.group(2).upper() if m else ""
     if not m or unit not in _UNITS:
         raise ConfigError(f"--shard-size {text!r} is not a size like 2GB, 500MB or 1GiB")
-    size = int(float(m.group(1)) * _UNITS[unit])
+    size = int(Decimal(m.group(1)) * _UNITS[unit])  # exact: no float rounding, no overflow
     if size < 1:
         raise ConfigError(f"--shard-size must be positive, got {text!r}")
+    if size > MAX_SIZE:
+        raise ConfigError(f"--shard-size {text!r} is more than {MAX_SIZE} bytes")
     return size
 
 
@@ -54,14 +59,49 @@ def _shard_groups(sizes: list[int], shard_size: int) -> list[list[int]]:
     return groups
 
 
+def npz_member(name: str) -> str:
+    """The zip member an .npz output stores tensor `name` in (`NAME.npy`, as numpy names them), or
+    InputError when no member can hold that name faithfully: zip cuts names at NUL and cannot
+    encode lone surrogates, and absolute or `..` paths are unsafe where the file is unpacked."""
+    member = f"{name}.npy"
+    problem = None
+    try:
+        member.encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "holds a lone surrogate, which a zip member name cannot encode"
+    if problem is None and "\0" in name:
+        problem = "holds a NUL character, where zip member names end"
+    elif problem is None and (member.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", member)):
+        problem = "is an absolute or '..' path, unsafe as a zip member"
+    elif problem is None and zipfile.ZipInfo(member).filename != member:
+        problem = "is changed by zip's member-name rules"
+    if problem:
+        raise InputError(f"cannot be written to .npz: its name {problem}; write .safetensors instead",
+                         tensor=name)
+    return member
+
+
+def _narrowed(name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
+    """`out` is `source` cast to `target`; a finite value that became infinite means the weights
+    do not fit the narrower dtype: refuse (naming the tensor) rather than write inf silently."""
+    if target == "F16" and source.dtype != np.float16:
+        overflow = np.count_nonzero(np.isinf(out) & np.isfinite(source))
+        if overflow:
+            peak = float(np.max(np.abs(source[np.isfinite(source)])))
+            raise InputError(f"{overflow} values exceed float16's range (largest magnitude {peak:.6g} > 65504); "
+                             "use --dtype float32, bfloat16 or original", tensor=name)
+    return out
+
+
 def dequantize_file(archive_path: str, output: str, dtype: str = "original",
                     progress: Progress | None = None, shard_size: str | int | None = None) -> DequantizeReport:
     """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically),
     or, when `output` is a folder or `shard_size` is given, into safetensors shards plus a
-    `model.safetensors.index.json` in the Hugging Face layout.
+    `model.safetensors.index.json` in the Hugging Face layout (published as a whole).
 
     Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
+    Values beyond float16's range with `dtype="float16"` are refused, never written as inf.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
@@ -79,6 +119,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         if kind == ".npy" and len(archive.tensors) != 1:
             raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
                               "write .safetensors or .npz", path=output)
+        members = [npz_member(t.name) for t in archive.tensors] if kind == ".npz" and not to_folder else []
         targets = []
         for t in archive.tensors:
             target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
@@ -90,7 +131,10 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         def values(i: int) -> np.ndarray:
             nonlocal done
             t = archive.tensors[i]
-            out = archive.decode(t).astype(DTYPES[targets[i]], copy=False)
+            decoded = archive.decode(t)
+            with np.errstate(over="ignore"):
+                out = decoded.astype(DTYPES[targets[i]], copy=False)
+            out = _narrowed(t.name, decoded, out, targets[i])
             written.append((t.name, targets[i], t.shape))
             done += t.original_nbytes
             if progress:
@@ -98,7 +142,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             return out
 
         if to_folder:
-            size = _write_shards(archive, output, targets, limit, values)
+            size = _write_shards(archive, archive_path, output, targets, limit, values)
         elif kind == ".safetensors":
             writer = SafetensorsWriter(output)
             try:
@@ -114,35 +158,30 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
                     np.lib.format.write_array(f, values(0), allow_pickle=False)
                 else:
                     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                        for i, t in enumerate(archive.tensors):
-                            info = zipfile.ZipInfo(f"{t.name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                            with zf.open(info, "w", force_zip64=True) as member:
-                                np.lib.format.write_array(member, values(i), allow_pickle=False)
+                        for i, member in enumerate(members):
+                            info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+                            with zf.open(info, "w", force_zip64=True) as out:
+                                np.lib.format.write_array(out, values(i), allow_pickle=False)
             size = os.path.getsize(output)
     return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start)
 
 
-def _write_shards(archive: Archive, folder: str, targets: list[str], limit: int,
+def _write_shards(archive: Archive, archive_path: str, folder: str, targets: list[str], limit: int,
                   values: Callable[[int], np.ndarray]) -> int:
     """Shards `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` (or a single
-    `model.safetensors` when everything fits in one shard). Each file is written atomically; on
-    failure the files this run wrote are removed again."""
+    `model.safetensors` when everything fits in one shard), published as a whole (`FolderOutput`):
+    a failed run leaves the folder as it was, a finished one leaves no file of an older output."""
     sizes = [t.size * DTYPES[c].itemsize for t, c in zip(archive.tensors, targets)]
     groups = _shard_groups(sizes, limit)
-    created_folder = not os.path.exists(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the output folder: {e.strerror}", path=folder) from None
     names = (["model.safetensors"] if len(groups) == 1 else
              [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
-    written: list[str] = []
+    files = names + (["model.safetensors.index.json"] if len(groups) > 1 else [])
+    out = FolderOutput(folder, files, [archive_path])
     total = 0
     try:
         weight_map: dict[str, str] = {}
         for name, group in zip(names, groups):
-            path = os.path.join(folder, name)
-            writer = SafetensorsWriter(path)
+            writer = SafetensorsWriter(out.path(name))
             try:
                 for i in group:
                     writer.add(archive.tensors[i].name, values(i))
@@ -151,23 +190,12 @@ def _write_shards(archive: Archive, folder: str, targets: list[str], limit: int,
             except BaseException:
                 writer.close()
                 raise
-            written.append(path)
         if len(groups) > 1:
             index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
-            path = os.path.join(folder, "model.safetensors.index.json")
-            with atomic_output(path) as f:
+            with atomic_output(out.path("model.safetensors.index.json")) as f:
                 f.write((json.dumps(index, indent=2) + "\n").encode("utf-8"))
-            written.append(path)
+        out.publish()
     except BaseException:
-        for path in written:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        if created_folder:
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+        out.abort()
         raise
     return total

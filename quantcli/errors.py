@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """Messages are one line whatever a path or name holds: control characters (and lone
+    surrogates, which no terminal can print) are escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class QuantError(Exception):
     """Base class. `exit_code` is what the CLI exits with: 2 for bad input or usage."""
 
@@ -18,7 +24,7 @@ class QuantError(Exception):
         """One line: `path: tensor 'name': message`, leaving out what is unknown."""
         where = []
         if self.path:
-            where.append(str(self.path))
+            where.append(one_line(str(self.path)))
         if self.tensor is not None:
             where.append(f"tensor {self.tensor!r}")
         return ": ".join([*where, self.message])

@@ -1,5 +1,10 @@
 """Writing outputs safely: temp file in the target folder, fsync, rename; never a partial file.
 
+Temp and spill names carry the writing process's id (`.NAME.PID.XXXX.tmp`), so a later run over
+the same output removes what a killed run (SIGKILL, power loss) left behind, and never touches the
+files of a process that is still alive (`remove_stale`). A folder output (shards and their index)
+is written into a temp folder and published as a whole (`FolderOutput`).
+
 `SafetensorsWriter` streams arrays to a spill file as they are produced (memory stays bounded by
 one tensor), then writes the header, which needs every array's size and every tensor's checksum,
 and copies the arrays behind it, largest alignment first, so every array in the final file is
@@ -11,6 +16,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ import numpy as np
 
 from .errors import ConfigError, WorkError
 from .safetensors_io import DTYPES, dtype_code, header_bytes
+from .signals import held
 
 _COPY_CHUNK = 8 * 1024 * 1024
 
@@ -49,23 +57,76 @@ def _target_mode(path: str) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+        return 0o666 & ~_umask()
 
 
-@contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """Yield a file object; on success it replaces `path` atomically, on any failure it vanishes."""
+def temp_prefix(path: str) -> str:
+    """`.NAME.PID.`: the start of every temp and spill file name this process makes for `path`."""
+    return f".{os.path.basename(os.path.normpath(path))}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine). Unsure counts as alive."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(path: str) -> list[str]:
+    """Remove the temp and spill files (and temp folders) that dead processes left beside `path`
+    (named `.NAME.PID.XXXX.tmp` / `.spill`); those of live processes stay. Returns what went."""
+    folder = os.path.dirname(os.path.abspath(os.path.normpath(path)))
+    name = re.escape(os.path.basename(os.path.normpath(path)))
+    pattern = re.compile(rf"\.{name}\.([0-9]+)\.[A-Za-z0-9_]+\.(?:tmp|spill)")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        target = os.path.join(folder, entry)
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)
+            removed.append(target)
+        except OSError:
+            pass  # not ours to remove after all (permissions): leave it
+    return removed
+
+
+def _mkstemp(path: str, suffix: str) -> tuple[int, str]:
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        return tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=folder)
     except FileNotFoundError:
         raise WorkError("the output folder does not exist", path=path) from None
     except OSError as e:
         raise _work_error(e, path) from None
-    f = os.fdopen(fd, "wb")
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Yield a file object; on success it replaces `path` atomically, on any failure (signals
+    included, from the moment the temp file exists) it vanishes."""
+    folder = os.path.dirname(os.path.abspath(path))
+    remove_stale(path)
+    tmp = None
+    f = None
     try:
+        with held():  # a signal between creating the temp file and owning it would leak it
+            fd, tmp = _mkstemp(path, ".tmp")
+            f = os.fdopen(fd, "wb")
         try:
             os.fchmod(fd, _target_mode(path))
             yield f
@@ -77,11 +138,13 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
             raise _work_error(e, path) from None
         _fsync_dir(folder)
     except BaseException:
-        f.close()
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if f is not None:
+            f.close()
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         raise
 
 
@@ -104,9 +167,10 @@ class SafetensorsWriter:
         self.path = path
         self._arrays: dict[str, _Stored] = {}
         folder = os.path.dirname(os.path.abspath(path))
+        remove_stale(path)
         try:
-            self._spill = tempfile.TemporaryFile(prefix=f".{os.path.basename(path)}.", suffix=".spill",
-                                                 dir=folder)
+            with held():  # unnamed where the OS allows (O_TMPFILE), else created and unlinked at once
+                self._spill = tempfile.TemporaryFile(prefix=temp_prefix(path), suffix=".spill", dir=folder)
         except FileNotFoundError:
             raise WorkError("the output folder does not exist", path=path) from None
         except OSError as e:
@@ -208,15 +272,102 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
+def refuse_inputs(paths: list[str], inputs: list[str]) -> None:
+    """No path this run writes, replaces or removes may resolve to an input (symlinks, hard
+    links, `d/` vs `d/model.safetensors` all count)."""
+    for path in paths:
+        for src in inputs:
+            if _same_file(path, src):
+                raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=path)
+
+
 def check_output(output: str, inputs: list[str], suffix: str | None = None) -> None:
     """Refuse, before any work: an output that is an input, a folder, in a missing folder, or
     (with `suffix`) of another file type."""
-    for src in inputs:
-        if _same_file(output, src):
-            raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=output)
+    refuse_inputs([output], inputs)
     if os.path.isdir(output):
         raise ConfigError("the output is a folder; name a file", path=output)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise ConfigError("the output's folder does not exist", path=output)
     if suffix is not None and not output.lower().endswith(suffix):
         raise ConfigError(f"the output must end in {suffix}", path=output)
+
+
+# The files a folder output consists of (Hugging Face layout); in an output folder these names
+# are ours: a new output replaces them all, and leaves none of an older output's behind.
+FOLDER_OUTPUT_FILES = re.compile(r"model(?:-[0-9]{5}-of-[0-9]{5})?\.safetensors|model\.safetensors\.index\.json")
+
+
+class FolderOutput:
+    """A set of files published into `folder` as a whole.
+
+    The files are written into a temp folder (`.NAME.PID.XXXX.tmp`: beside `folder` when it does
+    not exist yet, then renamed to it; inside it otherwise, then each file renamed into place with
+    signals held) and the files of an older output (`FOLDER_OUTPUT_FILES` not in the new set) are
+    removed. A failed or interrupted run removes the temp folder and leaves `folder` as it was.
+    """
+
+    def __init__(self, folder: str, names: list[str], inputs: list[str]):
+        self.folder = os.path.normpath(folder)
+        self.names = list(names)
+        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            raise ConfigError("the output exists and is not a folder", path=folder)
+        self.exists = os.path.isdir(self.folder)
+        listing = os.listdir(self.folder) if self.exists else []
+        self.stale = sorted(n for n in listing if FOLDER_OUTPUT_FILES.fullmatch(n) and n not in self.names)
+        refuse_inputs([os.path.join(self.folder, n) for n in self.names + self.stale], inputs)
+        parent = os.path.dirname(os.path.abspath(self.folder))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise _work_error(e, folder) from None
+        where = self.folder if self.exists else parent
+        remove_stale(os.path.join(where, os.path.basename(self.folder)))
+        self.tmp: str | None = None
+        try:
+            with held():  # created and owned in one step; a signal held meanwhile raises at its end
+                self.tmp = tempfile.mkdtemp(prefix=temp_prefix(self.folder), suffix=".tmp", dir=where)
+        except OSError as e:
+            raise _work_error(e, folder) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def path(self, name: str) -> str:
+        """Where to write the file `name` (inside the temp folder)."""
+        assert self.tmp is not None
+        return os.path.join(self.tmp, name)
+
+    def publish(self) -> None:
+        """Switch to the new files in one held step: nothing can stop it half-way but an OS error."""
+        assert self.tmp is not None
+        try:
+            with held():
+                if not self.exists:
+                    os.chmod(self.tmp, 0o777 & ~_umask())
+                    os.rename(self.tmp, self.folder)
+                    self.tmp = None
+                else:
+                    for name in sorted(self.names, key=lambda n: n.endswith(".json")):  # the index last
+                        os.replace(self.path(name), os.path.join(self.folder, name))
+                    for name in self.stale:
+                        try:
+                            os.unlink(os.path.join(self.folder, name))
+                        except FileNotFoundError:
+                            pass
+                    self.abort()
+        except OSError as e:
+            raise _work_error(e, self.folder) from None
+        _fsync_dir(self.folder)
+
+    def abort(self) -> None:
+        """Remove the temp folder and everything in it."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -11,7 +11,8 @@ import os
 import signal
 import tempfile
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -21,6 +22,7 @@ from .codecs import stored_arrays
 from .errors import WorkError
 from .methods import Encoding
 from .metrics import ErrorStats
+from .output import temp_prefix
 from .safetensors_io import dtype_code
 from .selection import PlanItem
 from .sources import Sources, TensorRef
@@ -57,6 +59,7 @@ def _worker_start(inputs: list[str], spill_dir: str, spill_prefix: str, encode: 
     _worker["encode"] = encode
     sources = Sources(inputs)  # kept open for the worker's lifetime; the OS closes it at exit
     _worker["refs"] = {r.name: r for r in sources.refs}
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent terminates workers; they just stop
     _worker["spill"] = tempfile.NamedTemporaryFile(dir=spill_dir, prefix=spill_prefix, suffix=".spill", delete=False)
 
 
@@ -103,16 +106,18 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
 
 class Workers:
     """Encode plan items in `jobs` processes, yielding results in plan order; at most 2 x jobs
-    results wait. Arrays stay in the workers' spill files (beside the output, removed as soon as
-    the parent has opened them, and on failure); only their places travel back."""
+    results wait. Arrays stay in the workers' spill files (beside the output, named with the
+    parent's pid, removed as soon as the parent has opened them, and on failure); only their places
+    travel back. A worker that dies (killed, out of memory) fails the run with WorkError (exit 1)
+    instead of leaving the parent waiting for it forever."""
 
     def __init__(self, inputs: list[str], output: str, jobs: int, keep_nonfinite: bool, encode: EncodeFn):
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.folder = os.path.dirname(os.path.abspath(output))
-        self.prefix = f".{os.path.basename(output)}.{os.getpid()}.w"
+        self.prefix = temp_prefix(output) + "w"
         self.spills: dict[str, int] = {}  # worker spill path -> fd open in the parent
-        self.pool = multiprocessing.get_context(method).Pool(jobs, _worker_start,
-                                                             (list(inputs), self.folder, self.prefix, encode))
+        self.pool = ProcessPoolExecutor(jobs, multiprocessing.get_context(method), _worker_start,
+                                        (list(inputs), self.folder, self.prefix, encode))
         self.window = 2 * jobs
         self.keep_nonfinite = keep_nonfinite
 
@@ -124,24 +129,47 @@ class Workers:
             os.unlink(path)
         return self.spills[path]
 
+    @staticmethod
+    def _result(future: Any) -> tuple[Spilled, ErrorStats | None, str]:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise WorkError("a worker process died (killed, perhaps out of memory); nothing was written; "
+                            "--jobs 1 encodes in this process") from None
+
     def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Spilled, ErrorStats | None, str]]]:
         pending: deque[tuple[PlanItem, Any]] = deque()
         for item in plan:
-            pending.append((item, self.pool.apply_async(
-                _worker_encode, (item.ref.name, item.spec, item.note, self.keep_nonfinite))))
+            try:
+                future = self.pool.submit(_worker_encode, item.ref.name, item.spec, item.note, self.keep_nonfinite)
+            except BrokenProcessPool:
+                future = None
+            if future is None:  # the pool broke before this submit: report it as its result would
+                while pending:
+                    self._result(pending.popleft()[1])
+                raise WorkError("a worker process died (killed, perhaps out of memory); nothing was written; "
+                                "--jobs 1 encodes in this process")
+            pending.append((item, future))
             if len(pending) >= self.window:
                 first, result = pending.popleft()
-                yield first, result.get()
+                yield first, self._result(result)
         while pending:
             first, result = pending.popleft()
-            yield first, result.get()
+            yield first, self._result(result)
 
     def close(self, ok: bool) -> None:
-        if ok:
-            self.pool.close()
+        """Stop the workers (at once when the run failed or was interrupted) and remove every
+        spill file they made."""
+        if not ok:
+            # no public handle on the processes before Python 3.14's terminate_workers()
+            workers = list((getattr(self.pool, "_processes", None) or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for p in workers:
+                p.terminate()
+            for p in workers:
+                p.join(10)
         else:
-            self.pool.terminate()
-        self.pool.join()
+            self.pool.shutdown(wait=True)
         for fd in self.spills.values():
             os.close(fd)
         for leftover in glob.glob(os.path.join(glob.escape(self.folder), glob.escape(self.prefix) + "*.spill")):

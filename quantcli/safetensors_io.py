@@ -63,6 +63,26 @@ def shape_problem(shape: Any) -> str | None:
     return None
 
 
+def header_length_problem(n: int) -> str | None:
+    """Why a header of `n` bytes (length prefix excluded) is refused, or None: the one limit the
+    reader enforces and the writer checks before writing."""
+    if n > MAX_HEADER_BYTES:
+        return f"header length {n} exceeds {MAX_HEADER_BYTES} (too many or too long tensor names)"
+    return None
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a tensor name or metadata string in a file, or None: it must be a
+    string that UTF-8 can encode (a lone surrogate, as from an undecodable file name, cannot be)."""
+    if not isinstance(name, str):
+        return f"name {name!r} is not a string"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"name {name!r} is not valid Unicode (it holds a lone surrogate); safetensors names are UTF-8"
+    return None
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -127,8 +147,8 @@ class SafetensorsFile:
         if len(head) < 8:
             raise self._fail(f"not a safetensors file: {size} bytes, too short for a header")
         n = int.from_bytes(head, "little")
-        if n > MAX_HEADER_BYTES:
-            raise self._fail(f"not a safetensors file: header length {n} exceeds {MAX_HEADER_BYTES}")
+        if header_length_problem(n):
+            raise self._fail(f"not a safetensors file: {header_length_problem(n)}")
         if 8 + n > size:
             raise self._fail(f"truncated: header says {n} header bytes, file has {size - 8}")
         raw = self._f.read(n)
@@ -142,6 +162,9 @@ class SafetensorsFile:
         if not isinstance(metadata, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise self._fail("malformed safetensors header: __metadata__ must map strings to strings")
+        for text in (*header, *metadata, *metadata.values()):
+            if name_problem(text):
+                raise self._fail(f"malformed safetensors header: {name_problem(text)}")
         base = 8 + n
         buffer_len = size - base
         entries: dict[str, Entry] = {}
@@ -216,13 +239,22 @@ def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: 
     same arrays give the same bytes. `size` (a multiple of 8, length prefix included) pads it with
     more spaces to exactly that many bytes, so a file's size can be fixed before its metrics are
     known (the safetensors format allows trailing spaces in the header).
+
+    Every limit the reader enforces holds here first, with the same message (`shape_problem`,
+    `name_problem`, `header_length_problem`): nothing is written that would then be refused.
     """
     header: dict[str, Any] = {}
+    for text in (*(metadata or {}), *(metadata or {}).values()):
+        if name_problem(text):
+            raise InputError(f"cannot write metadata: {name_problem(text)}")
     if metadata:
         header["__metadata__"] = dict(sorted(metadata.items()))
     pos = 0
     entries = {}
     for name, code, shape, nbytes in layout:
+        problem = name_problem(name) or shape_problem(list(shape))
+        if problem:
+            raise InputError(f"cannot write: {problem}", tensor=name if isinstance(name, str) else None)
         entries[name] = {"dtype": code, "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
         pos += nbytes
     header.update(sorted(entries.items()))
@@ -232,4 +264,6 @@ def header_bytes(layout: list[tuple[str, str, tuple[int, ...], int]], metadata: 
         if size % 8 or size < 8 + len(raw):
             raise ValueError(f"cannot pad a {8 + len(raw)}-byte header to {size} bytes")
         raw += b" " * (size - 8 - len(raw))
+    if header_length_problem(len(raw)):
+        raise InputError(f"cannot write: {header_length_problem(len(raw))}")
     return len(raw).to_bytes(8, "little") + raw

@@ -4,7 +4,11 @@ before any tensor data is read."""
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from .errors import ConfigError, InputError
 from .methods import get_method
@@ -63,21 +67,51 @@ class PlanItem:
         return self.spec is None
 
 
+# Python's regex engine backtracks: `(a+)+$` takes seconds on a 27-character name and doubles
+# with each character more. Name matching gets this much CPU time in all, then fails cleanly.
+REGEX_CPU_SECONDS = 1.0
+
+
+@contextmanager
+def regex_time_limit(seconds: float | None = None) -> Iterator[None]:
+    """Bound the CPU time of matching names against --only/--skip/recipe patterns (the regex
+    engine checks for signals while it backtracks). Main thread only; elsewhere unbounded."""
+    seconds = REGEX_CPU_SECONDS if seconds is None else seconds
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise ConfigError(f"matching tensor names against the --only/--skip/recipe patterns took over {seconds:g} s "
+                          "of CPU time: a pattern with nested repeats like (a+)+ backtracks exponentially; "
+                          "simplify it")
+
+    previous = signal.signal(signal.SIGVTALRM, expired)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
 def plan_tensors(refs: list[TensorRef], spec: Spec, selection: Selection,
                  recipe: Recipe | None = None) -> list[PlanItem]:
     """Decide every tensor's method before any data is read: --only/--skip and the default
     policy first, then the recipe (first matching rule wins). Every chosen spec is checked once
     here, against the method that will read it."""
     items = []
-    for ref in refs:
-        reason = selection.reason_to_keep(ref)
-        chosen: Spec | None = None if reason else spec
-        pinned = False
-        if not reason and recipe is not None:
-            chosen, reason, pinned = recipe.spec_for(ref.name, spec)
-        if chosen is not None:
-            get_method(chosen.method).check_spec(chosen)
-        items.append(PlanItem(ref, chosen, reason, pinned))
+    with regex_time_limit():
+        for ref in refs:
+            reason = selection.reason_to_keep(ref)
+            chosen: Spec | None = None if reason else spec
+            pinned = False
+            if not reason and recipe is not None:
+                chosen, reason, pinned = recipe.spec_for(ref.name, spec)
+            items.append(PlanItem(ref, chosen, reason, pinned))
+    for item in items:
+        if item.spec is not None:
+            get_method(item.spec.method).check_spec(item.spec)
     return items
 
 

@@ -136,6 +136,8 @@ def _npz_refs(path: str) -> list[TensorRef]:
     refs = []
     for info in members:
         name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+            raise InputError("member is encrypted; .npz members must be plain", path=path, tensor=name)
         try:
             with zf.open(info) as fp:
                 dtype, shape, fortran = _npy_header(fp, path, name)

@@ -60,6 +60,12 @@ SCALE_DTYPES = values(StorageDtype)
 OUTPUT_DTYPES = values(OutputDtype)
 
 
+MAX_WHOLE = 2**31 - 1  # group sizes, dims, counts, iterations
+MAX_SEED = 2**63 - 1
+_STRINGS = {"method", "scheme", "granularity", "scale_dtype", "normalize"}
+_OPTIONAL = {"subvector_dim", "subspaces"}
+
+
 @dataclass(frozen=True)
 class Spec:
     """Options for one tensor. Each method reads the fields it needs and records them in its params.
@@ -85,7 +91,8 @@ class Spec:
     codebook_rows: int = 128  # kmeans --granularity group: rows sharing one codebook
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+        self._check_types()
+        if not 1 <= self.bits <= 16:
             raise ConfigError(f"--bits must be a whole number from 1 to 16, got {self.bits}")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"--scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
@@ -115,6 +122,25 @@ class Spec:
             raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative whole number, got {self.seed}")
+
+    def _check_types(self) -> None:
+        """Every field has its declared type, so recipes (TOML floats, NaN, inf, booleans) and the
+        command line meet the same checks: whole numbers are ints (not bools, not 2.0), within
+        MAX_WHOLE so that no size computed from them overflows."""
+        for f in fields(self):
+            value, option = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if f.name in _STRINGS:
+                if not isinstance(value, str):
+                    raise ConfigError(f"{option} must be a string, got {value!r}")
+            elif f.name == "scale_search":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{option} must be true or false, got {value!r}")
+            elif value is not None or f.name not in _OPTIONAL:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ConfigError(f"{option} must be a whole number, got {value!r}")
+                limit = MAX_SEED if f.name == "seed" else MAX_WHOLE
+                if value > limit:
+                    raise ConfigError(f"{option} must be at most {limit}, got {value}")
 
     def with_options(self, **changes: Any) -> "Spec":
         """A copy with some fields changed (validated again)."""

@@ -520,8 +520,30 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
     return f"resigned-{kind}", data, f"reject-{command}"
 
 
+# Tensor names that are data, not paths or markup: each must survive quantize -> verify ->
+# dequantize (.safetensors and .npz) intact, or be refused with one line; never merged or crashed on.
+HOSTILE_NAMES = ["a\u0000x", "a\u0000y", "../evil", "/abs", "a/b", "a\\b", "[/x]", "[bold]w", "line\nbreak",
+                 "\ud800", "w\udcff", "\u202eevil", "", " ", "w.npy", "x" * 3000, "\u00e9\u4e2d"]
+
+
+def name_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Rename one or two tensors of a .safetensors input to hostile names (JSON escapes, so lone
+    surrogates and NUL reach the reader exactly as a hostile file would hold them)."""
+    n, header = st_layout(seed.data)
+    body = seed.data[8 + n:]
+    names = _entries(header)
+    picks = [c.choice(HOSTILE_NAMES) for _ in range(c.int(1, 2))]
+    text = json.dumps(header, separators=(",", ":"))
+    for old, new in zip(names, picks):
+        text = text.replace(json.dumps(old) + ":", json.dumps(new) + ":", 1)
+    raw = text.encode()
+    raw += b" " * (-(len(raw) + 8) % 8)
+    return f"names-{len(picks)}", _pack(raw) + body, "oracle"
+
+
 MUTATIONS: dict[str, Callable[[Seed, Chooser], tuple[str, bytes, str]]] = {
     "truncate": truncate, "bitflip": bitflip, "bytes": byte_edit, "header": header_edit, "manifest": manifest_edit,
+    "names": name_edit,
 }
 
 
@@ -529,6 +551,8 @@ def mutations_for(seed: Seed) -> list[str]:
     names = ["truncate", "bitflip", "bytes"]
     if seed.ext.endswith(".safetensors"):
         names.append("header")
+    if seed.kind == "input" and seed.ext == ".safetensors":
+        names.append("names")
     if seed.kind == "archive":
         names.append("manifest")
     return names
@@ -579,8 +603,19 @@ def _our_view(doc: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {t["name"]: (t["dtype"], tuple(t["shape"])) for t in doc["files"][0]["tensors"]}
 
 
+EXIT_CODES = (0, 1, 2)  # in-process runs get no signals; a real process may also end 130/143
+PREVIOUS = b"previous output: must survive any failed run byte for byte\n"
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcome]:
-    """Mutate `seed`, run every command that reads such a file, and judge each run."""
+    """Mutate `seed`, run every command that reads such a file, and judge each run. Every command
+    runs over a previous output (it must be untouched when the command fails), the input's bytes
+    must not change, and the folder (hidden files included) must hold nothing else afterwards."""
     label, data, expect = MUTATIONS[mutation](seed, c)
     if os.path.exists(workdir):
         shutil.rmtree(workdir)
@@ -588,6 +623,7 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
     src = os.path.join(workdir, "in" + seed.ext)
     with open(src, "wb") as f:
         f.write(data)
+    src_digest = _digest(src)
     outcomes = []
     if seed.kind == "archive":
         out = os.path.join(workdir, "out.safetensors")
@@ -596,21 +632,30 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
     else:
         out = os.path.join(workdir, "out.qnt.safetensors")
         commands = {"inspect": ["inspect", src, "--json"], "quantize": ["quantize", src, "-o", out, "-q"]}
+    expected_listing = sorted([os.path.basename(src), os.path.basename(out)])
     for command, args in commands.items():
+        with open(out, "wb") as f:
+            f.write(PREVIOUS)
         run = invoke(args)
         o = Outcome(seed.name, label, command, f"exit {run.exit_code}")
-        if run.crash or run.exit_code not in (0, 1, 2):
+        if run.crash or run.exit_code not in EXIT_CODES:
             o.problem = f"escaped exception ({run.crash})" if run.crash else f"exit status {run.exit_code}"
         elif run.exit_code:
             o.problem = _one_line_error(run)
-            if not o.problem and _listing(workdir) != [os.path.basename(src)]:
+            if not o.problem and _listing(workdir) != expected_listing:
                 o.problem = f"left files behind: {_listing(workdir)}"
+            if not o.problem and open(out, "rb").read() != PREVIOUS:
+                o.problem = "a failed run changed the previous output"
             if not o.problem and expect == "detect-corruption" and command in ("verify", "dequantize"):
                 tensor = seed.tensors[label.split(":", 1)[1]]
                 if run.exit_code != 2 or f"tensor {tensor!r}" not in run.stderr or "corrupt" not in run.stderr:
                     o.problem = f"corruption of {tensor!r} not reported as such: {run.stderr!r}"
         else:
             o.problem = _judge_success(seed, command, run, src, out, expect)
+            if not o.problem and _listing(workdir) != expected_listing:
+                o.problem = f"left files behind: {_listing(workdir)}"
+            if not o.problem and command in ("inspect", "verify") and open(out, "rb").read() != PREVIOUS:
+                o.problem = f"{command} changed a file it does not write"
             if seed.kind == "input":
                 o.result = "exit 0 valid input"
             elif expect in ("reject-read", "reject-decode") and not o.problem:
@@ -619,10 +664,39 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                 o.result = "exit 0 plain file"  # quant.format edited: no longer claims to be an archive
             else:
                 o.result = "exit 0 same result"
-        if os.path.exists(out):
-            os.unlink(out)
+        if not o.problem and _digest(src) != src_digest:
+            o.problem = "the input file changed"
+        for leftover in os.listdir(workdir):
+            if leftover != os.path.basename(src):
+                p = os.path.join(workdir, leftover)
+                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
         outcomes.append(o)
     return outcomes
+
+
+def _round_trip(out: str, expected: dict[str, tuple[str, tuple[int, ...]]]) -> str:
+    """An archive quantize accepted: verify accepts it, and dequantize to .safetensors (read back
+    by the safetensors library) and to .npz (by numpy) gives every name back, or refuses in one line."""
+    folder = os.path.dirname(out)
+    for ext in (".safetensors", ".npz"):
+        back = os.path.join(folder, "back" + ext)
+        run = invoke(["dequantize", out, "-o", back, "-q"])
+        if run.crash or run.exit_code not in (0, 2):
+            return f"dequantize to {ext} of an accepted archive: exit {run.exit_code} {run.crash or run.stderr!r}"
+        if run.exit_code:
+            problem = _one_line_error(run)
+            if problem or ext == ".safetensors":
+                return problem or f"dequantize to .safetensors refused an accepted archive: {run.stderr!r}"
+            continue
+        try:
+            names = set(reference_view(back, ext))
+        except Exception as e:  # noqa: BLE001
+            return f"dequantized {ext} is refused by the reference reader ({type(e).__name__}: {e})"
+        finally:
+            os.unlink(back)
+        if names != set(expected):
+            return f"dequantized {ext} holds {sorted(names)!r}, the input {sorted(expected)!r}"
+    return ""
 
 
 def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expect: str) -> str:
@@ -666,4 +740,6 @@ def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expec
         return f"quantize wrote an archive that fails verify: {check.stderr!r}"
     doc = json.loads(invoke(["inspect", out, "--json"]).stdout)
     names = {t["name"] for t in doc["files"][0]["tensors"]}
-    return "" if names == set(expected) else f"archive holds {sorted(names)}, the input {sorted(expected)}"
+    if names != set(expected):
+        return f"archive holds {sorted(names)}, the input {sorted(expected)}"
+    return _round_trip(out, expected)
