@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .codecs import logical_arrays, stored_arrays, stored_layout
+from .storage import logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
-from .codecs import stored_arrays
+from .storage import stored_arrays
 from .errors import WorkError
 from .methods import Encoding
 from .metrics import ErrorStats

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from .archive import ArchiveTensor, ArchiveWriter
-from .codecs import stored_nbytes
+from .storage import stored_nbytes
 from .errors import InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
 from .methods.base import to_float32

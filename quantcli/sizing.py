@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codecs
+from . import storage
 from .archive import ArchiveTensor, manifest_metadata, stored_name
 from .metrics import ErrorStats, bits_per_weight
 from .output import predict_header
@@ -38,7 +38,7 @@ def metrics_doc(err: ErrorStats | None, stored_bytes: int, elements: int) -> dic
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
     """What the file will hold for one tensor stored with `method` and `params`; a kept tensor is
     stored in its own dtype, which is its layout's one param."""
-    return codecs.stored_layout(method, tuple(ref.shape), {"dtype": ref.code} if method == "keep" else params)
+    return storage.stored_layout(method, tuple(ref.shape), {"dtype": ref.code} if method == "keep" else params)
 
 
 def layout_nbytes(layout: Layout) -> int:

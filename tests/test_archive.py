@@ -143,7 +143,7 @@ def test_plain_safetensors_is_not_an_archive(tiny_model):
 
 def test_checksum_is_over_stored_bytes_and_reading_gives_logical_codes(tmp_path):
     from quantcli.archive import tensor_digest
-    from quantcli.codecs import stored_arrays
+    from quantcli.storage import stored_arrays
     x = np.random.default_rng(2).standard_normal((6, 10)).astype(np.float32)
     spec = Spec(bits=3, scheme="asymmetric", granularity="group", group_size=4)
     enc = get_method("uniform").encode(x, spec)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from quantcli import QuantError, Spec, open_archive, quantize_file
-from quantcli.codecs import logical_arrays, stored_arrays, stored_layout, stored_nbytes
+from quantcli.storage import logical_arrays, stored_arrays, stored_layout, stored_nbytes
 from quantcli.methods import METHODS
 from quantcli.metrics import measure
 from quantcli.packing import pack_bits

@@ -37,7 +37,7 @@ def test_golden_421_through_method_and_archive_arrays():
     enc = PQ.encode(SEED_MATRIX, spec)
     assert enc.params["bits"] == 2 and enc.arrays["codes"].dtype == np.uint8
     assert enc.arrays["codes"].shape == (3, 2)  # logical: [rows, M]
-    from quantcli.codecs import stored_arrays
+    from quantcli.storage import stored_arrays
     assert stored_arrays(enc, SEED_MATRIX.shape)["codes"].shape == (2,)  # 6 codes x 2 bits = 12 bits -> 2 bytes
     out = PQ.decode(enc, SEED_MATRIX.shape)
     assert out.dtype == np.float32 and out.shape == (3, 4)

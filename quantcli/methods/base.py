@@ -20,7 +20,7 @@ class ArrayLayout(NamedTuple):
 
     `bits` is None for a plain array (stored as it is) and the code width for integer codes: an
     alphabet of 2**bits values, one code per element, dtype uint8 (bits <= 8) or uint16. How the
-    archive stores an array (bit-packed codes, for now) is the business of quantcli/codecs.py.
+    archive stores an array (bit-packed codes, for now) is the business of quantcli/storage.py.
     """
 
     dtype: np.dtype
@@ -50,7 +50,7 @@ class Encoding:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in memory (logical arrays; the archive's size is `codecs.stored_nbytes`)."""
+        """Bytes held in memory (logical arrays; the archive's size is `storage.stored_nbytes`)."""
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 

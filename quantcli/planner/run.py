@@ -6,7 +6,7 @@ import math
 import time
 from typing import Iterator
 
-from ..codecs import stored_nbytes
+from ..storage import stored_nbytes
 from ..errors import ConfigError, InputError, WorkError
 from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
