@@ -178,12 +178,13 @@ def _load_numba() -> dict:
         return nw
 
     def dec(words, init, freq, cum, slot2sym, out):
+        # `words` has one extra 0 word at the end so the renormalising read can be branch-free.
         # Returns 0 on success, 1 if words run out, 2 if words are left or a state is not 2**32.
         n = out.size
         lanes = init.size
         x = init.copy()
         pos = 0
-        nwords = words.size
+        nwords = words.size - 1
         steps = (n + lanes - 1) // lanes
         for t in range(steps):
             base = t * lanes
@@ -191,14 +192,15 @@ def _load_numba() -> dict:
                 xj = x[j]
                 slot = xj & mask16
                 s = slot2sym[slot]
-                xj = freq[s] * (xj >> s16) + slot - cum[s]
-                if xj < low:
-                    if pos >= nwords:
-                        return 1
-                    xj = (xj << s32) | np.uint64(words[pos])
-                    pos += 1
-                x[j] = xj
                 out[base + j] = s
+                xj = freq[s] * (xj >> s16) + slot - cum[s]
+                more = xj < low
+                w = np.uint64(words[min(pos, nwords)])
+                xj = ((xj << s32) | w) if more else xj
+                pos += more
+                x[j] = xj
+        if pos > nwords:
+            return 1
         if pos != nwords:
             return 2
         for j in range(lanes):
@@ -206,13 +208,17 @@ def _load_numba() -> dict:
                 return 2
         return 0
 
+    def hist(sym, counts):
+        for i in range(sym.size):
+            counts[sym[i]] += 1
+
     def jit(fn):
         try:
             return numba.njit(cache=True, nogil=True)(fn)
         except Exception:  # no writable cache location: compile per process
             return numba.njit(nogil=True)(fn)
 
-    _kernels = {"enc": jit(enc), "dec": jit(dec)}
+    _kernels = {"enc": jit(enc), "dec": jit(dec), "hist": jit(hist)}
     return _kernels
 
 
@@ -290,7 +296,23 @@ def encode(codes: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
     if int(flat.min()) < 0 or int(flat.max()) >= alphabet:
         raise CodecError(f"codes must lie in 0..{alphabet - 1}")
     sym = flat.astype(output_dtype(alphabet), copy=False)
-    freq = quantize_counts(np.bincount(sym, minlength=alphabet)).astype(np.uint64)
+    return encode_symbols(sym, alphabet, histogram(sym, alphabet))
+
+
+def histogram(sym: np.ndarray, alphabet: int) -> np.ndarray:
+    """Counts of each symbol (numba loop when available: np.bincount widens to int64 first)."""
+    kern = _load_numba() if _backend() == "numba" else {}
+    if kern:
+        counts = np.zeros(alphabet, dtype=np.int64)
+        kern["hist"](sym, counts)
+        return counts
+    return np.bincount(sym, minlength=alphabet)
+
+
+def encode_symbols(sym: np.ndarray, alphabet: int, counts: np.ndarray) -> tuple[bytes, dict]:
+    """`encode` for a flat uint8/uint16 array already checked to lie below alphabet, with its counts."""
+    n = sym.size
+    freq = quantize_counts(counts).astype(np.uint64)
     cum = (np.cumsum(freq) - freq).astype(np.uint64)
     table = _table_bytes(freq)
     lanes = -(-n // CODES_PER_LANE)
@@ -354,11 +376,12 @@ def decode(data, params: dict, count: int) -> np.ndarray:
         raise CodecError("entropy lane state below 2**32")
     words = buf[tnb + 8 * lanes :].view("<u4").astype(np.uint32)
     dt = output_dtype(alphabet)
-    slot2sym = np.repeat(np.arange(alphabet, dtype=dt), freq.astype(np.int64))
+    f = freq.astype(np.int64)
+    slot2sym = np.repeat(np.arange(alphabet, dtype=dt), f)
     out = np.empty(count, dtype=dt)
     kern = _load_numba() if _backend() == "numba" else {}
     if kern:
-        status = kern["dec"](words, states, freq, cum, slot2sym, out)
+        status = kern["dec"](np.append(words, np.uint32(0)), states, freq, cum, slot2sym, out)
         if status == 1:
             raise CodecError("entropy stream ends early")
         if status == 2:
