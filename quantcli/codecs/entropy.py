@@ -347,7 +347,7 @@ def max_decoded_count(nbytes: int, params: dict) -> int:
     return MAX_CODES_PER_WORD * (max(nbytes - tnb - 8 * lanes, 0) // 4 + lanes)
 
 
-def decode(data, params: dict, count: int) -> np.ndarray:
+def decode(data, params: dict, count: int, out: np.ndarray | None = None) -> np.ndarray:
     """Decode exactly `count` codes (uint8 or uint16 by alphabet); CodecError on any mismatch.
 
     Everything is checked against the byte length before the output is allocated: lanes and
@@ -374,18 +374,23 @@ def decode(data, params: dict, count: int) -> np.ndarray:
     states = buf[tnb : tnb + 8 * lanes].view("<u8").astype(np.uint64)
     if np.any(states < np.uint64(STATE_LOW)):
         raise CodecError("entropy lane state below 2**32")
-    words = buf[tnb + 8 * lanes :].view("<u4").astype(np.uint32)
+    words = np.empty(body // 4 + 1, dtype=np.uint32)  # one spare 0 word: see the numba kernel
+    words[:-1] = buf[tnb + 8 * lanes :].view("<u4")
+    words[-1] = 0
     dt = output_dtype(alphabet)
     f = freq.astype(np.int64)
     slot2sym = np.repeat(np.arange(alphabet, dtype=dt), f)
-    out = np.empty(count, dtype=dt)
+    if out is None:
+        out = np.empty(count, dtype=dt)
+    elif out.dtype != dt or out.shape != (count,) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous {dt} array of {count} elements")
     kern = _load_numba() if _backend() == "numba" else {}
     if kern:
-        status = kern["dec"](np.append(words, np.uint32(0)), states, freq, cum, slot2sym, out)
+        status = kern["dec"](words, states, freq, cum, slot2sym, out)
         if status == 1:
             raise CodecError("entropy stream ends early")
         if status == 2:
             raise CodecError("entropy stream does not end where the declared count says")
     else:
-        _decode_numpy(words, states, freq, cum, slot2sym, out)
+        _decode_numpy(words[:-1], states, freq, cum, slot2sym, out)
     return out
