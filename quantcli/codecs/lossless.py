@@ -46,7 +46,7 @@ _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 def transform_for(dtype: np.dtype) -> str:
     """`rotl1` for IEEE-style floats of 2, 4 or 8 bytes (incl. bfloat16), `none` for anything else."""
-    return "rotl1" if np.dtype(dtype) in _FLOATS else "none"
+    return "rotl1" if _le(dtype) in _FLOATS else "none"
 
 
 def _le(dtype: np.dtype) -> np.dtype:
