@@ -1,10 +1,10 @@
 """Order-0 entropy coder for integer codes: interleaved rANS with a per-array frequency table.
 
-Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS-codecs.md), zstd's Huffman
-literals lose 6-37 % against the order-0 entropy at 2-7 bits/code, and constriction's ANS coder is
-exact but decodes only 13-57 M codes/s (binary search over the CDF). This coder is within 0.3 % of
-the empirical entropy and decodes at hundreds of M codes/s with numba (optional, the `fast` extra);
-a vectorised numpy path writes and reads the same bytes when numba is absent, more slowly.
+Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS-codecs.md), zstd level 1
+loses 5-37 % against the order-0 entropy at 2-7 bits/code, and constriction's ANS coder is exact
+but decodes only 35-59 M codes/s (binary search over the CDF). This coder is within 0.35 % of the
+empirical entropy and decodes at 360-470 M codes/s with numba (optional, the `fast` extra); a
+vectorised numpy path writes and reads the same bytes when numba is absent, at ~8 M codes/s.
 
 Stream (full spec in docs/CODECS.md): codes are symbols 0 <= s < alphabet <= 2**16. Symbol i goes
 to lane i % lanes; each lane is a 64-bit rANS state in [2**32, 2**64) renormalised in 32-bit words,

@@ -3,7 +3,7 @@
 Why this layout (numbers in docs/BENCHMARKS-codecs.md): in trained weights nearly all the
 redundancy is in the exponent. Rotating a float's bits left by one (sign to bit 0) puts the top
 eight exponent bits in the most significant byte; grouping that byte over the array gives a stream
-of ~2.7 bits/byte order-0 entropy that the rANS coder (entropy.py) codes within 0.1 % of it, where
+of ~2.6 bits/byte order-0 entropy that the rANS coder (entropy.py) codes within ~0.3 % of it, where
 zstd's Huffman loses ~12 %. The mantissa bytes are near-uniform: they are stored raw, unless zstd
 level 1 (which also finds repeats, e.g. in embedding tables) or rANS makes them smaller.
 
