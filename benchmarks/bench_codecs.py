@@ -49,8 +49,12 @@ def entropy_bits(x: np.ndarray) -> float:
 
 
 def int_schemes(repeat, quick):
-    import constriction
     import zstandard
+
+    try:
+        import constriction  # candidate only, not a dependency: `pip install constriction`
+    except ImportError:
+        constriction = None
 
     def ours(codes, repeat=repeat):
         enc, ce, we = timed(lambda: [entropy.encode(c, int(c.max()) + 1 if c.max() else 2) for c in codes], repeat)
@@ -93,6 +97,8 @@ def int_schemes(repeat, quick):
 
     schemes = {"rans (ours, numba)": ours, "rans (ours, numpy)": ours_numpy, "constriction ANS": constriction_ans,
                "zstd -1": zstd_level(1), "zstd -3": zstd_level(3)}
+    if constriction is None:
+        del schemes["constriction ANS"]
     if not quick:
         schemes["zstd -9"] = zstd_level(9)
     return schemes
@@ -204,13 +210,18 @@ def main():
     ap.add_argument("--quick", action="store_true", help="skip zstd -9 and the numpy rANS path")
     ap.add_argument("--only", choices=("ints", "floats"))
     args = ap.parse_args()
-    import constriction
+    from importlib.metadata import PackageNotFoundError, version
+
     import numba
     import zstandard
 
+    try:
+        cver = version("constriction")
+    except PackageNotFoundError:
+        cver = "not installed"
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
           f"zstandard {zstandard.__version__} (libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}), "
-          f"constriction {getattr(constriction, '__version__', '0.5.0')}, {platform.machine()}, {os.cpu_count()} cpus, "
+          f"constriction {cver}, {platform.machine()}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.1f}")
     weights = load_file(real_model())
     entropy.decode(*entropy.encode(np.arange(4096) % 7, 8), 4096)  # compile the kernels outside the timing
