@@ -1,0 +1,396 @@
+"""Order-0 entropy coder for integer codes: interleaved rANS with a per-array frequency table.
+
+Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS-codecs.md), zstd level 1
+loses 5-37 % against the order-0 entropy at 2-7 bits/code, and constriction's ANS coder is exact
+but decodes only 35-59 M codes/s (binary search over the CDF). This coder is within 0.35 % of the
+empirical entropy and decodes at 360-470 M codes/s with numba (optional, the `fast` extra); a
+vectorised numpy path writes and reads the same bytes when numba is absent, at ~8 M codes/s.
+
+Stream (full spec in docs/CODECS.md): codes are symbols 0 <= s < alphabet <= 2**16. Symbol i goes
+to lane i % lanes; each lane is a 64-bit rANS state in [2**32, 2**64) renormalised in 32-bit words,
+with probabilities quantised to 16 bits (frequencies summing to 2**16). The bytes are
+`table || final states (uint64 LE, one per lane) || words (uint32 LE, in decoding order)`.
+
+Bounds: no frequency may exceed MAX_FREQ, so every code costs at least log2(64/63) bits and a
+stream of W words and L lanes can hold at most MAX_CODES_PER_WORD * (W + L) codes: the decoder
+rejects a declared count above that before allocating its output.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import CodecError
+
+PRECISION = 16
+TOTAL = 1 << PRECISION  # the quantised frequencies sum to this
+STATE_LOW = 1 << 32  # lane states live in [STATE_LOW, 2**64)
+MAX_ALPHABET = 1 << 16
+MAX_FREQ = TOTAL - TOTAL // 64  # each code costs >= log2(64/63) ~ 0.0227 bits: bounds the ratio
+# Each decoded code divides a state by >= (TOTAL/MAX_FREQ)/(1 + 2**-16); a lane starts below 2**64,
+# ends at 2**32 and gains < 2**32 per word read, so codes <= 32 * (W + L) / 0.022698 < 1410 (W + L).
+MAX_CODES_PER_WORD = 1410
+CODES_PER_LANE = 8192  # encoder's choice: 64 bits of final state per 8192 codes (< 0.01 bit/code)
+MAX_TABLE_VALUE = 1 << 17  # table varints are < 2**17, so at most 3 bytes each
+
+BACKENDS = ("auto", "numpy", "numba")
+ENV_VAR = "QUANTCLI_CODEC_BACKEND"
+_kernels: dict | None = None
+
+
+# ----------------------------------------------------------------------------- frequency table
+
+def quantize_counts(counts: np.ndarray) -> np.ndarray:
+    """Frequencies summing to TOTAL, >= 1 for every present symbol, none above MAX_FREQ.
+
+    Integer arithmetic only, so every platform gets the same table: each present symbol gets
+    1 + floor(count * (TOTAL - m) / n); the shortfall goes to the largest remainders (ties: lower
+    symbol). With one present symbol its upper (or lower) neighbour is made present so the cap holds.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    present = counts > 0
+    if np.count_nonzero(present) == 1:
+        s = int(np.argmax(present))
+        present[s + 1 if s + 1 < counts.size else s - 1] = True
+    n = int(counts.sum())
+    m = int(np.count_nonzero(present))
+    scaled = counts * (TOTAL - m)
+    freq = np.where(present, 1 + scaled // n, 0)
+    rem = np.where(present, scaled % n, -1)
+    short = TOTAL - int(freq.sum())
+    if short:
+        order = np.argsort(-rem, kind="stable")
+        freq[order[:short]] += 1
+    top = int(np.argmax(freq))
+    if freq[top] > MAX_FREQ:
+        excess = int(freq[top]) - MAX_FREQ
+        freq[top] = MAX_FREQ
+        rest = freq.copy()
+        rest[top] = -1
+        freq[int(np.argmax(rest))] += excess
+    return freq.astype(np.uint32)
+
+
+def _varint_encode(values: np.ndarray) -> bytes:
+    """LEB128 (7 bits per byte, low group first, high bit = more follows) of values < 2**21."""
+    v = np.asarray(values, dtype=np.int64)
+    nb = 1 + (v >= 1 << 7) + (v >= 1 << 14)
+    idx = np.repeat(np.arange(v.size), nb)
+    pos = np.arange(idx.size) - np.repeat(np.cumsum(nb) - nb, nb)
+    byte = (v[idx] >> (7 * pos)) & 0x7F
+    more = pos < nb[idx] - 1
+    return (byte | (more << 7)).astype(np.uint8).tobytes()
+
+
+def _varint_decode(buf: np.ndarray) -> np.ndarray:
+    """Inverse of _varint_encode; rejects truncated, overlong (> 3 bytes) or non-canonical input."""
+    if buf.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = (buf & 0x80) == 0
+    if not last[-1]:
+        raise CodecError("frequency table ends inside a varint")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if np.any(ends - starts >= 3):
+        raise CodecError("frequency table varint longer than 3 bytes")
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    pos = np.arange(buf.size) - starts[group]
+    vals = np.zeros(ends.size, dtype=np.int64)
+    np.add.at(vals, group, (buf.astype(np.int64) & 0x7F) << (7 * pos))
+    if _varint_encode(vals) != buf.tobytes():
+        raise CodecError("frequency table varint is not canonical")
+    return vals
+
+
+def _table_bytes(freq: np.ndarray) -> bytes:
+    """`lo, m, freq[lo], ..., freq[lo+m-1]` as varints: the span of symbols that occur."""
+    nz = np.flatnonzero(freq)
+    lo, hi = int(nz[0]), int(nz[-1])
+    return _varint_encode(np.concatenate([[lo, hi - lo + 1], freq[lo : hi + 1]]))
+
+
+def _parse_table(buf: np.ndarray, alphabet: int) -> np.ndarray:
+    """The full-alphabet frequency array from table bytes, validated before use."""
+    vals = _varint_decode(buf)
+    if vals.size < 2:
+        raise CodecError("frequency table too short")
+    lo, m = int(vals[0]), int(vals[1])
+    if m < 2 or lo + m > alphabet or vals.size != 2 + m:
+        raise CodecError(f"frequency table span {lo}+{m} does not fit alphabet {alphabet} / table size")
+    f = vals[2:]
+    if int(f.sum()) != TOTAL or int(f.max()) > MAX_FREQ or f[0] == 0 or f[-1] == 0:
+        raise CodecError("frequency table is not a valid 16-bit distribution")
+    freq = np.zeros(alphabet, dtype=np.uint64)
+    freq[lo : lo + m] = f
+    return freq
+
+
+# ----------------------------------------------------------------------------- backends
+
+def _backend() -> str:
+    name = os.environ.get(ENV_VAR, "auto")
+    if name not in BACKENDS:
+        raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {name!r}")
+    if name == "numpy":
+        return "numpy"
+    if _load_numba():
+        return "numba"
+    if name == "numba":
+        raise ValueError("numba backend requested but numba is not installed")
+    return "numpy"
+
+
+def _load_numba() -> dict:
+    """Compile the rANS kernels once; {} when numba is unavailable (numpy path)."""
+    global _kernels
+    if _kernels is not None:
+        return _kernels
+    try:
+        import numba
+    except Exception:
+        _kernels = {}
+        return _kernels
+    low = np.uint64(STATE_LOW)
+    mask16 = np.uint64(TOTAL - 1)
+    mask32 = np.uint64(0xFFFFFFFF)
+    s16, s32, s48 = np.uint64(16), np.uint64(32), np.uint64(48)
+
+    def enc(sym, freq, cum, lanes, words, states):
+        # Encodes in reverse (rANS is a stack); words come out in reverse decoding order.
+        n = sym.size
+        for j in range(lanes):
+            states[j] = low
+        nw = 0
+        steps = (n + lanes - 1) // lanes
+        for t in range(steps - 1, -1, -1):
+            base = t * lanes
+            for j in range(min(lanes, n - base) - 1, -1, -1):
+                s = sym[base + j]
+                f = freq[s]
+                x = states[j]
+                if x >= (f << s48):
+                    words[nw] = np.uint32(x & mask32)
+                    nw += 1
+                    x = x >> s32
+                states[j] = ((x // f) << s16) + (x % f) + cum[s]
+        return nw
+
+    def dec(words, init, freq, cum, slot2sym, out):
+        # `words` has one extra 0 word at the end so the renormalising read can be branch-free.
+        # Returns 0 on success, 1 if words run out, 2 if words are left or a state is not 2**32.
+        n = out.size
+        lanes = init.size
+        x = init.copy()
+        pos = 0
+        nwords = words.size - 1
+        steps = (n + lanes - 1) // lanes
+        for t in range(steps):
+            base = t * lanes
+            for j in range(min(lanes, n - base)):
+                xj = x[j]
+                slot = xj & mask16
+                s = slot2sym[slot]
+                out[base + j] = s
+                xj = freq[s] * (xj >> s16) + slot - cum[s]
+                more = xj < low
+                w = np.uint64(words[min(pos, nwords)])
+                xj = ((xj << s32) | w) if more else xj
+                pos += more
+                x[j] = xj
+        if pos > nwords:
+            return 1
+        if pos != nwords:
+            return 2
+        for j in range(lanes):
+            if x[j] != low:
+                return 2
+        return 0
+
+    def hist(sym, counts):
+        for i in range(sym.size):
+            counts[sym[i]] += 1
+
+    def jit(fn):
+        try:
+            return numba.njit(cache=True, nogil=True)(fn)
+        except Exception:  # no writable cache location: compile per process
+            return numba.njit(nogil=True)(fn)
+
+    _kernels = {"enc": jit(enc), "dec": jit(dec), "hist": jit(hist)}
+    return _kernels
+
+
+def _encode_numpy(sym, freq, cum, lanes):
+    """Same stream as the numba kernel, one vectorised step (all lanes) at a time."""
+    n = sym.size
+    x = np.full(lanes, STATE_LOW, dtype=np.uint64)
+    steps = -(-n // lanes)
+    out = []
+    for t in range(steps - 1, -1, -1):
+        s = sym[t * lanes : (t + 1) * lanes]
+        a = s.size
+        f = freq[s]
+        xa = x[:a]
+        need = xa >= (f << np.uint64(48))
+        if need.any():
+            out.append((xa[need] & np.uint64(0xFFFFFFFF)).astype(np.uint32)[::-1])
+            xa[need] >>= np.uint64(32)
+        x[:a] = ((xa // f) << np.uint64(16)) + (xa % f) + cum[s]
+    words = np.concatenate(out)[::-1] if out else np.zeros(0, np.uint32)
+    return x, words
+
+
+def _decode_numpy(words, init, freq, cum, slot2sym, out):
+    n = out.size
+    lanes = init.size
+    x = init.copy()
+    pos = 0
+    w64 = words.astype(np.uint64)
+    for t in range(-(-n // lanes)):
+        a = min(lanes, n - t * lanes)
+        xa = x[:a]
+        slot = xa & np.uint64(TOTAL - 1)
+        s = slot2sym[slot]
+        xa = freq[s] * (xa >> np.uint64(16)) + slot - cum[s]
+        need = xa < np.uint64(STATE_LOW)
+        k = int(np.count_nonzero(need))
+        if k:
+            if pos + k > w64.size:
+                raise CodecError("entropy stream ends early")
+            xa[need] = (xa[need] << np.uint64(32)) | w64[pos : pos + k]
+            pos += k
+        x[:a] = xa
+        out[t * lanes : t * lanes + a] = s
+    if pos != w64.size or np.any(x != np.uint64(STATE_LOW)):
+        raise CodecError("entropy stream does not end where the declared count says")
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _check_alphabet(alphabet) -> int:
+    if not isinstance(alphabet, (int, np.integer)) or isinstance(alphabet, bool) or not 2 <= alphabet <= MAX_ALPHABET:
+        raise CodecError(f"alphabet must be an integer in 2..{MAX_ALPHABET}, got {alphabet!r}")
+    return int(alphabet)
+
+
+def output_dtype(alphabet: int) -> np.dtype:
+    """uint8 for alphabets up to 256, else uint16."""
+    return np.dtype(np.uint8 if alphabet <= 256 else np.uint16)
+
+
+def encode(codes: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
+    """Entropy-code non-negative integer `codes` (any shape, each < alphabet) in C order.
+
+    Returns (bytes, params); params = {"alphabet", "lanes", "table_nbytes"} is all the decoder
+    needs besides the declared count. The bytes depend only on the codes and alphabet.
+    """
+    alphabet = _check_alphabet(alphabet)
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    if flat.size and not np.issubdtype(flat.dtype, np.integer):
+        raise CodecError(f"codes must be integers, got {flat.dtype}")
+    n = flat.size
+    if n == 0:
+        return b"", {"alphabet": alphabet, "lanes": 0, "table_nbytes": 0}
+    if int(flat.min()) < 0 or int(flat.max()) >= alphabet:
+        raise CodecError(f"codes must lie in 0..{alphabet - 1}")
+    sym = flat.astype(output_dtype(alphabet), copy=False)
+    return encode_symbols(sym, alphabet, histogram(sym, alphabet))
+
+
+def histogram(sym: np.ndarray, alphabet: int) -> np.ndarray:
+    """Counts of each symbol (numba loop when available: np.bincount widens to int64 first)."""
+    kern = _load_numba() if _backend() == "numba" else {}
+    if kern:
+        counts = np.zeros(alphabet, dtype=np.int64)
+        kern["hist"](sym, counts)
+        return counts
+    return np.bincount(sym, minlength=alphabet)
+
+
+def encode_symbols(sym: np.ndarray, alphabet: int, counts: np.ndarray) -> tuple[bytes, dict]:
+    """`encode` for a flat uint8/uint16 array already checked to lie below alphabet, with its counts."""
+    n = sym.size
+    freq = quantize_counts(counts).astype(np.uint64)
+    cum = (np.cumsum(freq) - freq).astype(np.uint64)
+    table = _table_bytes(freq)
+    lanes = -(-n // CODES_PER_LANE)
+    kern = _load_numba() if _backend() == "numba" else {}
+    if kern:
+        words = np.empty(n, dtype=np.uint32)
+        states = np.empty(lanes, dtype=np.uint64)
+        nw = kern["enc"](sym, freq, cum, lanes, words, states)
+        words = words[:nw][::-1]
+    else:
+        states, words = _encode_numpy(sym, freq, cum, lanes)
+    data = table + states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+    return data, {"alphabet": alphabet, "lanes": lanes, "table_nbytes": len(table)}
+
+
+def _params(params: dict) -> tuple[int, int, int]:
+    if not isinstance(params, dict) or set(params) != {"alphabet", "lanes", "table_nbytes"}:
+        raise CodecError("entropy params must be exactly {alphabet, lanes, table_nbytes}")
+    alphabet = _check_alphabet(params["alphabet"])
+    lanes, tnb = params["lanes"], params["table_nbytes"]
+    for key, v in (("lanes", lanes), ("table_nbytes", tnb)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise CodecError(f"entropy param {key} must be a non-negative integer, got {v!r}")
+    return alphabet, lanes, tnb
+
+
+def max_decoded_count(nbytes: int, params: dict) -> int:
+    """The most codes `nbytes` of stream with these params can hold (the zip-bomb bound)."""
+    _, lanes, tnb = _params(params)
+    if lanes == 0:
+        return 0
+    return MAX_CODES_PER_WORD * (max(nbytes - tnb - 8 * lanes, 0) // 4 + lanes)
+
+
+def decode(data, params: dict, count: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode exactly `count` codes (uint8 or uint16 by alphabet); CodecError on any mismatch.
+
+    Everything is checked against the byte length before the output is allocated: lanes and
+    table fit, the table is a valid distribution, and count <= MAX_CODES_PER_WORD * (words + lanes).
+    """
+    alphabet, lanes, tnb = _params(params)
+    buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    if not isinstance(count, (int, np.integer)) or count < 0:
+        raise CodecError(f"declared count must be a non-negative integer, got {count!r}")
+    count = int(count)
+    if lanes == 0 or count == 0:
+        if lanes or tnb or buf.size or count:
+            raise CodecError("empty entropy stream must have no lanes, no table, no bytes and count 0")
+        return np.zeros(0, dtype=output_dtype(alphabet))
+    if lanes > count:
+        raise CodecError(f"{lanes} lanes for {count} codes")
+    body = buf.size - tnb - 8 * lanes
+    if tnb > 3 * (2 + alphabet) or body < 0 or body % 4:
+        raise CodecError(f"entropy stream of {buf.size} bytes does not fit {lanes} lanes and a {tnb}-byte table")
+    if count > max_decoded_count(buf.size, params):
+        raise CodecError(f"declared count {count} exceeds what {buf.size} bytes can hold")
+    freq = _parse_table(buf[:tnb], alphabet)
+    cum = (np.cumsum(freq) - freq).astype(np.uint64)
+    states = buf[tnb : tnb + 8 * lanes].view("<u8").astype(np.uint64)
+    if np.any(states < np.uint64(STATE_LOW)):
+        raise CodecError("entropy lane state below 2**32")
+    words = np.empty(body // 4 + 1, dtype=np.uint32)  # one spare 0 word: see the numba kernel
+    words[:-1] = buf[tnb + 8 * lanes :].view("<u4")
+    words[-1] = 0
+    dt = output_dtype(alphabet)
+    f = freq.astype(np.int64)
+    slot2sym = np.repeat(np.arange(alphabet, dtype=dt), f)
+    if out is None:
+        out = np.empty(count, dtype=dt)
+    elif out.dtype != dt or out.shape != (count,) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous {dt} array of {count} elements")
+    kern = _load_numba() if _backend() == "numba" else {}
+    if kern:
+        status = kern["dec"](words, states, freq, cum, slot2sym, out)
+        if status == 1:
+            raise CodecError("entropy stream ends early")
+        if status == 2:
+            raise CodecError("entropy stream does not end where the declared count says")
+    else:
+        _decode_numpy(words[:-1], states, freq, cum, slot2sym, out)
+    return out
