@@ -54,7 +54,7 @@ def main() -> None:
                 enc, err = pq.encode_measured(x, spec)
                 signal += err.signal
                 noise += err.error
-                stored = stored_arrays(enc, x.shape)  # codes as the archive holds them: bit-packed
+                stored, _ = stored_arrays(enc, x.shape)  # codes as the archive holds them: bit-packed
                 code_bytes += stored["codes"].nbytes
                 book_bytes += stored["codebooks"].nbytes
             secs = time.perf_counter() - start

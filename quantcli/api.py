@@ -66,7 +66,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         refuse_archives(sources)
         plan = plan_tensors(sources.refs, spec, selection, recipe)
         return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
-                        progress=progress)
+                        progress=progress, base=spec)
 
 
 def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None = None, skip: str | None = None,

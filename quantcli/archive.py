@@ -1,7 +1,7 @@
 """The archive: one safetensors file holding every tensor's stored arrays and a JSON manifest.
 
 See docs/FORMAT.md for the complete specification. This module never imports a method's math:
-encodings hold logical arrays (codes unpacked); codecs.py maps them to the arrays the file stores
+encodings hold logical arrays (codes unpacked); storage.py maps them to the arrays the file stores
 and back, from each method's declared `layout`, which is also what validates what it reads.
 Checksums are over the stored bytes.
 """
@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .storage import logical_arrays, stored_arrays, stored_layout
+from .storage import check_codecs, logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
 from .output import SafetensorsWriter
 from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
 
 FORMAT = "quant-archive"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2  # 2: arrays may name a codec (entropy-coded); an archive without any is written as 1
+SUPPORTED_VERSIONS = (1, 2)
+# methods that exist only in format 2 (their archives are always version 2)
+VERSION_2_METHODS = frozenset({"ecsq", "lossless"})
 KEY_FORMAT, KEY_VERSION, KEY_PRODUCER = "quant.format", "quant.version", "quant.producer"
 KEY_MANIFEST, KEY_MANIFEST_SHA = "quant.manifest", "quant.manifest.sha256"
 
@@ -53,6 +55,7 @@ class ArchiveTensor:
     sha256: str
     metrics: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    codecs: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> recorded codec (format 2)
 
     @property
     def size(self) -> int:
@@ -68,6 +71,8 @@ class ArchiveTensor:
                                "sha256": self.sha256, "metrics": self.metrics}
         if self.note:
             doc["note"] = self.note
+        if self.codecs:
+            doc["codecs"] = self.codecs
         return doc
 
 
@@ -105,32 +110,41 @@ class ArchiveWriter:
         return arrays
 
     def _entry(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
-               arrays: dict[str, str], sha: str, metrics: dict[str, Any] | None, note: str) -> ArchiveTensor:
+               arrays: dict[str, str], sha: str, metrics: dict[str, Any] | None, note: str,
+               codecs: dict[str, dict[str, Any]]) -> ArchiveTensor:
         clean = {k: _json_number(v) if isinstance(v, float) else v for k, v in (metrics or {}).items()}
-        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, clean, note)
+        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, clean, note, codecs)
         self.tensors.append(t)
         return t
 
     def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
-            metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
-        """Add one tensor's encoding: its logical arrays are stored through their codecs."""
-        stored = stored_arrays(enc, tuple(shape))
-        arrays = self._names_for(name, enc.method, sorted(stored))
+            metrics: dict[str, Any] | None = None, note: str = "", codec: str = "bitpack") -> ArchiveTensor:
+        """Add one tensor's encoding: its logical arrays are stored through their codecs
+        (`codec`: "bitpack", fixed-rate, or "entropy"; see storage.py)."""
+        stored, codecs = stored_arrays(enc, tuple(shape), codec)
+        return self.add_stored(name, code, shape, enc.method, enc.params, stored, codecs, metrics, note)
+
+    def add_stored(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
+                   stored: dict[str, np.ndarray], codecs: dict[str, dict[str, Any]],
+                   metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+        """Add one tensor's arrays as stored (`storage.stored_arrays`), with their recorded codecs."""
+        arrays = self._names_for(name, method, sorted(stored))
         digest = hashlib.sha256()
         for role in sorted(stored):
             self._out.add(arrays[role], stored[role], digest)
-        return self._entry(name, code, shape, enc.method, enc.params, arrays, digest.hexdigest(), metrics, note)
+        return self._entry(name, code, shape, method, params, arrays, digest.hexdigest(), metrics, note, codecs)
 
     def add_spilled(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
                     pieces: dict[str, tuple[str, tuple[int, ...], int, int]], sha256: str, fd: int,
-                    metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+                    metrics: dict[str, Any] | None = None, note: str = "",
+                    codecs: dict[str, dict[str, Any]] | None = None) -> ArchiveTensor:
         """Add one tensor whose stored arrays another process already wrote (and hashed) into the
         file open as `fd`: role -> (dtype code, shape, offset, nbytes). They are copied where they are."""
         arrays = self._names_for(name, method, sorted(pieces))
         for role in sorted(pieces):
             dcode, ashape, offset, nbytes = pieces[role]
             self._out.add_spilled(arrays[role], dcode, ashape, fd, offset, nbytes)
-        return self._entry(name, code, shape, method, params, arrays, sha256, metrics, note)
+        return self._entry(name, code, shape, method, params, arrays, sha256, metrics, note, codecs or {})
 
     def finish(self, header_size: int | None = None) -> int:
         """Publish the archive; returns its size in bytes. `header_size` pads the header with
@@ -145,7 +159,8 @@ def manifest_metadata(tensors: list[ArchiveTensor]) -> dict[str, str]:
     """The safetensors metadata of an archive holding `tensors`: format keys, manifest and its checksum."""
     manifest = json.dumps({"tensors": [t.to_json() for t in tensors]}, sort_keys=True,
                           separators=(",", ":"), allow_nan=False)
-    return {KEY_FORMAT: FORMAT, KEY_VERSION: str(VERSION), KEY_PRODUCER: f"quantcli {__version__}",
+    version = 2 if any(t.codecs or t.method in VERSION_2_METHODS for t in tensors) else 1
+    return {KEY_FORMAT: FORMAT, KEY_VERSION: str(version), KEY_PRODUCER: f"quantcli {__version__}",
             KEY_MANIFEST: manifest, KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
 
 
@@ -181,6 +196,7 @@ class Archive:
         if meta.get(KEY_FORMAT) != FORMAT:
             raise self._fail(f"not a quant archive (no {KEY_FORMAT}={FORMAT} in its metadata)")
         version = meta.get(KEY_VERSION, "")
+        self.version = int(version) if version in {str(v) for v in SUPPORTED_VERSIONS} else 0
         if version not in {str(v) for v in SUPPORTED_VERSIONS}:
             raise self._fail(f"archive format version {version!r} is not supported by quantcli {__version__} "
                              f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
@@ -232,9 +248,13 @@ class Archive:
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
         assert isinstance(shape, list)  # shape_problem checked it
-        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note)
+        codecs = doc.get("codecs", {})
+        if codecs and self.version < 2:
+            raise self._fail("names array codecs, which format version 1 has not", name)
+        t = ArchiveTensor(name, code, tuple(shape), method, params, arrays, sha, metrics, note, codecs)
         try:
-            expected = stored_layout(method, t.shape, _layout_params(t))
+            check_codecs(method, t.shape, _layout_params(t), codecs)
+            expected = stored_layout(method, t.shape, _layout_params(t), codecs)
         except ArchiveError as e:
             raise self._fail(e.message, name) from None
         if set(arrays) != set(expected):
@@ -259,7 +279,8 @@ class Archive:
         if verify and tensor_digest(arrays).hexdigest() != t.sha256:
             raise self._fail("corrupt: stored bytes do not match their checksum", t.name)
         try:
-            return Encoding(t.method, t.params, logical_arrays(t.method, t.shape, _layout_params(t), arrays))
+            return Encoding(t.method, t.params,
+                            logical_arrays(t.method, t.shape, _layout_params(t), arrays, t.codecs))
         except ArchiveError as e:
             raise self._fail(e.message, t.name) from None
 

@@ -73,20 +73,21 @@ class Spilled:
     pieces: dict[str, tuple[str, tuple[int, ...], int, int]]
     sha256: str
     path: str
+    codecs: dict[str, dict[str, Any]]  # arrays stored with a recorded codec (storage.py)
 
     @property
     def nbytes(self) -> int:
         return sum(n for _, _, _, n in self.pieces.values())
 
 
-def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
+def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool, codec: str
                    ) -> tuple[Spilled, ErrorStats | None, str]:
     """Encode one tensor in a worker, write its stored arrays (codecs applied) to the worker's
     spill file and hash them there, and send back only where they are: the parent splices them
     into the archive with copy_file_range instead of receiving, unpickling and writing them again."""
     ref = _worker["refs"][name]
     enc, err, note = _worker["encode"](ref, spec, note, keep_nonfinite)
-    stored = stored_arrays(enc, tuple(ref.shape))
+    stored, codecs = stored_arrays(enc, tuple(ref.shape), codec)
     spill = _worker["spill"]
     digest = hashlib.sha256()
     pieces = {}
@@ -101,7 +102,7 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
             raise WorkError(f"cannot write: {e.strerror or e}", path=spill.name) from None
         pieces[role] = (dtype_code(a.dtype), tuple(a.shape), offset, a.nbytes)
     spill.flush()
-    return Spilled(enc.method, enc.params, pieces, digest.hexdigest(), spill.name), err, note
+    return Spilled(enc.method, enc.params, pieces, digest.hexdigest(), spill.name, codecs), err, note
 
 
 class Workers:
@@ -111,7 +112,9 @@ class Workers:
     travel back. A worker that dies (killed, out of memory) fails the run with WorkError (exit 1)
     instead of leaving the parent waiting for it forever."""
 
-    def __init__(self, inputs: list[str], output: str, jobs: int, keep_nonfinite: bool, encode: EncodeFn):
+    def __init__(self, inputs: list[str], output: str, jobs: int, keep_nonfinite: bool, encode: EncodeFn,
+                 codec: Callable[[PlanItem], str]):
+        self.codec = codec  # how each item's arrays are stored ("bitpack" or "entropy")
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.folder = os.path.dirname(os.path.abspath(output))
         self.prefix = temp_prefix(output) + "w"
@@ -141,7 +144,8 @@ class Workers:
         pending: deque[tuple[PlanItem, Any]] = deque()
         for item in plan:
             try:
-                future = self.pool.submit(_worker_encode, item.ref.name, item.spec, item.note, self.keep_nonfinite)
+                future = self.pool.submit(_worker_encode, item.ref.name, item.spec, item.note, self.keep_nonfinite,
+                                          self.codec(item))
             except BrokenProcessPool:
                 future = None
             if future is None:  # the pool broke before this submit: report it as its result would

@@ -4,12 +4,13 @@ archive in ONE loop (used by plain quantizing and by the planner), plus the dry-
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from .archive import ArchiveTensor, ArchiveWriter
-from .storage import stored_nbytes
+from .storage import stored_arrays
 from .errors import InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
 from .methods.base import to_float32
@@ -88,19 +89,24 @@ def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> Tens
                         e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note)
 
 
+def storage_codec(spec: Spec | None, base: Spec) -> str:
+    """How a tensor's arrays are stored: entropy-coded for methods that are by design, or when
+    its spec (or, for a kept tensor, the run's) asks for it; else fixed-rate (format 1 bytes)."""
+    if spec is not None and get_method(spec.method).entropy_coded:
+        return "entropy"
+    return (spec or base).codec
+
+
 class Encoded(NamedTuple):
-    """One tensor ready for the archive: an encoding in memory, or arrays a worker process
-    already stored in its spill file (open in this process as `spill_fd`)."""
+    """One tensor ready for the archive: an encoding in memory (stored with `codec`), or arrays
+    a worker process already stored in its spill file (open in this process as `spill_fd`)."""
 
     ref: TensorRef
     enc: Encoding | Spilled
     err: ErrorStats | None
     note: str
     spill_fd: int | None = None
-
-    @property
-    def stored_bytes(self) -> int:
-        return self.enc.nbytes if isinstance(self.enc, Spilled) else stored_nbytes(self.enc, tuple(self.ref.shape))
+    codec: str = "bitpack"
 
 
 def write_archive(output: str, results: Iterable[Encoded], total: int, progress: Progress | None = None,
@@ -114,14 +120,18 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
     done = 0
     try:
         for r in results:
-            ref, stored = r.ref, r.stored_bytes
-            metrics = metrics_doc(r.err, stored, ref.size)
+            ref = r.ref
             if isinstance(r.enc, Spilled):
                 assert r.spill_fd is not None
+                stored = r.enc.nbytes
                 t = writer.add_spilled(ref.name, ref.code, ref.shape, r.enc.method, r.enc.params, r.enc.pieces,
-                                       r.enc.sha256, r.spill_fd, metrics, r.note)
+                                       r.enc.sha256, r.spill_fd, metrics_doc(r.err, stored, ref.size), r.note,
+                                       r.enc.codecs)
             else:
-                t = writer.add(ref.name, ref.code, ref.shape, r.enc, metrics, r.note)
+                arrays, codecs = stored_arrays(r.enc, tuple(ref.shape), r.codec)
+                stored = sum(int(a.nbytes) for a in arrays.values())
+                t = writer.add_stored(ref.name, ref.code, ref.shape, r.enc.method, r.enc.params, arrays, codecs,
+                                      metrics_doc(r.err, stored, ref.size), r.note)
             reports.append(tensor_report(t, stored, r.err))
             if r.err is not None:
                 stats = stats + r.err
@@ -135,8 +145,12 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
     return reports, stats, archive_bytes
 
 
+def _item_codec(item: PlanItem, base: Spec) -> str:
+    return storage_codec(item.spec, base)
+
+
 def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: str, *, jobs: int,
-             keep_nonfinite: bool, progress: Progress | None) -> QuantizeReport:
+             keep_nonfinite: bool, progress: Progress | None, base: Spec | None = None) -> QuantizeReport:
     """Encode `plan` into the archive `output`. With `jobs` > 1 and more than PARALLEL_MIN_BYTES
     to encode, worker processes encode tensors at once; the archive is written in plan order,
     so its bytes do not depend on `jobs`. Memory holds at most 2 x `jobs` tensors' encodings."""
@@ -144,12 +158,14 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
     encoding = [item for item in plan if not item.keep]
     workers = None
     if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= parallel.PARALLEL_MIN_BYTES:
-        workers = Workers(inputs, output, jobs, keep_nonfinite, encode_tensor)
+        workers = Workers(inputs, output, jobs, keep_nonfinite, encode_tensor,
+                          partial(_item_codec, base=base or Spec()))
 
     def results() -> Iterator[Encoded]:
         if workers is None:
             for item in plan:
-                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite))
+                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite),
+                              codec=storage_codec(item.spec, base or Spec()))
         else:
             for item, (enc, err, note) in workers.run(plan):
                 yield Encoded(item.ref, enc, err, note, workers.spill_fd(enc))

@@ -40,6 +40,13 @@ class StorageDtype(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class Codec(str, Enum):
+    """How codes are stored: bitpack (fixed rate, what LUT kernels read) or entropy (smaller files)."""
+
+    bitpack = "bitpack"
+    entropy = "entropy"
+
+
 class OutputDtype(str, Enum):
     """dequantize: the dtype quantized tensors come back in; original = as before quantizing."""
 
@@ -58,11 +65,12 @@ GRANULARITIES = values(Granularity)
 NORMALIZE = values(Normalize)
 SCALE_DTYPES = values(StorageDtype)
 OUTPUT_DTYPES = values(OutputDtype)
+CODECS = values(Codec)
 
 
 MAX_WHOLE = 2**31 - 1  # group sizes, dims, counts, iterations
 MAX_SEED = 2**63 - 1
-_STRINGS = {"method", "scheme", "granularity", "scale_dtype", "normalize"}
+_STRINGS = {"method", "scheme", "granularity", "scale_dtype", "normalize", "codec"}
 _OPTIONAL = {"subvector_dim", "subspaces"}
 
 
@@ -89,6 +97,7 @@ class Spec:
     scale_search: bool = False
     normalize: str = "none"  # kmeans: "group" learns one codebook over group-absmax-normalised values
     codebook_rows: int = 128  # kmeans --granularity group: rows sharing one codebook
+    codec: str = "bitpack"  # how the archive stores codes: bitpack (fixed rate) or entropy
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -118,6 +127,8 @@ class Spec:
             raise ConfigError(f"--iters must be at least 1, got {self.iters}")
         if self.codebook_rows < 1:
             raise ConfigError(f"--codebook-rows must be at least 1, got {self.codebook_rows}")
+        if self.codec not in CODECS:
+            raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.normalize not in NORMALIZE:
             raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

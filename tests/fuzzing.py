@@ -473,7 +473,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         elif kind == "tensors-not-list":
             m["tensors"] = c.choice([{}, None, "w", 3])
         elif kind == "version":
-            meta["quant.version"] = c.choice(["2", "0", "1.0", "", "99999999999999999999", "\u0661"])
+            meta["quant.version"] = c.choice(["3", "0", "1.0", "", "99999999999999999999", "\u0661"])
         elif kind == "format":
             meta["quant.format"] = c.choice(["quant-archive2", "", "pt"])
             command = "read"  # inspect then shows it as the plain safetensors file it now is

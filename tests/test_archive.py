@@ -149,7 +149,7 @@ def test_checksum_is_over_stored_bytes_and_reading_gives_logical_codes(tmp_path)
     enc = get_method("uniform").encode(x, spec)
     path = tmp_path / "a.qnt.safetensors"
     write(path, {"w": x}, spec)
-    stored = stored_arrays(enc, x.shape)
+    stored, _ = stored_arrays(enc, x.shape)
     assert stored["codes"].shape == (-(-60 * 3 // 8),) and enc.arrays["codes"].shape == (6, 10)
     with Archive(str(path)) as a:
         t = a.by_name["w"]

@@ -86,7 +86,7 @@ def test_logical_codes_and_stored_layout(name, weights):
             continue
         enc = method.encode(x, spec_for(name))
         layout = method.layout(x.shape, enc.params)
-        stored = stored_arrays(enc, x.shape)
+        stored, _ = stored_arrays(enc, x.shape)
         declared = stored_layout(name, x.shape, enc.params)
         assert {r: (a.dtype, a.shape) for r, a in stored.items()} == {r: (d, tuple(s)) for r, (d, s) in declared.items()}
         assert stored_nbytes(enc, x.shape) == sum(a.nbytes for a in stored.values())

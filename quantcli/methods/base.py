@@ -54,7 +54,7 @@ class Encoding:
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 
-ALWAYS_READ = frozenset({"method", "seed"})  # a seed never hurts
+ALWAYS_READ = frozenset({"method", "seed", "codec"})  # a seed never hurts; any method's arrays can be coded
 
 
 class Method(ABC):
@@ -74,6 +74,8 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     # the Spec fields this method reads (the CLI, recipes and planner refuse the others)
     options: ClassVar[frozenset[str]] = frozenset()
+    # True: the archive always stores this method's arrays entropy-coded (its codes have no fixed width)
+    entropy_coded: ClassVar[bool] = False
     # True: encode takes the tensor in any float dtype and raises NonFiniteError itself, so the
     # pipeline makes no float32 copy and no separate NaN pass (the bytes moved are the cost)
     reads_narrow_floats: ClassVar[bool] = False
