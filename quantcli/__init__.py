@@ -10,19 +10,55 @@ The library API (no printing, no exiting; errors are QuantError subclasses):
     (True, True)
     >>> dequantize_file("model.qnt.safetensors", "restored.safetensors").tensors[0]
     ('layer.0.weight', 'F32', (32, 64))
+
+Reading an archive back as arrays (each tensor in its original dtype; `quantcli.torch` has the
+PyTorch twin):
+
+    >>> import quantcli
+    >>> weights = quantcli.load("model.qnt.safetensors")
+    >>> weights["layer.0.weight"].dtype, weights["layer.0.weight"].shape
+    (dtype('float32'), (32, 64))
+    >>> with quantcli.open("model.qnt.safetensors") as archive:   # one tensor decoded at a time
+    ...     archive["layer.0.weight"].shape == weights["layer.0.weight"].shape
+    True
+
+Names are imported when first used (PEP 562), so `import quantcli` and `quant --version` load
+neither numpy nor the methods.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
 from .errors import ArchiveError, ConfigError, InputError, QuantError, WorkError  # noqa: E402
 from .spec import Spec  # noqa: E402
-from .api import (DequantizeReport, PQDotReport, QuantizeReport, TensorReport, VerifyReport,  # noqa: E402
-                  dequantize_file, inspect_paths, open_archive, pq_dot, quantize_file, verify_archive)
-from .methods import METHODS, get_method  # noqa: E402
+
+_LAZY = {
+    "quantize_file": "api", "dequantize_file": "api", "inspect_paths": "api", "open_archive": "api",
+    "pq_dot": "api", "verify_archive": "api", "QuantizeReport": "api", "DequantizeReport": "api",
+    "TensorReport": "api", "PQDotReport": "api", "VerifyReport": "api",
+    "METHODS": "methods", "get_method": "methods",
+    "load": "loader", "open": "loader", "ArchiveReader": "loader",
+}
 
 __all__ = [
     "__version__", "Spec", "quantize_file", "dequantize_file", "inspect_paths", "open_archive",
     "QuantizeReport", "DequantizeReport", "TensorReport", "METHODS", "get_method",
     "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError", "pq_dot", "PQDotReport",
-    "verify_archive", "VerifyReport",
-]
+    "verify_archive", "VerifyReport", "load", "ArchiveReader",
+]  # `quantcli.open` is left out: a star import must not shadow the built-in open
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'quantcli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"quantcli.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import quantcli
+import quantcli.inspection
 from quantcli import cli
 
 PACKAGE = os.path.dirname(quantcli.__file__)
@@ -124,7 +125,7 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
     def boom(*a, **k):
         raise ValueError("a bug\nwith a second line")
 
-    monkeypatch.setattr(cli.api, "inspect_paths", boom)
+    monkeypatch.setattr(quantcli.inspection, "inspect_paths", boom)
     code, out, err = _main(monkeypatch, capsys, ["inspect", str(tmp_path)])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("quant: internal error: ValueError: a bug\\nwith")
@@ -132,7 +133,7 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli.api, "inspect_paths", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(quantcli.inspection, "inspect_paths", lambda *a, **k: 1 / 0)
     monkeypatch.setattr(sys, "argv", ["quant", "inspect", str(tmp_path), "--debug"])
     with pytest.raises(ZeroDivisionError):
         cli.main()
