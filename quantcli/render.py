@@ -71,18 +71,19 @@ def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], wi
     row k printed dim (a kept tensor's note), or -1."""
     keep = list(range(len(cols)))
     widths = [max([len(cols[i].header)] + [len(printable(r[i])) for r in rows]) for i in range(len(cols))]
-    widths = [min(w, max(c.wrap, len(c.header))) if c.wrap else w for w, c in zip(widths, cols)]
     name_need = widths[0]
 
     def room(kept: list[int]) -> int:
         return width - sum(widths[i] for i in kept[1:]) - GAP * (len(kept) - 1)
 
-    for i in sorted((i for i in keep if cols[i].drop), key=lambda i: cols[i].drop):
+    if room(keep) < name_need:  # first wrap the notes, then drop columns, then shorten names
+        widths = [min(w, max(c.wrap, len(c.header))) if c.wrap else w for w, c in zip(widths, cols)]
+    for rank in sorted({c.drop for c in cols if c.drop}):  # columns of one rank go together (min and max)
         if room(keep) >= min(name_need, MIN_NAME):
             break
-        keep.remove(i)
+        keep = [i for i in keep if cols[i].drop != rank]
     name_width = max(min(name_need, room(keep)), 4)
-    table = Table(title=safe(title) if title else None, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left", show_edge=False, pad_edge=False)
     for i in keep:
         w = name_width if i == 0 else widths[i]
         table.add_column(cols[i].header, justify=cols[i].justify, no_wrap=not cols[i].wrap, min_width=w,
@@ -153,8 +154,8 @@ def quantize_json(r: QuantizeReport, command: str = "quantize") -> dict[str, Any
     )
 
 
-_TENSOR_COLS = (Col("tensor", "left"), Col("shape", "left", 5), Col("dtype", "left", 3), Col("method", "left", wrap=22),
-                Col("bytes", drop=4), Col("bits/w"), Col("SQNR dB"), Col("max abs err", drop=2), Col("MSE", drop=1))
+_TENSOR_COLS = (Col("tensor", "left"), Col("shape", "left", 4), Col("dtype", "left", 3), Col("method", "left", wrap=22),
+                Col("bytes", drop=5), Col("bits/w"), Col("SQNR dB"), Col("max abs err", drop=2), Col("MSE", drop=1))
 
 
 def _tensor_table(console: Console, tensors: list[TensorReport], title: str) -> Table:
@@ -224,7 +225,7 @@ def inspect_json(items: list[Inspection]) -> dict[str, Any]:
 
 
 _STATS_COLS = (Col("tensor", "left"), Col("dtype", "left", 6), Col("shape", "left", 7), Col("elements", drop=1),
-               Col("bytes", drop=5), Col("min", drop=3), Col("max", drop=4), Col("mean", drop=2), Col("std"),
+               Col("bytes", drop=5), Col("min", drop=3), Col("max", drop=3), Col("mean", drop=2), Col("std"),
                Col("absmax"), Col("zeros", drop=1))
 
 
