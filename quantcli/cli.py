@@ -13,7 +13,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -22,9 +22,6 @@ from . import __version__
 from .cliutil import ProgressLabels, QuantCommand, Reporter, archive_items, check_report, print_json, source_items
 from .errors import ConfigError, QuantError
 from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
-
-if TYPE_CHECKING:
-    from . import api, plan_render, planner, render  # imported where used: `quant --version` stays quick
 
 app = typer.Typer(
     name="quant", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

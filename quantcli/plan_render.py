@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from .render import Col, _bytes, _db, _num, _shape, _width, document, fit_table, print_quantize, quantize_json, safe
+from .render import Col, _bytes, _db, _num, _shape, _width, document, fit_table, print_quantize, quantize_json
 
 if TYPE_CHECKING:
     from .planner.model import Baseline, Curve, Plan, PlannedQuantizeReport
