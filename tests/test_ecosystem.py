@@ -346,7 +346,7 @@ def test_tables_fit_the_width_and_never_break_a_number(minilm_like, tmp_path, wi
         table = [line for line in lines if "│" in line]
         assert len(table) >= len(MINILM)  # one line per tensor (kept notes may wrap into a second)
         rows = [line for line in table if line.split("│")[0].strip()]
-        assert len(rows) == len(MINILM) or len(rows) == len(MINILM) + 0
+        assert len(rows) == len(MINILM)
         for line in rows:  # the distinctive tail of every name is there
             name = line.split("│")[0].strip()
             assert any(n.endswith(name.split("…")[-1]) for n in MINILM), name
