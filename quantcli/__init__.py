@@ -10,33 +10,55 @@ The library API (no printing, no exiting; errors are QuantError subclasses):
     (True, True)
     >>> dequantize_file("model.qnt.safetensors", "restored.safetensors").tensors[0]
     ('layer.0.weight', 'F32', (32, 64))
+
+Reading an archive back as arrays (each tensor in its original dtype; `quantcli.torch` has the
+PyTorch twin):
+
+    >>> import quantcli
+    >>> weights = quantcli.load("model.qnt.safetensors")
+    >>> weights["layer.0.weight"].dtype, weights["layer.0.weight"].shape
+    (dtype('float32'), (32, 64))
+    >>> with quantcli.open("model.qnt.safetensors") as archive:   # one tensor decoded at a time
+    ...     archive["layer.0.weight"].shape == weights["layer.0.weight"].shape
+    True
+
+Names are imported when first used (PEP 562), so `import quantcli` and `quant --version` load
+neither numpy nor the methods.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-# Names are imported on first use (PEP 562), so that `import quantcli` is cheap: the command line
-# installs its signal handlers before the heavy imports (numpy, typer, rich) happen.
-_EXPORTS = {
-    "ArchiveError": "errors", "ConfigError": "errors", "InputError": "errors", "QuantError": "errors",
-    "WorkError": "errors", "Spec": "spec", "DequantizeReport": "api", "PQDotReport": "api", "QuantizeReport": "api",
-    "TensorReport": "api", "VerifyReport": "api", "dequantize_file": "api", "inspect_paths": "api",
-    "open_archive": "api", "pq_dot": "api", "quantize_file": "api", "verify_archive": "api", "METHODS": "methods",
-    "get_method": "methods",
+from .errors import ArchiveError, ConfigError, InputError, QuantError, WorkError  # noqa: E402
+from .spec import Spec  # noqa: E402
+
+_LAZY = {
+    "quantize_file": "api", "dequantize_file": "api", "inspect_paths": "api", "open_archive": "api",
+    "pq_dot": "api", "verify_archive": "api", "QuantizeReport": "api", "DequantizeReport": "api",
+    "TensorReport": "api", "PQDotReport": "api", "VerifyReport": "api",
+    "METHODS": "methods", "get_method": "methods",
+    "load": "loader", "open": "loader", "ArchiveReader": "loader",
 }
-
-
-def __getattr__(name: str) -> object:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'quantcli' has no attribute {name!r}")
-    from importlib import import_module
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
 
 __all__ = [
     "__version__", "Spec", "quantize_file", "dequantize_file", "inspect_paths", "open_archive",
     "QuantizeReport", "DequantizeReport", "TensorReport", "METHODS", "get_method",
     "QuantError", "ConfigError", "InputError", "ArchiveError", "WorkError", "pq_dot", "PQDotReport",
-    "verify_archive", "VerifyReport",
-]
+    "verify_archive", "VerifyReport", "load", "ArchiveReader",
+]  # `quantcli.open` is left out: a star import must not shadow the built-in open
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'quantcli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"quantcli.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

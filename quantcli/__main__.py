@@ -11,7 +11,7 @@ from .signals import Interrupted, install
 def main() -> None:
     try:
         install()
-        from .cli import main as cli_main
+        from .entry import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("quant: interrupted; no output was written\n")
         raise SystemExit(130) from None

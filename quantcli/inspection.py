@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .archive import Archive, is_archive, open_archive
-from .methods import get_method
 from .reports import Inspection, TensorReport, TensorStats, VerifyReport
 from .sources import Sources, TensorRef
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 # progress(done_bytes, total_bytes, tensor_name)
 Progress = Callable[[int, int, str], None]
@@ -18,6 +19,8 @@ Progress = Callable[[int, int, str], None]
 
 def archive_report(archive: Archive) -> list[TensorReport]:
     """Per-tensor figures as recorded at write time (no decoding)."""
+    from .methods import get_method
+
     out = []
     for t in archive.tensors:
         m = t.metrics
@@ -54,12 +57,21 @@ def _tensor_stats(ref: TensorRef) -> TensorStats:
                        max(abs(lo), abs(hi)), int(n - np.count_nonzero(x)), nonfinite)
 
 
+def _is_archive(path: str) -> bool:
+    from .archive import is_archive
+
+    return is_archive(path)
+
+
 def inspect_paths(paths: list[str], progress: Progress | None = None) -> list[Inspection]:
     """Describe each path: archives show method, params, stored bytes and stored metrics;
-    weight files show per-tensor statistics (read one tensor at a time)."""
+    weight files show per-tensor statistics (read one tensor at a time). The archive code (and
+    every method) is imported only when a path is a .safetensors file: `quant inspect w.npy` starts quicker."""
     out = []
     for path in paths:
-        if os.path.isfile(path) and path.endswith(".safetensors") and is_archive(path):
+        if os.path.isfile(path) and path.endswith(".safetensors") and _is_archive(path):
+            from .archive import open_archive
+
             with open_archive(path) as archive:
                 out.append(Inspection(path, os.path.getsize(path), archive=archive_report(archive)))
             continue
@@ -84,6 +96,8 @@ def verify_archive(path: str) -> VerifyReport:
         >>> verify_archive("w.qnt.safetensors").ok
         True
     """
+    from .archive import open_archive
+
     with open_archive(path) as archive:
         corrupt = archive.verify()
         stored = sum(archive.stored_nbytes(t) for t in archive.tensors)

@@ -3,13 +3,14 @@ rich tables for people, JSON documents for scripts. No math here."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
-from .planner.model import Baseline, Curve, Plan, PlannedQuantizeReport
-from .render import _bytes, _db, _num, print_quantize, quantize_json
+from .render import Col, _bytes, _db, _num, _shape, _width, document, fit_table, print_quantize, quantize_json
+
+if TYPE_CHECKING:
+    from .planner.model import Baseline, Curve, Plan, PlannedQuantizeReport
 
 
 def _baseline_json(b: Baseline | None) -> dict[str, Any] | None:
@@ -51,7 +52,7 @@ def plan_doc(p: Plan) -> dict[str, Any]:
 
 
 def plan_json(p: Plan) -> dict[str, Any]:
-    return {"command": "quantize", "dry_run": True, "inputs": p.inputs, **plan_doc(p)}
+    return document("quantize", dry_run=True, inputs=p.inputs, **plan_doc(p))
 
 
 def planned_json(r: PlannedQuantizeReport) -> dict[str, Any]:
@@ -83,22 +84,24 @@ def _totals_line(p: Plan) -> str:
             f"samples of {p.sample:,} values), planned in {p.planning_seconds:.1f} s")
 
 
+_PLAN_COLS = (Col("tensor", "left"), Col("shape", "left", 3), Col("role", "left", 2), Col("setting", "left", wrap=22),
+              Col("bytes", drop=4), Col("bits/w"), Col("SQNR dB (est.)"), Col("rows measured", drop=1))
+
+
 def print_plan(console: Console, p: Plan) -> None:
-    table = Table(title="plan (dry run: nothing written)", title_justify="left", show_edge=False, pad_edge=False)
-    for col, justify in (("tensor", "left"), ("shape", "left"), ("role", "left"), ("setting", "left"),
-                         ("bytes", "right"), ("bits/w", "right"), ("SQNR dB (est.)", "right"),
-                         ("rows measured", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+    rows, dim = [], []
     for t in p.tensors:
-        shape = "x".join(map(str, t.ref.shape)) or "scalar"
+        shape = _shape(t.ref.shape)
         if t.choice is None:
-            table.add_row(t.ref.name, shape, "kept", f"[dim]{t.note}[/dim]", _bytes(t.kept_bytes), "-", "exact", "-")
+            rows.append([t.ref.name, shape, "kept", t.note, _bytes(t.kept_bytes), "-", "exact", "-"])
+            dim.append(3)
             continue
         c = t.choice
         sq = t.actual.sqnr_db if (t.actual is not None and p.budget.kind == "sqnr") else c.sqnr_db
-        table.add_row(t.ref.name, shape, t.role, c.label, _bytes(c.nbytes), f"{8 * c.nbytes / t.elements:.3f}",
-                      _db(sq), f"{t.sample_rows}/{t.rows}")
-    console.print(table)
+        rows.append([t.ref.name, shape, t.role, c.label, _bytes(c.nbytes), f"{8 * c.nbytes / t.elements:.3f}",
+                     _db(sq), f"{t.sample_rows}/{t.rows}"])
+        dim.append(-1)
+    console.print(fit_table("plan (dry run: nothing written)", _PLAN_COLS, rows, _width(console), dim))
     console.print("\n" + _totals_line(p))
     console.print(_baseline_line(p))
 
@@ -113,23 +116,21 @@ def print_planned(console: Console, r: PlannedQuantizeReport) -> None:
 
 
 def curve_json(c: Curve) -> dict[str, Any]:
-    return {"command": "curve", "inputs": c.inputs, "tensors": c.tensors, "elements": c.elements,
-            "sample_values": c.sample, "seconds": c.seconds,
-            "points": [{"label": p.label, "method": p.method, "bits": p.bits, "bits_per_weight": p.bits_per_weight,
+    return document("curve", inputs=c.inputs, tensors=c.tensors, elements=c.elements, sample_values=c.sample,
+                    seconds=c.seconds, points=[{"label": p.label, "method": p.method, "bits": p.bits, "bits_per_weight": p.bits_per_weight,
                         "overall_sqnr_db": _num(p.overall_sqnr_db), "weighted_sqnr_db": _num(p.weighted_sqnr_db),
-                        "pareto": p.pareto} for p in c.points]}
+                                    "pareto": p.pareto} for p in c.points])
+
+
+_CURVE_COLS = (Col("setting", "left"), Col("bits/w"), Col("overall SQNR dB"), Col("weighted SQNR dB"),
+               Col("pareto", "left"))
 
 
 def print_curve(console: Console, c: Curve) -> None:
-    table = Table(title=f"rate-distortion of each setting on {c.tensors} tensors ({c.elements:,} weights)",
-                  title_justify="left", show_edge=False, pad_edge=False)
-    for col, justify in (("setting", "left"), ("bits/w", "right"), ("overall SQNR dB", "right"),
-                         ("weighted SQNR dB", "right"), ("pareto", "left")):
-        table.add_column(col, justify=justify)
-    for p in sorted(c.points, key=lambda p: (p.method, p.bits_per_weight)):
-        table.add_row(p.label, f"{p.bits_per_weight:.3f}", _db(p.overall_sqnr_db), _db(p.weighted_sqnr_db),
-                      "*" if p.pareto else "")
-    console.print(table)
+    rows = [[p.label, f"{p.bits_per_weight:.3f}", _db(p.overall_sqnr_db), _db(p.weighted_sqnr_db),
+             "*" if p.pareto else ""] for p in sorted(c.points, key=lambda p: (p.method, p.bits_per_weight))]
+    console.print(fit_table(f"rate-distortion of each setting on {c.tensors} tensors ({c.elements:,} weights)",
+                            _CURVE_COLS, rows, _width(console)))
     console.print(f"\nbits/w: stored arrays of the quantized tensors over their weights; SQNR estimated on samples "
                   f"of {c.sample:,} values per tensor ({'whole tensors' if c.sample == 0 else 'whole rows'}); "
                   f"pareto: no other setting is both smaller and better (weighted); {c.seconds:.1f} s")

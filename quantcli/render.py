@@ -1,17 +1,103 @@
-"""Reports as rich tables (for people) and JSON documents (for scripts). No math here."""
+"""Reports as rich tables (for people) and JSON documents (for scripts). No math here.
+
+Names, notes and paths are data: every one is escaped before rich sees it (`safe`), so `[/x]` in
+a tensor name prints as written and a lone surrogate prints as `\\udcxx` instead of crashing the
+encoder. Tables fit the console's width (`fit_table`): long names are shortened in the middle
+(the distinctive tail kept), low-value columns dropped at narrow widths, numbers never wrapped.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
-                  TensorStats)
+if TYPE_CHECKING:  # annotations only: rendering needs no numpy or method code at import
+    from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
+                          TensorStats)
+
+SCHEMA = 1  # the "schema" key of every JSON document (docs/JSON.md)
+MIN_NAME = 24  # narrowest a name column gets before low-value columns are dropped
+GAP = 3  # a column separator of rich's default box with padding: " │ "
+
+
+def printable(text: str) -> str:
+    """Text any terminal or UTF-8 file can take: control characters and lone surrogates (undecodable
+    bytes of a file name) become backslash escapes."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def safe(text: object) -> str:
+    """A name, note or path ready for rich: printable and with its markup escaped."""
+    return escape(printable(str(text)))
+
+
+def shorten(name: str, width: int) -> str:
+    """`name` in at most `width` characters: the middle replaced by '…', keeping more of the tail
+    (layer index and weight kind tell tensors apart; the common prefix does not)."""
+    if len(name) <= width:
+        return name
+    if width <= 1:
+        return "…"[:width]
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return name[:head] + "…" + name[len(name) - tail:]
+
+
+@dataclass
+class Col:
+    """A table column; `drop` ranks how early it goes at narrow widths (0: never)."""
+
+    header: str
+    justify: str = "right"
+    drop: int = 0
+    wrap: int = 0  # words (a kept tensor's note): at most this wide, wrapped at spaces
+
+
+def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int,
+              dim: Sequence[int] | None = None) -> Table:
+    """A table of plain-text cells (column 0 is the name, escaped here) no wider than `width`.
+
+    Widths are counted, not left to rich: every non-name column gets its widest cell and never
+    wraps; if the name column would be narrower than MIN_NAME, columns are dropped in their `drop`
+    order; names longer than the space left are shortened in the middle. `dim[k]` is a column of
+    row k printed dim (a kept tensor's note), or -1."""
+    keep = list(range(len(cols)))
+    widths = [max([len(cols[i].header)] + [len(printable(r[i])) for r in rows]) for i in range(len(cols))]
+    name_need = widths[0]
+
+    def room(kept: list[int]) -> int:
+        return width - sum(widths[i] for i in kept[1:]) - GAP * (len(kept) - 1)
+
+    if room(keep) < name_need:  # first wrap the notes, then drop columns, then shorten names
+        widths = [min(w, max(c.wrap, len(c.header))) if c.wrap else w for w, c in zip(widths, cols)]
+    for rank in sorted({c.drop for c in cols if c.drop}):  # columns of one rank go together (min and max)
+        if room(keep) >= min(name_need, MIN_NAME):
+            break
+        keep = [i for i in keep if cols[i].drop != rank]
+    name_width = max(min(name_need, room(keep)), 4)
+    table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left", show_edge=False, pad_edge=False)
+    for i in keep:
+        w = name_width if i == 0 else widths[i]
+        table.add_column(cols[i].header, justify=cols[i].justify, no_wrap=not cols[i].wrap, min_width=w,
+                         max_width=w, overflow="fold")
+    for k, r in enumerate(rows):
+        cells = [safe(shorten(printable(r[0]), name_width))]
+        for i in keep[1:]:
+            cells.append(f"[dim]{safe(r[i])}[/dim]" if dim and dim[k] == i else safe(r[i]))
+        table.add_row(*cells)
+    return table
+
+
+def _width(console: Console) -> int:
+    return max(console.width - 1, 40)  # one spare column: some terminals wrap a line that fills the row
 
 
 def _num(value: float) -> float | str | None:
@@ -33,6 +119,15 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def document(command: str, **keys: Any) -> dict[str, Any]:
+    """A JSON document: its schema version, the command, ok, then the command's keys."""
+    return {"schema": SCHEMA, "command": command, "ok": True, **keys}
+
+
 def tensor_json(t: TensorReport) -> dict[str, Any]:
     doc = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "method": t.method, "label": t.label,
            "params": t.params, "elements": t.elements, "original_bytes": t.original_bytes,
@@ -44,11 +139,11 @@ def tensor_json(t: TensorReport) -> dict[str, Any]:
     return doc
 
 
-def quantize_json(r: QuantizeReport) -> dict[str, Any]:
-    return {
-        "command": "quantize", "inputs": r.inputs, "output": r.output,
-        "tensors": [tensor_json(t) for t in r.tensors],
-        "totals": {
+def quantize_json(r: QuantizeReport, command: str = "quantize") -> dict[str, Any]:
+    return document(
+        command, inputs=r.inputs, output=r.output,
+        tensors=[tensor_json(t) for t in r.tensors],
+        totals={
             "tensors": len(r.tensors), "quantized_tensors": sum(t.quantized for t in r.tensors),
             "input_bytes": r.input_bytes, "archive_bytes": r.archive_bytes, "ratio": r.ratio,
             "quantized_elements": r.quantized_elements, "quantized_stored_bytes": r.quantized_stored_bytes,
@@ -56,28 +151,29 @@ def quantize_json(r: QuantizeReport) -> dict[str, Any]:
             "overall_mse": r.quantized.mse, "max_abs_err": r.quantized.max_abs,
             "seconds": r.seconds, "mb_per_s": r.input_bytes / 1e6 / r.seconds if r.seconds else None,
         },
-    }
+    )
 
 
-def _tensor_table(tensors: list[TensorReport], title: str) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for col, justify in (("tensor", "left"), ("shape", "left"), ("dtype", "left"), ("method", "left"),
-                         ("bytes", "right"), ("bits/w", "right"), ("SQNR dB", "right"),
-                         ("max abs err", "right"), ("MSE", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+_TENSOR_COLS = (Col("tensor", "left"), Col("shape", "left", 4), Col("dtype", "left", 3), Col("method", "left", wrap=22),
+                Col("bytes", drop=5), Col("bits/w"), Col("SQNR dB"), Col("max abs err", drop=2), Col("MSE", drop=1))
+
+
+def _tensor_table(console: Console, tensors: list[TensorReport], title: str) -> Table:
+    rows, dim = [], []
     for t in tensors:
-        shape = "x".join(map(str, t.shape)) or "scalar"
         if t.quantized:
-            table.add_row(t.name, shape, t.dtype, t.label, _bytes(t.stored_bytes), f"{t.bits_per_weight:.3f}",
-                          _db(t.sqnr_db), f"{t.max_abs_err:.3g}", f"{t.mse:.3g}")
+            rows.append([t.name, _shape(t.shape), t.dtype, t.label, _bytes(t.stored_bytes), f"{t.bits_per_weight:.3f}",
+                         _db(t.sqnr_db), f"{t.max_abs_err:.3g}", f"{t.mse:.3g}"])
+            dim.append(-1)
         else:
-            table.add_row(t.name, shape, t.dtype, f"[dim]{t.note or 'kept'}[/dim]", _bytes(t.stored_bytes),
-                          f"{t.bits_per_weight:.3f}", "exact", "0", "0")
-    return table
+            rows.append([t.name, _shape(t.shape), t.dtype, t.note or "kept", _bytes(t.stored_bytes),
+                         f"{t.bits_per_weight:.3f}", "exact", "0", "0"])
+            dim.append(3)
+    return fit_table(title, _TENSOR_COLS, rows, _width(console), dim)
 
 
 def print_quantize(console: Console, r: QuantizeReport) -> None:
-    console.print(_tensor_table(r.tensors, f"{r.output}"))
+    console.print(_tensor_table(console, r.tensors, r.output))
     q = sum(t.quantized for t in r.tensors)
     if q:
         console.print(
@@ -92,13 +188,12 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
 
 
 def dequantize_json(r: DequantizeReport) -> dict[str, Any]:
-    return {"command": "dequantize", "archive": r.archive, "output": r.output, "output_bytes": r.output_bytes,
-            "seconds": r.seconds,
-            "tensors": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors]}
+    return document("dequantize", archive=r.archive, output=r.output, output_bytes=r.output_bytes,
+                    seconds=r.seconds, tensors=[{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors])
 
 
 def print_dequantize(console: Console, r: DequantizeReport) -> None:
-    console.print(f"{r.output}: {len(r.tensors)} tensors, {_bytes(r.output_bytes)}, {r.seconds:.2f} s")
+    console.print(f"{safe(r.output)}: {len(r.tensors)} tensors, {_bytes(r.output_bytes)}, {r.seconds:.2f} s")
 
 
 def stats_json(s: TensorStats) -> dict[str, Any]:
@@ -107,52 +202,50 @@ def stats_json(s: TensorStats) -> dict[str, Any]:
             "absmax": _num(s.absmax), "zeros": s.zeros, "nonfinite": s.nonfinite}
 
 
+def _archive_totals(item: Inspection) -> dict[str, Any]:
+    tensors = item.archive or []
+    q = [t for t in tensors if t.quantized]
+    n = sum(t.elements for t in q)
+    original = sum(t.original_bytes for t in tensors)
+    return {"tensors": len(tensors), "quantized_tensors": len(q), "original_bytes": original,
+            "ratio": item.file_bytes / original if original else None,
+            "bits_per_weight": sum(t.stored_bytes for t in q) * 8 / n if n else None}
+
+
 def inspect_json(items: list[Inspection]) -> dict[str, Any]:
     files = []
     for item in items:
         doc: dict[str, Any] = {"path": item.path, "file_bytes": item.file_bytes}
         if item.archive is not None:
-            doc["kind"] = "archive"
-            doc["tensors"] = [tensor_json(t) for t in item.archive]
-            q = [t for t in item.archive if t.quantized]
-            n = sum(t.elements for t in q)
-            stored = sum(t.stored_bytes for t in q)
-            original = sum(t.original_bytes for t in item.archive)
-            doc["totals"] = {"tensors": len(item.archive), "quantized_tensors": len(q),
-                             "original_bytes": original, "ratio": item.file_bytes / original if original else None,
-                             "bits_per_weight": stored * 8 / n if n else None}
+            doc.update(kind="archive", tensors=[tensor_json(t) for t in item.archive], totals=_archive_totals(item))
         else:
-            doc["kind"] = "weights"
-            doc["tensors"] = [stats_json(s) for s in item.tensors or []]
+            doc.update(kind="weights", tensors=[stats_json(s) for s in item.tensors or []])
         files.append(doc)
-    return {"command": "inspect", "files": files}
+    return document("inspect", files=files)
+
+
+_STATS_COLS = (Col("tensor", "left"), Col("dtype", "left", 6), Col("shape", "left", 7), Col("elements", drop=1),
+               Col("bytes", drop=5), Col("min", drop=3), Col("max", drop=3), Col("mean", drop=2), Col("std"),
+               Col("absmax"), Col("zeros", drop=1))
 
 
 def print_inspect(console: Console, items: list[Inspection]) -> None:
     for item in items:
         if item.archive is not None:
-            console.print(_tensor_table(item.archive, f"{item.path} (quant archive, {_bytes(item.file_bytes)})"))
-            q = [t for t in item.archive if t.quantized]
-            n = sum(t.elements for t in q)
-            original = sum(t.original_bytes for t in item.archive)
-            if n:
-                bpw = sum(t.stored_bytes for t in q) * 8 / n
-                console.print(f"\n{len(q)} of {len(item.archive)} tensors quantized, {bpw:.3f} bits per weight; "
-                              f"{_bytes(original)} of tensors in {_bytes(item.file_bytes)}: "
-                              f"{100 * item.file_bytes / original:.2f}%")
+            console.print(_tensor_table(console, item.archive,
+                                        f"{item.path} (quant archive, {_bytes(item.file_bytes)})"))
+            totals = _archive_totals(item)
+            if totals["bits_per_weight"] is not None:
+                console.print(f"\n{totals['quantized_tensors']} of {totals['tensors']} tensors quantized, "
+                              f"{totals['bits_per_weight']:.3f} bits per weight; {_bytes(totals['original_bytes'])} "
+                              f"of tensors in {_bytes(item.file_bytes)}: {100 * totals['ratio']:.2f}%")
             continue
-        table = Table(title=f"{item.path} ({_bytes(item.file_bytes)})", title_justify="left", show_edge=False,
-                      pad_edge=False)
-        for col in ("tensor", "dtype", "shape", "elements", "bytes", "min", "max", "mean", "std", "absmax",
-                    "zeros"):
-            table.add_column(col, justify="left" if col in ("tensor", "dtype", "shape") else "right",
-                             overflow="fold")
+        rows = []
         for s in item.tensors or []:
             extra = f" ({s.nonfinite} NaN/Inf)" if s.nonfinite else ""
-            table.add_row(s.name, s.dtype, "x".join(map(str, s.shape)) or "scalar", f"{s.elements:,}",
-                          _bytes(s.nbytes), f"{s.min:.4g}", f"{s.max:.4g}", f"{s.mean:.4g}", f"{s.std:.4g}",
-                          f"{s.absmax:.4g}", f"{s.zeros:,}{extra}")
-        console.print(table)
+            rows.append([s.name, s.dtype, _shape(s.shape), f"{s.elements:,}", _bytes(s.nbytes), f"{s.min:.4g}",
+                         f"{s.max:.4g}", f"{s.mean:.4g}", f"{s.std:.4g}", f"{s.absmax:.4g}", f"{s.zeros:,}{extra}"])
+        console.print(fit_table(f"{item.path} ({_bytes(item.file_bytes)})", _STATS_COLS, rows, _width(console)))
         total = sum(s.elements for s in item.tensors or [])
         console.print(f"\n{len(item.tensors or [])} tensors, {total:,} elements")
 
@@ -169,24 +262,25 @@ def plan_json(p: PlanReport) -> dict[str, Any]:
         tensors.append(doc)
     q = [(item, size) for item, size in zip(p.items, p.stored_bytes) if not item.keep]
     n = sum(item.ref.size for item, _ in q)
-    return {"command": "quantize", "dry_run": True, "inputs": p.inputs, "tensors": tensors,
-            "totals": {"input_bytes": p.input_bytes, "predicted_archive_bytes": p.predicted_archive_bytes,
-                       "stored_bytes": sum(p.stored_bytes), "header_bytes_estimate": p.header_bytes_estimate,
-                       "bits_per_weight": sum(s for _, s in q) * 8 / n if n else None,
-                       "ratio": p.predicted_archive_bytes / p.input_bytes if p.input_bytes else None}}
+    return document("quantize", dry_run=True, inputs=p.inputs, tensors=tensors,
+                    totals={"input_bytes": p.input_bytes, "predicted_archive_bytes": p.predicted_archive_bytes,
+                            "stored_bytes": sum(p.stored_bytes), "header_bytes_estimate": p.header_bytes_estimate,
+                            "bits_per_weight": sum(s for _, s in q) * 8 / n if n else None,
+                            "ratio": p.predicted_archive_bytes / p.input_bytes if p.input_bytes else None})
+
+
+_PLAN_COLS = (Col("tensor", "left"), Col("shape", "left", 2), Col("dtype", "left", 1), Col("method", "left", wrap=22),
+              Col("bytes"), Col("bits/w"))
 
 
 def print_plan(console: Console, p: PlanReport) -> None:
-    table = Table(title="plan (dry run: nothing written)", title_justify="left", show_edge=False, pad_edge=False)
-    for col, justify in (("tensor", "left"), ("shape", "left"), ("dtype", "left"), ("method", "left"),
-                         ("bytes", "right"), ("bits/w", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+    rows, dim = [], []
     for item, label, size in zip(p.items, p.labels, p.stored_bytes):
         ref = item.ref
-        table.add_row(ref.name, "x".join(map(str, ref.shape)) or "scalar", ref.code,
-                      f"[dim]{item.note}[/dim]" if item.keep else label, _bytes(size),
-                      f"{size * 8 / ref.size:.3f}" if ref.size else "-")
-    console.print(table)
+        rows.append([ref.name, _shape(ref.shape), ref.code, item.note if item.keep else label, _bytes(size),
+                     f"{size * 8 / ref.size:.3f}" if ref.size else "-"])
+        dim.append(3 if item.keep else -1)
+    console.print(fit_table("plan (dry run: nothing written)", _PLAN_COLS, rows, _width(console), dim))
     doc = plan_json(p)["totals"]
     bpw = f"{doc['bits_per_weight']:.3f}" if doc["bits_per_weight"] is not None else "-"
     console.print(f"\npredicted archive {_bytes(p.predicted_archive_bytes)} ({_bytes(sum(p.stored_bytes))} of arrays, "
@@ -198,8 +292,8 @@ SMALL_RESULT = 64  # values printed (or put in JSON) when the result is not writ
 
 
 def pq_dot_json(r: PQDotReport) -> dict[str, Any]:
-    doc: dict[str, Any] = {"command": "pq-dot", "archive": r.archive, "tensor": r.tensor,
-                           "result_shape": list(r.result.shape), "backend": r.backend, "output": r.output}
+    doc = document("pq-dot", archive=r.archive, tensor=r.tensor, result_shape=list(r.result.shape),
+                   backend=r.backend, output=r.output)
     if r.output is None and r.result.size <= SMALL_RESULT:
         doc["result"] = r.result.tolist()
     if r.reference is not None or r.relative_error is not None:
@@ -209,9 +303,10 @@ def pq_dot_json(r: PQDotReport) -> dict[str, Any]:
 
 
 def print_pq_dot(console: Console, r: PQDotReport) -> None:
-    shape = "x".join(map(str, r.result.shape))
-    where = f" -> {r.output}" if r.output else ""
-    console.print(f"{r.tensor}: result {shape} via lookup tables ({r.backend} backend){where}")
+    import numpy as np  # only here: printing a small result
+
+    where = f" -> {safe(r.output)}" if r.output else ""
+    console.print(f"{safe(r.tensor)}: result {_shape(r.result.shape)} via lookup tables ({r.backend} backend){where}")
     if r.output is None:
         if r.result.size <= SMALL_RESULT:
             console.print(np.array2string(r.result, precision=6, suppress_small=False), markup=False)

@@ -8,12 +8,14 @@ x 8 / quantized weights. Per tensor it is that tensor's stored array bytes x 8 /
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .metrics import ZERO, ErrorStats, archive_bits_per_weight, bits_per_weight
-from .selection import PlanItem
+
+if TYPE_CHECKING:  # an annotation only: importing selection would import every method
+    from .selection import PlanItem
 
 
 @dataclass

@@ -65,7 +65,7 @@ if phase == "spill":  # the first tensor is encoded and its arrays are in the sp
     quantcli.pipeline.encode_tensor = hold(quantcli.pipeline.encode_tensor)
 else:  # publishing: the header is written, the arrays are about to be copied into the temp file
     quantcli.output.SafetensorsWriter._copy = hold(quantcli.output.SafetensorsWriter._copy)
-from quantcli.cli import main
+from quantcli.entry import main
 sys.argv[0] = "quant"
 main()
 """

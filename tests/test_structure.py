@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import quantcli
-from quantcli import cli
+import quantcli.inspection
+from quantcli import cli, entry
 
 PACKAGE = os.path.dirname(quantcli.__file__)
 COMMANDS = ["inspect", "quantize", "dequantize", "verify", "curve", "pq-encode", "pq-dot"]
@@ -78,7 +79,8 @@ def test_no_import_cycle_lazy_imports_included():
 def test_layers_point_down():
     mods = _modules()
     graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
-    below_api = [m for m in mods if m not in ("quantcli", "quantcli.cli", "quantcli.api", "quantcli.__main__",
+    below_api = [m for m in mods if m not in ("quantcli", "quantcli.cli", "quantcli.entry", "quantcli.cliutil",
+                                              "quantcli.api", "quantcli.__main__",
                                               "quantcli.render", "quantcli.plan_render")
                  and not m.startswith("quantcli.planner")]
     for m in below_api:
@@ -116,7 +118,7 @@ def test_every_command_help(command):
 def _main(monkeypatch, capsys, argv: list[str]) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["quant"] + argv)
     with pytest.raises(SystemExit) as exc:
-        cli.main()
+        entry.main()
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
 
@@ -125,7 +127,7 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
     def boom(*a, **k):
         raise ValueError("a bug\nwith a second line")
 
-    monkeypatch.setattr(cli.api, "inspect_paths", boom)
+    monkeypatch.setattr(quantcli.inspection, "inspect_paths", boom)
     code, out, err = _main(monkeypatch, capsys, ["inspect", str(tmp_path)])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("quant: internal error: ValueError: a bug\\nwith")
@@ -133,10 +135,10 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli.api, "inspect_paths", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(quantcli.inspection, "inspect_paths", lambda *a, **k: 1 / 0)
     monkeypatch.setattr(sys, "argv", ["quant", "inspect", str(tmp_path), "--debug"])
     with pytest.raises(ZeroDivisionError):
-        cli.main()
+        entry.main()
 
 
 def test_usage_error_is_one_line_exit_2(monkeypatch, capsys):

@@ -1,0 +1,103 @@
+"""Reading an archive back as numpy arrays: `load` (every tensor) and `open` (one tensor at a time).
+
+Each tensor comes back in its ORIGINAL dtype, as recorded in the manifest: a quantized tensor is
+decoded (float32) and rounded to that dtype with numpy (bfloat16 through ml_dtypes, round to
+nearest even), which gives exactly the values `quant dequantize` writes; a kept tensor is the
+stored array itself, bit for bit. With `dtype`, float tensors (quantized or kept) are converted to
+it instead; integer and bool tensors always keep their own dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .archive import Archive, open_archive
+from .errors import ConfigError
+from .safetensors_io import DTYPES, FLOAT_CODES
+
+_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+
+
+def float_code(dtype: Any) -> str | None:
+    """A float dtype asked for ('bfloat16', np.float16, 'F32', ...) as its safetensors code; None stays None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype.upper() in FLOAT_CODES:
+        return dtype.upper()
+    try:
+        name = np.dtype(DTYPES["BF16"] if str(dtype) == "bfloat16" else dtype).name
+    except TypeError:
+        name = ""
+    if name not in _NAMES:
+        raise ConfigError(f"dtype must be a float type ({', '.join(_NAMES)}), got {dtype!r}")
+    return _NAMES[name]
+
+
+class ArchiveReader:
+    """An open archive read lazily, like a read-only dict: `keys()`, `a[name]`, `in`, `len`.
+
+    Opening validates the manifest and every stored array's dtype and shape (no tensor data is
+    read); `a[name]` reads, checks (SHA-256) and decodes that tensor only."""
+
+    def __init__(self, path: str, dtype: Any = None):
+        self._code = float_code(dtype)
+        self.archive: Archive = open_archive(path)
+        self.path = path
+
+    def keys(self) -> list[str]:
+        return [t.name for t in self.archive.tensors]
+
+    def dtype_of(self, name: str) -> str:
+        """The safetensors dtype `a[name]` returns (the original one unless a dtype was asked for)."""
+        return self._target(self._tensor(name).code)
+
+    def _target(self, code: str) -> str:
+        return self._code if self._code is not None and code in FLOAT_CODES else code
+
+    def _tensor(self, name: str) -> Any:
+        try:
+            return self.archive.by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        t = self._tensor(name)
+        values = self.archive.decode(t)
+        return values.astype(DTYPES[self._target(t.code)], copy=False)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.archive.by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.archive.tensors)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) pairs, decoded one at a time as the iteration reaches them."""
+        for name in self.keys():
+            yield name, self[name]
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def __enter__(self) -> "ArchiveReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str, dtype: Any = None) -> ArchiveReader:  # noqa: A001  (quantcli.open, like safetensors' safe_open)
+    """Open an archive for reading one tensor at a time: `with quantcli.open(p) as a: a[name]`."""
+    return ArchiveReader(path, dtype)
+
+
+def load(path: str, dtype: Any = None) -> dict[str, np.ndarray]:
+    """Every tensor of the archive at `path` as {name: ndarray}, in each tensor's original dtype
+    (bfloat16 as ml_dtypes.bfloat16) or, for float tensors, in `dtype`."""
+    with ArchiveReader(path, dtype) as reader:
+        return dict(reader.items())
