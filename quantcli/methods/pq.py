@@ -14,7 +14,7 @@ padding, and a reader needs only (d, M) to rebuild the split (`column_split`). W
 `--subvector-dim S`, M = ceil(d / S), so s <= S.
 
 Training: one codebook per subspace by the shared vector k-means (`vector_kmeans`, also behind
-`vq`): on at most ROWS_PER_CENTROID*K = 256*K seeded rows, greedy k-means++ then at most `iters`
+`vq`): on at most max(256 K, 16384) seeded rows, greedy k-means++ then at most `iters`
 Lloyd iterations with an early stop; all rows are then assigned to the trained centroids. When
 every row takes part and n <= K, the codebook is the distinct sub-vectors (exact reconstruction).
 """
@@ -31,7 +31,7 @@ from ..packing import pack_bits, packed_nbytes, unpack_bits
 from ..spec import Spec
 from .base import ArrayLayout, Encoding, Method, check_finite_input, matrix_shape, param
 from .scales import STORAGE
-from .vector_kmeans import ROWS_PER_CENTROID, train_subspaces
+from .vector_kmeans import train_count, train_subspaces
 from . import register
 
 SPLIT_RULE = "balanced"
@@ -221,7 +221,7 @@ class ProductQuantization(Method):
         return {"subspaces": m_sub, "subvector_dim": -(-d // m_sub), "centroids": spec.centroids,
                 "bits": code_bits(spec.centroids), "split": SPLIT_RULE,
                 "codebook_dtype": resolve_codebook_dtype(spec.scale_dtype), "iters": spec.iters, "seed": spec.seed,
-                "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids)}
+                "train_rows": train_count(n, spec.centroids)}
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         self.check_spec(spec)

@@ -5,10 +5,11 @@ sub-vectors are the rows of a one-subspace cube), so both call `train_subspaces`
 sampling, initialisation, stopping rule and seeding.
 
 Per subspace:
-  sample   when n > ROWS_PER_CENTROID * K, k-means trains on that many rows drawn without
-           replacement (seeded, shared by all subspaces; FAISS's default cap of 256): the
-           centroids are means whose noise falls like 1/sqrt(rows per centroid), so more rows buy
-           little for a linear cost. All n rows are then assigned to the trained centroids.
+  sample   k-means trains on at most max(256 K, 16384) rows drawn without replacement (seeded,
+           shared by all subspaces; 256 per centroid is FAISS's default cap): the centroids are
+           means whose noise falls like 1/sqrt(rows per centroid), so more rows buy little for a
+           linear cost. The floor is the old vq's: at K = 16 on 2-D Gaussians, 4096 rows ended
+           1-4% above 16384 in error. All n rows are then assigned to the trained centroids.
   exact    when every row takes part and n <= K, the codebook is the distinct sub-vectors
            (exact reconstruction); unused slots repeat the first one and are never chosen.
   init     greedy k-means++: each new centroid is the best (lowest total potential) of
@@ -32,14 +33,20 @@ import math
 import numpy as np
 
 ROWS_PER_CENTROID = 256    # training sample cap, per centroid
+MIN_TRAIN_ROWS = 1 << 14   # ... but never fewer rows than this (cheap, and small K still gains)
 CHUNK_ENTRIES = 1 << 22    # distance-matrix entries per chunk (16 MB of float32)
 LLOYD_TOL = 1e-3           # stop when at most this fraction of assignments changed in an iteration
 _SAMPLE_STREAM = 0x5A3F    # second seed word of the row sample (the group streams use the subspace index)
 
 
+def train_count(n: int, k: int) -> int:
+    """How many of n rows k-means trains on: min(n, max(256 K, 16384))."""
+    return int(min(n, max(ROWS_PER_CENTROID * k, MIN_TRAIN_ROWS)))
+
+
 def train_rows(n: int, k: int, seed: int) -> np.ndarray | None:
     """Sorted indices of the rows k-means trains on, or None when all n rows do."""
-    cap = ROWS_PER_CENTROID * k
+    cap = train_count(n, k)
     if n <= cap:
         return None
     return np.sort(np.random.default_rng([int(seed), _SAMPLE_STREAM]).choice(n, size=cap, replace=False))
