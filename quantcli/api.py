@@ -179,7 +179,7 @@ def encode_tensor(ref: TensorRef, spec: Spec, keep_reason: str, keep_nonfinite: 
                   ) -> tuple[Encoding, ErrorStats | None, str]:
     """Load and encode one tensor: (encoding, error stats or None when kept, note)."""
     x = ref.load()
-    if keep_reason:
+    if keep_reason or spec.method == "keep":  # verbatim in its own dtype (widening would break its layout)
         return get_method("keep").encode(x, spec), None, keep_reason
     try:
         if get_method(spec.method).reads_narrow_floats:
