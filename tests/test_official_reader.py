@@ -115,3 +115,25 @@ def test_official_library_reads_dequantized_outputs(models, tmp_path, source, dt
             assert bits(from_shards[t.name]) == bits(want), t.name
         got_bf16 = [n for n, a in from_single.items() if a.dtype == ml_dtypes.bfloat16]
         assert bool(got_bf16) == (source == "bf16" or dtype == "bfloat16")
+
+
+def test_quant_runs_without_the_safetensors_and_sklearn_libraries(models, tmp_path):
+    # both are test/bench extras only: block their import and run every method, verify and dequantize
+    import subprocess
+    import sys
+    code = f"""
+import sys
+sys.modules["safetensors"] = sys.modules["sklearn"] = None  # any import of them now raises ImportError
+from quantcli import Spec, dequantize_file, open_archive, quantize_file
+for i, spec in enumerate({[SPECS[m] for m in sorted(SPECS)]!r}):
+    out = {str(tmp_path)!r} + f"/a{{i}}.qnt.safetensors"
+    quantize_file([{models["bf16"]!r}], out, Spec(**spec), include_1d=True)
+    with open_archive(out) as a:
+        assert not a.verify()
+    dequantize_file(out, out + ".out.safetensors")
+assert "safetensors" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
