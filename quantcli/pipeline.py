@@ -57,8 +57,8 @@ def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: 
                   ) -> tuple[Encoding, ErrorStats | None, str]:
     """Load and encode one tensor (spec None: keep it as it is): (encoding, error stats or None
     when kept, note)."""
-    if spec is None:
-        return get_method("keep").encode(ref.load(), Spec()), None, note
+    if spec is None or spec.method == "keep":  # stored as it is, in its own dtype
+        return get_method("keep").encode(ref.load(), spec or Spec()), None, note
     try:
         if get_method(spec.method).reads_narrow_floats:
             enc, err = encode_and_measure(ref.load(), spec, ref)  # widened chunk by chunk inside

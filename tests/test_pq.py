@@ -94,8 +94,9 @@ def test_k_larger_than_rows_and_duplicate_rows():
 
 
 def test_training_sample_cap(monkeypatch):
-    import quantcli.methods.pq as pqmod
-    monkeypatch.setattr(pqmod, "ROWS_PER_CENTROID", 4)  # 4*K rows train, all rows are coded
+    from quantcli.methods import vector_kmeans as vk
+    monkeypatch.setattr(vk, "ROWS_PER_CENTROID", 4)  # 4*K rows train, all rows are coded
+    monkeypatch.setattr(vk, "MIN_TRAIN_ROWS", 1)
     rng = np.random.default_rng(2)
     w = rng.standard_normal((200, 6)).astype(np.float32)
     pq = pq_encode(w, subspaces=3, centroids=8, seed=3)
@@ -114,6 +115,18 @@ def test_kmeans_beats_trivial_quantizer_and_improves_with_k():
     assert errs[0] > errs[1] > errs[2]
     # Gaussian 4-D at 4 bits per sub-vector: Lloyd-Max-like quality, far from the variance (1.0)
     assert errs[1] < 0.45
+
+
+@pytest.mark.parametrize("k, old_mse", [(16, [0.596413, 0.589403, 0.592516]), (256, [0.127501, 0.126187, 0.125514])])
+def test_error_no_worse_than_the_old_pq_engine(k, old_mse):
+    # old_mse: the replaced pq engine on this fixed matrix (commit c89760d), seeds 0, 1, 2; the
+    # shared trainer makes the same choices here, so the errors match to float rounding
+    w = np.random.default_rng(12).standard_normal((3000, 16)).astype(np.float32) * np.linspace(0.5, 2, 16, dtype=np.float32)
+    for seed, ref in enumerate(old_mse):
+        pq = pq_encode(w, subvector_dim=4, centroids=k, seed=seed)
+        mse = float(np.mean((pq_decode(pq) - w) ** 2))
+        assert mse <= ref * (1 + 1e-5)
+        assert mse == pytest.approx(ref, rel=1e-5)
 
 
 def test_determinism_and_seed_dependence():

@@ -30,8 +30,8 @@ atoms is used instead, each step a binary search of the K - 1 midpoints plus pre
 vq (bits 1-16, K = 2^bits centroids of vector_dim values): rows are cut into sub-vectors of
 `vector_dim` consecutive values; when cols % vector_dim != 0 each row is zero-padded to the next
 multiple (params["pad"] records how many zeros; decode drops them). One codebook per tensor,
-trained by Lloyd from a k-means++ start on at most `vq_sample_size(K)` sub-vectors drawn with
-the seed; assignment runs in chunks of about 16M distance entries. Arrays: codes [rows, pieces per row],
+trained by the shared vector k-means (`vector_kmeans`: vq is pq with one subspace); assignment
+runs in chunks of at most 4M distance entries. Arrays: codes [rows, pieces per row],
 codebook [K, vector_dim] (float32 under `auto`: one per tensor).
 """
 
@@ -45,6 +45,7 @@ from ..errors import ArchiveError, ConfigError
 from ..spec import GRANULARITIES, NORMALIZE, Spec
 from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param, scale_shape, to_blocks
 from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
+from .vector_kmeans import nearest as _nearest, train_subspaces
 from . import register
 
 MAX_ATOMS = 1 << 13        # sorted values up to this many per codebook, else a histogram of this many bins
@@ -452,81 +453,10 @@ class KMeans(Method):
 # vector VQ
 
 
-def vq_sample_size(k: int) -> int:
-    """Training sub-vectors: 128 per centroid, at least 16384, at most 262144.
-
-    Lloyd's centroids are means, whose noise falls as 1/sqrt(points per centroid); past about 100
-    points per centroid the codebook barely changes (faiss warns below 39 and subsamples above
-    256), while training time grows linearly with the sample. The cap bounds the cost for 2^12+
-    centroids, where the codebook no longer pays for itself on weight matrices anyway.
-    """
-    return int(min(max(128 * k, 16384), 262144))
-
-
-def _nearest(points: np.ndarray, centroids: np.ndarray, chunk_entries: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the nearest centroid, squared distance) per point; chunked so that a chunk's
-    [points, K] distance matrix holds at most `chunk_entries` entries."""
-    n, k = points.shape[0], centroids.shape[0]
-    c2 = np.einsum("ij,ij->i", centroids, centroids)
-    idx = np.empty(n, dtype=np.int64)
-    dist = np.empty(n, dtype=np.float32)
-    step = max(1, chunk_entries // max(k, 1))
-    for start in range(0, n, step):
-        chunk = points[start:start + step]
-        d = c2[None, :] - 2 * (chunk @ centroids.T)
-        i = np.argmin(d, axis=1)
-        idx[start:start + step] = i
-        best = d[np.arange(len(i)), i] + np.einsum("ij,ij->i", chunk, chunk)
-        dist[start:start + step] = np.maximum(best, 0)
-    return idx, dist
-
-
-def _kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ start: each new centroid drawn with probability proportional to D^2."""
-    n = points.shape[0]
-    centroids = np.empty((k, points.shape[1]), dtype=np.float32)
-    centroids[0] = points[rng.integers(n)]
-    d2 = ((points - centroids[0]) ** 2).sum(axis=1).astype(np.float64)
-    for j in range(1, k):
-        total = d2.sum()
-        pick = rng.integers(n) if total <= 0 else int(np.searchsorted(np.cumsum(d2), rng.random() * total, side="right"))
-        centroids[j] = points[min(pick, n - 1)]
-        np.minimum(d2, ((points - centroids[j]) ** 2).sum(axis=1), out=d2)
-    return centroids
-
-
 def vq_train(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
-    """A [k, d] float32 codebook for `vectors` [n, d]: k-means++ then Lloyd on a seeded sample.
-
-    With n <= k the vectors themselves (repeated to fill k rows) are the codebook, which is exact.
-    Empty clusters are re-seeded with the points that are currently worst served.
-    """
-    n, d = vectors.shape
-    if n <= k:
-        reps = np.resize(np.arange(max(n, 1)), k)
-        return (vectors[reps] if n else np.zeros((k, d), np.float32)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    size = vq_sample_size(k)
-    sample = vectors[np.sort(rng.choice(n, size, replace=False))] if n > size else vectors
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    c = _kmeans_pp(sample, k, rng)
-    for _ in range(iters):
-        idx, dist = _nearest(sample, c)
-        cnt = np.bincount(idx, minlength=k)
-        sums = np.zeros((k, d), dtype=np.float64)
-        for j in range(d):  # d passes of a vectorised bincount, not a loop over points
-            sums[:, j] = np.bincount(idx, weights=sample[:, j], minlength=k)
-        new = c.astype(np.float64)
-        full = cnt > 0
-        new[full] = sums[full] / cnt[full, None]
-        empty = np.flatnonzero(~full)
-        if empty.size:
-            new[empty] = sample[np.argsort(-dist, kind="stable")[: empty.size]]
-        new = new.astype(np.float32)
-        if np.array_equal(new, c):
-            break
-        c = new
-    return c
+    """A [k, d] float32 codebook for `vectors` [n, d]: the shared vector k-means with one subspace
+    (pq's trainer on an [n, 1, d] cube), so vq and pq train, sample and seed alike."""
+    return train_subspaces(np.asarray(vectors, dtype=np.float32)[:, None, :], k, iters, seed, labels=False)[0][0]
 
 
 def _vq_geometry(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
@@ -554,7 +484,12 @@ class VQ(Method):
             m = np.concatenate([m, np.zeros((rows, pad), np.float32)], axis=1)
         vectors = np.ascontiguousarray(m).reshape(-1, dim)
         c = vq_train(vectors, k, spec.iters, spec.seed)
-        cb, cb_name = store_codebook(c, spec.scale_dtype, many=False)
+        # centroids are values, not multipliers: a few subnormal components among normal ones cost
+        # only their own tiny absolute error and are kept; a codebook of tiny values falls back
+        narrow = codebook_dtype(spec.scale_dtype, many=False)
+        tiny = float(np.finfo(STORAGE[narrow]).tiny) if narrow != "float32" else 0.0
+        keep = c.size > 0 and float(np.abs(c).max()) >= tiny
+        cb, cb_name = store_narrow(c, narrow, subnormal="keep" if keep else "refuse")
         cbf = cb.astype(np.float32)
         idx, _ = _nearest(vectors, cbf)
         recon = cbf[idx].reshape(rows, cols + pad)[:, :cols].reshape(x.shape)

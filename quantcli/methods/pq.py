@@ -14,19 +14,14 @@ in their last codebook column. So no column is dropped when d % M != 0, no subsp
 padding, and a reader needs only (d, M) to rebuild the split (`column_split`). With
 `--subvector-dim S`, M = ceil(d / S), so s <= S.
 
-Training (per subspace, seeded by `seed` and the first subspace of its work group): greedy
-k-means++ init, then at most `iters` Lloyd iterations, stopping early at a fixed point (no assignment changed, so more
-iterations would change nothing). When a tensor has more than 256*K rows, k-means trains on
-256*K rows drawn without replacement (FAISS's default cap): the centroid estimate's error shrinks
-like 1/sqrt(rows per centroid), so more rows buy little quality for linear cost, and all rows are
-then assigned to the trained centroids. When every row takes part and a subspace holds at most K
-distinct sub-vectors, the codebook is those sub-vectors (exact reconstruction, no iteration);
-unused slots repeat the first centroid and are never chosen.
+Training: one codebook per subspace by the shared vector k-means (`vector_kmeans`, also behind
+`vq`): on at most max(256 K, 16384) seeded rows, greedy k-means++ then at most `iters`
+Lloyd iterations with an early stop; all rows are then assigned to the trained centroids. When
+every row takes part and n <= K, the codebook is the distinct sub-vectors (exact reconstruction).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +31,12 @@ from ..errors import ArchiveError, ConfigError
 from ..spec import Spec
 from .base import ArrayLayout, Encoding, Method, check_finite_input, code_dtype, code_layout, matrix_shape, param
 from .scales import STORAGE, store_narrow
+from .vector_kmeans import train_count, train_subspaces
 from . import register
 
 SPLIT_RULE = "balanced"
 DEFAULT_SUBVECTOR_DIM = 4
-ROWS_PER_CENTROID = 256  # training sample cap, per centroid (see module docstring)
-_CHUNK_ELEMENTS = 1 << 22  # distance matrix entries per chunk (16 MB of float32)
+_CHUNK_ELEMENTS = 1 << 22  # gathered entries per chunk when decoding (16 MB of float32)
 
 
 def code_bits(centroids: int) -> int:
@@ -141,125 +136,6 @@ class PQCodes:
 
 
 # ---------------------------------------------------------------------------------------------
-# k-means on a group of subspaces at once: arrays are [g, rows, s]; one numpy call serves all g
-# subspaces, so small tensors with many subspaces do not pay Python overhead per subspace.
-
-
-LLOYD_TOL = 1e-3  # stop when at most this fraction of assignments changed in an iteration
-
-
-def _group_size(rows: int, k: int, m_sub: int) -> int:
-    """Subspaces per group so that one [g, rows, K] distance block stays near _CHUNK_ELEMENTS."""
-    return int(max(1, min(m_sub, _CHUNK_ELEMENTS // max(rows * k, 1))))
-
-
-def _assign(x: np.ndarray, c: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid and squared distance for every row of every subspace in the group.
-
-    x [g, n, s], c [g, K, s], xx = |x|^2 [g, n]. Uses |x|^2 - 2 x.c + |c|^2 (one batched BLAS
-    product), in row chunks so the [g, rows, K] block stays bounded.
-    """
-    g, n, _ = x.shape
-    k = c.shape[1]
-    cc = np.einsum("gks,gks->gk", c, c)
-    ct2 = np.ascontiguousarray((-2.0 * c).transpose(0, 2, 1), dtype=np.float32)
-    labels = np.empty((g, n), dtype=np.int64)
-    dist = np.empty((g, n), dtype=np.float32)
-    step = max(1, _CHUNK_ELEMENTS // max(g * k, 1))
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        dd = np.matmul(x[:, lo:hi], ct2)
-        dd += cc[:, None, :]
-        lab = np.argmin(dd, axis=2)
-        labels[:, lo:hi] = lab
-        best = np.take_along_axis(dd, lab[:, :, None], axis=2)[:, :, 0]
-        dist[:, lo:hi] = np.maximum(best + xx[:, lo:hi], 0.0)
-    return labels, dist
-
-
-def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator, xx: np.ndarray) -> np.ndarray:
-    """Greedy k-means++ per subspace: each new centroid is the best (lowest total potential) of a
-    few D^2-sampled candidates, which avoids the occasional bad pick of plain k-means++.
-
-    When every row already sits on a centroid (fewer distinct rows than K) the potential is zero;
-    the draw then repeats an existing row, a duplicate centroid that is never chosen."""
-    g, n, s = x.shape
-    trials = 2 + int(math.log(k))
-    gi = np.arange(g)
-    c = np.empty((g, k, s), dtype=np.float32)
-    c[:, 0] = x[gi, rng.integers(n, size=g)]
-    d2 = np.maximum(xx - 2.0 * np.einsum("gns,gs->gn", x, c[:, 0]) + np.einsum("gs,gs->g", c[:, 0], c[:, 0])[:, None],
-                    0.0).astype(np.float64)
-    for j in range(1, k):
-        # one cumulative sum over the whole group: subspace i owns the range [i*n, (i+1)*n)
-        cum = np.cumsum(d2.reshape(-1))
-        ends = cum[n - 1::n]
-        starts = ends - d2.sum(axis=1)
-        draw = starts[:, None] + rng.random((g, trials)) * (ends - starts)[:, None]
-        pick = np.searchsorted(cum, draw, side="right") - (gi * n)[:, None]
-        cand = np.clip(pick, 0, n - 1)  # [g, trials]
-        cx = x[gi[:, None], cand]  # [g, trials, s]
-        cand_d2 = np.maximum(xx[:, :, None] - 2.0 * np.matmul(x, cx.transpose(0, 2, 1))
-                             + np.einsum("gts,gts->gt", cx, cx)[:, None, :], 0.0)
-        new = np.minimum(d2[:, :, None], cand_d2)  # [g, n, trials]
-        best = np.argmin(new.sum(axis=1), axis=1)
-        c[:, j] = cx[gi, best]
-        d2 = new[gi, :, best]
-    return c
-
-
-def _lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray) -> np.ndarray:
-    """At most `iters` Lloyd iterations on the whole group, stopping once fewer than 1 in 1000
-    assignments change between iterations (the last steps of Lloyd move almost nothing: measured
-    on a 1536x384 MiniLM matrix at K=256, 8.0 s -> 2.4 s for 0.002 dB). Empty clusters take
-    the rows farthest from their centroid."""
-    g, n, s = x.shape
-    k = c.shape[1]
-    offsets = (np.arange(g) * k)[:, None]
-    prev = None
-    for _ in range(iters):
-        labels, dist = _assign(x, c, xx)
-        if prev is not None and np.count_nonzero(labels != prev) <= labels.size * LLOYD_TOL:
-            break
-        prev = labels
-        flat = (labels + offsets).reshape(-1)
-        counts = np.bincount(flat, minlength=g * k).reshape(g, k)
-        sums = np.stack([np.bincount(flat, weights=x[:, :, j].reshape(-1), minlength=g * k)
-                         for j in range(s)], axis=1).reshape(g, k, s)
-        filled = counts > 0
-        c[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
-        if not filled.all():
-            empty = ~filled
-            rank = np.cumsum(empty, axis=1) - 1  # r-th empty cluster of a subspace takes its r-th farthest row
-            order = np.argsort(-dist, axis=1, kind="stable")
-            gs, ks = np.nonzero(empty & (rank < n))
-            c[gs, ks] = x[gs, order[gs, rank[gs, ks]]]
-    return c
-
-
-def _train_group(sub: np.ndarray, train_rows: np.ndarray | None, k: int, iters: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(codebooks [g, K, s] float32, codes [g, n]) for a group of subspaces `sub` [g, n, s]."""
-    g, n, s = sub.shape
-    if n == 0:
-        return np.zeros((g, k, s), np.float32), np.zeros((g, 0), np.int64)
-    if train_rows is None and n <= k:  # every sub-vector can be its own centroid: exact
-        books = np.empty((g, k, s), dtype=np.float32)
-        codes = np.empty((g, n), dtype=np.int64)
-        for i in range(g):  # n <= K rows: small
-            uniq, inverse = np.unique(sub[i], axis=0, return_inverse=True)
-            books[i, : len(uniq)] = uniq
-            books[i, len(uniq):] = uniq[0]
-            codes[i] = inverse.reshape(-1)
-        return books, codes
-    x = sub if train_rows is None else np.ascontiguousarray(sub[:, train_rows])
-    xx = np.einsum("gns,gns->gn", x, x)
-    books = _lloyd(x, _kmeans_pp(x, k, rng, xx), iters, xx)
-    labels, _ = _assign(sub, books, np.einsum("gns,gns->gn", sub, sub))
-    return books, labels
-
-
-# ---------------------------------------------------------------------------------------------
 # library API
 
 
@@ -288,20 +164,8 @@ def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int
     check_finite_input(w)
     padded = np.zeros((n, m_sub * s), dtype=np.float32)
     padded[:, pos] = w.reshape(n, d)
-    cap = ROWS_PER_CENTROID * centroids
-    train_rows = None
-    if n > cap:
-        train_rows = np.sort(np.random.default_rng([int(seed), 0x5A3F]).choice(n, size=cap, replace=False))
-    books = np.empty((m_sub, centroids, s), dtype=np.float32)
-    codes = np.empty((n, m_sub), dtype=np.uint8 if centroids <= 256 else np.uint16)
-    cube = padded.reshape(n, m_sub, s)
-    group = _group_size(n if train_rows is None else len(train_rows), centroids, m_sub)
-    for lo in range(0, m_sub, group):  # groups of subspaces; each k-means is vectorised over rows
-        hi = min(m_sub, lo + group)
-        sub = np.ascontiguousarray(cube[:, lo:hi].transpose(1, 0, 2))
-        rng = np.random.default_rng([int(seed), lo])
-        books[lo:hi], labels = _train_group(sub, train_rows, centroids, iters, rng)
-        codes[:, lo:hi] = labels.T
+    books, labels = train_subspaces(padded.reshape(n, m_sub, s), centroids, iters, seed)
+    codes = labels.astype(np.uint8 if centroids <= 256 else np.uint16)
     return PQCodes(codebooks=books, codes=codes, d=d)
 
 
@@ -358,7 +222,7 @@ class ProductQuantization(Method):
         params = {"subspaces": m_sub, "subvector_dim": -(-d // m_sub), "centroids": spec.centroids,
                   "bits": code_bits(spec.centroids), "split": SPLIT_RULE,
                   "codebook_dtype": resolve_codebook_dtype(spec.scale_dtype), "iters": spec.iters, "seed": spec.seed,
-                  "train_rows": min(n, ROWS_PER_CENTROID * spec.centroids)}
+                  "train_rows": train_count(n, spec.centroids)}
         if x is not None and params["codebook_dtype"] != "float32":  # whether the centroids fit: train them
             return self._encode(x, spec)[0].params
         return params
