@@ -13,7 +13,7 @@ from .inspection import archive_report, inspect_paths, tensor_stats, verify_arch
 from .methods import get_method
 from .output import check_output
 from .parallel import default_jobs
-from .pipeline import Progress, dry_run, quantize
+from .pipeline import Progress, dry_run, quantize, resolve_ecsq_steps
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
@@ -64,7 +64,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
     with Sources(inputs) as sources:
         check_output(output, sources.files, ".safetensors")
         refuse_archives(sources)
-        plan = plan_tensors(sources.refs, spec, selection, recipe)
+        plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe))
         return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
                         progress=progress, base=spec)
 

@@ -22,7 +22,7 @@ from . import __version__
 from .cliutil import ProgressLabels, QuantCommand, Reporter, archive_items, check_report, print_json, source_items
 from .errors import ConfigError, QuantError, one_line
 from .signals import Interrupted, install, on_signal
-from .spec import Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
+from .spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
     name="quant", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -200,8 +200,15 @@ def inspect(paths: Paths,
 
 # The choices are spelled here, not read from the registry, so that `quant --version` does not
 # import every method; tests/test_ecosystem.py checks they match METHODS and planner.LEVELS.
-METHOD_NAMES = ("bf16", "fp16", "kmeans", "log", "nf", "pq", "uniform", "vq")
+METHOD_NAMES = ("bf16", "ecsq", "fp16", "kmeans", "log", "nf", "pq", "uniform", "vq")
 Method = Enum("Method", {name: name for name in METHOD_NAMES}, type=str)  # type: ignore[misc]
+
+
+class Objective(str, Enum):
+    """What the planner minimises (planner.OBJECTIVES)."""
+
+    relative = "relative"
+    mse = "mse"
 
 
 class Candidates(str, Enum):
@@ -261,6 +268,14 @@ def quantize(
     vector_dim: Annotated[int, typer.Option(metavar="N", help="vq: values per vector (rows are cut into pieces of "
                                                               "this length).")] = 4,
     iters: Annotated[int, typer.Option(metavar="N", help="vq: Lloyd iterations.")] = 25,
+    step: Annotated[Optional[float], typer.Option(metavar="S", help="ecsq: the grid step (values round to "
+                                                                    "multiples of S).", show_default=False)] = None,
+    sqnr: Annotated[Optional[float], typer.Option(metavar="DB", help="ecsq: the SQNR over all quantized tensors "
+                                                                     "together; one step is chosen for it.",
+                                                  show_default=False)] = None,
+    codec: Annotated[CodecChoice, typer.Option(help="How codes are stored: bitpack (fixed rate, what LUT kernels "
+                                                    "read) or entropy (smaller files; format version 2).")]
+    = CodecChoice.bitpack,
     only: Annotated[Optional[str], typer.Option(metavar="REGEX", help="Quantize only tensors whose name matches "
                                                                       "this regex.")] = None,
     skip: Annotated[Optional[str], typer.Option(metavar="REGEX", help="Keep tensors whose name matches this regex "
@@ -292,6 +307,10 @@ def quantize(
                                                                       "tensors).")] = SAMPLE,
     candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = no kmeans, ~4x "
                                                                         "quicker.")] = Candidates.default,
+    objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative = element-weighted "
+                                                                     "relative error; mse = total squared error "
+                                                                     "(what SQNR over the model measures).")]
+    = Objective.relative,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Quantize weights into one archive file and report bits per weight, SQNR and max error.
@@ -313,12 +332,13 @@ def quantize(
         spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
-                    iters=iters, codebook_rows=codebook_rows)
+                    iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value)
         _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
         show = not quiet and not json_out
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
             kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
-                      candidates=planner.default_candidates(candidates.value), sample=sample, jobs=jobs)
+                      candidates=planner.default_candidates(candidates.value), sample=sample, jobs=jobs,
+                      objective=objective.value)
             if dry_run:
                 planned_plan = planner.plan_budget(paths, budget, spec, **kw)  # type: ignore[arg-type]
                 out.emit(plan_render.plan_json(planned_plan))

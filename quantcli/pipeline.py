@@ -11,8 +11,9 @@ import numpy as np
 
 from .archive import ArchiveTensor, ArchiveWriter
 from .storage import stored_arrays
-from .errors import InputError, NonFiniteError, QuantError
+from .errors import ConfigError, InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
+from .methods import ecsq
 from .methods.base import to_float32
 from .metrics import ZERO, ErrorStats
 from . import parallel
@@ -191,8 +192,39 @@ def sized(item: PlanItem) -> Sized:
 
 
 def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem]) -> PlanReport:
-    """The per-tensor plan and predicted archive size, from headers alone (no tensor data)."""
+    """The per-tensor plan and predicted archive size, from headers alone (no tensor data).
+    Entropy-coded sizes depend on the data, so such a plan is refused rather than guessed."""
+    for item in plan:
+        if item.spec is not None and storage_codec(item.spec, item.spec) == "entropy":
+            raise ConfigError("--dry-run predicts sizes from headers alone; entropy-coded sizes depend on the "
+                              "data (run quantize: its report gives the exact sizes)", tensor=item.ref.name)
     tensors = [sized(item) for item in plan]
     labels = ["kept" if s.method == "keep" else get_method(s.method).describe(s.params) for s in tensors]
     return PlanReport(list(inputs), plan, labels, [s.nbytes for s in tensors], sources.input_bytes,
                       header_bytes(tensors))
+
+
+def resolve_ecsq_steps(plan: list[PlanItem]) -> list[PlanItem]:
+    """ecsq items asking for --sqnr D share ONE step (the MSE-optimal allocation), chosen over
+    all of them together before anything is written (a pass over their data per step tried).
+    Items with different targets are resolved per target."""
+    targets = sorted({item.spec.sqnr for item in plan
+                      if item.spec is not None and item.spec.method == "ecsq" and item.spec.sqnr is not None})
+    out = list(plan)
+    for target in targets:
+        chosen = [i for i, item in enumerate(out) if item.spec is not None and item.spec.method == "ecsq"
+                  and item.spec.sqnr == target]
+
+        def tensors(idx: list[int] = chosen) -> Iterator[np.ndarray]:
+            for i in idx:
+                try:
+                    yield load_float32(out[i].ref)
+                except NonFiniteError as e:
+                    raise nonfinite_error(out[i].ref, e.count) from None
+
+        step = ecsq.step_for_sqnr(tensors, target)
+        for i in chosen:
+            spec = out[i].spec
+            assert spec is not None
+            out[i] = out[i]._replace_spec(spec.with_options(step=step, sqnr=None))
+    return out

@@ -66,6 +66,9 @@ class PlanItem:
     def keep(self) -> bool:
         return self.spec is None
 
+    def _replace_spec(self, spec: Spec) -> "PlanItem":
+        return PlanItem(self.ref, spec, self.note, self.pinned)
+
 
 # Python's regex engine backtracks: `(a+)+$` takes seconds on a 27-character name and doubles
 # with each character more. Name matching gets this much CPU time in all, then fails cleanly.

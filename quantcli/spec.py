@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
@@ -71,7 +72,8 @@ CODECS = values(Codec)
 MAX_WHOLE = 2**31 - 1  # group sizes, dims, counts, iterations
 MAX_SEED = 2**63 - 1
 _STRINGS = {"method", "scheme", "granularity", "scale_dtype", "normalize", "codec"}
-_OPTIONAL = {"subvector_dim", "subspaces"}
+_OPTIONAL = {"subvector_dim", "subspaces", "step", "sqnr"}
+_FLOATS = {"step", "sqnr"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class Spec:
     normalize: str = "none"  # kmeans: "group" learns one codebook over group-absmax-normalised values
     codebook_rows: int = 128  # kmeans --granularity group: rows sharing one codebook
     codec: str = "bitpack"  # how the archive stores codes: bitpack (fixed rate) or entropy
+    # ecsq: the grid step, or the SQNR (dB, all quantized tensors together) that chooses one step
+    step: float | None = None
+    sqnr: float | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -127,6 +132,10 @@ class Spec:
             raise ConfigError(f"--iters must be at least 1, got {self.iters}")
         if self.codebook_rows < 1:
             raise ConfigError(f"--codebook-rows must be at least 1, got {self.codebook_rows}")
+        if self.step is not None and self.step <= 0:
+            raise ConfigError(f"--step must be positive, got {self.step}")
+        if self.step is not None and self.sqnr is not None:
+            raise ConfigError("give --step or --sqnr, not both")
         if self.codec not in CODECS:
             raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.normalize not in NORMALIZE:
@@ -143,6 +152,10 @@ class Spec:
             if f.name in _STRINGS:
                 if not isinstance(value, str):
                     raise ConfigError(f"{option} must be a string, got {value!r}")
+            elif f.name in _FLOATS:
+                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                          or not math.isfinite(value)):
+                    raise ConfigError(f"{option} must be a finite number, got {value!r}")
             elif f.name == "scale_search":
                 if not isinstance(value, bool):
                     raise ConfigError(f"{option} must be true or false, got {value!r}")

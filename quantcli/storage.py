@@ -16,11 +16,13 @@ them is byte for byte an archive of format version 1. Any other codec is recorde
 the tensor's manifest entry (`codecs`: role -> {"codec": name, ...its params}), which makes the
 archive format version 2. Asking for `entropy` storage (`--codec entropy`, and always for
 methods that are entropy-coded by design) stores each array with whichever of its default codec
-and its entropy codec is smaller, so entropy storage never costs more than fixed-rate storage.
+and its entropy codec is smaller, counting the manifest bytes that recording the codec costs, so
+entropy storage never costs more than fixed-rate storage.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from typing import Any
@@ -118,18 +120,20 @@ def stored_layout(method: str, shape: tuple[int, ...], params: dict[str, Any],
 ENTROPY_MIN_BYTES = 64  # plain arrays smaller than this are not worth a codec's params
 
 
-def _entropy_coded(a: np.ndarray, lay: ArrayLayout, default: np.ndarray) -> tuple[np.ndarray, dict[str, Any]] | None:
+def _entropy_coded(a: np.ndarray, lay: ArrayLayout, default_nbytes: int) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The array through its entropy codec (rans for codes, lossless for plain arrays) when that
-    is smaller than `default`, the array under its default codec; else None."""
+    is smaller than `default_nbytes`, its size under its default codec; else None."""
     if a.size == 0 or (lay.bits is None and a.nbytes < ENTROPY_MIN_BYTES):
         return None
     if lay.bits is not None:
-        data, params = CODECS["rans"].encode(a, alphabet=1 << lay.bits)
+        data, params = CODECS["rans"].encode(a, alphabet=max(2, int(a.max()) + 1))
         params = {"codec": "rans", **params}
     else:
         data, params = CODECS["lossless"].encode(a)
         params = {"codec": "lossless", **params, "nbytes": len(data)}
-    if len(data) >= default.nbytes:
+    # the codec's params go into the manifest (escaped once more inside the header): count them
+    manifest_cost = len(json.dumps(json.dumps(params, separators=(",", ":")))) + len(f'"{lay.dtype}":,')
+    if len(data) + manifest_cost >= default_nbytes:
         return None
     return np.frombuffer(data, np.uint8), params
 
@@ -156,15 +160,24 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
         a = enc.arrays[role]
         if a.dtype != lay.dtype or tuple(a.shape) != tuple(lay.shape):
             raise ValueError(f"{enc.method} {role} is {a.dtype}{list(a.shape)}, declared {lay.dtype}{list(lay.shape)}")
-        out[role] = codec_for(lay).encode(a, lay)
-        if codec == "entropy":
-            coded = _entropy_coded(np.ascontiguousarray(a), lay, out[role])
+        if codec == "entropy":  # sized, not packed, first: packing wide codes takes memory
+            default_nbytes = a.nbytes if lay.bits is None else packed_nbytes(a.size, lay.bits)
+            coded = _entropy_coded(np.ascontiguousarray(a), lay, default_nbytes)
             if coded is not None:
                 out[role], codecs[role] = coded
+                continue
+        out[role] = codec_for(lay).encode(a, lay)
     return out, codecs
 
 
 STORAGE_CODECS = ("bitpack", "entropy")
+
+
+def _codec_params(cp: dict[str, Any]) -> dict[str, Any]:
+    """The codec's own params from a manifest codec entry: rans keeps its `nbytes`; for lossless
+    `nbytes` is the archive's (the stored array's length, checked by the stored layout)."""
+    drop = {"codec"} if cp.get("codec") == "rans" else {"codec", "nbytes"}
+    return {k: v for k, v in cp.items() if k not in drop}
 
 
 def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], codecs: Any) -> None:
@@ -178,12 +191,16 @@ def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], co
         if role not in layout or not isinstance(cp, dict) or cp.get("codec") not in ("rans", "lossless"):
             raise ArchiveError(f"unknown codec entry for array {role!r}")
         lay = layout[role]
+        nbytes = cp.get("nbytes")
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise ArchiveError(f"its {role} array's codec entry has no valid nbytes")
         if (cp["codec"] == "rans") != (lay.bits is not None):
             raise ArchiveError(f"codec {cp['codec']} cannot store the {role} array")
-        inner = {k: v for k, v in cp.items() if k != "codec"}
+        inner = _codec_params(cp)
         try:
-            if cp["codec"] == "rans" and inner.get("alphabet") != 1 << lay.bits:  # type: ignore[operator]
-                raise CodecError(f"alphabet {inner.get('alphabet')!r}, the array's codes have {1 << lay.bits}")  # type: ignore[operator]
+            alphabet = inner.get("alphabet")
+            if cp["codec"] == "rans" and (not isinstance(alphabet, int) or not 2 <= alphabet <= max(2, 1 << lay.bits)):  # type: ignore[operator]
+                raise CodecError(f"alphabet {alphabet!r} does not fit codes of {lay.bits} bits")
             CODECS[cp["codec"]].max_decoded_nbytes(inner, tuple(lay.shape))
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None
@@ -202,7 +219,7 @@ def logical_arrays(method: str, shape: tuple[int, ...], params: dict[str, Any],
         if cp is None:
             out[role] = codec_for(lay).decode(a, lay)
             continue
-        inner = {k: v for k, v in cp.items() if k != "codec"}
+        inner = _codec_params(cp)
         try:
             out[role] = CODECS[cp["codec"]].decode(a, inner, lay.dtype, tuple(lay.shape))
         except CodecError as e:

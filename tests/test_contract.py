@@ -18,6 +18,7 @@ SPECS = {
     "fp16": {}, "bf16": {},
     "pq": dict(subvector_dim=2, centroids=16),
     "vq": dict(bits=8, vector_dim=2),
+    "ecsq": dict(step=0.01),
 }
 FLOOR_DB = {"fp16": 60, "bf16": 40}
 NAMES = sorted(m for m in METHODS if m != "keep")

@@ -1,0 +1,172 @@
+"""ecsq: entropy-coded scalar quantization, --sqnr's common step, and entropy-coded storage of
+other methods' codes (--codec entropy)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+from typer.testing import CliRunner
+
+import quantcli.parallel
+from quantcli import ConfigError, InputError, Spec, open_archive, quantize_file
+from quantcli.cli import app
+from quantcli.errors import ArchiveError
+from quantcli.methods import get_method
+from quantcli.methods.ecsq import rounding_error, step_for_sqnr
+from quantcli.metrics import sum_squares
+from quantcli.safetensors_io import SafetensorsFile
+
+EC = get_method("ecsq")
+
+
+def test_seed_matrix_golden(seed_matrix):
+    """Step 0.5 on the seed's matrix: every value to its nearest multiple of 0.5, no clipping."""
+    enc, err = EC.encode_measured(seed_matrix, Spec(method="ecsq", step=0.5))
+    out = EC.decode(enc, seed_matrix.shape)
+    np.testing.assert_array_equal(out, np.rint(seed_matrix / np.float32(0.5)).astype(np.float32) * np.float32(0.5))
+    assert err.max_abs <= 0.25 + 1e-7
+    q = np.rint(seed_matrix / np.float32(0.5)).astype(np.int64)
+    assert enc.params["offset"] == q.min() and enc.params["levels"] == q.max() - q.min() + 1
+    assert enc.params["bits"] == max(1, math.ceil(math.log2(enc.params["levels"])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=arrays(np.float32, st.tuples(st.integers(1, 9), st.integers(1, 40)),
+                elements=st.floats(-1e3, 1e3, width=32, allow_subnormal=True)),
+       step=st.floats(0.04, 10.0))  # 2000 / 0.04 = 50,000 levels at most: within the coder's alphabet
+def test_error_bound_and_exact_decode(x, step):
+    spec = Spec(method="ecsq", step=step)
+    enc, err = EC.encode_measured(x, spec)
+    out = EC.decode(enc, x.shape)
+    s = float(np.float32(step))
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert np.all(np.abs(out.astype(np.float64) - x) <= s / 2 * (1 + 1e-6) + 1e-3 * s)  # float32 rounding slack
+    assert err.max_abs == float(np.abs(out - x).max())
+    assert enc.arrays["codes"].max() < enc.params["levels"]
+    assert EC.params_for(x.shape, spec, x) == enc.params
+
+
+def test_too_many_levels_is_refused():
+    x = np.array([[0.0, 1e6]], np.float32)
+    with pytest.raises(InputError, match="grid levels"):
+        EC.encode(x, Spec(method="ecsq", step=1.0))
+
+
+def test_needs_step_or_sqnr():
+    with pytest.raises(ConfigError):
+        EC.encode(np.ones((2, 2), np.float32), Spec(method="ecsq"))
+    with pytest.raises(ConfigError):
+        Spec(method="ecsq", step=1.0, sqnr=30.0)
+    with pytest.raises(ConfigError):
+        Spec(method="ecsq", step=-1.0)
+    with pytest.raises(ConfigError):
+        Spec(method="ecsq", sqnr=float("nan"))
+
+
+def test_step_for_sqnr_is_the_largest_step_meeting_the_target():
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((64, 96)).astype(np.float32) * s for s in (0.02, 0.5, 3.0)]
+    signal = sum(sum_squares(x) for x in xs)
+    for target in (12.0, 27.0, 41.2):
+        step = step_for_sqnr(lambda: iter(xs), target)
+        err = sum(rounding_error(x, step) for x in xs)
+        assert 10 * math.log10(signal / err) >= target
+        coarser = float(np.float32(step * 1.002))
+        assert 10 * math.log10(signal / sum(rounding_error(x, coarser) for x in xs)) < target + 0.05
+
+
+def test_quantize_sqnr_through_the_cli(tiny_model, tmp_path):
+    out = tmp_path / "e.qnt.safetensors"
+    r = CliRunner().invoke(app, ["quantize", tiny_model, "-o", str(out), "--method", "ecsq", "--sqnr", "30",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert 30.0 <= doc["totals"]["overall_sqnr_db"] < 30.5
+    steps = {t["params"]["step"] for t in doc["tensors"] if t["method"] == "ecsq"}
+    assert len(steps) == 1  # one common step
+    with SafetensorsFile(str(out)) as st_:
+        assert st_.metadata["quant.version"] == "2"
+    assert CliRunner().invoke(app, ["verify", str(out)]).exit_code == 0
+    with open_archive(str(out)) as a:
+        for t in a.tensors:
+            if t.method == "ecsq":  # entropy-coded where that is smaller, never above the fixed rate
+                assert t.codecs.get("codes", {"codec": "rans"})["codec"] == "rans"
+                assert a.stored_nbytes(t) <= math.ceil(t.size * t.params["bits"] / 8)
+
+
+def test_dry_run_refuses_data_dependent_sizes(tiny_model, tmp_path):
+    r = CliRunner().invoke(app, ["quantize", tiny_model, "--dry-run", "--method", "ecsq", "--step", "0.01"])
+    assert r.exit_code == 2 and "depend on the data" in r.stderr
+
+
+@pytest.mark.parametrize("spec", [Spec(), Spec(bits=4, scheme="asymmetric", granularity="group", group_size=16),
+                                  Spec(method="nf", bits=4, granularity="group", group_size=16),
+                                  Spec(method="kmeans", bits=3, normalize="group", group_size=16)])
+def test_codec_entropy_is_smaller_and_decodes_the_same(tiny_model, tmp_path, spec):
+    """Never larger (a tiny model: the codecs' manifest entries would cost more than they save,
+    so they are not used); clearly smaller on bell-shaped weights; the same values either way."""
+    w = np.random.default_rng(2).standard_normal((256, 512)).astype(np.float32) * 0.05
+    np.save(tmp_path / "w.npy", w)
+    for src, strictly in ((tiny_model, False), (str(tmp_path / "w.npy"), True)):
+        fixed, coded = str(tmp_path / "f.qnt.safetensors"), str(tmp_path / "c.qnt.safetensors")
+        quantize_file([src], fixed, spec)
+        quantize_file([src], coded, spec.with_options(codec="entropy"))
+        assert os.path.getsize(coded) < os.path.getsize(fixed) * (0.97 if strictly else 1.0001)
+        with open_archive(fixed) as a, open_archive(coded) as b:
+            for t in a.tensors:
+                np.testing.assert_array_equal(a.decode(t), b.decode(b.by_name[t.name]))
+
+
+def test_entropy_bytes_do_not_depend_on_jobs(tiny_model, tmp_path, monkeypatch):
+    one, two = str(tmp_path / "1.qnt.safetensors"), str(tmp_path / "2.qnt.safetensors")
+    spec = Spec(method="ecsq", step=0.01)
+    quantize_file([tiny_model], one, spec, jobs=1)
+    monkeypatch.setattr(quantcli.parallel, "PARALLEL_MIN_BYTES", 0)
+    quantize_file([tiny_model], two, spec, jobs=2)
+    assert open(one, "rb").read() == open(two, "rb").read()
+
+
+def _forge(path: str, change) -> None:
+    """Rewrite an archive's manifest with `change(entry)` applied to its ecsq entry, checksums
+    recomputed (a malicious but self-consistent archive)."""
+    from quantcli.archive import KEY_MANIFEST, KEY_MANIFEST_SHA
+    import hashlib
+    from quantcli.output import SafetensorsWriter
+    with SafetensorsFile(path) as st_:
+        meta = dict(st_.metadata)
+        arrays = {name: st_.read(name) for name in st_.entries}
+    doc = json.loads(meta[KEY_MANIFEST])
+    for entry in doc["tensors"]:
+        if entry["method"] == "ecsq":
+            change(entry)
+    meta[KEY_MANIFEST] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    meta[KEY_MANIFEST_SHA] = hashlib.sha256(meta[KEY_MANIFEST].encode()).hexdigest()
+    os.unlink(path)
+    w = SafetensorsWriter(path)
+    for name, a in arrays.items():
+        w.add(name, a)
+    w.finish(meta)
+
+
+@pytest.mark.parametrize("change", [
+    lambda e: e["params"].update(levels=1, bits=1),              # codes beyond the declared levels
+    lambda e: e["params"].update(step=float("1e-50")),            # not a float32 value
+    lambda e: e["codecs"]["codes"].update(lanes=10**9),           # a forged coder model
+    lambda e: e.update(shape=[e["shape"][0] * 1000, e["shape"][1]]),  # more codes than the stream can hold
+])
+def test_forged_ecsq_archives_are_refused(tmp_path, change):
+    x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    np.save(tmp_path / "w.npy", x)
+    path = str(tmp_path / "w.qnt.safetensors")
+    quantize_file([str(tmp_path / "w.npy")], path, Spec(method="ecsq", step=0.05))
+    _forge(path, change)
+    with pytest.raises(ArchiveError):
+        with open_archive(path) as a:
+            for t in a.tensors:
+                a.decode(t)
