@@ -36,6 +36,7 @@ NNCODEC = {41.2: 6.93, 27.0: 4.5, 20.9: 3.5, 14.6: 2.5}  # bpw NNCodec needs for
 LADDER = 0.0011 * 2.0 ** (np.arange(0, 19) / 3)  # global steps, 0.0011 .. 0.07
 SIDE_BITS = 64  # per tensor: its step (float32) and its code range (2 x int16)
 WORD = "embeddings.word_embeddings.weight"
+POOLER = "pooler.dense.weight"  # unused by sentence-transformers' mean pooling
 
 
 def tensors() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -58,23 +59,33 @@ def row_ctx(x: np.ndarray) -> np.ndarray:
     return np.broadcast_to(cls[:, None], x.shape)
 
 
-def rates(x: np.ndarray, q: np.ndarray, base_ctx: np.ndarray | None = None, n_base: int = 1) -> dict[str, float]:
-    """Bits of one tensor's codes under each cost model: order-0 entropy (free table), static coder
-    (entropy + table), adaptive KT coder, and adaptive with neighbour / row-scale / both contexts.
-    base_ctx (e.g. the DQ quantizer of each code) is crossed with every context."""
+def rates(x: np.ndarray, q: np.ndarray, base_ctx: np.ndarray | None = None, n_base: int = 1,
+          models: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Bits of one tensor's codes under each cost model (all, or those named): order-0 entropy (free
+    table), static coder (entropy + table), adaptive KT coder, and adaptive with neighbour / row-scale
+    / both contexts (row scale classes cost 2 bits a row). base_ctx (e.g. the DQ quantizer of each
+    code) is crossed with every context."""
     base = np.zeros(q.shape, np.int64) if base_ctx is None else base_ctx.astype(np.int64)
-    pc, rc = prev_ctx(q), row_ctx(x)
-    c0 = E.context_counts(q, base, n_base)
-    out = {"h0": E.entropy_bits(c0), "static": E.entropy_bits(c0) + E.static_table_bits(c0),
-           "kt": E.adaptive_bits(c0),
-           "kt_prev": E.adaptive_bits(E.context_counts(q, base * 3 + pc, n_base * 3)),
-           "kt_row": E.adaptive_bits(E.context_counts(q, base * 4 + rc, n_base * 4)) + 2 * x.shape[0],
-           "kt_prev_row": E.adaptive_bits(E.context_counts(q, (base * 3 + pc) * 4 + rc, n_base * 12))
-           + 2 * x.shape[0]}
-    return {k: v + SIDE_BITS for k, v in out.items()}
+    want = set(models or ("h0", "static", "kt", "kt_prev", "kt_row", "kt_prev_row"))
+    out = {}
+    if want & {"h0", "static", "kt"}:
+        c0 = E.context_counts(q, base, n_base)
+        out.update({"h0": E.entropy_bits(c0), "static": E.entropy_bits(c0) + E.static_table_bits(c0),
+                    "kt": E.adaptive_bits(c0)})
+    if want & {"kt_prev", "kt_prev_row"}:
+        pc = prev_ctx(q)
+        out["kt_prev"] = E.adaptive_bits(E.context_counts(q, base * 3 + pc, n_base * 3))
+    if want & {"kt_row", "kt_prev_row"}:
+        rc = row_ctx(x)
+        out["kt_row"] = E.adaptive_bits(E.context_counts(q, base * 4 + rc, n_base * 4)) + 2 * x.shape[0]
+    if "kt_prev_row" in want:
+        out["kt_prev_row"] = (E.adaptive_bits(E.context_counts(q, (base * 3 + pc) * 4 + rc, n_base * 12))
+                              + 2 * x.shape[0])
+    return {k: v + SIDE_BITS for k, v in out.items() if k in want}
 
 
-def point(mats: dict[str, np.ndarray], quantize, steps: dict[str, float], keep_recon: bool = False):
+def point(mats: dict[str, np.ndarray], quantize, steps: dict[str, float], keep_recon: bool = False,
+          models: tuple[str, ...] | None = None):
     """Quantize every tensor with quantize(x, step) -> (codes, recon, base_ctx, n_base); return
     (bits by cost model summed over tensors, error energy, recon by name or None)."""
     bits: dict[str, float] = {}
@@ -82,7 +93,7 @@ def point(mats: dict[str, np.ndarray], quantize, steps: dict[str, float], keep_r
     recon = {} if keep_recon else None
     for name, x in mats.items():
         q, xh, base, nb = quantize(x, steps[name])
-        for k, v in rates(x, q, base, nb).items():
+        for k, v in rates(x, q, base, nb, models).items():
             bits[k] = bits.get(k, 0.0) + v
         err += float(((x.astype(np.float64) - xh) ** 2).sum())
         if keep_recon:
@@ -118,12 +129,13 @@ class Study:
         self.w, self.mats = tensors()
         self.n = sum(a.size for a in self.mats.values())
         self.energy = sum(float((a.astype(np.float64) ** 2).sum()) for a in self.mats.values())
+        self.rms = float(np.sqrt(self.energy / self.n))  # relative steps are g * tensor RMS / this
         self.out: dict = {}
 
     def steps(self, g: float, rel: bool = False, factors: dict[str, float] | None = None) -> dict[str, float]:
         """Per-tensor steps: g everywhere, or g * RMS (rel), times optional per-tensor factors."""
         f = factors or {}
-        return {n: g * (float(np.sqrt((a.astype(np.float64) ** 2).mean())) if rel else 1.0) * f.get(n, 1.0)
+        return {n: g * (float(np.sqrt((a.astype(np.float64) ** 2).mean())) / self.rms if rel else 1.0) * f.get(n, 1.0)
                 for n, a in self.mats.items()}
 
     def curve(self, quantize, ladder=LADDER, rel=False, factors=None, label=""):
@@ -199,7 +211,7 @@ class Study:
                          "spread": float(np.ptp(np.log2(fine[pick])))})
         same = [{"step": float(g), "sqnr": E.sqnr_db(self.energy, err[:, j].sum()), "kt": bits[:, j].sum() / self.n}
                 for j, g in enumerate(fine)]
-        rel = self.curve(plain, ladder=2.0 ** (np.arange(-24, 0) / 3), rel=True, label="b-rel")
+        rel = self.curve(plain, ladder=fine[::2], rel=True, label="b-rel")
         self.out["b"] = {"lagrangian": rows, "same": same, "rel": rel}
         self.table("(b) per-tensor steps (plain rounding, adaptive per-tensor coder)",
                    {"one step (fine ladder)": same, "Lagrangian per-tensor steps": rows,
@@ -231,37 +243,60 @@ class Study:
         self.table("(e) dependent quantization (4-state trellis), contexts = quantizer of the state", curves,
                    ("kt", "kt_prev", "kt_prev_row"))
 
-    def part_cos(self, sentences=None):
+    def hit(self, qf, bpw: float, rel=False, factors=None, model="kt", guess=0.012):
+        """(step, bits, error, recon) at bpw +- 0.01 under `model`: secant steps on log2(step), started
+        from the high-rate slope of -1 bit per octave."""
+        g, pts = guess, []
+        for _ in range(6):
+            bits, err, recon = point(self.mats, qf, self.steps(g, rel, factors), keep_recon=True, models=(model,))
+            b = bits[model] / self.n
+            pts.append((np.log2(g), b))
+            if abs(b - bpw) < 0.01:
+                break
+            if len(pts) == 1:
+                slope = -1.0
+            else:
+                (l0, b0), (l1, b1) = pts[-2], pts[-1]
+                slope = (b1 - b0) / (l1 - l0) if b1 != b0 else -1.0
+            g = 2.0 ** (pts[-1][0] + (bpw - b) / slope)
+        return g, bits, err, recon
+
+    def part_cos(self, variants=None, sentences=None):
         """Embedding cosine at the target rates; MSE (one step) vs relative (step ~ RMS) allocation,
         and the word embeddings' step scaled against the rest."""
         sentences = sentences or minilm.read_sentences(minilm.EVAL_SENTENCES)
         ref = minilm.embed(self.w, sentences)
-        variants = {
+        all_variants = {
             "plain, one step": (plain, False, None, "kt"),
             "plain, step ~ RMS": (plain, True, None, "kt"),
-            "RDOQ c=0.1, one step": (rdoq_with(0.1), False, None, "kt_prev_row"),
-            "RDOQ c=0.1, step ~ RMS": (rdoq_with(0.1), True, None, "kt_prev_row"),
-            "DQ c=0.1, one step": (dq_with(0.1), False, None, "kt_prev_row"),
             "plain, one step, word emb. step x0.5": (plain, False, {WORD: 0.5}, "kt"),
             "plain, one step, word emb. step x2": (plain, False, {WORD: 2.0}, "kt"),
             "plain, step ~ RMS, word emb. step x2": (plain, True, {WORD: 2.0}, "kt"),
+            "plain, one step, word emb. step x4": (plain, False, {WORD: 4.0}, "kt"),
+            "plain, step ~ RMS, word emb. step x4": (plain, True, {WORD: 4.0}, "kt"),
+            "plain, one step, word emb. step x8": (plain, False, {WORD: 8.0}, "kt"),
+            "plain, one step, word emb. step x16": (plain, False, {WORD: 16.0}, "kt"),
+            "plain, one step, word emb. x4, pooler x8": (plain, False, {WORD: 4.0, POOLER: 8.0}, "kt"),
+            "DQ c=0.1 (2 passes), one step, word emb. step x2": (dq_with(0.1, 2), False, {WORD: 2.0}, "kt_prev_row"),
+            "RDOQ c=0.1, one step": (rdoq_with(0.1), False, None, "kt_prev_row"),
+            "RDOQ c=0.1, step ~ RMS": (rdoq_with(0.1), True, None, "kt_prev_row"),
+            "DQ c=0.1 (2 passes), one step": (dq_with(0.1, 2), False, None, "kt_prev_row"),
         }
+        variants = variants or [v for v in all_variants if not v.startswith("DQ")]
         res = {}
         print("\n### embedding cosine at equal rate\n")
-        print("| variant | cost model | " + " | ".join(f"SQNR / cos @ {b} bpw" for b in TARGETS_BPW) + " |")
+        print("| variant | cost model | " + " | ".join(f"SQNR / cos @ {b} bpw (bpw)" for b in TARGETS_BPW) + " |")
         print("|---|---|" + "---|" * len(TARGETS_BPW))
-        for name, (qf, rel, factors, model) in variants.items():
-            ladder = 2.0 ** (np.arange(-24, 0) / 3) if rel else LADDER
-            rows = self.curve(qf, ladder=ladder[::2] if qf is not plain else ladder, rel=rel,
-                              factors=factors, label=f"cos {name}")
+        for name in variants:
+            qf, rel, factors, model = all_variants[name]
             cells = []
             for b in TARGETS_BPW:
-                g = self.step_at(rows, b, model)
-                bits, err, recon = point(self.mats, qf, self.steps(g, rel, factors), keep_recon=True)
+                guess = {2.5: 0.04, 3.5: 0.02, 4.5: 0.01}[b] * (0.55 if name.startswith("DQ") else 1.0)
+                g, bits, err, recon = self.hit(qf, b, rel, factors, model, guess)
                 wq = dict(self.w)
                 wq.update(recon)
                 cos = minilm.embedding_cosine(self.w, wq, sentences, reference=ref)
-                cells.append({"bpw": bits[model] / self.n, "sqnr": E.sqnr_db(self.energy, err), "cos": cos})
+                cells.append({"step": g, "bpw": bits[model] / self.n, "sqnr": E.sqnr_db(self.energy, err), "cos": cos})
             res[name] = cells
             print(f"| {name} | {model} | " + " | ".join(
                 f"{c['sqnr']:.2f} dB / {c['cos']:.4f} ({c['bpw']:.3f})" for c in cells) + " |", flush=True)
@@ -290,6 +325,7 @@ def main() -> int:
     ap.add_argument("--json", help="write the raw curves here")
     ap.add_argument("--dq-c", type=float, nargs="+", default=[0.0, 0.1], help="part e: RDO constants c")
     ap.add_argument("--dq-steps", type=float, nargs="+", help="part e: global steps (default a ladder)")
+    ap.add_argument("--cos-variants", nargs="+", help="part cos: variant names (default all but DQ)")
     ap.add_argument("--dq-passes", type=int, default=3, help="part e: trellis passes (first: distortion only)")
     args = ap.parse_args()
     st = Study()
@@ -297,6 +333,8 @@ def main() -> int:
     for p in args.part:
         if p == "e":
             st.part_e(tuple(args.dq_c), None if args.dq_steps is None else np.array(args.dq_steps), args.dq_passes)
+        elif p == "cos":
+            st.part_cos(args.cos_variants)
         else:
             getattr(st, f"part_{p}")()
     if args.json:
