@@ -329,7 +329,7 @@ def quantize(
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
         check_report(report, paths + ([output] if output else []))
         budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
-        spec = Spec(method=getattr(method, "value", method), bits=bits, scheme=scheme.value,
+        spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
                     iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value)

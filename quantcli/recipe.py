@@ -33,7 +33,7 @@ from .spec import Spec
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib
 
 SPEC_KEYS = {f.name for f in fields(Spec)}
 

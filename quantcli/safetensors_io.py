@@ -201,6 +201,7 @@ class SafetensorsFile:
             raise self._fail(f"malformed data_offsets {offsets!r}", name)
         if end > buffer_len:
             raise self._fail(f"truncated: data ends at byte {end} of a {buffer_len}-byte buffer", name)
+        assert isinstance(shape, list)  # checked above
         expected = math.prod(shape) * DTYPES[code].itemsize
         if end - begin != expected:
             raise self._fail(f"holds {end - begin} bytes, but shape {shape} of {code} needs {expected}", name)
@@ -210,7 +211,7 @@ class SafetensorsFile:
         """The array, read from disk now (a fresh, writable array)."""
         entry = self.entries[name]
         out = np.empty(entry.shape, dtype=entry.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+        view = out.reshape(-1).view(np.uint8).data if out.size else memoryview(b"")
         got = 0
         fd = self._f.fileno()
         while got < entry.nbytes:  # positional reads: threads may read tensors of one file at once

@@ -7,6 +7,7 @@ Everything is opened and validated up front (headers only), and each tensor is r
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -84,7 +85,7 @@ def _read_npy_body(fp: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bo
                    tensor: str | None) -> np.ndarray:
     count = math.prod(shape)
     out = np.empty(count, dtype=dtype)
-    raw = memoryview(out.view(np.uint8)) if count else memoryview(b"")
+    raw = out.view(np.uint8).data if count else memoryview(b"")
     got = 0
     while got < len(raw):
         n = fp.readinto(raw[got:])
@@ -253,7 +254,7 @@ class Sources:
         refs = []
         for name in chosen:
             e = st.entries[name]
-            refs.append(TensorRef(name, e.code, e.shape, st.path, lambda st=st, name=name: st.read(name)))
+            refs.append(TensorRef(name, e.code, e.shape, st.path, functools.partial(st.read, name)))
         return refs
 
     def _add_index(self, path: str) -> None:

@@ -108,7 +108,7 @@ def stored_layout(method: str, shape: tuple[int, ...], params: dict[str, Any],
     """role -> (dtype, shape) of every array the archive holds for a tensor of `shape` encoded
     with `params` (for `keep`: params {"dtype": <safetensors code>}); an array stored with a
     recorded codec is uint8 [its params' nbytes]."""
-    out = {}
+    out: dict[str, StoredLayout] = {}
     for role, lay in logical_layout(method, shape, params).items():
         if codecs and role in codecs:
             out[role] = (np.dtype(np.uint8), (int(codecs[role].get("nbytes", -1)),))

@@ -117,7 +117,6 @@ def test_future_version_refused(archive_path):
 
 def test_manifest_tampering_detected(archive_path):
     data = archive_path.read_bytes()
-    i = data.index(b"int") if b"int" in data else data.index(b"asymmetric")
     archive_path.write_bytes(data.replace(b"asymmetric", b"asymmetriC", 1))
     with pytest.raises(ArchiveError, match="manifest does not match its checksum"):
         open_archive(str(archive_path))

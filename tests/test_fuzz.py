@@ -65,7 +65,7 @@ def test_truncation_at_every_region_boundary_and_inside(seeds, workdir, seed_nam
     """Truncate at the first, second, middle and last byte of every region of the format."""
     seed = seeds[seed_name]
     outcomes = []
-    for i, (label, start, end) in enumerate(seed.regions):
+    for i, (_label, start, end) in enumerate(seed.regions):
         for at in sorted({start, min(start + 1, end - 1), (start + end) // 2, end - 1}):
             outcomes += fz.run_case(seed, "truncate", Exhaustive(i, at), workdir)
     _assert_clean(outcomes)

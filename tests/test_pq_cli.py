@@ -1,14 +1,13 @@
 """pq-encode and pq-dot through the command line and the library."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-from quantcli import ConfigError, InputError, Spec, open_archive, pq_dot, quantize_file
+from quantcli import Spec, open_archive, pq_dot, quantize_file
 from quantcli.cli import app
 from quantcli.methods.pq import pq_decode, pq_from_encoding
 

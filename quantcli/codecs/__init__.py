@@ -29,6 +29,7 @@ Byte layouts: docs/CODECS.md.
 from __future__ import annotations
 
 import math
+from typing import Any
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -58,7 +59,7 @@ class Codec(ABC):
     name: str
 
     @abstractmethod
-    def encode(self, array: np.ndarray, **options) -> tuple[bytes, dict]:
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
         """(bytes, params) for `array` in C order."""
 
     @abstractmethod
@@ -75,7 +76,9 @@ class RansCodec(Codec):
 
     name = "rans"
 
-    def encode(self, array: np.ndarray, alphabet: int | None = None) -> tuple[bytes, dict]:
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
+        """options: `alphabet` (default max(code) + 1, at least 2)."""
+        alphabet = options.get("alphabet")
         arr = np.asarray(array)
         if alphabet is None:
             alphabet = max(2, int(arr.max()) + 1) if arr.size else 2
@@ -114,7 +117,7 @@ class LosslessCodec(Codec):
 
     name = "lossless"
 
-    def encode(self, array: np.ndarray) -> tuple[bytes, dict]:
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
         return lossless.encode(array)
 
     def max_decoded_nbytes(self, params: dict, shape) -> int:

@@ -23,7 +23,7 @@ from .errors import CodecError
 try:  # zstd planes need it to decode; without it the encoder only writes raw and rans planes
     import zstandard
 except ImportError:  # pragma: no cover - zstandard is a declared dependency
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 
 ZSTD_LEVEL = 1  # level 1: measured best ratio on weight byte planes and fastest (level 3 is worse)
 # A plane of n bytes must be stored in at least n / MAX_RATIO bytes, whatever its codec: the rANS
@@ -202,7 +202,7 @@ def max_decoded_count(params: dict, dtype) -> int:
     for p in _check_params(params, dtype):
         cap = p["nbytes"] if p["codec"] == "raw" else MAX_RATIO * p["nbytes"]
         bound = cap if bound is None else min(bound, cap)
-    return int(bound)
+    return int(bound or 0)
 
 
 def decode(data, params: dict, dtype, count: int) -> np.ndarray:
