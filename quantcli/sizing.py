@@ -54,6 +54,10 @@ class Sized:
     params: dict[str, Any]
     layout: Layout
     note: str = ""
+    # entropy-coded: the codec entries the manifest will hold, with the stored length an upper
+    # bound (`exact` False): the file's arrays and header can then only be smaller
+    codecs: dict[str, dict[str, Any]] | None = None
+    exact: bool = True
 
     @classmethod
     def kept(cls, ref: TensorRef, note: str) -> "Sized":
@@ -73,10 +77,10 @@ class Sized:
         metrics: dict[str, Any] = {}
         if self.method != "keep":
             doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0), self.nbytes, self.ref.size)
-            metrics = {k: (WORST_FLOAT if isinstance(v, float) and k != "bits_per_weight" else v)
+            metrics = {k: (WORST_FLOAT if isinstance(v, float) and (k != "bits_per_weight" or not self.exact) else v)
                        for k, v in doc.items()}
         return ArchiveTensor(self.ref.name, self.ref.code, tuple(self.ref.shape), self.method, self.params,
-                             arrays, "0" * 64, metrics, self.note)
+                             arrays, "0" * 64, metrics, self.note, dict(self.codecs or {}))
 
 
 def header_bytes(tensors: list[Sized]) -> int:

@@ -72,8 +72,8 @@ CODECS = values(Codec)
 MAX_WHOLE = 2**31 - 1  # group sizes, dims, counts, iterations
 MAX_SEED = 2**63 - 1
 _STRINGS = {"method", "scheme", "granularity", "scale_dtype", "normalize", "codec"}
-_OPTIONAL = {"subvector_dim", "subspaces", "step", "sqnr"}
-_FLOATS = {"step", "sqnr"}
+_OPTIONAL = {"subvector_dim", "subspaces", "step", "sqnr", "step_rms"}
+_FLOATS = {"step", "sqnr", "step_rms"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class Spec:
     # ecsq: the grid step, or the SQNR (dB, all quantized tensors together) that chooses one step
     step: float | None = None
     sqnr: float | None = None
+    step_rms: float | None = None  # ecsq: the step as a fraction of each tensor's RMS
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -134,8 +135,10 @@ class Spec:
             raise ConfigError(f"--codebook-rows must be at least 1, got {self.codebook_rows}")
         if self.step is not None and self.step <= 0:
             raise ConfigError(f"--step must be positive, got {self.step}")
-        if self.step is not None and self.sqnr is not None:
-            raise ConfigError("give --step or --sqnr, not both")
+        if self.step_rms is not None and self.step_rms <= 0:
+            raise ConfigError(f"--step-rms must be positive, got {self.step_rms}")
+        if sum(v is not None for v in (self.step, self.sqnr, self.step_rms)) > 1:
+            raise ConfigError("give one of --step, --step-rms and --sqnr")
         if self.codec not in CODECS:
             raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.normalize not in NORMALIZE:

@@ -249,7 +249,12 @@ def test_cli_plan_json_then_write(model, tmp_path):
                               "--candidates", "fast"])
     assert res.exit_code == 0, res.output
     real = json.loads(res.stdout)
-    assert os.path.getsize(out) == doc["totals"]["predicted_archive_bytes"] == real["totals"]["archive_bytes"]
+    # exact to the byte with fixed-rate choices; an upper bound once entropy-coded (ecsq) tensors are chosen
+    entropy = any(x["method"] == "ecsq" for x in doc["tensors"])
+    assert os.path.getsize(out) == real["totals"]["archive_bytes"]
+    assert real["totals"]["archive_bytes"] <= doc["totals"]["predicted_archive_bytes"]
+    assert entropy or real["totals"]["archive_bytes"] == doc["totals"]["predicted_archive_bytes"]
+    assert real["totals"]["archive_bytes"] > 0.9 * doc["totals"]["predicted_archive_bytes"]  # bounds: ~256 B a tensor
     assert real["plan"]["baseline_uniform"] is not None and "weighted_sqnr_db" in real["totals"]
     res = runner.invoke(app, ["quantize", model, "--min-sqnr", "20", "--dry-run", "--candidates", "fast"])
     assert res.exit_code == 0 and "best single uniform setting" in res.stdout

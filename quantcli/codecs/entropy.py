@@ -394,3 +394,23 @@ def decode(data, params: dict, count: int, out: np.ndarray | None = None) -> np.
     else:
         _decode_numpy(words[:-1], states, freq, cum, slot2sym, out)
     return out
+
+
+def size_bound(counts: np.ndarray) -> int:
+    """An upper bound of len(encode(codes)) for codes with this histogram, without encoding.
+
+    The table's bytes are exact (it depends on the counts alone) and so are the lanes' final
+    states; each lane starts at 2**32 and ends in [2**32, 2**64), and encoding a symbol of
+    quantised frequency f multiplies the state by at most (TOTAL / f) (1 + f / 2**32), so a
+    lane emits at most its sum of log2(TOTAL / f) (1 + 2**-16 slack) / 32 words."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return 0
+    freq = quantize_counts(counts).astype(np.float64)
+    present = counts > 0
+    bits = float(np.sum(counts[present] * (PRECISION - np.log2(freq[present])))) + n * 2.2014e-5
+    lanes = -(-n // CODES_PER_LANE)
+    words = int(bits // 32) + lanes  # + one per lane for floating-point slack in the sum
+    return len(_table_bytes(quantize_counts(counts))) + 8 * lanes + 4 * words
+

@@ -45,6 +45,13 @@ def reconstruct(q: np.ndarray, step: np.float32) -> np.ndarray:
     return q.astype(np.float32) * step
 
 
+def step_from_rms(fraction: float, x: np.ndarray) -> np.float32:
+    """fraction x RMS of `x` as a float32 step (a tiny positive step for an all-zero tensor)."""
+    rms = math.sqrt(sum_squares(x) / x.size) if np.size(x) else 0.0
+    step = np.float32(fraction * rms)
+    return step if step > 0 and np.isfinite(step) else np.float32(1e-30)
+
+
 def rounding_error(x: np.ndarray, step: float) -> float:
     """Sum of squared rounding errors of float32 `x` at `step` (float64 sums)."""
     s = np.float32(step)
@@ -101,21 +108,25 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
 class ECSQ(Method):
     name = "ecsq"
     summary = "entropy-coded scalar quantization: one uniform grid step, no clipping, codes entropy-coded"
-    options = frozenset({"step", "sqnr"})
+    options = frozenset({"step", "sqnr", "step_rms"})
     entropy_coded = True
 
     def check_spec(self, spec: Spec) -> None:
-        if spec.step is None and spec.sqnr is None:
-            raise ConfigError("--method ecsq needs --step S or --sqnr D (dB over all quantized tensors)")
+        if spec.step is None and spec.sqnr is None and spec.step_rms is None:
+            raise ConfigError("--method ecsq needs --step S, --step-rms F or --sqnr D (dB over all quantized "
+                              "tensors)")
 
-    def _step(self, spec: Spec) -> np.float32:
-        if spec.step is None:
-            raise ConfigError("ecsq's step is chosen from --sqnr over the whole model: quantize files, not "
-                              "single arrays, or give --step")
-        return np.float32(spec.step)
+    def _step(self, spec: Spec, x: np.ndarray | None = None) -> np.float32:
+        """The tensor's step: --step as given, --step-rms times its RMS (from the data)."""
+        if spec.step is not None:
+            return np.float32(spec.step)
+        if spec.step_rms is not None and x is not None:
+            return step_from_rms(spec.step_rms, x)
+        raise ConfigError("ecsq's step comes from the data here (--step-rms) or from the whole model "
+                          "(--sqnr): quantize files, or give --step")
 
     def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
-        step = self._step(spec)
+        step = self._step(spec, x)
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
             params.update(self._range(quantize(x, step)))
@@ -131,7 +142,7 @@ class ECSQ(Method):
         return {"offset": lo, "levels": levels, "bits": max(1, math.ceil(math.log2(levels)))}
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
-        step = self._step(spec)
+        step = self._step(spec, x)
         q = quantize(x, step)
         params = {"step": float(step), **self._range(q)}
         codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))

@@ -33,18 +33,27 @@ def default_candidates(level: str = "default") -> list[Spec]:
             for g in (64, 128):
                 out.append(Spec(method="kmeans", bits=bits, normalize="group", group_size=g))
     out.append(Spec(method="fp16", bits=16))
+    out.extend(ecsq_ladder())
     return out
+
+
+def ecsq_ladder() -> list[Spec]:
+    """ecsq with the step at 2^(-k/4) of each tensor's RMS, k = -2 .. 24: about 1.5 to 8 bits per
+    weight in quarter-octave steps (a quarter of a bit apart), entropy-coded."""
+    return [Spec(method="ecsq", step_rms=float(2.0 ** (-k / 4))) for k in range(-2, 25)]
 
 
 def label(spec: Spec) -> str:
     """The setting's display name, independent of the tensor (e.g. 'int4 asym g64', 'nf3 g128')."""
+    if spec.method == "ecsq" and spec.step_rms is not None:
+        return f"ecsq step {spec.step_rms:.3g} rms"
     method = get_method(spec.method)
     return method.describe(method.params_for((1, 1), spec))
 
 
 def family(spec: Spec) -> str:
     """The setting without its bits (one line of a rate-distortion plot): method and grouping."""
-    if spec.method in ("fp16", "bf16"):
+    if spec.method in ("fp16", "bf16", "ecsq"):
         return spec.method
     if spec.method == "kmeans" and spec.normalize == "group":
         return f"kmeans g{spec.group_size}"

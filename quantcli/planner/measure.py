@@ -4,6 +4,7 @@ tensor). Stored sizes are exact; the error is the sample's relative error."""
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,10 @@ import numpy as np
 
 from ..errors import NonFiniteError
 from ..methods import Encoding, get_method
+from ..codecs import entropy
+from ..methods import ecsq
 from ..methods.base import matrix_shape
+from ..packing import packed_nbytes
 from ..metrics import ErrorStats, sum_squares
 from ..parallel import ordered_map
 from ..pipeline import encode_and_measure, load_float32, nonfinite_error, nonfinite_note
@@ -23,6 +27,9 @@ from .allocate import pareto_front
 from .candidates import label
 from .model import Point, TensorPlan
 
+# the writer stores rans codes only when they beat bit-packing by more than their manifest entry's
+# bytes; a bound of the array must allow for that margin
+MANIFEST_SLACK = 256
 SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER.md
 CACHE_BYTES = 1 << 28    # encodings of fully measured tensors kept for the final write, at most this much
 
@@ -106,6 +113,12 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     absmax = float(max(-xf.min(), xf.max())) if xf.size else 0.0
     encodings: list[tuple[Encoding, ErrorStats] | None] = []
     for candidate, shown in zip(ctx.candidates, ctx.labels):
+        if candidate.method == "ecsq":  # measured whole: exact error, a bound of its coded size
+            point = ecsq_point(ref, candidate, shown, xf, t.signal)
+            if point is not None:
+                t.points.append(point)
+                encodings.append(None)
+            continue
         spec = candidate
         if spec.method in ("fp16", "bf16"):
             if spec.method == "fp16" and absmax > 65504.0:
@@ -122,9 +135,35 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     if t.exact:
         for i in pareto_front([p.nbytes for p in t.points], [p.rel for p in t.points]):
             enc_err = encodings[i]
-            assert enc_err is not None
-            _offer_cache(t, t.points[i], *enc_err, ctx)
+            if enc_err is not None:  # ecsq points are cheap to encode again at the write
+                _offer_cache(t, t.points[i], *enc_err, ctx)
     return t
+
+
+def ecsq_point(ref: TensorRef, candidate: Spec, shown: str, xf: np.ndarray, signal: float) -> Point | None:
+    """An ecsq candidate on the whole tensor (rounding is cheap): its exact error, and an upper
+    bound of its stored bytes from the codes' histogram (`entropy.size_bound`), so a plan never
+    exceeds its budget; None when the step needs more levels than the coder's alphabet."""
+    step = ecsq.step_from_rms(candidate.step_rms, xf) if candidate.step_rms is not None \
+        else np.float32(candidate.step)
+    q = ecsq.quantize(xf, step)
+    lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
+    levels = hi - lo + 1
+    if levels > ecsq.MAX_LEVELS:
+        return None
+    rel = sum_squares(xf - ecsq.reconstruct(q, step)) / signal if signal > 0 else 0.0
+    bits = max(1, math.ceil(math.log2(levels)))
+    alphabet = max(2, levels)
+    counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)
+    del q
+    bound = min(packed_nbytes(xf.size, bits), entropy.size_bound(counts) + MANIFEST_SLACK)
+    params = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
+    codecs = {"codes": {"codec": "rans", "alphabet": alphabet, "lanes": -(-xf.size // entropy.CODES_PER_LANE),
+                        "table_nbytes": len(entropy._table_bytes(entropy.quantize_counts(counts))),
+                        "nbytes": bound}}
+    sized = Sized(ref, "ecsq", params, {"codes": (np.dtype(np.uint8), (bound,))}, "", codecs, exact=False)
+    spec = candidate.with_options(step=float(step), step_rms=None)
+    return Point(candidate, spec, shown, sized, rel)
 
 
 def bound_headers(tensors: list[TensorPlan]) -> None:

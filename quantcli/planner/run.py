@@ -12,7 +12,7 @@ from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..output import check_output
 from ..parallel import default_jobs, ordered_map
-from ..pipeline import Encoded, Progress, encode_and_measure, write_archive
+from ..pipeline import Encoded, Progress, encode_and_measure, storage_codec, write_archive
 from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
 from ..selection import Selection, plan_tensors, refuse_archives
@@ -239,13 +239,16 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
 
         def results() -> Iterator[Encoded]:
             for t, (enc, err) in zip(plan.tensors, ordered_map(encode, plan.tensors, jobs)):
-                stored = stored_nbytes(enc, tuple(t.ref.shape))
-                if t.choice is not None and (enc.params != t.choice.params or stored != t.choice.nbytes):
+                codec = storage_codec(t.choice.spec if t.choice is not None else None, Spec())
+                stored = stored_nbytes(enc, tuple(t.ref.shape), codec)
+                exact = t.choice is None or t.choice.sized.exact
+                if t.choice is not None and (enc.params != t.choice.params or stored > t.choice.nbytes
+                                             or exact and stored != t.choice.nbytes):
                     raise WorkError(f"internal: {t.ref.name} encoded to {stored} bytes, planned "
                                     f"{t.choice.nbytes}; nothing was written")
                 t.cache = {}
                 t.actual = err
-                yield Encoded(t.ref, enc, err, t.note if not t.quantized else "")
+                yield Encoded(t.ref, enc, err, t.note if not t.quantized else "", codec=codec)
 
         def header() -> int:
             plan.header_bytes = exact_header(plan.tensors)
