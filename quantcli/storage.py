@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import CODECS, CodecError
+from .codecs import lossless as lossless_codec
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
 from .methods.base import ArrayLayout
@@ -60,7 +61,7 @@ class Plain(DefaultCodec):
         return np.dtype(layout.dtype), tuple(layout.shape)
 
     def encode(self, a: np.ndarray, layout: ArrayLayout) -> np.ndarray:
-        return np.ascontiguousarray(a)
+        return np.require(a, requirements="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def decode(self, stored: np.ndarray, layout: ArrayLayout) -> np.ndarray:
         return stored
@@ -167,6 +168,17 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
 STORAGE_CODECS = ("bitpack", "entropy")
 
 
+def codec_params(cp: dict[str, Any]) -> dict[str, Any]:
+    """The params a recorded codec entry hands to its codec: all but `codec`, and for lossless also
+    but `nbytes` (the stored length, recorded for the reader; the planes' lengths sum to it)."""
+    inner = {k: v for k, v in cp.items() if k != "codec"}
+    if cp.get("codec") == "lossless":
+        nbytes = inner.pop("nbytes", None)
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise CodecError(f"lossless nbytes must be a non-negative integer, got {nbytes!r}")
+    return inner
+
+
 def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], codecs: Any) -> None:
     """Validate a manifest's recorded codecs before anything is decoded: known codecs on declared
     arrays, and params that justify the logical shape (a forged length or model cannot make the
@@ -180,11 +192,15 @@ def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], co
         lay = layout[role]
         if (cp["codec"] == "rans") != (lay.bits is not None):
             raise ArchiveError(f"codec {cp['codec']} cannot store the {role} array")
-        inner = {k: v for k, v in cp.items() if k != "codec"}
         try:
+            inner = codec_params(cp)
             if cp["codec"] == "rans" and inner.get("alphabet") != 1 << lay.bits:  # type: ignore[operator]
                 raise CodecError(f"alphabet {inner.get('alphabet')!r}, the array's codes have {1 << lay.bits}")  # type: ignore[operator]
             CODECS[cp["codec"]].max_decoded_nbytes(inner, tuple(lay.shape))
+            if cp["codec"] == "lossless":  # planes and transform of the declared dtype, lengths that add up
+                lossless_codec.max_decoded_count(inner, lay.dtype)
+                if sum(p["nbytes"] for p in inner["planes"]) != cp["nbytes"]:
+                    raise CodecError(f"nbytes {cp['nbytes']} is not the sum of its planes' bytes")
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None
 
@@ -202,8 +218,8 @@ def logical_arrays(method: str, shape: tuple[int, ...], params: dict[str, Any],
         if cp is None:
             out[role] = codec_for(lay).decode(a, lay)
             continue
-        inner = {k: v for k, v in cp.items() if k != "codec"}
         try:
+            inner = codec_params(cp)
             out[role] = CODECS[cp["codec"]].decode(a, inner, lay.dtype, tuple(lay.shape))
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None
