@@ -200,7 +200,7 @@ def inspect(paths: Paths,
 
 # The choices are spelled here, not read from the registry, so that `quant --version` does not
 # import every method; tests/test_ecosystem.py checks they match METHODS and planner.LEVELS.
-METHOD_NAMES = ("bf16", "ecsq", "fp16", "kmeans", "log", "nf", "pq", "uniform", "vq")
+METHOD_NAMES = ("bf16", "ecsq", "fp16", "kmeans", "log", "lossless", "nf", "pq", "uniform", "vq")
 Method = Enum("Method", {name: name for name in METHOD_NAMES}, type=str)  # type: ignore[misc]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import CODECS, CodecError
+from .codecs import lossless as lossless_codec
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
 from .methods.base import ArrayLayout
@@ -62,7 +63,7 @@ class Plain(DefaultCodec):
         return np.dtype(layout.dtype), tuple(layout.shape)
 
     def encode(self, a: np.ndarray, layout: ArrayLayout) -> np.ndarray:
-        return np.ascontiguousarray(a)
+        return np.require(a, requirements="C")  # ascontiguousarray would make a 0-d array 1-d
 
     def decode(self, stored: np.ndarray, layout: ArrayLayout) -> np.ndarray:
         return stored
@@ -173,11 +174,15 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
 STORAGE_CODECS = ("bitpack", "entropy")
 
 
-def _codec_params(cp: dict[str, Any]) -> dict[str, Any]:
-    """The codec's own params from a manifest codec entry: rans keeps its `nbytes`; for lossless
-    `nbytes` is the archive's (the stored array's length, checked by the stored layout)."""
-    drop = {"codec"} if cp.get("codec") == "rans" else {"codec", "nbytes"}
-    return {k: v for k, v in cp.items() if k not in drop}
+def codec_params(cp: dict[str, Any]) -> dict[str, Any]:
+    """The params a recorded codec entry hands to its codec: all but `codec`, and for lossless also
+    but `nbytes` (the stored length, recorded for the reader; the planes' lengths sum to it)."""
+    inner = {k: v for k, v in cp.items() if k != "codec"}
+    if cp.get("codec") == "lossless":
+        nbytes = inner.pop("nbytes", None)
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise CodecError(f"lossless nbytes must be a non-negative integer, got {nbytes!r}")
+    return inner
 
 
 def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], codecs: Any) -> None:
@@ -196,12 +201,17 @@ def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], co
             raise ArchiveError(f"its {role} array's codec entry has no valid nbytes")
         if (cp["codec"] == "rans") != (lay.bits is not None):
             raise ArchiveError(f"codec {cp['codec']} cannot store the {role} array")
-        inner = _codec_params(cp)
         try:
+            inner = codec_params(cp)
             alphabet = inner.get("alphabet")
-            if cp["codec"] == "rans" and (not isinstance(alphabet, int) or not 2 <= alphabet <= max(2, 1 << lay.bits)):  # type: ignore[operator]
+            if cp["codec"] == "rans" and (not isinstance(alphabet, int) or isinstance(alphabet, bool)
+                                          or not 2 <= alphabet <= max(2, 1 << lay.bits)):  # type: ignore[operator]
                 raise CodecError(f"alphabet {alphabet!r} does not fit codes of {lay.bits} bits")
             CODECS[cp["codec"]].max_decoded_nbytes(inner, tuple(lay.shape))
+            if cp["codec"] == "lossless":  # planes and transform of the declared dtype, lengths that add up
+                lossless_codec.max_decoded_count(inner, lay.dtype)
+                if sum(p["nbytes"] for p in inner["planes"]) != cp["nbytes"]:
+                    raise CodecError(f"nbytes {cp['nbytes']} is not the sum of its planes' bytes")
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None
 
@@ -219,8 +229,8 @@ def logical_arrays(method: str, shape: tuple[int, ...], params: dict[str, Any],
         if cp is None:
             out[role] = codec_for(lay).decode(a, lay)
             continue
-        inner = _codec_params(cp)
         try:
+            inner = codec_params(cp)
             out[role] = CODECS[cp["codec"]].decode(a, inner, lay.dtype, tuple(lay.shape))
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None

@@ -49,22 +49,26 @@ def column_groups(values, per_block, rows, cols, g):
     return values * per_block[:, np.arange(cols) // g]
 
 
-def decode_by_hand(entry, arrays):
+def decode_by_hand(entry, arrays, codes_of=None):
+    """Version 1: codes bit-packed (section 3). `codes_of(count)`, when given, supplies the codes
+    instead (version 2: decoded from their codec, section 6)."""
     shape = entry["shape"]
     p = entry["params"]
     n = int(np.prod(shape))
     rows = shape[0] if shape else 1
     cols = n // rows if rows else 0
     get = lambda role: arrays[entry["arrays"][role]]  # noqa: E731
+    if codes_of is None:
+        codes_of = lambda count: unpack(get("codes"), p["bits"], count)  # noqa: E731
     if entry["method"] in ("nf", "log"):
         table = nf_table(p["bits"]) if entry["method"] == "nf" else log_table(p["bits"])
-        levels = table[unpack(get("codes"), p["bits"], n)].reshape(rows, cols)
+        levels = table[codes_of(n)].reshape(rows, cols)
         s = get("scale").astype(np.float32)
         out = {"tensor": lambda: levels * s[0], "channel": lambda: levels * s[:, None],
                "group": lambda: column_groups(levels, s, rows, cols, p["group_size"])}[p["granularity"]]()
         return out.reshape(shape)
     if entry["method"] == "kmeans":
-        codes = unpack(get("codes"), p["bits"], n).reshape(rows, cols)
+        codes = codes_of(n).reshape(rows, cols)
         cb = get("codebook").astype(np.float32)
         if p["normalize"] == "group":
             return column_groups(cb[0][codes], get("scale").astype(np.float32), rows, cols,
@@ -74,7 +78,7 @@ def decode_by_hand(entry, arrays):
         return cb[owner[:, None], codes].reshape(shape)
     if entry["method"] == "pq":
         m_sub, s = p["subspaces"], p["subvector_dim"]
-        codes = unpack(get("codes"), p["bits"], rows * m_sub).reshape(rows, m_sub)
+        codes = codes_of(rows * m_sub).reshape(rows, m_sub)
         assert codes.max() < p["centroids"]
         full = cols - m_sub * (s - 1)
         widths = [s if m < full else s - 1 for m in range(m_sub)]
@@ -83,7 +87,7 @@ def decode_by_hand(entry, arrays):
     if entry["method"] == "vq":
         d = p["vector_dim"]
         count = rows * (cols + p["pad"]) // d
-        pieces = get("codebook").astype(np.float32)[unpack(get("codes"), p["bits"], count)]
+        pieces = get("codebook").astype(np.float32)[codes_of(count)]
         return pieces.reshape(rows, cols + p["pad"])[:, :cols].reshape(shape)
     if entry["method"] == "keep":
         return arrays[entry["arrays"]["values"]]
@@ -93,7 +97,7 @@ def decode_by_hand(entry, arrays):
     n = int(np.prod(shape))
     rows = shape[0] if shape else 1
     cols = n // rows if rows else 0
-    codes = unpack(arrays[entry["arrays"]["codes"]], p["bits"], n).reshape(rows, cols).astype(np.float32)
+    codes = codes_of(n).reshape(rows, cols).astype(np.float32)
     scale = arrays[entry["arrays"]["scale"]].astype(np.float32)
     if p["scheme"] == "symmetric":
         offset = np.full(scale.shape, 2 ** (p["bits"] - 1) - 1, np.float32)
@@ -144,3 +148,157 @@ def test_decode_by_the_document(tiny_model, tmp_path, spec):
             theirs = archive.decode(archive.by_name[entry["name"]])
             assert mine.shape == tuple(entry["shape"])
             np.testing.assert_array_equal(mine, theirs)
+
+
+# -- version 2: entropy-coded arrays (FORMAT.md section 6), decoded with numpy + json + zstandard --
+
+def varints(buf):
+    """LEB128 values of `buf`, each 1-3 bytes and canonical (6.3)."""
+    out, value, shift, length = [], 0, 0, 0
+    for b in buf:
+        value |= (b & 0x7F) << shift
+        shift, length = shift + 7, length + 1
+        if not b & 0x80:
+            assert length <= 3 and (length == 1 or value >> (7 * (length - 1)))  # canonical
+            out.append(value)
+            value, shift, length = 0, 0, 0
+    assert length == 0
+    return out
+
+
+def rans_by_hand(buf, alphabet, lanes, table_nbytes, n):
+    """The `rans` stream of 6.3: n codes, lanes decoded a step (one code each) at a time."""
+    if lanes == 0:
+        assert n == 0 and len(buf) == 0 and table_nbytes == 0
+        return np.zeros(0, np.int64)
+    assert 1 <= lanes <= n and (len(buf) - table_nbytes - 8 * lanes) % 4 == 0
+    table = varints(buf[:table_nbytes])
+    lo, m, f = table[0], table[1], table[2:]
+    assert m >= 2 and lo + m <= alphabet and len(f) == m and sum(f) == 1 << 16 and max(f) <= 64512
+    assert f[0] > 0 and f[-1] > 0
+    freq = np.zeros(alphabet, np.uint64)
+    freq[lo:lo + m] = f
+    cum = np.cumsum(freq) - freq
+    sym = np.repeat(np.arange(alphabet), freq.astype(np.int64))  # slot -> symbol
+    x = np.frombuffer(buf[table_nbytes:table_nbytes + 8 * lanes], "<u8").astype(np.uint64)
+    assert np.all(x >= 2**32)
+    words = np.frombuffer(buf[table_nbytes + 8 * lanes:], "<u4").astype(np.uint64)
+    out = np.empty(n, np.int64)
+    pos = 0
+    for start in range(0, n, lanes):  # code i is lane i mod L's; within a step, lanes in order
+        a = min(lanes, n - start)
+        xa = x[:a]
+        slot = xa & np.uint64(0xFFFF)
+        s = sym[slot]
+        xa = freq[s] * (xa >> np.uint64(16)) + slot - cum[s]
+        low = np.flatnonzero(xa < np.uint64(2**32))
+        assert pos + low.size <= words.size
+        xa[low] = (xa[low] << np.uint64(32)) | words[pos:pos + low.size]
+        pos += low.size
+        x[:a] = xa
+        out[start:start + a] = s
+    assert pos == words.size and np.all(x == np.uint64(2**32))
+    return out
+
+
+def lossless_by_hand(buf, params, dtype, n):
+    """The `lossless` byte planes of 6.4 merged back into n elements of `dtype` (a numpy dtype)."""
+    import zstandard
+    k = dtype.itemsize
+    planes = params["planes"]
+    assert len(planes) == k and sum(p["nbytes"] for p in planes) == len(buf) == params["nbytes"]
+    v = np.zeros(n, np.uint64)
+    start = 0
+    for i, p in enumerate(planes):
+        chunk = buf[start:start + p["nbytes"]]
+        start += p["nbytes"]
+        if p["codec"] == "raw":
+            plane = np.frombuffer(chunk, np.uint8)
+        elif p["codec"] == "rans":
+            plane = rans_by_hand(chunk, 256, p["lanes"], p["table_nbytes"], n)
+        else:
+            assert zstandard.frame_content_size(chunk) == n
+            plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(chunk), np.uint8)
+        assert plane.size == n
+        v |= plane.astype(np.uint64) << np.uint64(8 * i)
+    if params["transform"] == "rotl1":
+        v = (v >> np.uint64(1)) | ((v & np.uint64(1)) << np.uint64(8 * k - 1))
+    return v.astype(f"<u{k}").view(dtype)
+
+
+HAND_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
+               "BF16": np.dtype("<u2"), "U8": np.dtype("u1")}  # bfloat16 compared as its raw bits
+SCALE_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def plain_layout(entry, role):
+    """(safetensors dtype, shape) of a plain logical array (sections 3-4, 6.5)."""
+    p, shape = entry["params"], entry["shape"]
+    if entry["method"] in ("keep", "lossless"):
+        return entry["dtype"] if entry["method"] == "keep" else p["dtype"], shape
+    rows = shape[0] if shape else 1
+    cols = int(np.prod(shape)) // rows if rows else 0
+    blocks = {"tensor": [1], "channel": [rows], "group": [rows, -(-cols // p.get("group_size", 1))]}
+    return ("U8" if role == "zero" else SCALE_DTYPES[p["scale_dtype"]]), blocks[p["granularity"]]
+
+
+def decode_v2_by_hand(entry, arrays):
+    codecs = entry.get("codecs", {})
+    logical = dict(arrays)
+    for role, cp in codecs.items():
+        stored = arrays[entry["arrays"][role]]
+        assert stored.dtype == np.uint8 and stored.shape == (cp["nbytes"],)
+        if cp["codec"] == "lossless":
+            code, shape = plain_layout(entry, role)
+            n = int(np.prod(shape))
+            logical[entry["arrays"][role]] = lossless_by_hand(stored.tobytes(), cp, HAND_DTYPES[code], n).reshape(shape)
+        else:
+            assert role == "codes" and cp["alphabet"] == 2 ** entry["params"]["bits"]
+    if entry["method"] == "lossless":
+        return logical[entry["arrays"]["values"]]
+    if "codes" in codecs:
+        cp = codecs["codes"]
+        buf = arrays[entry["arrays"]["codes"]].tobytes()
+        return decode_by_hand(entry, logical, lambda count: rans_by_hand(
+            buf, cp["alphabet"], cp["lanes"], cp["table_nbytes"], count))
+    return decode_by_hand(entry, logical)
+
+
+def v2_inputs(tmp_path, tiny_model):
+    import ml_dtypes
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(9)
+    row = rng.normal(0, 0.05, 4096).astype(np.float32)  # low mantissa bytes near-uniform: zstd is tried
+    save_file({"f32": rng.normal(0, 0.05, (40, 48)).astype(np.float32),
+               "f16": rng.normal(0, 0.5, (30, 20)).astype(np.float16),
+               "f64": rng.normal(0, 1, (12, 9)),
+               "bf16": rng.normal(0, 1, (16, 24)).astype(ml_dtypes.bfloat16),
+               "repeats": np.tile(row, (16, 1)),  # repeated rows: zstd finds them in the mantissa planes
+               "scalar": np.array(2.5, np.float32)}, str(tmp_path / "l.safetensors"))
+    return [
+        ([tiny_model], Spec(codec="entropy")),  # rans codes; kept norms and int64 ids through lossless
+        ([tiny_model], Spec(bits=4, scheme="asymmetric", granularity="group", group_size=8, codec="entropy")),
+        ([str(tmp_path / "l.safetensors")], Spec(method="lossless")),
+    ]
+
+
+def test_decode_version_2_by_the_document(tiny_model, tmp_path):
+    seen = set()
+    for i, (inputs, spec) in enumerate(v2_inputs(tmp_path, tiny_model)):
+        out = str(tmp_path / f"v2-{i}.qnt.safetensors")
+        quantize_file(inputs, out, spec)
+        meta, arrays = read_container(out)
+        assert meta["quant.version"] == "2"
+        manifest = json.loads(meta["quant.manifest"])
+        with open_archive(out) as archive:
+            for entry in manifest["tensors"]:
+                for cp in entry.get("codecs", {}).values():
+                    seen.add(cp["codec"])
+                    seen.update("plane-" + p["codec"] for p in cp.get("planes", []))
+                mine = decode_v2_by_hand(entry, arrays)
+                theirs = archive.decode(archive.by_name[entry["name"]])
+                if entry["dtype"] == "BF16":
+                    theirs = theirs.view(np.uint16)
+                assert mine.shape == tuple(entry["shape"]) and mine.dtype == theirs.dtype, entry["name"]
+                assert mine.tobytes() == theirs.tobytes(), entry["name"]
+    assert seen >= {"rans", "lossless", "plane-raw", "plane-rans", "plane-zstd"}

@@ -23,7 +23,7 @@ Codecs here:
   lossless  byte planes for any 1/2/4/8-byte dtype, floats rotated so the exponent has its own
             plane; each plane raw, rANS or zstd (lossless.py). Bit-exact, NaN payloads included.
 A `bitpack` codec (today's quantcli.packing) plugs in by subclassing Codec and calling register().
-Byte layouts: docs/CODECS.md.
+Byte layouts: docs/FORMAT.md section 6.
 """
 
 from __future__ import annotations

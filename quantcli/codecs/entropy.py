@@ -6,7 +6,7 @@ but decodes only 35-59 M codes/s (binary search over the CDF). This coder is wit
 empirical entropy and decodes at 360-470 M codes/s with numba (optional, the `fast` extra); a
 vectorised numpy path writes and reads the same bytes when numba is absent, at ~8 M codes/s.
 
-Stream (full spec in docs/CODECS.md): codes are symbols 0 <= s < alphabet <= 2**16. Symbol i goes
+Stream (full spec in docs/FORMAT.md section 6.3): codes are symbols 0 <= s < alphabet <= 2**16. Symbol i goes
 to lane i % lanes; each lane is a 64-bit rANS state in [2**32, 2**64) renormalised in 32-bit words,
 with probabilities quantised to 16 bits (frequencies summing to 2**16). The bytes are
 `table || final states (uint64 LE, one per lane) || words (uint32 LE, in decoding order)`.

@@ -8,7 +8,7 @@ zstd's Huffman loses ~12 %. The mantissa bytes are near-uniform: they are stored
 level 1 (which also finds repeats, e.g. in embedding tables) or rANS makes them smaller.
 
 Every byte is kept, NaN payloads and subnormals included: decode(encode(a)) has a's exact bits.
-Layout (docs/CODECS.md): the concatenation of the planes' streams, least significant byte first;
+Layout (docs/FORMAT.md section 6.4): the concatenation of the planes' streams, least significant byte first;
 params = {"transform": "rotl1" | "none", "planes": [{"codec": "raw"|"rans"|"zstd", "nbytes": ...,
 ...}]}. Plane i holds byte i (little-endian) of every element after the transform, in C order.
 """

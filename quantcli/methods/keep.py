@@ -18,7 +18,7 @@ class Keep(Method):
     summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
-        return Encoding(self.name, {}, {"values": np.ascontiguousarray(x)}), x
+        return Encoding(self.name, {}, {"values": np.require(x, requirements="C")}), x  # 0-d stays 0-d
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].reshape(shape)
