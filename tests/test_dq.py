@@ -312,12 +312,12 @@ def test_order0_prices():
 @given(st.integers(0, 7), st.integers(0, 9), st.integers(0, 2 ** 32 - 1))
 def test_split_merge_round_trip(rows, cols, seed):
     k = np.random.default_rng(seed).integers(-5, 6, (rows, cols)).astype(np.int32)
-    a, b = dq.split_by_quantizer(k)
-    assert a.size + b.size == k.size
-    q = dq.QUANTIZER[dq.states(k)]
-    np.testing.assert_array_equal(a, k.T[q.T == 0])  # column-major order
-    np.testing.assert_array_equal(b, k.T[q.T == 1])
-    np.testing.assert_array_equal(dq.merge_streams(a, b, rows, cols), k)
+    q = np.array([[ref_states(r)[j] >= 2 for j in range(cols)] for r in k], bool).reshape(rows, cols)
+    for backend in BACKENDS:
+        a, b = dq.split_by_quantizer(k, backend)
+        np.testing.assert_array_equal(a, k.T[~q.T])  # column-major order
+        np.testing.assert_array_equal(b, k.T[q.T])
+        np.testing.assert_array_equal(dq.merge_streams(a, b, rows, cols, backend), k)
 
 
 @settings(max_examples=150, deadline=None)
@@ -331,13 +331,18 @@ def test_merge_accepts_exactly_the_splits(s0, s1, rows):
         with pytest.raises(ValueError):
             dq.merge_streams(a, b, rows, n // rows + 1)
         return
-    try:
-        k = dq.merge_streams(a, b, rows, n // rows)
-    except ValueError:
-        return
-    a2, b2 = dq.split_by_quantizer(k)
-    np.testing.assert_array_equal(a2, a)
-    np.testing.assert_array_equal(b2, b)
+    outcomes = []
+    for backend in BACKENDS:
+        try:
+            k = dq.merge_streams(a, b, rows, n // rows, backend)
+        except ValueError as e:
+            outcomes.append(str(e))
+            continue
+        outcomes.append(k.tolist())
+        a2, b2 = dq.split_by_quantizer(k, backend)
+        np.testing.assert_array_equal(a2, a)
+        np.testing.assert_array_equal(b2, b)
+    assert all(o == outcomes[0] for o in outcomes)  # same codes or the same refusal
 
 
 def test_merge_refuses_inconsistent_streams():
@@ -352,3 +357,23 @@ def test_merge_refuses_inconsistent_streams():
     a, b = dq.split_by_quantizer(k)
     with pytest.raises(ValueError):
         dq.merge_streams(a[:-1], b, 6, 8)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_state_and_stream_kernels_match_numpy():
+    rng = np.random.default_rng(12)
+    for shape in [(1, 1), (5, 1), (1, 9), (13, 17)]:
+        k = rng.integers(-7, 8, shape).astype(np.int32)
+        np.testing.assert_array_equal(dq.states(k, "numba"), dq.states(k, "numpy"))
+        a, b = dq.split_by_quantizer(k, "numba")
+        a2, b2 = dq.split_by_quantizer(k, "numpy")
+        np.testing.assert_array_equal(a, a2)
+        np.testing.assert_array_equal(b, b2)
+        assert a.dtype == a2.dtype == np.int32
+        np.testing.assert_array_equal(dq.merge_streams(a, b, *shape, backend="numba"), k)
+        np.testing.assert_array_equal(dq.merge_streams(a, b, *shape, backend="numpy"), k)
+    for backend in ("numpy", "numba"):
+        with pytest.raises(ValueError, match="stream 1 runs out at column 1"):
+            dq.merge_streams(np.array([1, 2]), np.array([], np.int64), 1, 2, backend=backend)
+        with pytest.raises(ValueError, match="stream 0 runs out at column 1"):
+            dq.merge_streams(np.array([2]), np.array([5]), 1, 2, backend=backend)

@@ -40,14 +40,22 @@ _kernels: dict | None = None
 
 # ----------------------------------------------------------------------------- state machine
 
-def states(k: np.ndarray) -> np.ndarray:
+def states(k: np.ndarray, backend: str = "auto") -> np.ndarray:
     """int8 [rows, cols]: the state each code of each row was coded in (every row starts in 0)."""
     k = _as_2d(k, "k")
     out = np.empty(k.shape, np.int8)
+    if k.size == 0:
+        return out
+    if _resolve(backend) == "numba":
+        _load_numba()["states"](np.ascontiguousarray(k), out)
+        return out
+    kt = np.ascontiguousarray(k.T)  # columns contiguous: each step reads one cache-friendly run
+    st = np.empty(kt.shape, np.int8)
     s = np.zeros(k.shape[0], np.int8)
-    for j in range(k.shape[1]):
-        out[:, j] = s
-        s = NEXT[s, k[:, j] & 1]
+    for j in range(kt.shape[0]):
+        st[j] = s
+        s = NEXT[s, kt[j] & 1]
+    out[...] = st.T
     return out
 
 
@@ -318,7 +326,65 @@ def _load_numba() -> dict:
                 s = b >> 2
                 out[r, j] = code_of(np.float64(x[r, j]) / step, s >> 1, b & 3)
 
-    _kernels = {"viterbi": viterbi}
+    @jit
+    def nxt_flat(s, p):
+        # NEXT[s, p] = [[0, 2], [2, 0], [1, 3], [3, 1]][s][p]
+        if s < 2:
+            return 2 * (s ^ p)
+        return 1 + 2 * ((s & 1) ^ p)
+
+    @jit
+    def states_kernel(k, out):
+        rows, cols = k.shape
+        for r in range(rows):
+            s = 0
+            for j in range(cols):
+                out[r, j] = s
+                s = nxt_flat(s, k[r, j] & 1)
+
+    @jit
+    def split_kernel(k, a, b):
+        # column-major walk; the state of every row is carried in `st`
+        rows, cols = k.shape
+        st = np.zeros(rows, np.int64)
+        n0 = 0
+        n1 = 0
+        for j in range(cols):
+            for r in range(rows):
+                v = k[r, j]
+                if st[r] < 2:
+                    a[n0] = v
+                    n0 += 1
+                else:
+                    b[n1] = v
+                    n1 += 1
+                st[r] = nxt_flat(st[r], v & 1)
+        return n0
+
+    @jit
+    def merge_kernel(a, b, k):
+        # returns 0, or 2 * (column + 1) + the stream that ran out
+        rows, cols = k.shape
+        st = np.zeros(rows, np.int64)
+        n0 = 0
+        n1 = 0
+        for j in range(cols):
+            for r in range(rows):
+                if st[r] < 2:
+                    if n0 >= a.size:
+                        return 2 * (j + 1)
+                    v = a[n0]
+                    n0 += 1
+                else:
+                    if n1 >= b.size:
+                        return 2 * (j + 1) + 1
+                    v = b[n1]
+                    n1 += 1
+                k[r, j] = v
+                st[r] = nxt_flat(st[r], v & 1)
+        return 0
+
+    _kernels = {"viterbi": viterbi, "states": states_kernel, "split": split_kernel, "merge": merge_kernel}
     return _kernels
 
 
@@ -360,16 +426,21 @@ def quantize_dq(x: np.ndarray, step: float, c: float = 0.1, passes: int = 2,
 
 # ----------------------------------------------------------------------------- context-split streams
 
-def split_by_quantizer(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_by_quantizer(k: np.ndarray, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(codes coded under Q0, codes coded under Q1), each in column-major order (column j's rows
     in order, then column j+1), so merge_streams can rebuild k one column at a time."""
     k = _as_2d(k, "k")
+    if k.size and _resolve(backend) == "numba":
+        a, b = np.empty(k.size, k.dtype), np.empty(k.size, k.dtype)
+        n0 = _load_numba()["split"](np.ascontiguousarray(k), a, b)
+        return a[:n0].copy(), b[:k.size - n0].copy()
     kt = k.T.ravel()
-    q = QUANTIZER[states(k)].T.ravel()
+    q = QUANTIZER[states(k, backend)].T.ravel()
     return kt[q == 0], kt[q == 1]
 
 
-def merge_streams(codes_q0: np.ndarray, codes_q1: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def merge_streams(codes_q0: np.ndarray, codes_q1: np.ndarray, rows: int, cols: int,
+                  backend: str = "auto") -> np.ndarray:
     """Inverse of split_by_quantizer: k [rows, cols] (dtype of the streams). At column j each row's
     state follows from column j-1; rows under Q0 take the next symbols of stream 0 in row order
     (boolean-mask assignment is that cumulative count), the others the next of stream 1.
@@ -381,7 +452,15 @@ def merge_streams(codes_q0: np.ndarray, codes_q1: np.ndarray, rows: int, cols: i
         raise ValueError(f"streams hold {c0.size} + {c1.size} codes, not {rows} x {cols}")
     if not (np.issubdtype(c0.dtype, np.integer) and np.issubdtype(c1.dtype, np.integer)):
         raise ValueError("streams must hold integer codes")
-    k = np.empty((rows, cols), np.result_type(c0.dtype, c1.dtype))
+    dtype = np.result_type(c0.dtype, c1.dtype)
+    k = np.empty((rows, cols), dtype)
+    if k.size and _resolve(backend) == "numba":
+        code = _load_numba()["merge"](np.ascontiguousarray(c0, dtype), np.ascontiguousarray(c1, dtype), k)
+        if code:
+            raise ValueError(f"stream {code % 2} runs out at column {code // 2 - 1}: "
+                             "the streams do not match this shape")
+        return k
+    kt = np.empty((cols, rows), dtype)  # built column by column, contiguous
     s = np.zeros(rows, np.int8)
     n0 = n1 = 0
     for j in range(cols):
@@ -391,11 +470,12 @@ def merge_streams(codes_q0: np.ndarray, codes_q1: np.ndarray, rows: int, cols: i
         if n0 + a > c0.size or n1 + b > c1.size:
             raise ValueError(f"stream {0 if n0 + a > c0.size else 1} runs out at column {j}: "
                              "the streams do not match this shape")
-        col = k[:, j]
+        col = kt[j]
         col[use0] = c0[n0:n0 + a]
         col[~use0] = c1[n1:n1 + b]
         n0, n1 = n0 + a, n1 + b
         s = NEXT[s, col & 1]
+    k[...] = kt.T
     return k
 
 
