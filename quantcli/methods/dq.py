@@ -59,16 +59,16 @@ def states(k: np.ndarray, backend: str = "auto") -> np.ndarray:
     return out
 
 
-def levels(k: np.ndarray) -> np.ndarray:
+def levels(k: np.ndarray, backend: str = "auto") -> np.ndarray:
     """Integer reconstruction levels (units of step), int64: 2k under Q0, 2k - sign(k) under Q1."""
     k = _as_2d(k, "k").astype(np.int64)
-    return 2 * k - QUANTIZER[states(k)].astype(np.int64) * np.sign(k)
+    return 2 * k - QUANTIZER[states(k, backend)].astype(np.int64) * np.sign(k)
 
 
-def reconstruct(k: np.ndarray, step: float) -> np.ndarray:
+def reconstruct(k: np.ndarray, step: float, backend: str = "auto") -> np.ndarray:
     """float32 values of codes k: one float32 product level * step, the same in encode and decode
     (as ecsq.reconstruct), so the error measured while encoding is the archive's error."""
-    return levels(k).astype(np.float32) * np.float32(step)
+    return levels(k, backend).astype(np.float32) * np.float32(step)
 
 
 # ----------------------------------------------------------------------------- trellis
