@@ -273,6 +273,9 @@ def quantize(
     sqnr: Annotated[Optional[float], typer.Option(metavar="DB", help="ecsq: the SQNR over all quantized tensors "
                                                                      "together; one step is chosen for it.",
                                                   show_default=False)] = None,
+    trellis: Annotated[bool, typer.Option("--trellis", help="ecsq: dependent quantization (two interleaved grids "
+                                                            "and a Viterbi search per row): ~0.15 bits per weight "
+                                                            "smaller at equal SQNR, ~4x slower.")] = False,
     codec: Annotated[CodecChoice, typer.Option(help="How codes are stored: bitpack (fixed rate, what LUT kernels "
                                                     "read) or entropy (smaller files; format version 2).")]
     = CodecChoice.bitpack,
@@ -332,7 +335,8 @@ def quantize(
         spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
-                    iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value)
+                    iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value,
+                    trellis=trellis)
         _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
         show = not quiet and not json_out
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)

@@ -222,7 +222,8 @@ def resolve_ecsq_steps(plan: list[PlanItem]) -> list[PlanItem]:
                 except NonFiniteError as e:
                     raise nonfinite_error(out[i].ref, e.count) from None
 
-        step = ecsq.step_for_sqnr(tensors, target)
+        first = out[chosen[0]].spec
+        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis))
         for i in chosen:
             spec = out[i].spec
             assert spec is not None

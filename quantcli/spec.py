@@ -104,6 +104,7 @@ class Spec:
     step: float | None = None
     sqnr: float | None = None
     step_rms: float | None = None  # ecsq: the step as a fraction of each tensor's RMS
+    trellis: bool = False  # ecsq: dependent quantization (two interleaved grids, a Viterbi search per row)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -159,7 +160,7 @@ class Spec:
                 if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                           or not math.isfinite(value)):
                     raise ConfigError(f"{option} must be a finite number, got {value!r}")
-            elif f.name == "scale_search":
+            elif f.name in ("scale_search", "trellis"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{option} must be true or false, got {value!r}")
             elif value is not None or f.name not in _OPTIONAL:

@@ -32,7 +32,7 @@ MAX_FREQ = TOTAL - TOTAL // 64  # each code costs >= log2(64/63) ~ 0.0227 bits: 
 # Each decoded code divides a state by >= (TOTAL/MAX_FREQ)/(1 + 2**-16); a lane starts below 2**64,
 # ends at 2**32 and gains < 2**32 per word read, so codes <= 32 * (W + L) / 0.022698 < 1410 (W + L).
 MAX_CODES_PER_WORD = 1410
-CODES_PER_LANE = 8192  # encoder's choice: 64 bits of final state per 8192 codes (< 0.01 bit/code)
+CODES_PER_LANE = 1 << 15  # encoder's choice: 64 bits of final state per 32768 codes (0.002 bit/code)
 MAX_TABLE_VALUE = 1 << 17  # table varints are < 2**17, so at most 3 bytes each
 
 BACKENDS = ("auto", "numpy", "numba")

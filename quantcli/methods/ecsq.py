@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import ArchiveError, ConfigError, InputError
 from ..metrics import sqnr_db, sum_squares
 from ..spec import Spec
-from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, param
+from . import dq
+from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param
 from . import register
 
 MAX_LEVELS = 1 << 16  # the entropy coder's largest alphabet
@@ -52,13 +53,26 @@ def step_from_rms(fraction: float, x: np.ndarray) -> np.float32:
     return step if step > 0 and np.isfinite(step) else np.float32(1e-30)
 
 
+def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int64, float32
+    reconstruction), both in x's shape. Each row is one trellis, starting in state 0."""
+    rows, cols = matrix_shape(np.shape(x))
+    k, recon = dq.quantize_dq(np.asarray(x, np.float32).reshape(rows, cols), float(step))
+    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x))
+
+
+def trellis_error(x: np.ndarray, step: float) -> float:
+    return sum_squares(np.asarray(x, np.float32) - trellis_quantize(x, step)[1])
+
+
 def rounding_error(x: np.ndarray, step: float) -> float:
     """Sum of squared rounding errors of float32 `x` at `step` (float64 sums)."""
     s = np.float32(step)
     return sum_squares(np.asarray(x, np.float32) - reconstruct(quantize(x, s), s))
 
 
-def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float, passes: int = 12) -> float:
+def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float, passes: int = 12,
+                  trellis: bool = False) -> float:
     """The largest float32 step whose rounding gives at least `target_db` over all tensors
     together. `tensors()` yields the float32 tensors once per call (one in memory at a time);
     each pass over them measures one step. The first guess is the high-rate formula
@@ -72,10 +86,13 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
         raise ConfigError("--sqnr needs at least one quantized tensor with nonzero values")
     want = signal / 10 ** (target_db / 10)  # the largest total squared error allowed
 
-    def error(step: float) -> float:
-        return sum(rounding_error(x, step) for x in tensors())
+    measure_at = trellis_error if trellis else rounding_error
 
-    guess = float(np.float32(math.sqrt(12.0 * want / count)))
+    def error(step: float) -> float:
+        return sum(measure_at(x, step) for x in tensors())
+
+    # a trellis step reaches the rounding step's error at about 0.575 of it (docs/BENCHMARKS.md)
+    guess = float(np.float32(math.sqrt(12.0 * want / count) * (0.575 if trellis else 1.0)))
     good: tuple[float, float] | None = None  # (step, error) meeting the target
     bad: tuple[float, float] | None = None
     step = guess
@@ -108,7 +125,7 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
 class ECSQ(Method):
     name = "ecsq"
     summary = "entropy-coded scalar quantization: one uniform grid step, no clipping, codes entropy-coded"
-    options = frozenset({"step", "sqnr", "step_rms"})
+    options = frozenset({"step", "sqnr", "step_rms", "trellis"})
     entropy_coded = True
 
     def check_spec(self, spec: Spec) -> None:
@@ -129,7 +146,9 @@ class ECSQ(Method):
         step = self._step(spec, x)
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
-            params.update(self._range(quantize(x, step)))
+            params.update(self._range(trellis_quantize(x, step)[0] if spec.trellis else quantize(x, step)))
+        if spec.trellis:
+            params["dq"] = True
         return params
 
     @staticmethod
@@ -143,10 +162,16 @@ class ECSQ(Method):
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         step = self._step(spec, x)
-        q = quantize(x, step)
+        if spec.trellis:
+            q, recon = trellis_quantize(x, step)
+        else:
+            q = quantize(x, step)
+            recon = reconstruct(q, step)
         params = {"step": float(step), **self._range(q)}
+        if spec.trellis:
+            params["dq"] = True
         codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
-        return Encoding(self.name, params, {"codes": codes}), reconstruct(q, step).reshape(np.shape(x))
+        return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         step = params.get("step")
@@ -156,6 +181,8 @@ class ECSQ(Method):
         param(params, "offset", int, lo=-(1 << 62), hi=1 << 62)
         levels = param(params, "levels", int, lo=1, hi=MAX_LEVELS)
         bits = param(params, "bits", int, lo=1, hi=16)
+        if "dq" in params:
+            param(params, "dq", bool, choices=(True,))
         if bits != max(1, math.ceil(math.log2(levels))):
             raise ArchiveError(f"param 'bits' = {bits} does not fit {levels} levels")
         return {"codes": code_layout(shape, bits)}
@@ -166,10 +193,13 @@ class ECSQ(Method):
         if codes.size and int(codes.max()) >= p["levels"]:
             raise ArchiveError(f"a code is {int(codes.max())}, beyond the {p['levels']} levels")
         q = codes.astype(np.int64) + p["offset"]
+        if p.get("dq"):
+            rows, cols = matrix_shape(shape)
+            return dq.reconstruct(q.reshape(rows, cols), p["step"]).reshape(shape)
         return reconstruct(q, np.float32(p["step"])).reshape(shape)
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"ecsq step {params['step']:.3g}"
+        return f"ecsq{' trellis' if params.get('dq') else ''} step {params['step']:.3g}"
 
 
 __all__ = ["ECSQ", "quantize", "reconstruct", "rounding_error", "step_for_sqnr", "sqnr_db"]
