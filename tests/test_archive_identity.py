@@ -120,3 +120,15 @@ def test_an_existing_folder_that_refuses_files_is_not_called_missing(command, ti
     assert "does not exist" not in r.stderr
     r = runner.invoke(app, ["quantize", tiny_model, "-o", str(tmp_path / "no" / "x.qnt.safetensors")])
     assert r.exit_code == 2 and "folder does not exist" in r.stderr  # a missing folder still says so
+
+
+def test_version_alone_answers_before_the_cli_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['quant', '--version']; from quantcli.__main__ import main; main(); "
+            "print(sorted(m for m in ('typer', 'rich', 'pydantic', 'numpy', 'quantcli.cli') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout == "quant 0.1.0\n[]\n" and r.stderr == ""
+    full = runner.invoke(app, ["--version"])  # the CLI's own answer is the same line
+    assert full.exit_code == 0 and full.stdout == "quant 0.1.0\n"
