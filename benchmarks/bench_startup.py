@@ -6,7 +6,7 @@ trees side by side (runs interleaved, so machine load hits every tree alike).
 
 A tree is a folder holding the `quantcli` package; it is put first on sys.path (ahead of an
 editable install's import hook, which is removed) and the command runs as the `quant` console
-script does (`quantcli.cli:main`). Prints a markdown table of wall time and of CPU time (user +
+script does (`quantcli.__main__:main`). Prints a markdown table of wall time and of CPU time (user +
 system of the child: steadier than wall time on a loaded machine).
 """
 
@@ -34,7 +34,7 @@ COMMANDS = {
 # Drop an editable install's finder so that the tree on sys.path is the quantcli imported.
 PRELUDE = ("import os, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
            "sys.path.insert(0, os.environ['QUANT_TREE']); ")
-RUNNER = PRELUDE + "from quantcli.cli import main; sys.argv = ['quant'] + sys.argv[1:]; main()"
+RUNNER = PRELUDE + "from quantcli.__main__ import main; sys.argv = ['quant'] + sys.argv[1:]; main()"
 
 
 def argv(command: list[str] | None, small: str) -> list[str]:

@@ -155,14 +155,29 @@ class ArchiveWriter:
         self._out.close()
 
 
+# safetensors' own `format` key names the framework a file is for ("pt", "tf", "flax", "np", "mlx");
+# loaders that check it (transformers' from_pretrained, among others) refuse an archive instead of
+# loading its codes and scales as if they were weights.
+KEY_SAFETENSORS_FORMAT = "format"
+METRIC_DIGITS = 9  # significant digits of a recorded metric: enough to round-trip any float32
+
+
+def _compact_metric(value: Any) -> Any:
+    """A metric as the manifest records it: floats to METRIC_DIGITS significant digits (the data
+    measured is float32 or narrower; 17-digit float64 tails made most of a small archive's header)."""
+    return float(f"{value:.{METRIC_DIGITS}g}") if isinstance(value, float) else value
+
+
 def manifest_metadata(tensors: list[ArchiveTensor]) -> dict[str, str]:
     """The safetensors metadata of an archive holding `tensors`: format keys, manifest and its checksum."""
-    manifest = json.dumps({"tensors": [t.to_json() for t in tensors]}, sort_keys=True,
-                          separators=(",", ":"), allow_nan=False)
+    docs = [t.to_json() for t in tensors]
+    for doc in docs:
+        doc["metrics"] = {k: _compact_metric(v) for k, v in doc["metrics"].items()}
+    manifest = json.dumps({"tensors": docs}, sort_keys=True, separators=(",", ":"), allow_nan=False)
     version = 2 if any(t.codecs or t.method in VERSION_2_METHODS for t in tensors) else 1
-    return {KEY_FORMAT: FORMAT, KEY_VERSION: str(version), KEY_PRODUCER: f"quantcli {__version__}",
-            KEY_MANIFEST: manifest, KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
-
+    return {KEY_SAFETENSORS_FORMAT: FORMAT, KEY_FORMAT: FORMAT, KEY_VERSION: str(version),
+            KEY_PRODUCER: f"quantcli {__version__}", KEY_MANIFEST: manifest,
+            KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
 
 
 def is_archive(path: str) -> bool:

@@ -38,6 +38,16 @@ def _work_error(e: OSError, path: str) -> WorkError:
     return WorkError(f"cannot write: {e.strerror or e}", path=path)
 
 
+def _create_error(e: OSError, path: str, folder: str | None = None) -> WorkError:
+    """Creating a file in `folder` (default: beside `path`) failed: say whether the folder is missing
+    or refuses new files (a folder that exists can still fail with ENOENT: /proc, /sys)."""
+    if e.errno == errno.ENOSPC:
+        return _work_error(e, path)
+    if not os.path.isdir(folder or os.path.dirname(os.path.abspath(path))):
+        return WorkError("the output folder does not exist", path=path)
+    return WorkError(f"cannot create a file in the output folder ({e.strerror or e})", path=path)
+
+
 def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -109,10 +119,8 @@ def _mkstemp(path: str, suffix: str) -> tuple[int, str]:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         return tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=folder)
-    except FileNotFoundError:
-        raise WorkError("the output folder does not exist", path=path) from None
     except OSError as e:
-        raise _work_error(e, path) from None
+        raise _create_error(e, path) from None
 
 
 @contextmanager
@@ -171,10 +179,8 @@ class SafetensorsWriter:
         try:
             with held():  # unnamed where the OS allows (O_TMPFILE), else created and unlinked at once
                 self._spill = tempfile.TemporaryFile(prefix=temp_prefix(path), suffix=".spill", dir=folder)
-        except FileNotFoundError:
-            raise WorkError("the output folder does not exist", path=path) from None
         except OSError as e:
-            raise _work_error(e, path) from None
+            raise _create_error(e, path) from None
         self._pos = 0
 
     def add(self, name: str, array: np.ndarray, digest: "hashlib._Hash | None" = None) -> None:
@@ -328,7 +334,7 @@ class FolderOutput:
             with held():  # created and owned in one step; a signal held meanwhile raises at its end
                 self.tmp = tempfile.mkdtemp(prefix=temp_prefix(self.folder), suffix=".tmp", dir=where)
         except OSError as e:
-            raise _work_error(e, folder) from None
+            raise _create_error(e, folder, where) from None
         except BaseException:
             self.abort()
             raise

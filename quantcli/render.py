@@ -172,6 +172,12 @@ def _tensor_table(console: Console, tensors: list[TensorReport], title: str) -> 
     return fit_table(title, _TENSOR_COLS, rows, _width(console), dim)
 
 
+# Below about this many bytes of float32 weights per tensor an archive is no smaller than its input:
+# the archive's fixed metadata and each tensor's manifest entry cost ~0.5-0.8 kB (a .npy of 256
+# float32 values, 1152 B, gives 0.89-0.92x; of 64 values, 2.2-2.4x: docs/BENCHMARKS.md).
+SMALL_TENSOR_BYTES = 1000
+
+
 def print_quantize(console: Console, r: QuantizeReport) -> None:
     console.print(_tensor_table(console, r.tensors, r.output))
     q = sum(t.quantized for t in r.tensors)
@@ -185,6 +191,11 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
     rate = f", {r.input_bytes / 1e6 / r.seconds:.0f} MB/s" if r.seconds else ""
     console.print(f"input {_bytes(r.input_bytes)} -> archive {_bytes(r.archive_bytes)} (headers and kept tensors "
                   f"included): {100 * r.ratio:.2f}% of the input, {r.seconds:.2f} s{rate}")
+    if r.ratio > 1:
+        header = r.archive_bytes - r.quantized_stored_bytes - r.kept_stored_bytes
+        console.print(f"note: the archive is {r.ratio:.2f}x the size of the input: its header ({_bytes(header)}: "
+                      f"names, checksums, the manifest) outweighs what quantizing saved; under about "
+                      f"{SMALL_TENSOR_BYTES // 1000} kB of weights per tensor quantizing does not pay")
 
 
 def dequantize_json(r: DequantizeReport) -> dict[str, Any]:

@@ -17,22 +17,24 @@ import numpy as np
 
 from . import storage
 from .archive import ArchiveTensor, manifest_metadata, stored_name
-from .metrics import ErrorStats, bits_per_weight
+from .metrics import ErrorStats
 from .output import predict_header
 from .safetensors_io import dtype_code
 from .sources import TensorRef
 
 # Layout of stored arrays: role -> (numpy dtype, shape), as the file holds them.
 Layout = dict[str, tuple[np.dtype, tuple[int, ...]]]
-WORST_FLOAT = -1.2345678901234567e-100  # a float with the longest repr (24 characters)
+# a metric whose recorded form (archive.METRIC_DIGITS significant digits) is the longest: Python
+# writes floats below 1e16 without an exponent, so -1234567890000000.0 (19 characters)
+WORST_FLOAT = -1.2345678912345678e15
 
 
 def metrics_doc(err: ErrorStats | None, stored_bytes: int, elements: int) -> dict[str, Any]:
-    """The error metrics the manifest records for one quantized tensor ({} for a kept one)."""
+    """The error metrics the manifest records for one quantized tensor ({} for a kept one); bits per
+    weight is not among them: it follows exactly from the stored arrays' shapes."""
     if err is None:
         return {}
-    return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs,
-            "bits_per_weight": bits_per_weight(stored_bytes, elements)}
+    return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs}
 
 
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
@@ -77,8 +79,7 @@ class Sized:
         metrics: dict[str, Any] = {}
         if self.method != "keep":
             doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0), self.nbytes, self.ref.size)
-            metrics = {k: (WORST_FLOAT if isinstance(v, float) and (k != "bits_per_weight" or not self.exact) else v)
-                       for k, v in doc.items()}
+            metrics = {k: WORST_FLOAT for k in doc}
         return ArchiveTensor(self.ref.name, self.ref.code, tuple(self.ref.shape), self.method, self.params,
                              arrays, "0" * 64, metrics, self.note, dict(self.codecs or {}))
 

@@ -258,13 +258,13 @@ def test_json_failure_document_for_a_write_failure(tiny_model, tmp_path):
     assert doc["command"] == "quantize" and r.stderr.startswith("quant: error:")
 
 
-MAKEFILE = os.path.join(ROOT, "docs", "README-ecosystem.md")
+MAKEFILE = os.path.join(ROOT, "README.md")
 
 
 def _makefile() -> str:
     text = open(MAKEFILE, encoding="utf-8").read()
     block = re.search(r"```make\n(.*?)```", text, re.S)
-    assert block, "docs/README-ecosystem.md has a ```make block"
+    assert block, "README.md has a ```make block"
     return block.group(1)
 
 

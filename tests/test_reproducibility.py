@@ -58,7 +58,7 @@ def test_no_timestamps_or_hosts_in_the_archive(tiny_model, tmp_path):
     out = tmp_path / "m.qnt.safetensors"
     quantize([tiny_model], out, OPTIONS[0])
     with SafetensorsFile(str(out)) as st:
-        assert set(st.metadata) == {"quant.format", "quant.version", "quant.producer", "quant.manifest",
+        assert set(st.metadata) == {"format", "quant.format", "quant.version", "quant.producer", "quant.manifest",
                                     "quant.manifest.sha256"}
         manifest = json.loads(st.metadata[KEY_MANIFEST])
     keys = {k for t in manifest["tensors"] for k in t} | {k for t in manifest["tensors"] for k in t["params"]}

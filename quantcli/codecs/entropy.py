@@ -1,6 +1,6 @@
 """Order-0 entropy coder for integer codes: interleaved rANS with a per-array frequency table.
 
-Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS-codecs.md), zstd level 1
+Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS.md, section 7), zstd level 1
 loses 5-37 % against the order-0 entropy at 2-7 bits/code, and constriction's ANS coder is exact
 but decodes only 35-59 M codes/s (binary search over the CDF). This coder is within 0.35 % of the
 empirical entropy and decodes at 360-470 M codes/s with numba (optional, the `fast` extra); a

@@ -1,6 +1,6 @@
 """Lossless codec for any array, tuned for floats: byte planes, each stored raw, rANS- or zstd-coded.
 
-Why this layout (numbers in docs/BENCHMARKS-codecs.md): in trained weights nearly all the
+Why this layout (numbers in docs/BENCHMARKS.md, section 7): in trained weights nearly all the
 redundancy is in the exponent. Rotating a float's bits left by one (sign to bit 0) puts the top
 eight exponent bits in the most significant byte; grouping that byte over the array gives a stream
 of ~2.6 bits/byte order-0 entropy that the rANS coder (entropy.py) codes within ~0.3 % of it, where
