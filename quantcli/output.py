@@ -181,7 +181,7 @@ class SafetensorsWriter:
         """Append one array; feed its bytes to `digest` as well when given."""
         if name in self._arrays:
             raise WorkError(f"two arrays would be stored as {name!r}", path=self.path)
-        data = np.ascontiguousarray(array)
+        data = np.ascontiguousarray(array).reshape(np.shape(array))  # a 0-d array stays 0-d
         if data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
         raw = memoryview(data.reshape(-1).view(np.uint8)) if data.size else memoryview(b"")

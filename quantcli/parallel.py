@@ -92,7 +92,7 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
     digest = hashlib.sha256()
     pieces = {}
     for role in sorted(stored):
-        a = np.ascontiguousarray(stored[role])
+        a = np.ascontiguousarray(stored[role]).reshape(stored[role].shape)  # a 0-d array stays 0-d
         raw = a.reshape(-1).view(np.uint8).data if a.size else memoryview(b"")
         digest.update(raw)
         offset = spill.tell()

@@ -60,7 +60,7 @@ class Plain(DefaultCodec):
         return np.dtype(layout.dtype), tuple(layout.shape)
 
     def encode(self, a: np.ndarray, layout: ArrayLayout) -> np.ndarray:
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array 1-d
 
     def decode(self, stored: np.ndarray, layout: ArrayLayout) -> np.ndarray:
         return stored
