@@ -276,7 +276,7 @@ class Archive:
     def encoding(self, t: ArchiveTensor, verify: bool = True) -> Encoding:
         """The tensor's encoding with logical arrays (codes unpacked); the checksum is checked
         over the stored bytes first, then the values (a self-consistent, re-signed archive is
-        still refused): every float array obeys its layout's `values` rule (finite; scales >= 0)."""
+        still refused): every float array obeys its method's `value_rules` (finite; scales >= 0)."""
         arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
         if verify and tensor_digest(arrays).hexdigest() != t.sha256:
             raise self._fail("corrupt: stored bytes do not match their checksum", t.name)

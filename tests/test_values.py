@@ -306,7 +306,8 @@ def test_reader_limits_are_enforced_at_write_time_with_the_same_message(tmp_path
 BOUNDED = [
     Spec(), Spec(bits=4, scheme="asymmetric", granularity="group", group_size=64),
     Spec(method="nf", bits=4, granularity="group", group_size=64), Spec(method="log", bits=4),
-    Spec(method="kmeans", bits=4, normalize="group", group_size=64), Spec(method="kmeans", bits=4, granularity="tensor"),
+    Spec(method="kmeans", bits=4, normalize="group", group_size=64),
+    Spec(method="kmeans", bits=4, granularity="tensor"),
     Spec(method="fp16"), Spec(method="bf16"),
 ]
 

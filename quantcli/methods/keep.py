@@ -19,7 +19,8 @@ class Keep(Method):
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
-        return Encoding(self.name, {}, {"values": np.ascontiguousarray(x).reshape(np.shape(x))}), x  # 0-d stays 0-d
+        values = np.ascontiguousarray(x).reshape(np.shape(x))  # ascontiguousarray makes 0-d 1-d
+        return Encoding(self.name, {}, {"values": values}), x
 
     def check_writable(self, shape: tuple[int, ...], spec: Spec) -> None:
         """Anything can be kept: its layout is the tensor's own dtype and shape (from the manifest)."""

@@ -43,8 +43,8 @@ import numpy as np
 
 from ..errors import ArchiveError, ConfigError
 from ..spec import GRANULARITIES, NORMALIZE, Spec
-from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_dtype, code_layout, group_width, matrix_shape, param,
-                   scale_shape, to_blocks)
+from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_dtype, code_layout, group_width, matrix_shape,
+                   param, scale_shape, to_blocks)
 from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
 from .vector_kmeans import nearest as _nearest, train_subspaces
 from . import register
