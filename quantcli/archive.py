@@ -21,6 +21,7 @@ from . import __version__
 from .storage import check_codecs, logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
+from .methods.base import check_values
 from .output import SafetensorsWriter
 from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
 
@@ -289,13 +290,15 @@ class Archive:
 
     def encoding(self, t: ArchiveTensor, verify: bool = True) -> Encoding:
         """The tensor's encoding with logical arrays (codes unpacked); the checksum is checked
-        over the stored bytes first."""
+        over the stored bytes first, then the values (a self-consistent, re-signed archive is
+        still refused): every float array obeys its method's `value_rules` (finite; scales >= 0)."""
         arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
         if verify and tensor_digest(arrays).hexdigest() != t.sha256:
             raise self._fail("corrupt: stored bytes do not match their checksum", t.name)
         try:
-            return Encoding(t.method, t.params,
-                            logical_arrays(t.method, t.shape, _layout_params(t), arrays, t.codecs))
+            logical = logical_arrays(t.method, t.shape, _layout_params(t), arrays, t.codecs)
+            check_values(logical, METHODS[t.method].value_rules)
+            return Encoding(t.method, t.params, logical)
         except ArchiveError as e:
             raise self._fail(e.message, t.name) from None
 

@@ -93,7 +93,7 @@ def _read_npy_body(fp: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bo
             raise InputError(f"truncated: {got} of {len(raw)} data bytes", path=path, tensor=tensor)
         got += n
     out = out.reshape(shape[::-1]).T if fortran else out.reshape(shape)
-    out = np.ascontiguousarray(out)
+    out = np.ascontiguousarray(out).reshape(shape)  # a 0-d array stays 0-d
     if out.dtype.byteorder == ">":
         out = out.astype(out.dtype.newbyteorder("<"))
     return out

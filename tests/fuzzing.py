@@ -6,7 +6,8 @@ A *seed* is a small valid file: an archive (several methods and layouts) or an i
 truncation or a bit flip at an offset chosen within a named region of the file format, or a
 structured edit of the header (huge/negative/overlapping/wrong values, bad JSON, duplicate keys,
 deep nesting), or, for archives, an edit of the manifest or of stored values *re-signed* with fresh
-checksums so that the validation behind the checksums is exercised too.
+checksums so that the validation behind the checksums is exercised too (a NaN, an Inf, or a
+negative scale in any stored float array of any method; codes and zero points beyond their range).
 
 Each case runs the real command line (the click command built from `quantcli.cli.app`, invoked the
 way typer's CliRunner does) with a time limit, and `check_case` judges it:
@@ -48,6 +49,8 @@ from typer.testing import CliRunner
 from quantcli import Spec, quantize_file
 from quantcli.archive import KEY_MANIFEST, KEY_MANIFEST_SHA, KEY_PRODUCER
 from quantcli.cli import app
+from quantcli.methods import METHODS
+from quantcli.methods.base import NONNEGATIVE
 from quantcli.safetensors_io import dtype_code, header_bytes
 
 CLI = typer.main.get_command(app)  # built once: typer rebuilds it on every CliRunner.invoke (18 ms)
@@ -210,11 +213,13 @@ def build_seeds(folder: str) -> dict[str, Seed]:
     w = rng.standard_normal((6, 12)).astype(np.float32)
     bias = rng.standard_normal(12).astype(np.float32)
     ids = np.arange(3, dtype=np.int64)
+    temp = np.asarray(0.7, dtype=np.float32)  # a 0-d tensor: kept, and must come back 0-d
     src = os.path.join(folder, "src.safetensors")
     layout = [("w", "F32", w.shape, w.nbytes), ("bias", "F32", bias.shape, bias.nbytes),
-              ("ids", "I64", ids.shape, ids.nbytes)]
+              ("ids", "I64", ids.shape, ids.nbytes), ("temp", "F32", temp.shape, temp.nbytes)]
     with open(src, "wb") as f:
-        f.write(header_bytes(layout, {"format": "pt"}) + w.tobytes() + bias.tobytes() + ids.tobytes())
+        f.write(header_bytes(layout, {"format": "pt"}) + w.tobytes() + bias.tobytes() + ids.tobytes()
+                + temp.tobytes())
     seeds: dict[str, Seed] = {}
     specs = {
         "archive-int4-asym-group": Spec(bits=4, scheme="asymmetric", granularity="group", group_size=8),
@@ -434,8 +439,12 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
     options = (["param"] if set(BAD_PARAMS) & set(t0["params"]) else []) + [
         "drop-param", "method", "orig-dtype", "shape", "drop-role", "rename-array", "share-array", "duplicate-tensor", "drop-tensor", "tensors-not-list", "version", "format", "metrics", "sha256",
                "name-type", "deep-manifest"]
+    floats = sorted(role for role, stored in t0["arrays"].items()
+                    if header[stored]["dtype"] in ("F32", "F16", "BF16"))
+    if floats:
+        options.append("float-values")  # every stored float array of every method: finite, sign as required
     if t0["method"] == "uniform":
-        options += ["scale-values"] + (["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"])
+        options += ["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"]
     kind = c.choice(options)
     command = "all"  # which commands must refuse: value edits are only seen when decoding
 
@@ -489,14 +498,18 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
             t["params"]["x"] = json.loads("[" * 50 + "]" * 50)
             t["params"] = c.choice([t["params"], "[" * 3000])
             m["tensors"][i]["metrics"] = json.loads("[" * 60 + "]" * 60)
-        elif kind in ("scale-values", "code-values", "zero-values"):
-            role = {"scale-values": "scale", "code-values": "codes", "zero-values": "zero"}[kind]
+        elif kind == "float-values":  # re-signed: only the reader's value rules can tell
+            role = c.choice(floats)
+            flat = arrays[t["arrays"][role]].reshape(-1)
+            negative = [-1.0] if METHODS[t["method"]].value_rules.get(role) == NONNEGATIVE else []
+            flat[c.int(0, flat.size - 1)] = c.choice([np.nan, np.inf, -np.inf] + negative)
+            command = "decode"
+        elif kind in ("code-values", "zero-values"):
+            role = {"code-values": "codes", "zero-values": "zero"}[kind]
             a = arrays[t["arrays"][role]]
             flat = a.reshape(-1)
             at = c.int(0, flat.size - 1)
-            if role == "scale":
-                flat[at] = c.choice([np.nan, -1.0, np.inf, -np.inf])
-            elif role == "zero":
+            if role == "zero":
                 flat[at] = c.int(2 ** t["params"]["bits"], 255)
             else:
                 bits = t["params"]["bits"]

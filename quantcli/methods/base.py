@@ -15,6 +15,13 @@ from ..metrics import ErrorStats, measure
 from ..spec import Spec
 
 
+# What a float array's stored values may be (`Method.value_rules`): the archive reader refuses
+# anything else before decoding (`check_values`), so a re-signed archive cannot decode to NaN.
+FINITE = "finite"            # no NaN, no Inf: the rule for every float array a method stores
+NONNEGATIVE = "nonnegative"  # finite and >= 0: block scales (an absmax, or a range over the grid)
+ANY = "any"                  # data stored as it was (kept tensors may hold NaN)
+
+
 class ArrayLayout(NamedTuple):
     """One logical array of an encoding: what a method's `encode` returns and `decode` reads.
 
@@ -26,6 +33,22 @@ class ArrayLayout(NamedTuple):
     dtype: np.dtype
     shape: tuple[int, ...]
     bits: int | None = None
+
+
+def check_values(arrays: dict[str, np.ndarray], rules: dict[str, str]) -> None:
+    """Raise ArchiveError when a float array breaks its rule (`rules[role]`, FINITE when not
+    named). One min and one max per array (NaN propagates through both), so no temporary the
+    size of the array. Integer arrays (codes, zero points) are bounded by their method's decode."""
+    for role, a in arrays.items():
+        rule = rules.get(role, FINITE)
+        if rule == ANY or not a.size or a.dtype.kind not in "fV":  # V: bfloat16 (ml_dtypes)
+            continue
+        with np.errstate(invalid="ignore"):
+            lo, hi = float(a.min()), float(a.max())
+        if rule == NONNEGATIVE and not (math.isfinite(hi) and 0 <= lo):  # NaN fails both
+            raise ArchiveError(f"holds a negative or non-finite {role}")
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ArchiveError(f"holds a non-finite {role} value (NaN or Inf)")
 
 
 def code_dtype(bits: int) -> np.dtype:
@@ -74,6 +97,9 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     # the Spec fields this method reads (the CLI, recipes and planner refuse the others)
     options: ClassVar[frozenset[str]] = frozenset()
+    # role -> FINITE / NONNEGATIVE / ANY: what the reader accepts in each stored float array
+    # (`check_values`); a float array not named must be FINITE (the rule for every method)
+    value_rules: ClassVar[dict[str, str]] = {}
     # True: the archive always stores this method's arrays entropy-coded (its codes have no fixed width)
     entropy_coded: ClassVar[bool] = False
     # True: encode takes the tensor in any float dtype and raises NonFiniteError itself, so the
@@ -82,8 +108,18 @@ class Method(ABC):
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""
-        self.check_spec(spec)
+        self.check_writable(tuple(np.shape(x)), spec)
         return self._encode(x, spec)[0]
+
+    def check_writable(self, shape: tuple[int, ...], spec: Spec) -> None:
+        """`check_spec`, then the reader's own limits at write time: the params this spec records
+        for `shape` must pass `layout`, whose message the ConfigError repeats (so nothing is
+        encoded, let alone written, that the reader would refuse). A few comparisons."""
+        self.check_spec(spec)
+        try:
+            self.layout(tuple(shape), self.params_for(tuple(shape), spec))
+        except ArchiveError as e:
+            raise ConfigError(e.message) from None
 
     def encode_measured(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
         """The encoding of `x` and its error against `x` (what the pipeline records).
@@ -91,7 +127,7 @@ class Method(ABC):
         By default the reconstruction `_encode` had at hand is measured, else the encoding is
         decoded; a method that measures while encoding (uniform) overrides this.
         """
-        self.check_spec(spec)
+        self.check_writable(tuple(np.shape(x)), spec)
         enc, recon = self._encode(x, spec)
         if recon is None:
             return enc, measure(x, self.decode(enc, tuple(np.shape(x))))
@@ -189,6 +225,14 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows, int(cols)
 
 
+def group_width(group_size: int, cols: int) -> int:
+    """The width of a row's groups: `group_size`, or the row itself when the group is wider. A
+    group never extends past its row, so nothing is padded beyond the row (a 1-D tensor, viewed
+    as N rows of 1 value, is never blown up to N x group_size) and a huge group_size, legal or
+    forged, allocates nothing more than the row."""
+    return max(1, min(int(group_size), int(cols)))
+
+
 def block_grid(shape: tuple[int, ...], granularity: str, group_size: int) -> tuple[int, int]:
     """(number of blocks, block width) for a granularity; the scale array has one entry per block."""
     rows, cols = matrix_shape(shape)
@@ -217,6 +261,7 @@ def to_blocks(x: np.ndarray, granularity: str, group_size: int) -> np.ndarray:
         return m.reshape(1, -1)
     if granularity == "channel":
         return m
+    group_size = group_width(group_size, cols)
     groups = -(-cols // group_size)
     width = groups * group_size
     if width != cols:

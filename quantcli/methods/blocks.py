@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArchiveError, ConfigError
+from ..errors import ConfigError
 from ..spec import GRANULARITIES, Spec
-from .base import ArrayLayout, Encoding, Method, block_grid, code_layout, from_blocks, matrix_shape, param, scale_shape
+from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, block_grid, code_layout, from_blocks, group_width,
+                   matrix_shape, param, scale_shape)
 from .scales import STORAGE, fits, resolve_scale_dtype
 from .search import RATIOS
 
 
 class BlockScaled(Method):
     options = frozenset({"bits", "granularity", "group_size", "scale_dtype", "scale_search"})
+    value_rules = {"scale": NONNEGATIVE}
 
     def check_spec(self, spec: Spec) -> None:
         if not 2 <= spec.bits <= 8:
@@ -95,12 +97,9 @@ class BlockScaled(Method):
         if math.prod(shape) == 0:
             return np.zeros(shape, np.float32)
         rows, cols = matrix_shape(shape)
-        # A group wider than the row is one block per row: never pad beyond the row itself.
-        group_size = min(p.get("group_size", 1), max(cols, 1))
+        group_size = group_width(p.get("group_size", 1), cols)
         nblocks, _ = block_grid(shape, granularity, group_size)
-        s = enc.arrays["scale"].astype(np.float32).reshape(-1)
-        if s.size and not (np.isfinite(s).all() and (s >= 0).all()):
-            raise ArchiveError("holds a negative or non-finite scale")
+        s = enc.arrays["scale"].astype(np.float32).reshape(-1)  # finite, >= 0: checked by the reader
         values, offset = self.dequant(enc.arrays["codes"].reshape(-1), enc, nblocks)
         if granularity == "group" and cols % group_size:
             blocks = np.zeros((rows, nblocks // max(rows, 1) * group_size), dtype=np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..spec import Spec
 from ..safetensors_io import DTYPES
-from .base import ArrayLayout, Encoding, Method, param
+from .base import ANY, ArrayLayout, Encoding, Method, param
 from . import register
 
 
@@ -16,9 +16,14 @@ from . import register
 class Keep(Method):
     name = "keep"
     summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
+    value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         return Encoding(self.name, {}, {"values": np.require(x, requirements="C")}), x  # 0-d stays 0-d
+
+    def check_writable(self, shape: tuple[int, ...], spec: Spec) -> None:
+        """Anything can be kept: its layout is the tensor's own dtype and shape (from the manifest)."""
+        return None
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return enc.arrays["values"].reshape(shape)

@@ -43,7 +43,8 @@ import numpy as np
 
 from ..errors import ArchiveError, ConfigError
 from ..spec import GRANULARITIES, NORMALIZE, Spec
-from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param, scale_shape, to_blocks
+from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_dtype, code_layout, group_width, matrix_shape,
+                   param, scale_shape, to_blocks)
 from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
 from .vector_kmeans import nearest as _nearest, train_subspaces
 from . import register
@@ -273,6 +274,13 @@ def assign_sorted(values: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     return out
 
 
+def spread_scales(scale: np.ndarray, rows: int, cols: int, group_size: int) -> np.ndarray:
+    """Per-(row, group) scales [rows, groups] as float32 [rows, cols], each value's own scale: one
+    gather of the tensor's size (a group wider than the row is the row, so nothing more)."""
+    s = np.asarray(scale).astype(np.float32).reshape(rows, -1)
+    return s[:, np.arange(cols) // group_width(group_size, cols)]
+
+
 def codebook_dtype(requested: str, many: bool) -> str:
     """The codebook dtype before any fallback: `auto` = float16 for many codebooks, else float32."""
     return requested if requested != "auto" else ("float16" if many else "float32")
@@ -307,8 +315,7 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
         blocks = to_blocks(x, "group", group_size)
         absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
         stored, used = store_scales(absmax.astype(np.float32), scale_dtype, "group")
-        s = stored.astype(np.float32).reshape(rows, -1)
-        s_full = np.repeat(s, group_size, axis=1)[:, :cols] if cols else np.zeros((rows, 0), np.float32)
+        s_full = spread_scales(stored, rows, cols, group_size)
         y = m / np.where(s_full > 0, s_full, np.float32(1))
         cb, cb_name = store_codebook(kmeans_1d(y.reshape(1, -1), k, seed), scale_dtype, many=False)
         cbf = cb.astype(np.float32)
@@ -358,6 +365,7 @@ class KMeans(Method):
     name = "kmeans"
     summary = "scalar k-means codebook of 2^bits learned levels per tensor, channel or row group"
     options = frozenset({"bits", "granularity", "codebook_rows", "group_size", "scale_dtype", "normalize", "seed"})
+    value_rules = {"scale": NONNEGATIVE}  # normalize group: absmax scales
 
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
@@ -421,25 +429,22 @@ class KMeans(Method):
         return out
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        """Gathers from the codebooks: temporaries are the tensor's size (codes as indices, the
+        values), never a size taken from params alone (a group wider than the row is the row)."""
         p = enc.params
-        n = int(np.prod(shape, dtype=np.int64))
         rows, cols = matrix_shape(shape)
-        codes = enc.arrays["codes"].reshape(-1).astype(np.int64)
         cb = enc.arrays["codebook"].astype(np.float32)
-        if n == 0:
+        if rows * cols == 0:
             return np.zeros(shape, np.float32)
+        codes = enc.arrays["codes"].reshape(rows, cols)
         if p["normalize"] == "group":
-            g = p["group_size"]
-            s = enc.arrays["scale"].astype(np.float32).reshape(rows, -1)
-            s_full = np.repeat(s, g, axis=1)[:, :cols]
-            return (cb[0][codes].reshape(rows, cols) * s_full).reshape(shape)
-        granularity = p["granularity"]
-        if granularity == "tensor":
-            owner = np.zeros(n, dtype=np.int64)
-        else:
-            per = cols if granularity == "channel" else cols * p["group_size"]
-            owner = np.arange(n, dtype=np.int64) // max(per, 1)
-        return cb[owner, codes].reshape(shape)
+            s_full = spread_scales(enc.arrays["scale"], rows, cols, p["group_size"])
+            return (cb[0][codes] * s_full).reshape(shape)
+        if p["granularity"] == "tensor":
+            return cb[0][codes].reshape(shape)
+        per = 1 if p["granularity"] == "channel" else p["group_size"]  # rows per codebook
+        first = (np.arange(rows, dtype=np.int64) // per * cb.shape[1])[:, None]  # each row's codebook
+        return cb.reshape(-1)[codes + first].reshape(shape)
 
     def describe(self, params: dict[str, Any]) -> str:
         if params.get("normalize") == "group":

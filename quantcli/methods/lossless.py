@@ -21,7 +21,7 @@ from ..errors import ArchiveError, InputError
 from ..metrics import ErrorStats, sum_squares
 from ..safetensors_io import DTYPES, FLOAT_CODES, dtype_code
 from ..spec import Spec
-from .base import ArrayLayout, Encoding, Method, param, to_float32
+from .base import ANY, ArrayLayout, Encoding, Method, param, to_float32
 from . import register
 
 FLOATS = tuple(sorted(FLOAT_CODES))
@@ -59,6 +59,7 @@ class Lossless(Method):
     summary = "exact: the tensor in its own dtype, entropy-coded byte planes (NaN/Inf kept)"
     entropy_coded = True
     reads_narrow_floats = True  # takes any float dtype as it is; never refuses NaN/Inf
+    value_rules = {"values": ANY}  # the data itself, NaN and Inf included, bit for bit
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         values = np.require(x, requirements="C")  # ascontiguousarray would make a 0-d array 1-d

@@ -191,16 +191,14 @@ def pq_decode(pq: PQCodes, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
 
 def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
-    """The `PQCodes` of a `pq` encoding (logical codes [n, M], codebooks as float32)."""
+    """The `PQCodes` of a `pq` encoding (logical codes [n, M], codebooks as float32). The archive
+    reader has already refused non-finite codebooks (`check_values`); codes are checked here."""
     p = enc.params
     n, d = matrix_shape(shape)
     k = p["centroids"]
     codes = enc.arrays["codes"].reshape(n, p["subspaces"])
     if codes.size and int(codes.max()) >= k:
         raise ArchiveError(f"code {int(codes.max())} is outside the {k}-centroid codebooks")
-    books = np.asarray(enc.arrays["codebooks"])
-    if books.size and not np.isfinite(books.astype(np.float32)).all():
-        raise ArchiveError("codebooks hold NaN or Inf values")
     if k <= 256:
         codes = codes.astype(np.uint8, copy=False)
     books = np.ascontiguousarray(enc.arrays["codebooks"], dtype=np.float32)

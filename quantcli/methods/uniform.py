@@ -17,7 +17,8 @@ import numpy as np
 from ..metrics import ErrorStats
 from ..errors import ArchiveError, NonFiniteError
 from ..spec import SCHEMES, Spec
-from .base import ArrayLayout, Encoding, block_min_max, matrix_shape, param, scale_shape, to_blocks, to_float32
+from .base import (ArrayLayout, Encoding, block_min_max, group_width, matrix_shape, param, scale_shape, to_blocks,
+                   to_float32)
 from .blocks import BlockScaled
 from .scales import store_scales
 from .search import search_clip_ratios, uniform_qdq
@@ -128,7 +129,7 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
     # pass 2: quantize, store codes, measure
     codes = np.empty((rows, cols), np.uint8)
     recon = np.empty((rows, cols), np.float32) if reconstruct else None
-    width = group_size if grouped else cols
+    width = group_width(group_size, cols) if grouped else cols
     work = np.empty((min(step, rows) * per_row, width), np.float32)  # reused: no page faults per chunk
     square = np.empty((min(step, rows), cols), np.float32)
     error_sq, error_max, signal_sq = 0.0, 0.0, 0.0
@@ -219,7 +220,7 @@ class Uniform(BlockScaled):
 
     def encode_measured(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
         """The error is measured while encoding, chunk by chunk: no reconstruction, no decode."""
-        self.check_spec(spec)
+        self.check_writable(tuple(np.shape(x)), spec)
         return self._core(x, spec)
 
     def dequant(self, codes: np.ndarray, enc: Encoding, nblocks: int) -> tuple[np.ndarray, np.ndarray | None]:
