@@ -189,3 +189,19 @@ def test_trellis_is_smaller_at_equal_sqnr_and_decodes_exactly(tmp_path):
             err = sum_squares(x - a.decode(t))
             assert r.quantized.error == pytest.approx(err, rel=1e-12)
     assert sizes[True] < sizes[False] * 0.98
+
+
+def test_step_rms_through_the_pipeline(tmp_path):
+    x = np.random.default_rng(5).standard_normal((32, 64)).astype(np.float32) * 3
+    np.save(tmp_path / "w.npy", x)
+    r = quantize_file([str(tmp_path / "w.npy")], str(tmp_path / "w.qnt.safetensors"),
+                      Spec(method="ecsq", step_rms=0.25))
+    rms = float(np.sqrt((x.astype(np.float64) ** 2).mean()))
+    assert r.tensors[0].params["step"] == pytest.approx(0.25 * rms, rel=1e-6)
+
+
+def test_kmeans_codebooks_larger_than_the_tensor_are_refused():
+    km = get_method("kmeans")
+    with pytest.raises(ConfigError, match="codebooks"):
+        km.encode(np.ones(100_000, np.float32), Spec(method="kmeans", bits=4))  # channel on 1-D: a book per value
+    km.encode(np.ones(100_000, np.float32), Spec(method="kmeans", bits=4, granularity="tensor"))

@@ -133,6 +133,11 @@ class ECSQ(Method):
             raise ConfigError("--method ecsq needs --step S, --step-rms F or --sqnr D (dB over all quantized "
                               "tensors)")
 
+    def check_writable(self, shape: tuple[int, ...], spec: Spec) -> None:
+        """The step may come from the data (--step-rms), so only the spec is checked here; the
+        codes' range is checked against the coder's alphabet while encoding."""
+        self.check_spec(spec)
+
     def _step(self, spec: Spec, x: np.ndarray | None = None) -> np.float32:
         """The tensor's step: --step as given, --step-rms times its RMS (from the data)."""
         if spec.step is not None:

@@ -371,6 +371,21 @@ class KMeans(Method):
         if not 1 <= spec.bits <= 8:
             raise ConfigError(f"kmeans quantization takes --bits 1 to 8, got {spec.bits}")
 
+    def check_writable(self, shape: tuple[int, ...], spec: Spec) -> None:
+        """Codebooks per row (or row group) may not hold many more levels than the tensor has
+        values: on a 1-D tensor (one value a row) they would be 2^bits levels per value, an archive
+        and a peak memory many times the tensor's. Refused (beyond 4 levels a value and 65536
+        levels in all), naming the settings that fit."""
+        super().check_writable(shape, spec)
+        if spec.normalize == "group" or spec.granularity == "tensor":
+            return
+        rows, cols = matrix_shape(shape)
+        books = rows if spec.granularity == "channel" else -(-rows // spec.codebook_rows)
+        if books * (1 << spec.bits) > max(4 * rows * cols, 1 << 16):  # small tensors: any overhead is small
+            raise ConfigError(f"kmeans --granularity {spec.granularity} would store {books} codebooks of "
+                              f"{1 << spec.bits} levels for {rows * cols} values; use --granularity tensor, "
+                              "--normalize group, or fewer --bits")
+
     def reads(self, spec: Spec) -> frozenset[str]:
         """normalize=group: per-(row, group_size values) scales, one codebook (no granularity);
         otherwise codebooks per tensor, row or run of codebook_rows rows (no group_size)."""
