@@ -120,9 +120,10 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
                               "write .safetensors or .npz", path=output)
         members = [npz_member(t.name) for t in archive.tensors] if kind == ".npz" and not to_folder else []
-        targets = []
+        targets: list[str] = []
         for t in archive.tensors:
-            target = OUTPUT_DTYPES[dtype] if t.code in FLOAT_CODES and OUTPUT_DTYPES[dtype] else t.code
+            wanted = OUTPUT_DTYPES[dtype]
+            target = wanted if t.code in FLOAT_CODES and wanted else t.code
             targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
         total = sum(t.original_nbytes for t in archive.tensors)
         written: list[tuple[str, str, tuple[int, ...]]] = []

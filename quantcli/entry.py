@@ -64,7 +64,7 @@ def main() -> None:
     install()
     argv = sys.argv[1:]
     stdout = sys.stdout
-    sys.stdout = _GuardedStdout(stdout)  # type: ignore[assignment]
+    sys.stdout = _GuardedStdout(stdout)
     try:
         code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
         sys.stdout.flush()  # inside the try: a closed pipe is seen here, not at interpreter exit
@@ -74,7 +74,7 @@ def main() -> None:
         sys.stderr.write("quant: interrupted\n")
         raise SystemExit(130) from None
     except typer.TyperException as e:
-        message = e.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+        message = e.format_message().replace("Value error, ", "")
         status = getattr(e, "exit_code", 2)
         if message.startswith("Usage:"):  # `quant` alone: the help, as click shows it
             sys.stderr.write(message + "\n")

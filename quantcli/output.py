@@ -190,7 +190,7 @@ class SafetensorsWriter:
         data = np.require(array, requirements="C")  # ascontiguousarray would make a 0-d array 1-d
         if data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
-        raw = memoryview(data.reshape(-1).view(np.uint8)) if data.size else memoryview(b"")
+        raw = data.reshape(-1).view(np.uint8).data if data.size else memoryview(b"")
         if digest is not None:
             digest.update(raw)
         try:

@@ -117,7 +117,8 @@ def print_planned(console: Console, r: PlannedQuantizeReport) -> None:
 
 def curve_json(c: Curve) -> dict[str, Any]:
     return document("curve", inputs=c.inputs, tensors=c.tensors, elements=c.elements, sample_values=c.sample,
-                    seconds=c.seconds, points=[{"label": p.label, "method": p.method, "bits": p.bits, "bits_per_weight": p.bits_per_weight,
+                    seconds=c.seconds, points=[{"label": p.label, "method": p.method, "bits": p.bits,
+                                                "bits_per_weight": p.bits_per_weight,
                         "overall_sqnr_db": _num(p.overall_sqnr_db), "weighted_sqnr_db": _num(p.weighted_sqnr_db),
                                     "pareto": p.pareto} for p in c.points])
 

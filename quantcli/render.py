@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -83,10 +83,11 @@ def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], wi
             break
         keep = [i for i in keep if cols[i].drop != rank]
     name_width = max(min(name_need, room(keep)), 4)
-    table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left",
+                  show_edge=False, pad_edge=False)
     for i in keep:
         w = name_width if i == 0 else widths[i]
-        table.add_column(cols[i].header, justify=cols[i].justify, no_wrap=not cols[i].wrap, min_width=w,
+        table.add_column(cols[i].header, justify=cast(Any, cols[i].justify), no_wrap=not cols[i].wrap, min_width=w,
                          max_width=w, overflow="fold")
     for k, r in enumerate(rows):
         cells = [safe(shorten(printable(r[0]), name_width))]
@@ -266,7 +267,7 @@ def plan_json(p: PlanReport) -> dict[str, Any]:
     for item, label, size in zip(p.items, p.labels, p.stored_bytes):
         ref = item.ref
         doc = {"name": ref.name, "dtype": ref.code, "shape": list(ref.shape), "elements": ref.size,
-               "method": "keep" if item.keep else item.spec.method, "label": label, "predicted_bytes": size,
+               "method": item.spec.method if item.spec is not None else "keep", "label": label, "predicted_bytes": size,
                "bits_per_weight": size * 8 / ref.size if ref.size else 0.0}
         if item.note:
             doc["note"] = item.note

@@ -437,7 +437,8 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
     i = c.choice(quantized)
     t0 = manifest["tensors"][i]
     options = (["param"] if set(BAD_PARAMS) & set(t0["params"]) else []) + [
-        "drop-param", "method", "orig-dtype", "shape", "drop-role", "rename-array", "share-array", "duplicate-tensor", "drop-tensor", "tensors-not-list", "version", "format", "metrics", "sha256",
+        "drop-param", "method", "orig-dtype", "shape", "drop-role", "rename-array", "share-array", "duplicate-tensor",
+        "drop-tensor", "tensors-not-list", "version", "format", "metrics", "sha256",
                "name-type", "deep-manifest"]
     floats = sorted(role for role, stored in t0["arrays"].items()
                     if header[stored]["dtype"] in ("F32", "F16", "BF16"))

@@ -151,7 +151,7 @@ class ECSQ(Method):
         step = self._step(spec, x)
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
-            params.update(self._range(trellis_quantize(x, step)[0] if spec.trellis else quantize(x, step)))
+            params.update(self._range(trellis_quantize(x, float(step))[0] if spec.trellis else quantize(x, step)))
         if spec.trellis:
             params["dq"] = True
         return params
@@ -168,7 +168,7 @@ class ECSQ(Method):
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         step = self._step(spec, x)
         if spec.trellis:
-            q, recon = trellis_quantize(x, step)
+            q, recon = trellis_quantize(x, float(step))
         else:
             q = quantize(x, step)
             recon = reconstruct(q, step)

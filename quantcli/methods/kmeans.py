@@ -83,6 +83,7 @@ def _atoms(values: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, 
     if p > 1:
         idx += np.arange(p, dtype=np.intp)[:, None] * bins
     flat = idx.reshape(-1)
+    count: np.ndarray
     if weights is None:
         count = np.bincount(flat, minlength=p * bins).astype(np.float64)
         total = np.bincount(flat, weights=values.reshape(-1), minlength=p * bins)
@@ -96,7 +97,7 @@ def _atoms(values: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, 
     return v, count
 
 
-def _row_keys(v: np.ndarray, lo: np.ndarray, span: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _row_keys(v: np.ndarray, lo: np.ndarray | float, span: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Order-preserving float64 keys that put problem r's values in [4r + 0.5, 4r + 3.5].
 
     One np.searchsorted over the flattened keys then answers a search per problem at once.
@@ -410,7 +411,7 @@ class KMeans(Method):
         if params.get("scale_dtype", "float32") != "float32":
             blocks = to_blocks(np.asarray(x, dtype=np.float32), "group", spec.group_size)
             absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
-            if not fits(absmax.astype(np.float32), params["scale_dtype"], rounding="up"):
+            if not fits(absmax.astype(np.float32), str(params["scale_dtype"]), rounding="up"):
                 params["scale_dtype"] = "float32"
         return params
 
@@ -465,7 +466,7 @@ class KMeans(Method):
         if params.get("normalize") == "group":
             return f"kmeans{params['bits']} norm g{params.get('group_size')}"
         g = params.get("granularity")
-        where = {"tensor": "tensor", "channel": "channel"}.get(g, f"rows{params.get('group_size')}")
+        where = {"tensor": "tensor", "channel": "channel"}.get(str(g), f"rows{params.get('group_size')}")
         return f"kmeans{params['bits']} {where}"
 
 

@@ -165,6 +165,7 @@ def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int
     padded = np.zeros((n, m_sub * s), dtype=np.float32)
     padded[:, pos] = w.reshape(n, d)
     books, labels = train_subspaces(padded.reshape(n, m_sub, s), centroids, iters, seed)
+    assert labels is not None
     codes = labels.astype(np.uint8 if centroids <= 256 else np.uint16)
     return PQCodes(codebooks=books, codes=codes, d=d)
 

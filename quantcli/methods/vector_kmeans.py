@@ -224,5 +224,6 @@ def train_subspaces(cube: np.ndarray, k: int, iters: int, seed: int, labels: boo
         rng = np.random.default_rng([int(seed), lo])
         books[lo:hi], lab = train_group(sub, rows, k, iters, rng, labels, chunk)
         if labels:
+            assert codes is not None and lab is not None
             codes[:, lo:hi] = lab.T
     return books, codes
