@@ -48,7 +48,7 @@ class ArchiveTensor:
     """One original tensor as the manifest records it."""
 
     name: str
-    code: str  # original dtype, safetensors name
+    dtype: str  # original dtype, safetensors name
     shape: tuple[int, ...]
     method: str
     params: dict[str, Any]
@@ -64,10 +64,10 @@ class ArchiveTensor:
 
     @property
     def original_nbytes(self) -> int:
-        return self.size * DTYPES[self.code].itemsize
+        return self.size * DTYPES[self.dtype].itemsize
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": self.name, "dtype": self.code, "shape": list(self.shape),
+        doc: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
                                "method": self.method, "params": self.params, "arrays": self.arrays,
                                "sha256": self.sha256, "metrics": self.metrics}
         if self.note:
@@ -79,7 +79,7 @@ class ArchiveTensor:
 
 def _layout_params(t: ArchiveTensor) -> dict[str, Any]:
     """The params a tensor's layout is read from: a kept tensor's is its own dtype."""
-    return {"dtype": t.code} if t.method == "keep" else t.params
+    return {"dtype": t.dtype} if t.method == "keep" else t.params
 
 
 def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
@@ -280,8 +280,8 @@ class Archive:
             if stored != stored_name(name, role, method) or stored not in self.file.entries:
                 raise self._fail(f"its {role} array {stored!r} is missing", name)
             entry = self.file.entries[stored]
-            if entry.code != dtype_code(dtype) or entry.shape != tuple(ashape):
-                raise self._fail(f"its {role} array is {entry.code}{list(entry.shape)}, expected "
+            if entry.dtype != dtype_code(dtype) or entry.shape != tuple(ashape):
+                raise self._fail(f"its {role} array is {entry.dtype}{list(entry.shape)}, expected "
                                  f"{dtype_code(dtype)}{list(ashape)}", name)
         return t
 

@@ -123,7 +123,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         targets: list[str] = []
         for t in archive.tensors:
             wanted = OUTPUT_DTYPES[dtype]
-            target = wanted if t.code in FLOAT_CODES and wanted else t.code
+            target = wanted if t.dtype in FLOAT_CODES and wanted else t.dtype
             targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
         total = sum(t.original_nbytes for t in archive.tensors)
         written: list[tuple[str, str, tuple[int, ...]]] = []

@@ -26,7 +26,7 @@ def archive_report(archive: Archive) -> list[TensorReport]:
         m = t.metrics
         sq = m.get("sqnr_db", "inf")
         out.append(TensorReport(
-            t.name, t.code, t.shape, t.method,
+            t.name, t.dtype, t.shape, t.method,
             "kept" if t.method == "keep" else get_method(t.method).describe(t.params), t.params, t.size,
             t.original_nbytes, archive.stored_nbytes(t), float(m.get("mse", 0.0)),
             float(sq) if not isinstance(sq, str) else float(sq.replace("inf", "Infinity")),
@@ -44,16 +44,16 @@ def _tensor_stats(ref: TensorRef) -> TensorStats:
     n = ref.size
     nan = float("nan")
     if n == 0:
-        return TensorStats(ref.name, ref.code, ref.shape, 0, ref.nbytes, nan, nan, nan, nan, nan, 0, 0)
+        return TensorStats(ref.name, ref.dtype, ref.shape, 0, ref.nbytes, nan, nan, nan, nan, nan, 0, 0)
     v = x.astype(np.float64) if x.dtype != np.float64 else x
     finite = np.isfinite(v)
     nonfinite = int(n - np.count_nonzero(finite))
     f = v[finite] if nonfinite else v.reshape(-1)
     if f.size == 0:
-        return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, nan, nan, nan, nan, nan,
+        return TensorStats(ref.name, ref.dtype, ref.shape, n, ref.nbytes, nan, nan, nan, nan, nan,
                            int(n - np.count_nonzero(x)), nonfinite)
     lo, hi = float(f.min()), float(f.max())
-    return TensorStats(ref.name, ref.code, ref.shape, n, ref.nbytes, lo, hi, float(f.mean()), float(f.std()),
+    return TensorStats(ref.name, ref.dtype, ref.shape, n, ref.nbytes, lo, hi, float(f.mean()), float(f.std()),
                        max(abs(lo), abs(hi)), int(n - np.count_nonzero(x)), nonfinite)
 
 

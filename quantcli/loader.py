@@ -51,7 +51,7 @@ class ArchiveReader:
 
     def dtype_of(self, name: str) -> str:
         """The safetensors dtype `a[name]` returns (the original one unless a dtype was asked for)."""
-        return self._target(self._tensor(name).code)
+        return self._target(self._tensor(name).dtype)
 
     def _target(self, code: str) -> str:
         return self._code if self._code is not None and code in FLOAT_CODES else code
@@ -65,7 +65,7 @@ class ArchiveReader:
     def __getitem__(self, name: str) -> np.ndarray:
         t = self._tensor(name)
         values = self.archive.decode(t)
-        return values.astype(DTYPES[self._target(t.code)], copy=False)
+        return values.astype(DTYPES[self._target(t.dtype)], copy=False)
 
     def __contains__(self, name: object) -> bool:
         return name in self.archive.by_name

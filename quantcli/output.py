@@ -159,7 +159,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
 @dataclass
 class _Stored:
     name: str
-    code: str
+    dtype: str
     shape: tuple[int, ...]
     offset: int  # in the spill file
     nbytes: int
@@ -215,7 +215,7 @@ class SafetensorsWriter:
         """Write header + arrays to the final file atomically; returns the file size.
         `header_size` pads the header to exactly that many bytes (see `header_bytes`)."""
         order = sorted(self._arrays.values(), key=lambda s: (-s.align, s.order))
-        head = header_bytes([(s.name, s.code, s.shape, s.nbytes) for s in order], metadata, header_size)
+        head = header_bytes([(s.name, s.dtype, s.shape, s.nbytes) for s in order], metadata, header_size)
         try:
             with atomic_output(self.path) as out:
                 out.write(head)

@@ -86,7 +86,7 @@ def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encod
 def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
     label = "kept" if t.method == "keep" else get_method(t.method).describe(t.params)
     e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
-    return TensorReport(t.name, t.code, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
+    return TensorReport(t.name, t.dtype, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
                         e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note)
 
 
@@ -125,13 +125,13 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
             if isinstance(r.enc, Spilled):
                 assert r.spill_fd is not None
                 stored = r.enc.nbytes
-                t = writer.add_spilled(ref.name, ref.code, ref.shape, r.enc.method, r.enc.params, r.enc.pieces,
+                t = writer.add_spilled(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, r.enc.pieces,
                                        r.enc.sha256, r.spill_fd, metrics_doc(r.err, stored, ref.size), r.note,
                                        r.enc.codecs)
             else:
                 arrays, codecs = stored_arrays(r.enc, tuple(ref.shape), r.codec)
                 stored = sum(int(a.nbytes) for a in arrays.values())
-                t = writer.add_stored(ref.name, ref.code, ref.shape, r.enc.method, r.enc.params, arrays, codecs,
+                t = writer.add_stored(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, arrays, codecs,
                                       metrics_doc(r.err, stored, ref.size), r.note)
             reports.append(tensor_report(t, stored, r.err))
             if r.err is not None:

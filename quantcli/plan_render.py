@@ -24,7 +24,7 @@ def plan_doc(p: Plan) -> dict[str, Any]:
     """The plan: per tensor method, params, bits, predicted bytes and SQNR; totals; baselines."""
     tensors = []
     for t in p.tensors:
-        doc: dict[str, Any] = {"name": t.ref.name, "dtype": t.ref.code, "shape": list(t.ref.shape),
+        doc: dict[str, Any] = {"name": t.ref.name, "dtype": t.ref.dtype, "shape": list(t.ref.shape),
                                "elements": t.elements, "role": t.role}
         if t.choice is None:
             doc.update(method="keep", label="kept", predicted_bytes=t.kept_bytes, note=t.note)

@@ -22,7 +22,7 @@ def _single_tensor(path: str, what: str) -> np.ndarray:
             raise InputError(f"{what} must hold exactly one array, it holds {len(sources.refs)}", path=path)
         ref = sources.refs[0]
         if not ref.is_float:
-            raise InputError(f"{what} must be a float array, got {ref.code}", path=path, tensor=ref.name)
+            raise InputError(f"{what} must be a float array, got {ref.dtype}", path=path, tensor=ref.name)
         x = to_float32(ref.load())
     if x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
         raise InputError(f"{what} holds NaN or Inf values", path=path)

@@ -266,7 +266,7 @@ def plan_json(p: PlanReport) -> dict[str, Any]:
     tensors = []
     for item, label, size in zip(p.items, p.labels, p.stored_bytes):
         ref = item.ref
-        doc = {"name": ref.name, "dtype": ref.code, "shape": list(ref.shape), "elements": ref.size,
+        doc = {"name": ref.name, "dtype": ref.dtype, "shape": list(ref.shape), "elements": ref.size,
                "method": item.spec.method if item.spec is not None else "keep", "label": label, "predicted_bytes": size,
                "bits_per_weight": size * 8 / ref.size if ref.size else 0.0}
         if item.note:
@@ -289,7 +289,7 @@ def print_plan(console: Console, p: PlanReport) -> None:
     rows, dim = [], []
     for item, label, size in zip(p.items, p.labels, p.stored_bytes):
         ref = item.ref
-        rows.append([ref.name, _shape(ref.shape), ref.code, item.note if item.keep else label, _bytes(size),
+        rows.append([ref.name, _shape(ref.shape), ref.dtype, item.note if item.keep else label, _bytes(size),
                      f"{size * 8 / ref.size:.3f}" if ref.size else "-"])
         dim.append(3 if item.keep else -1)
     console.print(fit_table("plan (dry run: nothing written)", _PLAN_COLS, rows, _width(console), dim))

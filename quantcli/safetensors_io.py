@@ -105,14 +105,14 @@ class Entry:
     """One stored array: its dtype, shape and absolute byte range in the file."""
 
     name: str
-    code: str
+    dtype: str  # the safetensors name (F32, BF16, ...)
     shape: tuple[int, ...]
     start: int
     end: int
 
     @property
-    def dtype(self) -> np.dtype:
-        return DTYPES[self.code]
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
 
     @property
     def nbytes(self) -> int:
@@ -210,7 +210,7 @@ class SafetensorsFile:
     def read(self, name: str) -> np.ndarray:
         """The array, read from disk now (a fresh, writable array)."""
         entry = self.entries[name]
-        out = np.empty(entry.shape, dtype=entry.dtype)
+        out = np.empty(entry.shape, dtype=entry.np_dtype)
         view = out.reshape(-1).view(np.uint8).data if out.size else memoryview(b"")
         got = 0
         fd = self._f.fileno()

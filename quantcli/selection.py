@@ -40,7 +40,7 @@ class Selection:
     def reason_to_keep(self, ref: TensorRef) -> str:
         """Why `ref` is kept as it is, or '' when it is to be quantized."""
         if not ref.is_float:
-            return f"kept: {ref.code} is not a float type"
+            return f"kept: {ref.dtype} is not a float type"
         if len(ref.shape) < 2 and not ref.named_file and not self.include_1d:
             return "kept: 1-D (bias or norm); --include-1d quantizes it"
         if self._only is not None and not self._only.search(ref.name):

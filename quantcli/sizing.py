@@ -40,7 +40,7 @@ def metrics_doc(err: ErrorStats | None, stored_bytes: int, elements: int) -> dic
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
     """What the file will hold for one tensor stored with `method` and `params`; a kept tensor is
     stored in its own dtype, which is its layout's one param."""
-    return storage.stored_layout(method, tuple(ref.shape), {"dtype": ref.code} if method == "keep" else params)
+    return storage.stored_layout(method, tuple(ref.shape), {"dtype": ref.dtype} if method == "keep" else params)
 
 
 def layout_nbytes(layout: Layout) -> int:
@@ -80,7 +80,7 @@ class Sized:
         if self.method != "keep":
             doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0), self.nbytes, self.ref.size)
             metrics = {k: WORST_FLOAT for k in doc}
-        return ArchiveTensor(self.ref.name, self.ref.code, tuple(self.ref.shape), self.method, self.params,
+        return ArchiveTensor(self.ref.name, self.ref.dtype, tuple(self.ref.shape), self.method, self.params,
                              arrays, "0" * 64, metrics, self.note, dict(self.codecs or {}))
 
 

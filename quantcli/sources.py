@@ -26,18 +26,19 @@ INDEX_SUFFIX = ".safetensors.index.json"
 
 @dataclass(frozen=True)
 class TensorRef:
-    """A tensor that can be loaded: name, dtype code, shape, where it lives."""
+    """A tensor that can be loaded: name, dtype (the safetensors name: F32, BF16, I64, ...), shape,
+    where it lives."""
 
     name: str
-    code: str
+    dtype: str
     shape: tuple[int, ...]
     path: str
     loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     named_file: bool = False  # a .npy holds one array the user named: quantized whatever its rank
 
     @property
-    def dtype(self) -> np.dtype:
-        return DTYPES[self.code]
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
 
     @property
     def size(self) -> int:
@@ -45,11 +46,11 @@ class TensorRef:
 
     @property
     def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
+        return self.size * self.np_dtype.itemsize
 
     @property
     def is_float(self) -> bool:
-        return self.code in FLOAT_CODES
+        return self.dtype in FLOAT_CODES
 
     def load(self) -> np.ndarray:
         return self.loader()
@@ -254,7 +255,7 @@ class Sources:
         refs = []
         for name in chosen:
             e = st.entries[name]
-            refs.append(TensorRef(name, e.code, e.shape, st.path, functools.partial(st.read, name)))
+            refs.append(TensorRef(name, e.dtype, e.shape, st.path, functools.partial(st.read, name)))
         return refs
 
     def _add_index(self, path: str) -> None:

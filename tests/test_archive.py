@@ -72,7 +72,7 @@ def _rewrite_manifest(path, edit):
     meta[KEY_MANIFEST] = json.dumps(doc)
     import hashlib
     meta[KEY_MANIFEST_SHA] = hashlib.sha256(meta[KEY_MANIFEST].encode()).hexdigest()
-    head = header_bytes([(e.name, e.code, e.shape, e.nbytes) for e in entries], meta)
+    head = header_bytes([(e.name, e.dtype, e.shape, e.nbytes) for e in entries], meta)
     with open(path, "wb") as f:
         f.write(head)
         for e in entries:

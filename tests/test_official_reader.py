@@ -77,13 +77,13 @@ def test_official_library_reads_every_archive(models, tmp_path, method, source):
         for name in st.entries:
             assert bits(arrays[name]) == bits(st.read(name)), name
     with open_archive(out) as archive:
-        assert {t.method for t in archive.tensors if t.code != "I64"} == {method}
+        assert {t.method for t in archive.tensors if t.dtype != "I64"} == {method}
         if source == "bf16":
-            assert any(t.code == "BF16" for t in archive.tensors)
+            assert any(t.dtype == "BF16" for t in archive.tensors)
         for t in archive.tensors:
             # decode from the arrays the official library read: the same values as quant's own decode
             stored_arrays = {role: arrays[stored] for role, stored in t.arrays.items()}
-            params = {"dtype": t.code} if t.method == "keep" else t.params
+            params = {"dtype": t.dtype} if t.method == "keep" else t.params
             enc = Encoding(t.method, t.params, logical_arrays(t.method, t.shape, params, stored_arrays, t.codecs))
             assert bits(METHODS[t.method].decode(enc, t.shape)) == bits(archive.decode(t)), t.name
 
@@ -112,7 +112,7 @@ def test_official_library_reads_dequantized_outputs(models, tmp_path, source, dt
     with open_archive(archive_path) as archive:
         assert sorted(from_single) == sorted(from_shards) == sorted(t.name for t in archive.tensors)
         for t in archive.tensors:
-            target = t.code if t.code == "I64" or dtype == "original" else "BF16"
+            target = t.dtype if t.dtype == "I64" or dtype == "original" else "BF16"
             want = archive.decode(t).astype(DTYPES[target], copy=False)
             assert bits(from_single[t.name]) == bits(want), t.name
             assert bits(from_shards[t.name]) == bits(want), t.name

@@ -62,7 +62,7 @@ def test_sharded_round_trip(sharded, tmp_path):
     with Sources([str(out)]) as s:
         back = {ref.name: ref for ref in s.refs}
         for name, x in t.items():
-            assert (back[name].shape, back[name].dtype) == (x.shape, x.dtype)
+            assert (back[name].shape, back[name].np_dtype) == (x.shape, x.dtype)
         np.testing.assert_array_equal(back["position_ids"].load(), t["position_ids"])
         np.testing.assert_array_equal(back["layers.0.norm.weight"].load(), t["layers.0.norm.weight"])
         for shard in {index["weight_map"][n] for n in t}:

@@ -12,7 +12,7 @@ from quantcli.sources import Sources
 
 def names(paths):
     with Sources([str(p) for p in paths]) as s:
-        return {r.name: (r.code, r.shape, r.load()) for r in s.refs}
+        return {r.name: (r.dtype, r.shape, r.load()) for r in s.refs}
 
 
 def test_npy_npz_safetensors(tmp_path):
