@@ -6,7 +6,7 @@ Ctrl-C or SIGTERM at any moment, start-up included, ends in one line and exit 13
 import os
 import sys
 
-from .signals import Interrupted, install
+from .signals import Interrupted, exit_interrupted, install
 
 
 def _version_only() -> None:
@@ -28,12 +28,8 @@ def main() -> None:
     try:
         install()
         from .entry import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("quant: interrupted; no output was written\n")
-        raise SystemExit(130) from None
-    except Interrupted:
-        sys.stderr.write("quant: terminated; no output was written\n")
-        raise SystemExit(143) from None
+    except (KeyboardInterrupt, Interrupted) as e:
+        exit_interrupted(e)
     cli_main()
 
 

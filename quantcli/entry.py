@@ -11,7 +11,7 @@ import typer
 
 from .cli import app
 from .errors import one_line
-from .signals import Interrupted, install
+from .signals import Interrupted, exit_interrupted, install
 
 
 def _debugging(argv: list[str]) -> bool:
@@ -86,12 +86,8 @@ def main() -> None:
     except (_StdoutClosed, BrokenPipeError):
         _stdout_closed()
         raise SystemExit(0) from None
-    except KeyboardInterrupt:
-        sys.stderr.write("quant: interrupted; no output was written\n")
-        raise SystemExit(130) from None
-    except Interrupted:
-        sys.stderr.write("quant: terminated; no output was written\n")
-        raise SystemExit(143) from None
+    except (KeyboardInterrupt, Interrupted) as e:
+        exit_interrupted(e)
     except Exception as e:  # a bug: one line, not a traceback, unless asked
         if _debugging(argv):
             raise

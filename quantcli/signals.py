@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -69,3 +69,13 @@ def held() -> Iterator[None]:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             _raise_for(signum)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def exit_interrupted(signal_exception: BaseException) -> NoReturn:
+    """The end of a run a signal stopped: one line and the shell's status (130 for SIGINT, 143
+    for SIGTERM). Used by the entry point at start-up and around the command."""
+    import sys
+    word, status = ("interrupted", 130) if isinstance(signal_exception, KeyboardInterrupt) else ("terminated", 143)
+    sys.stderr.write(f"quant: {word}; no output was written\n")
+    raise SystemExit(status) from None
+

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from .. import accel
 from .errors import CodecError
 
 PRECISION = 16
@@ -35,7 +36,7 @@ MAX_CODES_PER_WORD = 1410
 CODES_PER_LANE = 1 << 15  # encoder's choice: 64 bits of final state per 32768 codes (0.002 bit/code)
 MAX_TABLE_VALUE = 1 << 17  # table varints are < 2**17, so at most 3 bytes each
 
-BACKENDS = ("auto", "numpy", "numba")
+BACKENDS = accel.BACKENDS
 ENV_VAR = "QUANTCLI_CODEC_BACKEND"
 _kernels: dict | None = None
 
@@ -130,16 +131,7 @@ def _parse_table(buf: np.ndarray, alphabet: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- backends
 
 def _backend() -> str:
-    name = os.environ.get(ENV_VAR, "auto")
-    if name not in BACKENDS:
-        raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {name!r}")
-    if name == "numpy":
-        return "numpy"
-    if _load_numba():
-        return "numba"
-    if name == "numba":
-        raise ValueError("numba backend requested but numba is not installed")
-    return "numpy"
+    return accel.choose(os.environ.get(ENV_VAR, "auto"), _load_numba, ENV_VAR)
 
 
 def _load_numba() -> dict:

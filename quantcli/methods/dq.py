@@ -27,11 +27,13 @@ import math
 
 import numpy as np
 
+from .. import accel
+
 NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int8)
 QUANTIZER = np.array([0, 0, 1, 1], dtype=np.int8)
 # PRED[ns] = the two (state, parity) pairs that lead to state ns, lower state first
 PRED = tuple(tuple((s, p) for s in range(4) for p in (0, 1) if NEXT[s, p] == ns) for ns in range(4))
-BACKENDS = ("auto", "numpy", "numba")
+BACKENDS = accel.BACKENDS
 MAX_T = float(1 << 29)  # |x / step| bound: codes and levels stay well inside int32
 _CHUNK_VALUES = 1 << 20  # numpy path: rows per chunk so that rows * cols <= this (4 MB of back-pointers)
 
@@ -206,15 +208,7 @@ def _price_numpy(table: np.ndarray, k: np.ndarray, offset: int, esc: float) -> n
 # ----------------------------------------------------------------------------- backends
 
 def _resolve(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numpy":
-        return "numpy"
-    if _load_numba():
-        return "numba"
-    if backend == "numba":
-        raise ValueError("numba backend requested but numba is not installed")
-    return "numpy"
+    return accel.choose(backend, _load_numba)
 
 
 def _load_numba() -> dict:
