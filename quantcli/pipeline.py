@@ -197,7 +197,8 @@ def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem]) -> PlanRe
     for item in plan:
         if item.spec is not None and storage_codec(item.spec, item.spec) == "entropy":
             raise ConfigError("--dry-run predicts sizes from headers alone; entropy-coded sizes depend on the "
-                              "data (run quantize: its report gives the exact sizes)", tensor=item.ref.name)
+                              "data (run quantize: its report gives the exact sizes)", path=item.ref.path,
+                              tensor=item.ref.name)
     tensors = [sized(item) for item in plan]
     labels = ["kept" if s.method == "keep" else get_method(s.method).describe(s.params) for s in tensors]
     return PlanReport(list(inputs), plan, labels, [s.nbytes for s in tensors], sources.input_bytes,
