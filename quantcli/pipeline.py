@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -108,6 +108,9 @@ class Encoded(NamedTuple):
     note: str
     spill_fd: int | None = None
     codec: str = "bitpack"
+    # the stored arrays and recorded codecs when the caller already made them (entropy coding is
+    # not free: the planner sizes a tensor from them and the writer takes them as they are)
+    stored: tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]] | None = None
 
 
 def write_archive(output: str, results: Iterable[Encoded], total: int, progress: Progress | None = None,
@@ -126,13 +129,13 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
                 assert r.spill_fd is not None
                 stored = r.enc.nbytes
                 t = writer.add_spilled(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, r.enc.pieces,
-                                       r.enc.sha256, r.spill_fd, metrics_doc(r.err, stored, ref.size), r.note,
+                                       r.enc.sha256, r.spill_fd, metrics_doc(r.err), r.note,
                                        r.enc.codecs)
             else:
-                arrays, codecs = stored_arrays(r.enc, tuple(ref.shape), r.codec)
+                arrays, codecs = r.stored or stored_arrays(r.enc, tuple(ref.shape), r.codec)
                 stored = sum(int(a.nbytes) for a in arrays.values())
                 t = writer.add_stored(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, arrays, codecs,
-                                      metrics_doc(r.err, stored, ref.size), r.note)
+                                      metrics_doc(r.err), r.note)
             reports.append(tensor_report(t, stored, r.err))
             if r.err is not None:
                 stats = stats + r.err

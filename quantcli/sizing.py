@@ -29,7 +29,7 @@ Layout = dict[str, tuple[np.dtype, tuple[int, ...]]]
 WORST_FLOAT = -1.2345678912345678e15
 
 
-def metrics_doc(err: ErrorStats | None, stored_bytes: int, elements: int) -> dict[str, Any]:
+def metrics_doc(err: ErrorStats | None) -> dict[str, Any]:
     """The error metrics the manifest records for one quantized tensor ({} for a kept one); bits per
     weight is not among them: it follows exactly from the stored arrays' shapes."""
     if err is None:
@@ -78,7 +78,7 @@ class Sized:
         arrays = {role: stored_name(self.ref.name, role, self.method) for role in sorted(self.layout)}
         metrics: dict[str, Any] = {}
         if self.method != "keep":
-            doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0), self.nbytes, self.ref.size)
+            doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0))
             metrics = {k: WORST_FLOAT for k in doc}
         return ArchiveTensor(self.ref.name, self.ref.dtype, tuple(self.ref.shape), self.method, self.params,
                              arrays, "0" * 64, metrics, self.note, dict(self.codecs or {}))

@@ -100,6 +100,33 @@ def invoke(args: list[str]) -> Run:
     return Run(code, sys_out.decode("utf-8", "replace"), sys_err.decode("utf-8", "replace"), crash)
 
 
+def cli(*args: Any) -> Run:
+    """`quant ARGS` in-process (arguments turned to strings): what the CLI tests call."""
+    return invoke([str(a) for a in args])
+
+
+def one_error(run: Run, *needles: str) -> str:
+    """The promise for bad input: exit 2, no traceback, exactly one line `quant: error: ...`
+    holding every needle. Returns the line."""
+    assert run.exit_code == 2 and not run.crash, (run.exit_code, run.crash, run.stderr)
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("quant: error: "), run.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def resign_file(src: str, dst: str, edit: Callable[[dict[str, Any], dict[str, np.ndarray], dict[str, Any]], None]
+                ) -> str:
+    """The archive at `src` with `edit(manifest, arrays, meta)` applied and every checksum
+    recomputed honestly (a malicious but self-consistent archive), written to `dst`."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(_resign(Seed("x", "archive", ".qnt.safetensors", data, []), edit))
+    return dst
+
+
 # --------------------------------------------------------------------------------------------
 # Choosers: the fuzzer asks for numbers; hypothesis or random.Random answers.
 

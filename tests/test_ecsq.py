@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from typer.testing import CliRunner
 
+import fuzzing as fz
 import quantcli.parallel
 from quantcli import ConfigError, InputError, Spec, open_archive, quantize_file
 from quantcli.cli import app
@@ -133,25 +134,13 @@ def test_entropy_bytes_do_not_depend_on_jobs(tiny_model, tmp_path, monkeypatch):
 
 
 def _forge(path: str, change) -> None:
-    """Rewrite an archive's manifest with `change(entry)` applied to its ecsq entry, checksums
-    recomputed (a malicious but self-consistent archive)."""
-    from quantcli.archive import KEY_MANIFEST, KEY_MANIFEST_SHA
-    import hashlib
-    from quantcli.output import SafetensorsWriter
-    with SafetensorsFile(path) as st_:
-        meta = dict(st_.metadata)
-        arrays = {name: st_.read(name) for name in st_.entries}
-    doc = json.loads(meta[KEY_MANIFEST])
-    for entry in doc["tensors"]:
-        if entry["method"] == "ecsq":
-            change(entry)
-    meta[KEY_MANIFEST] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    meta[KEY_MANIFEST_SHA] = hashlib.sha256(meta[KEY_MANIFEST].encode()).hexdigest()
-    os.unlink(path)
-    w = SafetensorsWriter(path)
-    for name, a in arrays.items():
-        w.add(name, a)
-    w.finish(meta)
+    """`change(entry)` applied to the archive's ecsq entry, checksums recomputed (a malicious but
+    self-consistent archive)."""
+    def edit(manifest, arrays, meta):
+        for entry in manifest["tensors"]:
+            if entry["method"] == "ecsq":
+                change(entry)
+    fz.resign_file(path, path, edit)
 
 
 @pytest.mark.parametrize("change", [
@@ -205,3 +194,21 @@ def test_kmeans_codebooks_larger_than_the_tensor_are_refused():
     with pytest.raises(ConfigError, match="codebooks"):
         km.encode(np.ones(100_000, np.float32), Spec(method="kmeans", bits=4))  # channel on 1-D: a book per value
     km.encode(np.ones(100_000, np.float32), Spec(method="kmeans", bits=4, granularity="tensor"))
+
+
+def test_sqnr_on_all_zero_weights_is_exact(tmp_path):
+    np.save(tmp_path / "z.npy", np.zeros((8, 8), np.float32))
+    r = quantize_file([str(tmp_path / "z.npy")], str(tmp_path / "z.qnt.safetensors"), Spec(method="ecsq", sqnr=30.0))
+    assert r.tensors[0].max_abs_err == 0 and r.overall_sqnr_db == math.inf
+
+
+def test_forged_grid_beyond_float32_is_refused(tmp_path):
+    x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    np.save(tmp_path / "w.npy", x)
+    path = str(tmp_path / "w.qnt.safetensors")
+    quantize_file([str(tmp_path / "w.npy")], path, Spec(method="ecsq", step=0.05))
+    _forge(path, lambda e: e["params"].update(step=float(np.float32(3e37))))
+    with pytest.raises(ArchiveError, match="float32"):
+        with open_archive(path) as a:
+            for t in a.tensors:
+                a.decode(t)

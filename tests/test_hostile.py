@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fuzzing as fz
+from fuzzing import cli, one_error
 from quantcli import ArchiveError, InputError, open_archive, verify_archive
 from quantcli.safetensors_io import MAX_ELEMENTS, MAX_NDIM, SafetensorsFile
 from quantcli.sources import Sources
@@ -22,17 +23,8 @@ def seeds(tmp_path_factory):
     return fz.build_seeds(str(tmp_path_factory.mktemp("seeds")))
 
 
-def cli(*args):
-    return fz.invoke([str(a) for a in args])
 
 
-def one_error(run, *needles):
-    assert run.exit_code == 2 and not run.crash, (run.exit_code, run.crash, run.stderr)
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("quant: error: "), run.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def st_file(path, header: dict, body: bytes = b"") -> str:

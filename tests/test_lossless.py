@@ -13,6 +13,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import fuzzing as fz
+from fuzzing import cli, one_error
 import quantcli
 from quantcli import Spec, open_archive, quantize_file, verify_archive
 from quantcli.archive import ArchiveWriter, KEY_MANIFEST, KEY_VERSION
@@ -25,8 +26,6 @@ DTYPES = [np.dtype(np.float32), np.dtype(np.float16), BF16, np.dtype(np.float64)
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def cli(*args):
-    return fz.invoke([str(a) for a in args])
 
 
 def ok(run):
@@ -34,12 +33,6 @@ def ok(run):
     return run
 
 
-def one_error(run, *needles):
-    assert run.exit_code == 2 and not run.crash, (run.exit_code, run.crash, run.stderr)
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("quant: error: "), run.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def bits(x: np.ndarray, dtype: np.dtype) -> np.ndarray:

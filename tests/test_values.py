@@ -12,22 +12,15 @@ import numpy as np
 import pytest
 
 import fuzzing as fz
+from fuzzing import cli, one_error
 from quantcli import ArchiveError, ConfigError, QuantError, Spec, open_archive, quantize_file, verify_archive
 from quantcli.methods import METHODS, get_method
 from quantcli.methods.base import ANY, FINITE, NONNEGATIVE
 from quantcli.output import SafetensorsWriter
 
 
-def cli(*args):
-    return fz.invoke([str(a) for a in args])
 
 
-def one_error(run, *needles):
-    assert run.exit_code == 2 and not run.crash, (run.exit_code, run.crash, run.stderr)
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("quant: error: "), run.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def write_st(path, tensors: dict[str, np.ndarray]) -> str:
@@ -46,14 +39,8 @@ def archive(tmp_path, spec: Spec, x: np.ndarray, name="a", **options) -> str:
 
 
 def resign(path: str, edit) -> str:
-    """The archive at `path` with `edit(manifest, arrays, meta)` applied and every checksum
-    recomputed honestly: a malicious but self-consistent archive."""
-    data = open(path, "rb").read()
-    seed = fz.Seed("x", "archive", ".qnt.safetensors", data, [])
-    forged = path.replace(".qnt.", ".forged.qnt.")
-    with open(forged, "wb") as f:
-        f.write(fz._resign(seed, edit))
-    return forged
+    """The archive at `path`, forged by `edit` with every checksum recomputed (fuzzing.resign_file)."""
+    return fz.resign_file(path, path.replace(".qnt.", ".forged.qnt."), edit)
 
 
 def tensor(m, name="w"):

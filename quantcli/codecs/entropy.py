@@ -404,5 +404,10 @@ def size_bound(counts: np.ndarray) -> int:
     bits = float(np.sum(counts[present] * (PRECISION - np.log2(freq[present])))) + n * 2.2014e-5
     lanes = -(-n // CODES_PER_LANE)
     words = int(bits // 32) + lanes  # + one per lane for floating-point slack in the sum
-    return len(_table_bytes(quantize_counts(counts))) + 8 * lanes + 4 * words
+    return table_nbytes(counts) + 8 * lanes + 4 * words
+
+
+def table_nbytes(counts: np.ndarray) -> int:
+    """Bytes of the frequency table `encode` writes for codes with this histogram (exact)."""
+    return len(_table_bytes(quantize_counts(np.asarray(counts, dtype=np.int64))))
 

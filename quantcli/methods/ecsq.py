@@ -83,7 +83,7 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
         signal += sum_squares(x)
         count += x.size
     if count == 0 or signal == 0.0:
-        raise ConfigError("--sqnr needs at least one quantized tensor with nonzero values")
+        return 1.0  # all zeros: every step reconstructs them exactly (SQNR inf meets any target)
     want = signal / 10 ** (target_db / 10)  # the largest total squared error allowed
 
     measure_at = trellis_error if trellis else rounding_error
@@ -188,6 +188,11 @@ class ECSQ(Method):
         bits = param(params, "bits", int, lo=1, hi=16)
         if "dq" in params:
             param(params, "dq", bool, choices=(True,))
+        offset = params["offset"]
+        reach = max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) * float(step)
+        if not reach <= float(np.finfo(np.float32).max):  # a forged grid must not decode to inf
+            raise ArchiveError(f"param 'step' = {step!r} with offset {offset} and {levels} levels reaches beyond "
+                               "float32's range")
         if bits != max(1, math.ceil(math.log2(levels))):
             raise ArchiveError(f"param 'bits' = {bits} does not fit {levels} levels")
         return {"codes": code_layout(shape, bits)}

@@ -159,7 +159,7 @@ def ecsq_point(ref: TensorRef, candidate: Spec, shown: str, xf: np.ndarray, sign
     bound = min(packed_nbytes(xf.size, bits), entropy.size_bound(counts) + MANIFEST_SLACK)
     params = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
     codecs = {"codes": {"codec": "rans", "alphabet": alphabet, "lanes": -(-xf.size // entropy.CODES_PER_LANE),
-                        "table_nbytes": len(entropy._table_bytes(entropy.quantize_counts(counts))),
+                        "table_nbytes": entropy.table_nbytes(counts),
                         "nbytes": bound}}
     sized = Sized(ref, "ecsq", params, {"codes": (np.dtype(np.uint8), (bound,))}, "", codecs, exact=False)
     spec = candidate.with_options(step=float(step), step_rms=None)

@@ -6,7 +6,7 @@ import math
 import time
 from typing import Iterator
 
-from ..storage import stored_nbytes
+from ..storage import stored_arrays, stored_nbytes
 from ..errors import ConfigError, InputError, WorkError
 from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
@@ -240,7 +240,9 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
         def results() -> Iterator[Encoded]:
             for t, (enc, err) in zip(plan.tensors, ordered_map(encode, plan.tensors, jobs)):
                 codec = storage_codec(t.choice.spec if t.choice is not None else None, Spec())
-                stored = stored_nbytes(enc, tuple(t.ref.shape), codec)
+                arrays = stored_arrays(enc, tuple(t.ref.shape), codec) if codec != "bitpack" else None
+                stored = (sum(int(a.nbytes) for a in arrays[0].values()) if arrays is not None
+                          else stored_nbytes(enc, tuple(t.ref.shape)))
                 exact = t.choice is None or t.choice.sized.exact
                 if t.choice is not None and (enc.params != t.choice.params or stored > t.choice.nbytes
                                              or exact and stored != t.choice.nbytes):
@@ -248,7 +250,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                                     f"{t.choice.nbytes}; nothing was written")
                 t.cache = {}
                 t.actual = err
-                yield Encoded(t.ref, enc, err, t.note if not t.quantized else "", codec=codec)
+                yield Encoded(t.ref, enc, err, t.note if not t.quantized else "", codec=codec, stored=arrays)
 
         def header() -> int:
             plan.header_bytes = exact_header(plan.tensors)
