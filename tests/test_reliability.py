@@ -8,6 +8,7 @@ import errno
 import hashlib
 import os
 import signal
+import threading
 import zipfile
 
 import numpy as np
@@ -134,6 +135,13 @@ def test_a_refused_write_is_exit_1(archive, tmp_path, monkeypatch, err, target):
 
 # -- 2. signals held around creating a temp file ----------------------------------------------------
 
+def _signal_me(sig: int) -> None:
+    """Send `sig` to this thread (the main one). A signal sent to the process may be taken by any
+    thread not blocking it (numpy's BLAS threads are there) and acted on a moment later, after
+    the step under test has ended: the test would race the kernel, not test `held()`."""
+    signal.pthread_kill(threading.get_ident(), sig)
+
+
 def test_held_defers_sigterm_and_sigint_to_the_end_of_the_step():
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     install()
@@ -142,7 +150,7 @@ def test_held_defers_sigterm_and_sigint_to_the_end_of_the_step():
             steps = []
             with pytest.raises(exc):
                 with held():
-                    os.kill(os.getpid(), sig)
+                    _signal_me(sig)
                     steps.append("after the signal")
             assert steps == ["after the signal"]
     finally:
@@ -157,7 +165,7 @@ def test_signal_as_the_temp_file_is_created_leaves_nothing(tmp_path, monkeypatch
 
     def mkstemp_then_signal(*a, **k):
         made = real(*a, **k)
-        os.kill(os.getpid(), sig)  # the worst moment: the file exists, nobody owns it yet
+        _signal_me(sig)  # the worst moment: the file exists, nobody owns it yet
         return made
 
     monkeypatch.setattr(output.tempfile, "mkstemp", mkstemp_then_signal)
