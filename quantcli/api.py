@@ -13,7 +13,7 @@ from .inspection import archive_report, inspect_paths, tensor_stats, verify_arch
 from .methods import get_method
 from .output import check_output
 from .parallel import default_jobs
-from .pipeline import Progress, dry_run, quantize, resolve_ecsq_steps
+from .pipeline import Progress, dry_run, open_importance, quantize, resolve_ecsq_steps
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
@@ -38,6 +38,11 @@ def resolve_jobs(jobs: int | None) -> int:
     return jobs
 
 
+def weighs_importance(method: str) -> bool:
+    """Whether --importance changes what `method` does (it weights its choices)."""
+    return get_method(method).weighs_importance
+
+
 def _recipe(recipe: str | Recipe | None) -> Recipe | None:
     return load_recipe(recipe) if isinstance(recipe, str) else recipe
 
@@ -45,11 +50,13 @@ def _recipe(recipe: str | Recipe | None) -> Recipe | None:
 def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, only: str | None = None,
                   skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                   recipe: str | Recipe | None = None, jobs: int | None = 1,
-                  progress: Progress | None = None) -> QuantizeReport:
+                  progress: Progress | None = None, importance: str | None = None) -> QuantizeReport:
     """Quantize every tensor of `inputs` into one archive at `output` (written atomically).
 
     With `jobs` > 1 (None: the machine's cores) and enough tensor bytes to encode, worker
-    processes encode tensors at once; the archive's bytes do not depend on `jobs`.
+    processes encode tensors at once; the archive's bytes do not depend on `jobs`. `importance`:
+    a calibration statistics file (docs/IMPORTANCE.md); the tensors it covers are encoded for
+    their layer's output error.
 
     Example:
         >>> r = quantize_file(["w.npy"], "w.qnt.safetensors", Spec(bits=4, granularity="group"))
@@ -62,15 +69,17 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
     jobs = resolve_jobs(jobs)
     selection = Selection(only, skip, include_1d)
     with Sources(inputs) as sources:
-        check_output(output, sources.files, ".safetensors")
+        check_output(output, sources.files + ([importance] if importance else []), ".safetensors")
         refuse_archives(sources)
+        stats = open_importance(importance, sources)
         plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe))
         return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
-                        progress=progress, base=spec)
+                        progress=progress, base=spec, importance=stats)
 
 
 def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None = None, skip: str | None = None,
-              include_1d: bool = False, recipe: str | Recipe | None = None) -> PlanReport:
+              include_1d: bool = False, recipe: str | Recipe | None = None,
+              importance: str | None = None) -> PlanReport:
     """The per-tensor plan and predicted archive size, reading headers only (no tensor data).
 
     Stored bytes are exact for each tensor's arrays; the header (manifest with metrics) is built
@@ -82,5 +91,6 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
     recipe = _recipe(recipe)
     with Sources(inputs) as sources:
         refuse_archives(sources)
+        stats = open_importance(importance, sources)
         plan = plan_tensors(sources.refs, spec, Selection(only, skip, include_1d), recipe)
-        return dry_run(sources, list(inputs), plan)
+        return dry_run(sources, list(inputs), plan, stats)

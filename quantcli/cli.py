@@ -314,6 +314,10 @@ def quantize(
                                                                      "relative error; mse = total squared error "
                                                                      "(what SQNR over the model measures).")]
     = Objective.relative,
+    importance: Annotated[Optional[str], typer.Option("--importance", metavar="FILE", help="Calibration "
+                                                      "statistics (safetensors; docs/IMPORTANCE.md): the tensors "
+                                                      "they cover are quantized for their layer's output error.",
+                                                      show_default=False)] = None,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Quantize weights into one archive file and report bits per weight, SQNR and max error.
@@ -330,7 +334,7 @@ def quantize(
 
         if not output and not dry_run:
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
-        check_report(report, paths + ([output] if output else []))
+        check_report(report, paths + ([output] if output else []) + ([importance] if importance else []))
         budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
         spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
@@ -338,6 +342,9 @@ def quantize(
                     iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value,
                     trellis=trellis)
         _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
+        if importance is not None and budget is None and recipe is None and not api.weighs_importance(spec.method):
+            raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
+                              "uniform, nf, log, kmeans and ecsq)")
         show = not quiet and not json_out
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
             kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
@@ -357,14 +364,16 @@ def quantize(
                 plan_render.print_planned(_stdout(), planned)
             return
         if dry_run:
-            plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe)
+            plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe,
+                                 importance=importance)
             out.emit(render.plan_json(plan))
             if show:
                 render.print_plan(_stdout(), plan)
             return
         with _progress(show, lambda: source_items(paths)) as progress:
             result = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
-                                       keep_nonfinite=keep_nonfinite, recipe=recipe, jobs=jobs, progress=progress)
+                                       keep_nonfinite=keep_nonfinite, recipe=recipe, jobs=jobs, progress=progress,
+                                       importance=importance)
         out.emit(render.quantize_json(result))
         if show:
             render.print_quantize(_stdout(), result)

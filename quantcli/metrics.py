@@ -39,6 +39,9 @@ class ErrorStats:
     signal: float  # sum of x^2
     error: float  # sum of (x - x_hat)^2
     max_abs: float
+    # importance-weighted sums (importance.py: the layer's output), 0 for tensors without statistics
+    output_signal: float = 0.0
+    output_error: float = 0.0
 
     @property
     def mse(self) -> float:
@@ -48,9 +51,15 @@ class ErrorStats:
     def sqnr_db(self) -> float:
         return sqnr_db(self.signal, self.error)
 
+    @property
+    def output_sqnr_db(self) -> float | None:
+        """SQNR of the importance-weighted sums (the output's), None without statistics."""
+        return sqnr_db(self.output_signal, self.output_error) if self.output_signal > 0 else None
+
     def __add__(self, other: "ErrorStats") -> "ErrorStats":
         return ErrorStats(self.count + other.count, self.signal + other.signal, self.error + other.error,
-                          max(self.max_abs, other.max_abs))
+                          max(self.max_abs, other.max_abs), self.output_signal + other.output_signal,
+                          self.output_error + other.output_error)
 
 
 ZERO = ErrorStats(0, 0.0, 0.0, 0.0)

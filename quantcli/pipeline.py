@@ -4,6 +4,7 @@ archive in ONE loop (used by plain quantizing and by the planner), plus the dry-
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -15,10 +16,11 @@ from .errors import ConfigError, InputError, NonFiniteError, QuantError
 from .methods import Encoding, get_method
 from .methods import ecsq
 from .methods.base import to_float32
-from .metrics import ZERO, ErrorStats
+from .importance import PARAM as IMPORTANCE_PARAM, Importance, TensorImportance
+from .metrics import ZERO, ErrorStats, measure
 from . import parallel
 from .parallel import Spilled, Workers
-from .reports import PlanReport, QuantizeReport, TensorReport
+from .reports import ImportanceUse, PlanReport, QuantizeReport, TensorReport
 from .selection import PlanItem
 from .sizing import Sized, header_bytes, metrics_doc
 from .sources import Sources, TensorRef
@@ -54,14 +56,21 @@ def nonfinite_note(count: int) -> str:
     return f"kept: {count} NaN/Inf values (--keep-nonfinite)"
 
 
-def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: bool = False
-                  ) -> tuple[Encoding, ErrorStats | None, str]:
+def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: bool = False,
+                  importance: Importance | None = None) -> tuple[Encoding, ErrorStats | None, str]:
     """Load and encode one tensor (spec None: keep it as it is): (encoding, error stats or None
-    when kept, note)."""
+    when kept, note). With `importance` holding statistics for it, the method chooses for the
+    weighted error and the stats carry the weighted sums too."""
     if spec is None or spec.method == "keep":  # stored as it is, in its own dtype
         return get_method("keep").encode(ref.load(), spec or Spec()), None, note
+    imp = None
+    if importance is not None and weighted_by(importance, ref, spec):
+        imp = importance.for_tensor(ref.name, tuple(ref.shape))
     try:
-        if get_method(spec.method).reads_narrow_floats:
+        if imp is not None:
+            assert importance is not None
+            enc, err = encode_weighted(load_float32(ref), spec, ref, imp, importance.record)
+        elif get_method(spec.method).reads_narrow_floats:
             enc, err = encode_and_measure(ref.load(), spec, ref)  # widened chunk by chunk inside
         else:
             enc, err = encode_and_measure(load_float32(ref), spec, ref)
@@ -83,11 +92,26 @@ def encode_and_measure(x: np.ndarray, spec: Spec, ref: TensorRef) -> tuple[Encod
         raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
 
 
+def encode_weighted(x: np.ndarray, spec: Spec, ref: TensorRef, imp: TensorImportance, record: str
+                    ) -> tuple[Encoding, ErrorStats]:
+    """Encode float32 `x` for the importance-weighted error (`Method.encode_importance`), record
+    the statistics' digest in its params, and measure both errors on the decoded values."""
+    method = get_method(spec.method)
+    try:
+        enc = method.encode_importance(x, spec, imp)
+    except QuantError as e:
+        raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
+    recon = method.decode(enc, tuple(x.shape))
+    err = measure(x, recon)
+    err = replace(err, output_signal=imp.weighted_sum(x), output_error=imp.weighted_sum(x - recon))
+    return Encoding(enc.method, {**enc.params, IMPORTANCE_PARAM: record}, enc.arrays), err
+
+
 def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
     label = "kept" if t.method == "keep" else get_method(t.method).describe(t.params)
     e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
     return TensorReport(t.name, t.dtype, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
-                        e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note)
+                        e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note, e.output_sqnr_db)
 
 
 def storage_codec(spec: Spec | None, base: Spec) -> str:
@@ -154,7 +178,8 @@ def _item_codec(item: PlanItem, base: Spec) -> str:
 
 
 def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: str, *, jobs: int,
-             keep_nonfinite: bool, progress: Progress | None, base: Spec | None = None) -> QuantizeReport:
+             keep_nonfinite: bool, progress: Progress | None, base: Spec | None = None,
+             importance: Importance | None = None) -> QuantizeReport:
     """Encode `plan` into the archive `output`. With `jobs` > 1 and more than PARALLEL_MIN_BYTES
     to encode, worker processes encode tensors at once; the archive is written in plan order,
     so its bytes do not depend on `jobs`. Memory holds at most 2 x `jobs` tensors' encodings."""
@@ -162,13 +187,13 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
     encoding = [item for item in plan if not item.keep]
     workers = None
     if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= parallel.PARALLEL_MIN_BYTES:
-        workers = Workers(inputs, output, jobs, keep_nonfinite, encode_tensor,
+        workers = Workers(inputs, output, jobs, keep_nonfinite, partial(encode_tensor, importance=importance),
                           partial(_item_codec, base=base or Spec()))
 
     def results() -> Iterator[Encoded]:
         if workers is None:
             for item in plan:
-                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite),
+                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite, importance),
                               codec=storage_codec(item.spec, base or Spec()))
         else:
             for item, (enc, err, note) in workers.run(plan):
@@ -183,18 +208,44 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
         if workers is not None:
             workers.close(ok)
     return QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
-                          time.perf_counter() - start, stats)
+                          time.perf_counter() - start, stats, importance_use(importance, plan))
 
 
-def sized(item: PlanItem) -> Sized:
+def open_importance(path: str | None, sources: Sources) -> Importance | None:
+    """The statistics file, validated against every tensor of the inputs (None: not given)."""
+    if path is None:
+        return None
+    return Importance.open(path, {r.name: tuple(r.shape) for r in sources.refs})
+
+
+def importance_use(importance: Importance | None, plan: list[PlanItem]) -> ImportanceUse | None:
+    """Which quantized tensors the statistics covered (a partial match is reported, not refused)."""
+    if importance is None:
+        return None
+    names = [item.ref.name for item in plan if not item.keep and len(item.ref.shape) == 2]
+    missing = importance.unmatched(names)
+    return ImportanceUse(importance.path, importance.digest, importance.tokens,
+                         [n for n in names if n not in set(missing)], missing)
+
+
+def weighted_by(importance: Importance | None, ref: TensorRef, spec: Spec) -> bool:
+    """Whether `importance` acts on this tensor: the file covers it and the method weighs."""
+    return importance is not None and ref.name in importance.tensors and get_method(spec.method).weighs_importance
+
+
+def sized(item: PlanItem, importance: Importance | None = None) -> Sized:
     """How a plan item will be stored, from its shape and spec alone."""
     if item.spec is None:
         return Sized.kept(item.ref, item.note)
     method = get_method(item.spec.method)
+    if importance is not None and weighted_by(importance, item.ref, item.spec):
+        params = method.params_for(tuple(item.ref.shape), method.importance_spec(item.spec))
+        return Sized.stored(item.ref, item.spec.method, {**params, IMPORTANCE_PARAM: importance.record})
     return Sized.stored(item.ref, item.spec.method, method.params_for(tuple(item.ref.shape), item.spec))
 
 
-def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem]) -> PlanReport:
+def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem],
+            importance: Importance | None = None) -> PlanReport:
     """The per-tensor plan and predicted archive size, from headers alone (no tensor data).
     Entropy-coded sizes depend on the data, so such a plan is refused rather than guessed."""
     for item in plan:
@@ -202,7 +253,7 @@ def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem]) -> PlanRe
             raise ConfigError("--dry-run predicts sizes from headers alone; entropy-coded sizes depend on the "
                               "data (run quantize: its report gives the exact sizes)", path=item.ref.path,
                               tensor=item.ref.name)
-    tensors = [sized(item) for item in plan]
+    tensors = [sized(item, importance) for item in plan]
     labels = ["kept" if s.method == "keep" else get_method(s.method).describe(s.params) for s in tensors]
     return PlanReport(list(inputs), plan, labels, [s.nbytes for s in tensors], sources.input_bytes,
                       header_bytes(tensors))

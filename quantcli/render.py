@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:  # annotations only: rendering needs no numpy or method code at import
-    from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
-                          TensorStats)
+    from .metrics import ErrorStats
+    from .reports import (DequantizeReport, ImportanceUse, Inspection, PlanReport, PQDotReport, QuantizeReport,
+                          TensorReport, TensorStats)
 
 SCHEMA = 1  # the "schema" key of every JSON document (docs/JSON.md)
 MIN_NAME = 24  # narrowest a name column gets before low-value columns are dropped
@@ -135,6 +136,8 @@ def tensor_json(t: TensorReport) -> dict[str, Any]:
            "stored_bytes": t.stored_bytes, "bits_per_weight": t.bits_per_weight}
     if t.quantized:
         doc.update(mse=t.mse, sqnr_db=_num(t.sqnr_db), max_abs_err=t.max_abs_err)
+    if t.output_sqnr_db is not None:
+        doc["output_sqnr_db"] = _num(t.output_sqnr_db)
     if t.note:
         doc["note"] = t.note
     return doc
@@ -151,16 +154,40 @@ def quantize_json(r: QuantizeReport, command: str = "quantize") -> dict[str, Any
             "bits_per_weight": r.bits_per_weight, "overall_sqnr_db": _num(r.overall_sqnr_db),
             "overall_mse": r.quantized.mse, "max_abs_err": r.quantized.max_abs,
             "seconds": r.seconds, "mb_per_s": r.input_bytes / 1e6 / r.seconds if r.seconds else None,
+            **({"overall_output_sqnr_db": _num(r.quantized.output_sqnr_db)}
+               if r.quantized.output_sqnr_db is not None else {}),
         },
+        **({"importance": importance_json(r.importance)} if r.importance is not None else {}),
     )
+
+
+def importance_json(u: ImportanceUse) -> dict[str, Any]:
+    return {"path": u.path, "sha256": u.sha256, "tokens": u.tokens, "weighted": u.weighted, "without": u.without}
+
+
+def print_importance(console: Console, u: ImportanceUse | None, stats: ErrorStats) -> None:
+    """One line on what the statistics covered (a partial match is said, not hidden)."""
+    if u is None:
+        return
+    covered = f"{len(u.weighted)} of {len(u.weighted) + len(u.without)} quantized 2-D tensors weighted"
+    out = f", output SQNR {_db(stats.output_sqnr_db)} dB" if stats.output_sqnr_db is not None else ""
+    missing = ""
+    if u.without:
+        names = ", ".join(u.without[:3]) + (f" and {len(u.without) - 3} more" if len(u.without) > 3 else "")
+        missing = f"; no statistics for {names}"
+    console.print(safe(f"importance {u.path} (sha256 {u.sha256[:12]}): {covered}{out}{missing}"))
 
 
 _TENSOR_COLS = (Col("tensor", "left"), Col("shape", "left", 4), Col("dtype", "left", 3), Col("method", "left", wrap=22),
                 Col("bytes", drop=5), Col("bits/w"), Col("SQNR dB"), Col("max abs err", drop=2), Col("MSE", drop=1))
 
 
+_OUTPUT_COL = Col("out dB", drop=3)  # with --importance: the SQNR of the layer's output
+
+
 def _tensor_table(console: Console, tensors: list[TensorReport], title: str) -> Table:
     rows, dim = [], []
+    weighted = any(t.output_sqnr_db is not None for t in tensors)
     for t in tensors:
         if t.quantized:
             rows.append([t.name, _shape(t.shape), t.dtype, t.label, _bytes(t.stored_bytes), f"{t.bits_per_weight:.3f}",
@@ -170,7 +197,10 @@ def _tensor_table(console: Console, tensors: list[TensorReport], title: str) -> 
             rows.append([t.name, _shape(t.shape), t.dtype, t.note or "kept", _bytes(t.stored_bytes),
                          f"{t.bits_per_weight:.3f}", "exact", "0", "0"])
             dim.append(3)
-    return fit_table(title, _TENSOR_COLS, rows, _width(console), dim)
+        if weighted:
+            rows[-1].insert(7, "" if t.output_sqnr_db is None else _db(t.output_sqnr_db))
+    cols = _TENSOR_COLS[:7] + (_OUTPUT_COL,) + _TENSOR_COLS[7:] if weighted else _TENSOR_COLS
+    return fit_table(title, cols, rows, _width(console), dim)
 
 
 # Below about this many bytes of float32 weights per tensor an archive is no smaller than its input:
@@ -189,6 +219,7 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
             f"max abs error {r.quantized.max_abs:.3g}")
     else:
         console.print(f"\nno tensor quantized: all {len(r.tensors)} kept as they are (see the notes above)")
+    print_importance(console, r.importance, r.quantized)
     rate = f", {r.input_bytes / 1e6 / r.seconds:.0f} MB/s" if r.seconds else ""
     console.print(f"input {_bytes(r.input_bytes)} -> archive {_bytes(r.archive_bytes)} (headers and kept tensors "
                   f"included): {100 * r.ratio:.2f}% of the input, {r.seconds:.2f} s{rate}")

@@ -35,6 +35,7 @@ class TensorReport:
     sqnr_db: float
     max_abs_err: float
     note: str = ""
+    output_sqnr_db: float | None = None  # with --importance statistics for this tensor
 
     @property
     def quantized(self) -> bool:
@@ -46,6 +47,17 @@ class TensorReport:
 
 
 @dataclass
+class ImportanceUse:
+    """The statistics a run used (--importance) and which quantized 2-D tensors they covered."""
+
+    path: str
+    sha256: str
+    tokens: int | None
+    weighted: list[str]
+    without: list[str]  # quantized 2-D tensors the file has no statistics for
+
+
+@dataclass
 class QuantizeReport:
     output: str
     inputs: list[str]
@@ -54,6 +66,7 @@ class QuantizeReport:
     archive_bytes: int
     seconds: float
     quantized: ErrorStats = ZERO
+    importance: ImportanceUse | None = None
 
     @property
     def quantized_elements(self) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import storage
 from .archive import ArchiveTensor, manifest_metadata, stored_name
+from .importance import PARAM as IMPORTANCE_PARAM
 from .metrics import ErrorStats
 from .output import predict_header
 from .safetensors_io import dtype_code
@@ -34,7 +35,10 @@ def metrics_doc(err: ErrorStats | None) -> dict[str, Any]:
     weight is not among them: it follows exactly from the stored arrays' shapes."""
     if err is None:
         return {}
-    return {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs}
+    doc = {"mse": err.mse, "sqnr_db": err.sqnr_db, "max_abs_err": err.max_abs}
+    if err.output_sqnr_db is not None:
+        doc["output_sqnr_db"] = err.output_sqnr_db
+    return doc
 
 
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
@@ -78,7 +82,8 @@ class Sized:
         arrays = {role: stored_name(self.ref.name, role, self.method) for role in sorted(self.layout)}
         metrics: dict[str, Any] = {}
         if self.method != "keep":
-            doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0))
+            weighted = 1.0 if IMPORTANCE_PARAM in self.params else 0.0
+            doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0, weighted, weighted))
             metrics = {k: WORST_FLOAT for k in doc}
         return ArchiveTensor(self.ref.name, self.ref.dtype, tuple(self.ref.shape), self.method, self.params,
                              arrays, "0" * 64, metrics, self.note, dict(self.codecs or {}))

@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError, InputError
+from ..importance import TensorImportance
 from ..metrics import ErrorStats, measure
 from ..spec import Spec
 
@@ -105,6 +106,8 @@ class Method(ABC):
     # True: encode takes the tensor in any float dtype and raises NonFiniteError itself, so the
     # pipeline makes no float32 copy and no separate NaN pass (the bytes moved are the cost)
     reads_narrow_floats: ClassVar[bool] = False
+    # True: `encode_importance` chooses something for the weighted error (--importance acts here)
+    weighs_importance: ClassVar[bool] = False
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""
@@ -132,6 +135,20 @@ class Method(ABC):
         if recon is None:
             return enc, measure(x, self.decode(enc, tuple(np.shape(x))))
         return enc, measure(x, recon, consume=True)
+
+    def encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """The encoding of float32 `x` [out, in] chosen for the importance-weighted error (the
+        layer's output error, importance.py) wherever this method chooses something: clipping
+        scales, levels, rounding. A method with nothing to weight encodes as `encode` does."""
+        self.check_writable(tuple(np.shape(x)), spec)
+        return self._encode_importance(x, spec, imp)
+
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        return self._encode(x, spec)[0]
+
+    def importance_spec(self, spec: Spec) -> Spec:
+        """The setting `encode_importance` actually uses (its params are what the archive records)."""
+        return spec
 
     @abstractmethod
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:

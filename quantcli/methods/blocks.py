@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..importance import TensorImportance
 from ..spec import GRANULARITIES, Spec
 from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, block_grid, code_layout, from_blocks, group_width,
                    matrix_shape, param, scale_shape)
+from .compensate import compensate
 from .scales import STORAGE, fits, resolve_scale_dtype
 from .search import RATIOS
 
@@ -28,6 +30,7 @@ from .search import RATIOS
 class BlockScaled(Method):
     options = frozenset({"bits", "granularity", "group_size", "scale_dtype", "scale_search"})
     value_rules = {"scale": NONNEGATIVE}
+    weighs_importance = True
 
     def check_spec(self, spec: Spec) -> None:
         if not 2 <= spec.bits <= 8:
@@ -55,6 +58,50 @@ class BlockScaled(Method):
     def dequant(self, codes: np.ndarray, enc: Encoding, nblocks: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(float32 values of the flat codes, per-block offset to subtract or None); refuses codes
         outside the method's alphabet with ArchiveError."""
+
+    @abstractmethod
+    def _encode_weighted(self, x: np.ndarray, spec: Spec, weights: np.ndarray) -> Encoding:
+        """`_encode` with the clipping search's error weighted by `weights` (x's [rows, cols] view)."""
+
+    @abstractmethod
+    def nearest_codes(self, y: np.ndarray, offset: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
+        """The codes of the grid points nearest to y = x / scale, one per row (`offset` per row, as
+        `dequant` returns it): what `_encode` computes, for one column at a time."""
+
+    # -- importance ---------------------------------------------------------------------------
+
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """Clipping scales searched for the weighted error; with a Gram, each column's rounding
+        error is also compensated on the columns after it (compensate.py), every group's scales
+        being fitted when the group starts, on its compensated values."""
+        shape = tuple(np.shape(x))
+        searched = self.importance_spec(spec)
+        weights = imp.element_weights(shape)
+        if imp.gram is None or np.size(x) == 0:
+            return self._encode_weighted(x, searched, weights)
+        enc = self._compensated(x, searched, imp.gram, weights)
+        if enc is None:  # a group's scales needed float32 after all: every group must share a dtype
+            enc = self._compensated(x, searched.with_options(scale_dtype="float32"), imp.gram, weights)
+            assert enc is not None
+        return enc
+
+    def importance_spec(self, spec: Spec) -> Spec:
+        """Importance acts through the clipping search, so it is on."""
+        return spec.with_options(scale_search=True)
+
+    def _compensated(self, x: np.ndarray, spec: Spec, gram: np.ndarray, weights: np.ndarray) -> Encoding | None:
+        shape = tuple(np.shape(x))
+        grid = _ColumnGrid(self, spec, weights)
+        compensate(x, gram, grid, spec.group_size if spec.granularity == "group" else shape[1])
+        used = {p.params["scale_dtype"] for p in grid.parts}
+        if len(used) > 1:
+            return None
+        arrays = {"codes": grid.codes}
+        for role in grid.parts[0].arrays:
+            if role != "codes":
+                pieces = [p.arrays[role] for p in grid.parts]
+                arrays[role] = np.stack(pieces, axis=1) if spec.granularity == "group" else pieces[0]
+        return Encoding(self.name, {**self.params_for(shape, spec), "scale_dtype": used.pop()}, arrays)
 
     # -- shared plumbing ----------------------------------------------------------------------
 
@@ -116,3 +163,39 @@ class BlockScaled(Method):
         """'tensor', 'channel' or 'g<group size>', and ' search' when the scales were searched."""
         where = {"tensor": "tensor", "channel": "channel"}.get(params["granularity"], f"g{params.get('group_size')}")
         return where + (" search" if params.get("scale_search") else "")
+
+
+class _ColumnGrid:
+    """compensate.ColumnGrid of a block-scaled method: `fit` encodes the group's columns as a
+    [rows, width] matrix per channel (the group's scales, weighted clipping search included),
+    `snap` rounds one column with those scales and records its codes."""
+
+    def __init__(self, method: BlockScaled, spec: Spec, weights: np.ndarray):
+        self.method = method
+        # a group's scales, fitted as one matrix's per-channel scales, in the group scales' dtype
+        self.sub = (spec.with_options(granularity="channel",
+                                      scale_dtype=resolve_scale_dtype(spec.scale_dtype, spec.granularity))
+                    if spec.granularity == "group" else spec)
+        self.weights = weights
+        self.codes = np.zeros(weights.shape, np.uint8)
+        self.parts: list[Encoding] = []
+        self.scale = self.safe = np.ones(0)
+        self.offset: np.ndarray | None = None
+
+    def fit(self, columns: np.ndarray, start: int) -> None:
+        rows, width = columns.shape
+        enc = self.method._encode_weighted(columns.astype(np.float32), self.sub,
+                                           self.weights[:, start:start + width])
+        self.parts.append(enc)
+        scale = enc.arrays["scale"].astype(np.float32).reshape(-1)
+        _, offset = self.method.dequant(np.zeros(0, np.uint8), enc, scale.size)
+        self.scale = np.broadcast_to(scale, (rows,)).astype(np.float64)
+        self.safe = np.where(self.scale > 0, self.scale, 1.0)
+        self.offset = None if offset is None else np.broadcast_to(offset, (rows,)).astype(np.float64)
+
+    def snap(self, column: np.ndarray, j: int) -> np.ndarray:
+        enc = self.parts[-1]
+        k = self.method.nearest_codes(column / self.safe, self.offset, enc.params)
+        self.codes[:, j] = k
+        values = self.method.dequant(k, enc, k.size)[0].astype(np.float64)
+        return (values - (0.0 if self.offset is None else self.offset)) * self.scale

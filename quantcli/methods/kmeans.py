@@ -42,10 +42,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
+from ..importance import TensorImportance
 from ..spec import GRANULARITIES, NORMALIZE, Spec
 from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_dtype, code_layout, group_width, matrix_shape,
                    param, scale_shape, to_blocks)
 from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
+from .compensate import compensate
 from .vector_kmeans import nearest as _nearest, train_subspaces
 from . import register
 
@@ -295,10 +297,13 @@ def store_codebook(codebook: np.ndarray, requested: str, many: bool) -> tuple[np
 
 
 def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group_size: int = 128,
-                    normalize: str = "none", scale_dtype: str = "auto", seed: int = 0):
+                    normalize: str = "none", scale_dtype: str = "auto", seed: int = 0,
+                    weights: np.ndarray | None = None):
     """The math alone: (codes [P, N] with the values of each codebook, arrays, params extras, recon).
 
     Returns (codes in the tensor's flat order, {"codebook": ..., ["scale": ...]}, params, recon).
+    `weights` (>= 0, x's [rows, cols] view; --importance) weight each value's squared error in
+    the k-means objective (with normalize group, times its scale squared: the error in x).
     """
     x = np.asarray(x, dtype=np.float32)
     shape = tuple(x.shape)
@@ -318,7 +323,8 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
         stored, used = store_scales(absmax.astype(np.float32), scale_dtype, "group")
         s_full = spread_scales(stored, rows, cols, group_size)
         y = m / np.where(s_full > 0, s_full, np.float32(1))
-        cb, cb_name = store_codebook(kmeans_1d(y.reshape(1, -1), k, seed), scale_dtype, many=False)
+        wy = None if weights is None else (weights * s_full.astype(np.float64) ** 2).reshape(1, -1)
+        cb, cb_name = store_codebook(kmeans_1d(y.reshape(1, -1), k, seed, wy), scale_dtype, many=False)
         cbf = cb.astype(np.float32)
         codes = assign_sorted(y.reshape(1, -1), cbf)
         recon = (cbf[0][codes[0]].reshape(rows, cols) * s_full).reshape(shape)
@@ -334,22 +340,23 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
         params["codebook_dtype"] = cb_name
         return np.zeros(0, np.uint8), {"codebook": cb}, params, x.copy()
     if granularity == "tensor":
-        problems, weights = m.reshape(1, -1), None
+        problems = m.reshape(1, -1)
+        weights = None if weights is None else weights.reshape(1, -1)
     elif granularity == "channel":
-        problems, weights = m, None
+        problems = m
     else:
         groups = -(-rows // group_size)
         padded_rows = groups * group_size
-        weights = None
         if padded_rows != rows:
             # the last run of rows is shorter: pad with its own last value at weight 0
             pad = np.repeat(m[-1:], padded_rows - rows, axis=0)
             m_pad = np.concatenate([m, pad], axis=0)
-            weights = np.ones((padded_rows, cols))
-            weights[rows:] = 0
-            weights = weights.reshape(groups, -1)
+            w_pad = np.zeros((padded_rows, cols))
+            w_pad[:rows] = 1 if weights is None else weights
+            weights = w_pad.reshape(groups, -1)
         else:
             m_pad = m
+            weights = None if weights is None else weights.reshape(groups, -1)
         problems = m_pad.reshape(groups, -1)
     cb, cb_name = store_codebook(kmeans_1d(problems, k, seed, weights), scale_dtype,
                                  many=granularity != "tensor")
@@ -367,6 +374,7 @@ class KMeans(Method):
     summary = "scalar k-means codebook of 2^bits learned levels per tensor, channel or row group"
     options = frozenset({"bits", "granularity", "codebook_rows", "group_size", "scale_dtype", "normalize", "seed"})
     value_rules = {"scale": NONNEGATIVE}  # normalize group: absmax scales
+    weighs_importance = True
 
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
@@ -415,12 +423,27 @@ class KMeans(Method):
                 params["scale_dtype"] = "float32"
         return params
 
-    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+    def _encode(self, x: np.ndarray, spec: Spec, weights: np.ndarray | None = None
+                ) -> tuple[Encoding, np.ndarray | None]:
         group = spec.group_size if spec.normalize == "group" else spec.codebook_rows
         codes, arrays, params, recon = kmeans_quantize(
-            x, spec.bits, spec.granularity, group, spec.normalize, spec.scale_dtype, spec.seed)
+            x, spec.bits, spec.granularity, group, spec.normalize, spec.scale_dtype, spec.seed, weights)
         arrays = {"codes": codes.reshape(np.shape(x)), **arrays}
         return Encoding(self.name, params, arrays), recon
+
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """Levels learned for the weighted error; with normalize group and a Gram, the codebook so
+        learned stays and the rounding is compensated column by column (compensate.py), each
+        group's scale taken when the group starts."""
+        enc = self._encode(x, spec, imp.element_weights(tuple(np.shape(x))))[0]
+        if imp.gram is None or spec.normalize != "group" or not np.size(x):
+            return enc
+        grid = _LevelGrid(enc.arrays["codebook"].astype(np.float32)[0], enc.params["scale_dtype"], np.shape(x))
+        compensate(x, imp.gram, grid, spec.group_size)
+        if grid.used != {enc.params["scale_dtype"]}:  # a compensated group outgrew the narrow dtype
+            return self._encode_importance(x, spec.with_options(scale_dtype="float32"), imp)
+        return Encoding(self.name, enc.params, {**enc.arrays, "codes": grid.codes,
+                                                "scale": np.stack(grid.scales, axis=1)})
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         bits = param(params, "bits", int, lo=1, hi=8)
@@ -472,6 +495,32 @@ class KMeans(Method):
 
 # ---------------------------------------------------------------------------------------------
 # vector VQ
+
+
+class _LevelGrid:
+    """compensate.ColumnGrid of kmeans normalize=group: a fixed sorted codebook, per-(row, group)
+    absmax scales taken from the compensated values when the group starts."""
+
+    def __init__(self, levels: np.ndarray, scale_dtype: str, shape: tuple[int, ...]):
+        self.levels = levels
+        self.scale_dtype = scale_dtype
+        self.codes = np.zeros(shape, np.uint8 if levels.size <= 256 else np.uint16)
+        self.scales: list[np.ndarray] = []
+        self.used: set[str] = set()
+        self.scale = self.safe = np.ones(0)
+
+    def fit(self, columns: np.ndarray, start: int) -> None:
+        absmax = np.abs(columns).max(axis=1).astype(np.float32)
+        stored, used = store_scales(absmax, self.scale_dtype, "group")
+        self.scales.append(stored)
+        self.used.add(used)
+        self.scale = stored.astype(np.float32).astype(np.float64)
+        self.safe = np.where(self.scale > 0, self.scale, 1.0)
+
+    def snap(self, column: np.ndarray, j: int) -> np.ndarray:
+        k = assign_sorted((column / self.safe)[None, :].astype(np.float32), self.levels[None, :])[0]
+        self.codes[:, j] = k
+        return self.levels[k].astype(np.float64) * self.scale
 
 
 def vq_train(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:

@@ -89,10 +89,11 @@ def _snap(blocks: np.ndarray, scale: np.ndarray, table: np.ndarray) -> tuple[np.
 
 
 def levels_scales(blocks: np.ndarray, table: np.ndarray, granularity: str, scale_dtype: str,
-                  scale_search: bool = False, ratio: float | None = None) -> np.ndarray:
+                  scale_search: bool = False, ratio: float | None = None,
+                  weights: np.ndarray | None = None) -> np.ndarray:
     """Float32 block scales before storage: absmax, times the searched clipping ratio with
     `scale_search` (the search quantizes with the scale as stored in the requested dtype), or
-    times a fixed `ratio` when given."""
+    times a fixed `ratio` when given. `weights` (blocks' shape) weight the search's error."""
     absmax = np.abs(blocks).max(axis=1) if blocks.shape[1] else np.zeros(blocks.shape[0], np.float32)
     absmax = absmax.astype(np.float32)
     if ratio is not None:
@@ -105,12 +106,12 @@ def levels_scales(blocks: np.ndarray, table: np.ndarray, granularity: str, scale
             stored = round_up(s, name)
             return _snap(b, s if stored is None else stored.astype(np.float32), table)[1]
 
-        absmax = (absmax * search_clip_ratios(blocks, qdq)).astype(np.float32)
+        absmax = (absmax * search_clip_ratios(blocks, qdq, weights=weights)).astype(np.float32)
     return absmax
 
 
 def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_size: int,
-                    scale_dtype: str, scale_search: bool = False):
+                    scale_dtype: str, scale_search: bool = False, weights: np.ndarray | None = None):
     """The math alone: (codes uint8 in x's shape, stored scales, scale dtype used, reconstruction).
 
     Example, nf 4 bits per tensor on the seed's 3x4 matrix: scale 2.5, and 1.0 (0.4 of the
@@ -123,7 +124,8 @@ def levels_quantize(x: np.ndarray, table: np.ndarray, granularity: str, group_si
                                     scale_dtype, granularity)
         return np.zeros(shape, np.uint8), stored, used, x.copy()
     blocks = to_blocks(x, granularity, group_size)
-    scales = levels_scales(blocks, table, granularity, scale_dtype, scale_search)
+    scales = levels_scales(blocks, table, granularity, scale_dtype, scale_search,
+                           weights=None if weights is None else to_blocks(weights, granularity, group_size))
     stored, used = store_scales(scales, scale_dtype, granularity)
     codes, recon = _snap(blocks, stored.astype(np.float32), table)
     return (from_blocks(codes, shape), stored.reshape(scale_shape(shape, granularity, group_size)), used,
@@ -138,10 +140,20 @@ class _Levels(BlockScaled):
         """The sorted level table in [-1, 1] for `bits` bits."""
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+        return self._levels(x, spec, None)
+
+    def _encode_weighted(self, x: np.ndarray, spec: Spec, weights: np.ndarray) -> Encoding:
+        return self._levels(x, spec, weights)[0]
+
+    def _levels(self, x: np.ndarray, spec: Spec, weights: np.ndarray | None) -> tuple[Encoding, np.ndarray]:
         codes, scales, used, recon = levels_quantize(
-            x, self.table(spec.bits), spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search)
+            x, self.table(spec.bits), spec.granularity, spec.group_size, spec.scale_dtype, spec.scale_search,
+            weights)
         params = {**self.params_for(x.shape, spec), "scale_dtype": used}
         return Encoding(self.name, params, {"codes": codes, "scale": scales}), recon
+
+    def nearest_codes(self, y: np.ndarray, offset: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
+        return nearest_level(y.astype(np.float32), self.table(params["bits"]))
 
     def block_scales(self, x: np.ndarray, spec: Spec, ratio: float | None = None) -> np.ndarray:
         blocks = to_blocks(np.asarray(x, dtype=np.float32), spec.granularity, spec.group_size)

@@ -22,8 +22,9 @@ QDQ = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def search_clip_ratios(blocks: np.ndarray, qdq: QDQ, ratios: np.ndarray = RATIOS,
-                       chunk_elems: int = 1 << 20) -> np.ndarray:
-    """The clipping ratio per block (float32 [n]) that minimises sum((qdq(block, r) - block)^2).
+                       chunk_elems: int = 1 << 20, weights: np.ndarray | None = None) -> np.ndarray:
+    """The clipping ratio per block (float32 [n]) that minimises sum((qdq(block, r) - block)^2),
+    or sum(weights * (qdq(block, r) - block)^2) with `weights` [n, w] (importance, --importance).
 
     `qdq` receives a chunk of blocks with one ratio per block and returns their reconstruction;
     it is responsible for turning the ratio into a scale (e.g. absmax * ratio) and for clipping.
@@ -38,11 +39,13 @@ def search_clip_ratios(blocks: np.ndarray, qdq: QDQ, ratios: np.ndarray = RATIOS
     step = max(1, chunk_elems // w)
     for start in range(0, n, step):
         chunk = blocks[start:start + step]
+        wchunk = None if weights is None else weights[start:start + step]
         best_err = np.full(chunk.shape[0], np.inf)
         best_ratio = np.ones(chunk.shape[0], dtype=np.float32)
         for r in ratios:
             diff = qdq(chunk, np.full(chunk.shape[0], r, dtype=np.float32)) - chunk
-            err = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+            err = (np.einsum("ij,ij->i", diff, diff, dtype=np.float64) if wchunk is None
+                   else np.einsum("ij,ij,ij->i", diff, diff, wchunk, dtype=np.float64))
             better = err < best_err
             best_err[better] = err[better]
             best_ratio[better] = r

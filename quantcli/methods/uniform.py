@@ -82,13 +82,15 @@ class UniformResult:
 
 
 def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_size: int, scale_dtype: str,
-                 scale_search: bool = False, reconstruct: bool = True) -> UniformResult:
+                 scale_search: bool = False, reconstruct: bool = True,
+                 weights: np.ndarray | None = None) -> UniformResult:
     """Codes, scales and the error in two passes over cache-sized chunks of rows.
 
     `x` may be float32, bfloat16, float16 or float64: each chunk is widened to float32 where it
     is used, so no full-size float32 copy is made. Pass 1 finds every block's min and max (a NaN or
     Inf anywhere shows up there, and is refused); the scales follow. Pass 2 divides, rounds, clips,
-    stores the codes, reconstructs and compares with x while the chunk is still in cache. On a
+    stores the codes, reconstructs and compares with x while the chunk is still in cache. `weights`
+    (float32, the [rows, cols] view; --importance) weight the clipping search's error. On a
     machine whose memory bandwidth one core can saturate, the bytes moved are the cost: this reads
     each value twice in its own width and writes one code.
     """
@@ -115,7 +117,8 @@ def uniform_core(x: np.ndarray, bits: int, scheme: str, granularity: str, group_
     # float32 sums of squares of a chunk stay finite while |x| < 1e15 (1e30 x 2^19 values < 3.4e38)
     wide = max(float(hi.max()), -float(lo.min())) >= 1e15
     if scale_search:
-        ratio = search_clip_ratios(to_blocks(to_float32(m), granularity, group_size), uniform_qdq(bits, scheme))
+        ratio = search_clip_ratios(to_blocks(to_float32(m), granularity, group_size), uniform_qdq(bits, scheme),
+                                   weights=None if weights is None else to_blocks(weights, granularity, group_size))
         hi, lo = hi * ratio, lo * ratio
     scale, lo = scales_from_range(lo, hi, bits, scheme)
     stored, used = store_scales(scale.astype(np.float32), scale_dtype, granularity)
@@ -206,9 +209,9 @@ class Uniform(BlockScaled):
             hi, lo = hi * np.float32(ratio), lo * np.float32(ratio)
         return scales_from_range(lo, hi, spec.bits, spec.scheme)[0].astype(np.float32)
 
-    def _core(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
+    def _core(self, x: np.ndarray, spec: Spec, weights: np.ndarray | None = None) -> tuple[Encoding, ErrorStats]:
         r = uniform_core(x, spec.bits, spec.scheme, spec.granularity, spec.group_size, spec.scale_dtype,
-                         spec.scale_search, reconstruct=False)
+                         spec.scale_search, reconstruct=False, weights=weights)
         arrays = {"codes": r.codes.reshape(np.shape(x)), "scale": r.scales}
         if r.zeros is not None:
             arrays["zero"] = r.zeros
@@ -217,6 +220,15 @@ class Uniform(BlockScaled):
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         return self._core(x, spec)[0], None
+
+    def _encode_weighted(self, x: np.ndarray, spec: Spec, weights: np.ndarray) -> Encoding:
+        return self._core(x, spec, weights)[0]
+
+    def nearest_codes(self, y: np.ndarray, offset: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
+        qmax = qrange(params["bits"], params["scheme"])[1]
+        top = 2 * qmax if params["scheme"] == "symmetric" else qmax
+        assert offset is not None  # uniform always has one: qmax (symmetric) or the zero point
+        return np.clip(np.rint(y) + offset, 0, top).astype(np.uint8)
 
     def encode_measured(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
         """The error is measured while encoding, chunk by chunk: no reconstruction, no decode."""
