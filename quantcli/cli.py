@@ -344,7 +344,7 @@ def quantize(
         _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
         if importance is not None and budget is None and recipe is None and not api.weighs_importance(spec.method):
             raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
-                              "uniform, nf, log, kmeans and ecsq)")
+                              "uniform, nf, log, kmeans, vq, pq and ecsq)")
         show = not quiet and not json_out
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
             kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,

@@ -321,3 +321,28 @@ def test_real_model_layer(real_model):
         plain = output_error(w, m.decode(m.encode(w, spec.with_options(scale_search=True)), w.shape), x)
         full = output_error(w, m.decode(m.encode_importance(w, spec, stats(gram)), w.shape), x)
         assert full < 0.7 * plain, (spec.method, full / plain)
+
+
+@pytest.mark.parametrize("spec", [Spec(method="vq", bits=6, vector_dim=4),
+                                  Spec(method="pq", subvector_dim=4, centroids=32)], ids=["vq", "pq"])
+def test_vector_codebooks_lower_the_weighted_error(spec):
+    """vq and pq learn centroids and assign pieces under the column weights."""
+    w, _, gram = correlated_layer(8, out=256, inn=64)
+    m = get_method(spec.method)
+    d = np.diag(gram) / np.diag(gram).mean()
+
+    def werr(enc):
+        return float((((w - m.decode(enc, w.shape)).astype(np.float64) ** 2) @ d).sum())
+
+    assert werr(m.encode_importance(w, spec, TensorImportance(d, None, None))) < 0.8 * werr(m.encode(w, spec))
+
+
+def test_uniform_weights_change_nothing_in_vector_kmeans():
+    """All-ones weights give the codebook and codes of the unweighted trainer."""
+    rng = np.random.default_rng(9)
+    cube = rng.normal(size=(500, 3, 4)).astype(np.float32)
+    from quantcli.methods.vector_kmeans import train_subspaces
+    a = train_subspaces(cube, 16, 10, 0)
+    b = train_subspaces(cube, 16, 10, 0, weights=np.ones_like(cube))
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)
+    assert (a[1] == b[1]).mean() > 0.99

@@ -48,7 +48,7 @@ from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_dtype, code_
                    param, scale_shape, to_blocks)
 from .scales import STORAGE, fits, resolve_scale_dtype, store_narrow, store_scales
 from .compensate import compensate
-from .vector_kmeans import nearest as _nearest, train_subspaces
+from .vector_kmeans import assign, nearest as _nearest, train_subspaces
 from . import register
 
 MAX_ATOMS = 1 << 13        # sorted values up to this many per codebook, else a histogram of this many bins
@@ -523,10 +523,11 @@ class _LevelGrid:
         return self.levels[k].astype(np.float64) * self.scale
 
 
-def vq_train(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+def vq_train(vectors: np.ndarray, k: int, iters: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
     """A [k, d] float32 codebook for `vectors` [n, d]: the shared vector k-means with one subspace
     (pq's trainer on an [n, 1, d] cube), so vq and pq train, sample and seed alike."""
-    return train_subspaces(np.asarray(vectors, dtype=np.float32)[:, None, :], k, iters, seed, labels=False)[0][0]
+    return train_subspaces(np.asarray(vectors, dtype=np.float32)[:, None, :], k, iters, seed, labels=False,
+                           weights=None if weights is None else weights[:, None, :])[0][0]
 
 
 def _vq_geometry(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
@@ -538,6 +539,7 @@ def _vq_geometry(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
 @register
 class VQ(Method):
     name = "vq"
+    weighs_importance = True
     summary = "vector quantization: row pieces of --vector-dim values, one codebook of 2^bits centroids"
     options = frozenset({"bits", "vector_dim", "iters", "seed", "scale_dtype"})
 
@@ -545,15 +547,19 @@ class VQ(Method):
         if not 1 <= spec.bits <= 16:
             raise ConfigError(f"vq takes --bits 1 to 16, got {spec.bits}")
 
-    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+    def _encode(self, x: np.ndarray, spec: Spec, weights: np.ndarray | None = None
+                ) -> tuple[Encoding, np.ndarray | None]:
         x = np.asarray(x, dtype=np.float32)
         dim, k = spec.vector_dim, 2**spec.bits
         rows, cols, pad = _vq_geometry(x.shape, dim)
         m = x.reshape(rows, cols)
+        wv = None
         if pad:
             m = np.concatenate([m, np.zeros((rows, pad), np.float32)], axis=1)
+        if weights is not None:  # padding weighs nothing
+            wv = np.concatenate([weights, np.zeros((rows, pad), np.float32)], axis=1).reshape(-1, dim)
         vectors = np.ascontiguousarray(m).reshape(-1, dim)
-        c = vq_train(vectors, k, spec.iters, spec.seed)
+        c = vq_train(vectors, k, spec.iters, spec.seed, wv)
         # centroids are values, not multipliers: a few subnormal components among normal ones cost
         # only their own tiny absolute error and are kept; a codebook of tiny values falls back
         narrow = codebook_dtype(spec.scale_dtype, many=False)
@@ -561,12 +567,17 @@ class VQ(Method):
         keep = c.size > 0 and float(np.abs(c).max()) >= tiny
         cb, cb_name = store_narrow(c, narrow, subnormal="keep" if keep else "refuse")
         cbf = cb.astype(np.float32)
-        idx, _ = _nearest(vectors, cbf)
+        idx = _nearest(vectors, cbf)[0] if wv is None else assign(vectors[None], cbf[None], w=wv[None])[0][0]
         recon = cbf[idx].reshape(rows, cols + pad)[:, :cols].reshape(x.shape)
         params = {**self.params_for(x.shape, spec), "codebook_dtype": cb_name}
         codes = idx.astype(code_dtype(spec.bits)).reshape(rows, (cols + pad) // dim)
         return (Encoding(self.name, params, {"codes": codes, "codebook": cb}),
                 np.ascontiguousarray(recon).reshape(x.shape))
+
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """Centroids and assignments for the weighted error: each coordinate of a piece weighs as
+        its column (and row) of the statistics."""
+        return self._encode(x, spec, imp.element_weights(tuple(np.shape(x))))[0]
 
     def params_for(self, shape: tuple[int, ...], spec: Spec, x: np.ndarray | None = None) -> dict[str, Any]:
         params = {"bits": spec.bits, "vector_dim": spec.vector_dim, "pad": _vq_geometry(shape, spec.vector_dim)[2],

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
+from ..importance import TensorImportance
 from ..spec import Spec
 from .base import ArrayLayout, Encoding, Method, check_finite_input, code_dtype, code_layout, matrix_shape, param
 from .scales import STORAGE, store_narrow
@@ -140,8 +141,9 @@ class PQCodes:
 
 
 def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int | None = None,
-              centroids: int = 256, iters: int = 25, seed: int = 0) -> PQCodes:
+              centroids: int = 256, iters: int = 25, seed: int = 0, weights: np.ndarray | None = None) -> PQCodes:
     """Product-quantize `w` (viewed as `[shape[0], -1]`) into M codebooks of K centroids.
+    `weights` (w's [n, d] view, >= 0; --importance) weight each value's squared error.
 
     Give `subspaces` (M) or `subvector_dim` (default 4, M = ceil(d / 4)). Deterministic for a seed.
 
@@ -164,7 +166,12 @@ def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int
     check_finite_input(w)
     padded = np.zeros((n, m_sub * s), dtype=np.float32)
     padded[:, pos] = w.reshape(n, d)
-    books, labels = train_subspaces(padded.reshape(n, m_sub, s), centroids, iters, seed)
+    cube_weights = None
+    if weights is not None:  # padding slots weigh nothing
+        cube_weights = np.zeros((n, m_sub * s), dtype=np.float32)
+        cube_weights[:, pos] = weights.reshape(n, d)
+        cube_weights = cube_weights.reshape(n, m_sub, s)
+    books, labels = train_subspaces(padded.reshape(n, m_sub, s), centroids, iters, seed, weights=cube_weights)
     assert labels is not None
     codes = labels.astype(np.uint8 if centroids <= 256 else np.uint16)
     return PQCodes(codebooks=books, codes=codes, d=d)
@@ -209,6 +216,7 @@ def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
 @register
 class ProductQuantization(Method):
     name = "pq"
+    weighs_importance = True
     summary = "product quantization: M sub-vector codebooks of K centroids, log2(K)-bit codes per sub-vector"
     options = frozenset({"iters", "seed", "scale_dtype", "subvector_dim", "subspaces", "centroids"})
 
@@ -226,10 +234,15 @@ class ProductQuantization(Method):
             return self._encode(x, spec)[0].params
         return params
 
-    def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """Codebooks and codes for the weighted error (each column weighs as its statistic)."""
+        return self._encode(x, spec, imp.element_weights(tuple(np.shape(x))))[0]
+
+    def _encode(self, x: np.ndarray, spec: Spec, weights: np.ndarray | None = None
+                ) -> tuple[Encoding, np.ndarray | None]:
         n, d = matrix_shape(np.shape(x))
         pq = pq_encode(x, subspaces=spec.subspaces, subvector_dim=spec.subvector_dim,
-                       centroids=spec.centroids, iters=spec.iters, seed=spec.seed)
+                       centroids=spec.centroids, iters=spec.iters, seed=spec.seed, weights=weights)
         # centroid components near zero are kept even when subnormal in float16 (absolute error < 6e-8)
         books, dtype_name = store_narrow(pq.codebooks, resolve_codebook_dtype(spec.scale_dtype), subnormal="keep")
         if dtype_name != "float32":

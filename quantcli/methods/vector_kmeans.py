@@ -58,25 +58,31 @@ def group_size(rows: int, k: int, m_sub: int, chunk: int = CHUNK_ENTRIES) -> int
 
 
 def assign(x: np.ndarray, c: np.ndarray, xx: np.ndarray | None = None,
-           chunk: int = CHUNK_ENTRIES) -> tuple[np.ndarray, np.ndarray]:
+           chunk: int = CHUNK_ENTRIES, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(nearest centroid [g, n] int64, squared distance [g, n] float32) per row of each subspace.
 
     x [g, n, s], c [g, K, s], xx = |x|^2 [g, n] (computed when not given). Rows go in chunks of
     max(1, chunk // (g K)) so the [g, rows, K] block never exceeds `chunk` entries (or one row).
+    With weights w (x's shape, >= 0) the distance is sum_s w (x - c)^2 (xx then = sum w x^2).
     """
     g, n, _ = x.shape
     k = c.shape[1]
     if xx is None:
-        xx = np.einsum("gns,gns->gn", x, x)
+        xx = np.einsum("gns,gns->gn", x, x) if w is None else np.einsum("gns,gns,gns->gn", x, x, w)
     cc = np.einsum("gks,gks->gk", c, c)
     ct2 = np.ascontiguousarray((-2.0 * c).transpose(0, 2, 1), dtype=np.float32)
+    c2t = np.ascontiguousarray((c * c).transpose(0, 2, 1), dtype=np.float32)
     labels = np.empty((g, n), dtype=np.int64)
     dist = np.empty((g, n), dtype=np.float32)
     step = max(1, chunk // max(g * k, 1))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        dd = np.matmul(x[:, lo:hi], ct2)
-        dd += cc[:, None, :]
+        if w is None:
+            dd = np.matmul(x[:, lo:hi], ct2)
+            dd += cc[:, None, :]
+        else:
+            dd = np.matmul((x[:, lo:hi] * w[:, lo:hi]).astype(np.float32), ct2)
+            dd += np.matmul(w[:, lo:hi].astype(np.float32), c2t)
         lab = np.argmin(dd, axis=2)
         labels[:, lo:hi] = lab
         best = np.take_along_axis(dd, lab[:, :, None], axis=2)[:, :, 0]
@@ -91,7 +97,7 @@ def nearest(points: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK_ENTRIE
     return labels[0], dist[0]
 
 
-def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator, w: np.ndarray | None = None) -> np.ndarray:
     """Greedy k-means++ start [g, K, s] for every subspace of the group.
 
     Distances to the candidates are direct float32 differences over the s coordinates of a
@@ -99,14 +105,16 @@ def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     the |x|^2 - 2 x.c + |c|^2 expansion through a BLAS product with an inner dimension of s, and
     exact up to rounding. When every row already sits on a centroid (fewer distinct rows than K)
     the potential is zero; the draw then repeats an existing row, a duplicate that is never chosen.
+    Weights w (x's shape) weight each coordinate's squared difference.
     """
     g, n, s = x.shape
     trials = 2 + int(math.log(k))
     gi = np.arange(g)
     xt = np.ascontiguousarray(x.transpose(0, 2, 1))  # [g, s, n]
+    wt = None if w is None else np.ascontiguousarray(w.transpose(0, 2, 1), dtype=np.float32)
     c = np.empty((g, k, s), dtype=np.float32)
     c[:, 0] = x[gi, rng.integers(n, size=g)]
-    d2 = ((xt - c[:, 0, :, None]) ** 2).sum(axis=1)  # [g, n]
+    d2 = ((xt - c[:, 0, :, None]) ** 2 if wt is None else (xt - c[:, 0, :, None]) ** 2 * wt).sum(axis=1)  # [g, n]
     acc = np.empty((g, trials, n), dtype=np.float32)
     for j in range(1, k):
         # one cumulative sum over the whole group: subspace i owns the range [i*n, (i+1)*n)
@@ -120,6 +128,8 @@ def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
         for a in range(s):  # s passes over [g, trials, n]
             diff = xt[:, a, None, :] - cx[:, :, a, None]
             diff *= diff
+            if wt is not None:
+                diff *= wt[:, a, None, :]
             acc += diff
         np.minimum(acc, d2[:, None, :], out=acc)
         best = np.argmin(acc.sum(axis=2, dtype=np.float64), axis=1)
@@ -141,8 +151,11 @@ def _reseed(x: np.ndarray, c: np.ndarray, counts: np.ndarray, dist: np.ndarray) 
     c[gs, ks] = x[gs, order[gs, rank[gs, ks]]]
 
 
-def lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray, chunk: int = CHUNK_ENTRIES) -> np.ndarray:
+def lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray, chunk: int = CHUNK_ENTRIES,
+          w: np.ndarray | None = None) -> np.ndarray:
     """At most `iters` Lloyd updates of the group's centroids c [g, K, s] (in place, returned).
+    With weights w (x's shape) each coordinate of a centroid is the weighted mean of its members'
+    (kept where they all weigh 0).
 
     Stops once at most LLOYD_TOL of the assignments changed and no empty cluster can take a row.
     When the updates run out, a last assignment checks for empty clusters and re-seeds them (up to
@@ -153,7 +166,7 @@ def lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray, chunk: int =
     offsets = (np.arange(g) * k)[:, None]
     prev = None
     for it in range(iters + 4):
-        labels, dist = assign(x, c, xx, chunk)
+        labels, dist = assign(x, c, xx, chunk, w)
         flat = (labels + offsets).reshape(-1)
         counts = np.bincount(flat, minlength=g * k).reshape(g, k)
         filled = counts > 0
@@ -167,9 +180,16 @@ def lloyd(x: np.ndarray, c: np.ndarray, iters: int, xx: np.ndarray, chunk: int =
         if not fixable and prev is not None and np.count_nonzero(labels != prev) <= labels.size * LLOYD_TOL:
             break
         prev = labels
-        sums = np.stack([np.bincount(flat, weights=x[:, :, j].reshape(-1), minlength=g * k)
-                         for j in range(s)], axis=1).reshape(g, k, s)
-        c[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
+        if w is None:
+            sums = np.stack([np.bincount(flat, weights=x[:, :, j].reshape(-1), minlength=g * k)
+                             for j in range(s)], axis=1).reshape(g, k, s)
+            c[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
+        else:
+            sums = np.stack([np.bincount(flat, weights=(x[:, :, j] * w[:, :, j]).reshape(-1), minlength=g * k)
+                             for j in range(s)], axis=1).reshape(g, k, s)
+            mass = np.stack([np.bincount(flat, weights=w[:, :, j].reshape(-1), minlength=g * k)
+                             for j in range(s)], axis=1).reshape(g, k, s)
+            c[:] = np.where(mass > 0, sums / np.where(mass > 0, mass, 1), c).astype(np.float32)
         if not filled.all():
             _reseed(x, c, counts, dist)
     return c
@@ -189,26 +209,30 @@ def _exact(sub: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_group(sub: np.ndarray, rows: np.ndarray | None, k: int, iters: int, rng: np.random.Generator,
-                labels: bool = True, chunk: int = CHUNK_ENTRIES) -> tuple[np.ndarray, np.ndarray | None]:
+                labels: bool = True, chunk: int = CHUNK_ENTRIES, weights: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     """(codebooks [g, K, s] float32, codes [g, n] or None) for a group of subspaces `sub` [g, n, s],
-    trained on the rows `rows` (None: all)."""
+    trained on the rows `rows` (None: all); `weights` (sub's shape) weight the squared errors."""
     g, n, s = sub.shape
     if n == 0:
         return np.zeros((g, k, s), np.float32), np.zeros((g, 0), np.int64)
     if rows is None and n <= k:
         return _exact(sub, k)
     x = sub if rows is None else np.ascontiguousarray(sub[:, rows])
-    xx = np.einsum("gns,gns->gn", x, x)
-    books = lloyd(x, kmeans_pp(x, k, rng), iters, xx, chunk)
+    w = weights if rows is None or weights is None else np.ascontiguousarray(weights[:, rows])
+    xx = np.einsum("gns,gns->gn", x, x) if w is None else np.einsum("gns,gns,gns->gn", x, x, w)
+    books = lloyd(x, kmeans_pp(x, k, rng, w), iters, xx, chunk, w)
     if not labels:
         return books, None
-    codes = assign(sub, books, xx if rows is None else None, chunk)[0]
+    codes = assign(sub, books, xx if rows is None else None, chunk, weights)[0]
     return books, codes
 
 
 def train_subspaces(cube: np.ndarray, k: int, iters: int, seed: int, labels: bool = True,
-                    chunk: int = CHUNK_ENTRIES) -> tuple[np.ndarray, np.ndarray | None]:
-    """Train one codebook per subspace of `cube` [n, M, s] (float32).
+                    chunk: int = CHUNK_ENTRIES, weights: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train one codebook per subspace of `cube` [n, M, s] (float32); `weights` (cube's shape,
+    >= 0; --importance) weight each coordinate's squared error in training and assignment.
 
     Returns (codebooks [M, K, s] float32, codes [n, M] int64, or None with labels=False).
     Deterministic for a seed; `chunk` bounds every distance block (entries).
@@ -221,8 +245,9 @@ def train_subspaces(cube: np.ndarray, k: int, iters: int, seed: int, labels: boo
     for lo in range(0, m_sub, group):
         hi = min(m_sub, lo + group)
         sub = np.ascontiguousarray(cube[:, lo:hi].transpose(1, 0, 2), dtype=np.float32)
+        wsub = None if weights is None else np.ascontiguousarray(weights[:, lo:hi].transpose(1, 0, 2), np.float32)
         rng = np.random.default_rng([int(seed), lo])
-        books[lo:hi], lab = train_group(sub, rows, k, iters, rng, labels, chunk)
+        books[lo:hi], lab = train_group(sub, rows, k, iters, rng, labels, chunk, wsub)
         if labels:
             assert codes is not None and lab is not None
             codes[:, lo:hi] = lab.T
