@@ -346,3 +346,29 @@ def test_uniform_weights_change_nothing_in_vector_kmeans():
     b = train_subspaces(cube, 16, 10, 0, weights=np.ones_like(cube))
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)
     assert (a[1] == b[1]).mean() > 0.99
+
+
+def test_recipe_and_sharded_inputs(model, tmp_path):
+    """Recipe rules choose each tensor's setting; the statistics follow the tensor by name, across
+    the shards of a folder input too, and a recipe-chosen method that weighs nothing records none."""
+    path, imp, _ = model
+    tensors = load_file(str(path))
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    save_file({"a.weight": tensors["a.weight"]}, str(folder / "model-00001-of-00002.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k != "a.weight"}, str(folder / "model-00002-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {k: ("model-00001-of-00002.safetensors" if k == "a.weight"
+                                                else "model-00002-of-00002.safetensors") for k in tensors}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[rule]]\npattern = "^emb"\nmethod = "fp16"\n\n[[rule]]\npattern = "^a"\nmethod = "nf"\n'
+                      'bits = 3\ngranularity = "group"\ngroup_size = 16\n')
+    out = tmp_path / "o.qnt.safetensors"
+    r = cli("quantize", folder, "-o", out, "--recipe", recipe, "--importance", imp, "--json")
+    assert r.exit_code == 0, r.stderr
+    by = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert by["a.weight"]["method"] == "nf" and "importance" in by["a.weight"]["params"]
+    assert by["emb.weight"]["method"] == "fp16" and "importance" not in by["emb.weight"]["params"]
+    single = tmp_path / "s.qnt.safetensors"
+    assert cli("quantize", path, "-o", single, "--recipe", recipe, "--importance", imp, "-q").exit_code == 0
+    assert np.array_equal(quantcli.load(str(out))["a.weight"], quantcli.load(str(single))["a.weight"])
