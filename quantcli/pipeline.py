@@ -186,14 +186,14 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
     start = time.perf_counter()
     encoding = [item for item in plan if not item.keep]
     workers = None
+    encode = encode_tensor if importance is None else partial(encode_tensor, importance=importance)
     if jobs > 1 and len(encoding) > 1 and sum(i.ref.nbytes for i in encoding) >= parallel.PARALLEL_MIN_BYTES:
-        workers = Workers(inputs, output, jobs, keep_nonfinite, partial(encode_tensor, importance=importance),
-                          partial(_item_codec, base=base or Spec()))
+        workers = Workers(inputs, output, jobs, keep_nonfinite, encode, partial(_item_codec, base=base or Spec()))
 
     def results() -> Iterator[Encoded]:
         if workers is None:
             for item in plan:
-                yield Encoded(item.ref, *encode_tensor(item.ref, item.spec, item.note, keep_nonfinite, importance),
+                yield Encoded(item.ref, *encode(item.ref, item.spec, item.note, keep_nonfinite),
                               codec=storage_codec(item.spec, base or Spec()))
         else:
             for item, (enc, err, note) in workers.run(plan):

@@ -168,9 +168,9 @@ def pq_encode(w: np.ndarray, *, subspaces: int | None = None, subvector_dim: int
     padded[:, pos] = w.reshape(n, d)
     cube_weights = None
     if weights is not None:  # padding slots weigh nothing
-        cube_weights = np.zeros((n, m_sub * s), dtype=np.float32)
-        cube_weights[:, pos] = weights.reshape(n, d)
-        cube_weights = cube_weights.reshape(n, m_sub, s)
+        padded_weights = np.zeros((n, m_sub * s), dtype=np.float32)
+        padded_weights[:, pos] = weights.reshape(n, d)
+        cube_weights = padded_weights.reshape(n, m_sub, s)
     books, labels = train_subspaces(padded.reshape(n, m_sub, s), centroids, iters, seed, weights=cube_weights)
     assert labels is not None
     codes = labels.astype(np.uint8 if centroids <= 256 else np.uint16)
