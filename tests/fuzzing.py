@@ -166,12 +166,12 @@ class DrawChooser(Chooser):
 @dataclass
 class Seed:
     name: str
-    kind: str  # "archive" or "input"
+    kind: str  # "archive", "input" or "importance" (statistics for the input seed's `w`)
     ext: str
     data: bytes
     regions: list[tuple[str, int, int]]
     tensors: dict[str, str] = field(default_factory=dict)  # archive: stored array -> tensor name
-    reference: dict[str, Any] = field(default_factory=dict)  # archive: command -> seed result
+    reference: dict[str, Any] = field(default_factory=dict)  # archive: command -> seed result; importance: model
 
 
 def st_layout(data: bytes) -> tuple[int, dict[str, Any]]:
@@ -271,6 +271,13 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         seed.reference = archive_results(path, os.path.join(folder, f"{name}.out.safetensors"))
         seeds[name] = seed
     data = open(src, "rb").read()
+    # calibration statistics for `w` (--importance): mutated, they must be refused or harmless
+    diag = (w * w).mean(axis=0).astype(np.float32)
+    gram = (w.T @ w / len(w)).astype(np.float32)
+    layout = [("w", "F32", diag.shape, diag.nbytes), ("w.gram", "F32", gram.shape, gram.nbytes)]
+    stats = header_bytes(layout, {"format": "quant-importance", "tokens": str(len(w))}) + diag.tobytes() + gram.tobytes()
+    seeds["importance"] = Seed("importance", "importance", ".safetensors", stats, st_regions(stats, False),
+                               reference={"model": data})
     seeds["input-safetensors"] = Seed("input-safetensors", "input", ".safetensors", data, st_regions(data, False))
     buf = io.BytesIO()
     np.save(buf, w)
@@ -666,14 +673,22 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
         f.write(data)
     src_digest = _digest(src)
     outcomes = []
+    extra: list[str] = []
     if seed.kind == "archive":
         out = os.path.join(workdir, "out.safetensors")
         commands = {"inspect": ["inspect", src, "--json"], "verify": ["verify", src, "--json"],
                     "dequantize": ["dequantize", src, "-o", out, "-q"]}
+    elif seed.kind == "importance":  # the mutated file is the statistics; the model is intact
+        model = os.path.join(workdir, "model.safetensors")
+        with open(model, "wb") as f:
+            f.write(seed.reference["model"])
+        extra = [os.path.basename(model)]
+        out = os.path.join(workdir, "out.qnt.safetensors")
+        commands = {"quantize": ["quantize", model, "-o", out, "-q", "--bits", "4", "--importance", src]}
     else:
         out = os.path.join(workdir, "out.qnt.safetensors")
         commands = {"inspect": ["inspect", src, "--json"], "quantize": ["quantize", src, "-o", out, "-q"]}
-    expected_listing = sorted([os.path.basename(src), os.path.basename(out)])
+    expected_listing = sorted([os.path.basename(src), os.path.basename(out)] + extra)
     for command, args in commands.items():
         with open(out, "wb") as f:
             f.write(PREVIOUS)
@@ -708,7 +723,7 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
         if not o.problem and _digest(src) != src_digest:
             o.problem = "the input file changed"
         for leftover in os.listdir(workdir):
-            if leftover != os.path.basename(src):
+            if leftover != os.path.basename(src) and leftover not in extra:
                 p = os.path.join(workdir, leftover)
                 shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
         outcomes.append(o)
@@ -772,6 +787,12 @@ def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expec
         expected = reference_view(src, seed.ext)
     except Exception as e:  # noqa: BLE001 - the independent reader refusing is the finding
         return f"accepted a file the reference reader refuses ({type(e).__name__}: {e})"
+    if seed.kind == "importance":  # statistics accepted: the archive is whole and says it used them
+        if invoke(["verify", out, "--json"]).exit_code != 0:
+            return "quantize --importance wrote an archive that fails verify"
+        doc = json.loads(invoke(["inspect", out, "--json"]).stdout)
+        used = {t["name"] for t in doc["files"][0]["tensors"] if "importance" in t.get("params", {})}
+        return "" if used == {"w"} else f"the archive records statistics for {sorted(used)}, not ['w']"
     if command == "inspect":
         doc = json.loads(run.stdout)
         ours = _our_view(doc)

@@ -34,9 +34,10 @@ def _assert_clean(outcomes):
 ARCHIVES = ["archive-int4-asym-group", "archive-int8-sym-channel", "archive-int3-sym-tensor", "archive-fp16",
             "archive-bf16"]
 INPUTS = ["input-safetensors", "input-npy", "input-npy-f64-fortran", "input-npz", "input-npz-deflate"]
+STATISTICS = ["importance"]  # a mutated --importance file beside an intact model
 
 
-@pytest.mark.parametrize("seed_name", ARCHIVES + INPUTS)
+@pytest.mark.parametrize("seed_name", ARCHIVES + INPUTS + STATISTICS)
 @pytest.mark.parametrize("mutation", ["truncate", "bitflip", "bytes", "header", "manifest"])
 @settings(max_examples=70, database=None)
 @given(data=st.data())
@@ -60,7 +61,7 @@ class Exhaustive(fz.Chooser):
 
 
 @pytest.mark.parametrize("seed_name", ["archive-int4-asym-group", "archive-fp16", "input-safetensors",
-                                       "input-npy", "input-npz"])
+                                       "input-npy", "input-npz", "importance"])
 def test_truncation_at_every_region_boundary_and_inside(seeds, workdir, seed_name):
     """Truncate at the first, second, middle and last byte of every region of the format."""
     seed = seeds[seed_name]
