@@ -23,7 +23,7 @@ from quantcli import Spec
 from quantcli.archive import Archive
 from quantcli.importance import Importance, TensorImportance
 from quantcli.methods import get_method
-from quantcli.methods.compensate import compensate, inverse_factor
+from quantcli.methods.compensate import compensate, input_factor
 from quantcli.methods.kmeans import assign_sorted, kmeans_1d
 from quantcli.methods.search import search_clip_ratios, uniform_qdq
 
@@ -98,14 +98,42 @@ def test_identity_gram_changes_nothing_but_the_search():
     np.testing.assert_array_equal(m.decode(comp, w.shape), m.decode(searched, w.shape))
 
 
-def test_inverse_factor_handles_dead_inputs():
+def test_input_factor_handles_dead_inputs():
     """A channel whose input is always zero makes G singular; damping and a unit diagonal keep the
-    factor finite and its error stays in its own column."""
+    factor finite, and that channel couples to no other."""
     _, _, gram = correlated_layer(3, inn=16)
     gram[5, :] = gram[:, 5] = 0
-    u = inverse_factor(gram)
-    assert np.isfinite(u).all() and np.allclose(np.triu(u), u)
-    assert np.allclose(u[5, 6:], 0) and np.allclose(u[:5, 5], 0)
+    r = input_factor(gram)
+    assert np.isfinite(r).all() and np.allclose(np.triu(r), r)
+    assert np.allclose(r[5, 6:], 0) and np.allclose(r[:5, 5], 0)
+    damped = gram + np.eye(16) * 0.01 * np.diagonal(gram)[np.diagonal(gram) > 0].mean()
+    damped[5, 5] = 1 + 0.01 * np.diagonal(gram)[np.diagonal(gram) > 0].mean()
+    np.testing.assert_allclose(r @ r.T, damped, rtol=1e-10, atol=1e-10)
+
+
+def test_compensation_matches_the_inverse_form():
+    """GPTQ's own form (spread each error through the upper Cholesky factor of G^-1) picks the same
+    codes as the nearest-plane form used here, on a grid with no scale to fit."""
+    w, _, gram = correlated_layer(10, out=40, inn=48)
+    h = gram + np.eye(48) * 0.01 * np.diagonal(gram).mean()
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    step = 0.37
+    m = w.astype(np.float64).copy()
+    expect = np.empty_like(m)
+    for j in range(48):
+        q = np.rint(m[:, j] / step) * step
+        expect[:, j] = q
+        m[:, j + 1:] -= np.outer((m[:, j] - q) / u[j, j], u[j, j + 1:])
+
+    class Grid:
+        def fit(self, columns, start):
+            pass
+
+        def snap(self, column, j):
+            return np.rint(column / step) * step
+
+    got = compensate(w, gram, Grid(), 48, block=16)
+    assert np.mean(got == expect) > 0.999
 
 
 def test_compensate_with_exact_grid_is_exact():

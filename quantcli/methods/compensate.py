@@ -30,10 +30,11 @@ class ColumnGrid(Protocol):
         """Quantize column j (float64 [rows]) onto the grid; return its float64 reconstruction."""
 
 
-def inverse_factor(gram: np.ndarray, damp: float = DAMP) -> np.ndarray:
-    """U, upper triangular, with (G + damp mean(diag G) I)^-1 = U^T U. Columns whose input is always
-    zero (G_jj = 0) get a unit diagonal: their error spreads nowhere. Damping grows tenfold (up to
-    four times) if rounding leaves the matrix short of positive definite."""
+def input_factor(gram: np.ndarray, damp: float = DAMP) -> np.ndarray:
+    """R, upper triangular, with R R^T = G + damp mean(diag G) I (the Cholesky factor of G taken
+    from the last column back). Columns whose input is always zero (G_jj = 0) get a unit diagonal:
+    their error couples to nothing. Damping grows tenfold (up to four times) if rounding leaves
+    the matrix short of positive definite."""
     g = np.array(gram, dtype=np.float64)
     n = g.shape[0]
     diag = np.diagonal(g).copy()
@@ -46,9 +47,7 @@ def inverse_factor(gram: np.ndarray, damp: float = DAMP) -> np.ndarray:
     for attempt in range(5):
         h = g + np.eye(n) * (damp * 10 ** attempt * base)
         try:
-            lower = np.linalg.cholesky(h)
-            inv_lower = np.linalg.solve(lower, np.eye(n))  # L^-1: H^-1 = L^-T L^-1
-            return np.linalg.cholesky(inv_lower.T @ inv_lower).T
+            return np.ascontiguousarray(np.linalg.cholesky(h[::-1, ::-1])[::-1, ::-1])
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError("the Gram matrix stays singular after damping")
@@ -58,30 +57,38 @@ def compensate(w: np.ndarray, gram: np.ndarray, grid: ColumnGrid, group: int, bl
                damp: float = DAMP) -> np.ndarray:
     """Quantize the columns of w [rows, cols] in order onto `grid`, compensating each column's error
     on the columns after it. `group`: columns per `grid.fit` (cols for one grid fitted on the
-    original values). Returns the float64 reconstruction [rows, cols]."""
-    m = np.array(w, dtype=np.float64)
+    original values). Returns the float64 reconstruction [rows, cols].
+
+    With G = R R^T (R upper), the output error is ||(W - Q) R||^2 and column k of (W - Q) R is
+    sum_{i<=k} (w_i - q_i) R_ik: once columns i < k are fixed, column k's share is smallest when
+    q_k is the grid point nearest to w_k + sum_{i<k} (w_i - q_i) R_ik / R_kk (GPTQ's update, in
+    the form of Babai's nearest plane). The sums are kept per block of columns: within the block
+    after each column, onto later blocks with one matrix product per block."""
+    m = np.asarray(w, dtype=np.float64)
     rows, cols = m.shape
-    out = np.empty_like(m)
+    out = np.empty((rows, cols))
     if m.size == 0:
         return out
-    u = inverse_factor(gram, damp)
+    r = input_factor(gram, damp)
+    diag = np.diagonal(r).copy()
+    carry = np.zeros((rows, cols))  # sum over quantized columns i of (w_i - q_i) R_ik, for later k
     group = max(1, min(group, cols))
     if group < cols:  # a block holds whole groups, so each group's grid is fitted on updated values
         block = group * max(1, block // group)
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
-        part = m[:, b0:b1].copy()
-        errors = np.empty_like(part)
+        part = carry[:, b0:b1] / diag[b0:b1]  # the corrections, updated column by column below
+        errors = np.empty((rows, b1 - b0))
         for i in range(b1 - b0):
             j = b0 + i
             if j % group == 0:
-                grid.fit(part[:, i:i + group] if group < cols else m, j)
-            q = grid.snap(part[:, i], j)
+                grid.fit(m[:, j:j + group] + part[:, i:i + group] if group < cols else m, j)
+            q = grid.snap(m[:, j] + part[:, i], j)
             out[:, j] = q
-            e = (part[:, i] - q) / u[j, j]
+            e = m[:, j] - q
             if i + 1 < b1 - b0:
-                part[:, i + 1:] -= np.outer(e, u[j, j + 1:b1])
+                part[:, i + 1:] += np.outer(e, r[j, j + 1:b1] / diag[j + 1:b1])
             errors[:, i] = e
         if b1 < cols:
-            m[:, b1:] -= errors @ u[b0:b1, b1:]
+            carry[:, b1:] += errors @ r[b0:b1, b1:]
     return out
