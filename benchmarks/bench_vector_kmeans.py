@@ -34,7 +34,7 @@ from safetensors.numpy import load_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import MODEL, ROOT, real_model  # noqa: E402
 
-import quantcli.methods.kmeans as new_vq  # noqa: E402
+import quantcli.methods.vq as new_vq  # noqa: E402
 import quantcli.methods.pq as new_pq  # noqa: E402
 from quantcli.methods import vector_kmeans as vk  # noqa: E402
 

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from quantcli.errors import ArchiveError, ConfigError
 from quantcli.methods import get_method
 from quantcli.methods import vector_kmeans as vk
-from quantcli.methods.kmeans import _nearest, vq_train
+from quantcli.methods.vq import _nearest, vq_train
 from quantcli.methods.pq import pq_encode
 from quantcli.spec import Spec
 

@@ -27,6 +27,6 @@ def get_method(name: str) -> "Method":
 
 
 from .base import Encoding, Method  # noqa: E402
-from . import keep, uniform, floats, levels, kmeans, pq, ecsq, lossless  # noqa: E402,F401
+from . import keep, uniform, floats, levels, kmeans, vq, pq, ecsq, lossless  # noqa: E402,F401
 
 __all__ = ["METHODS", "Encoding", "Method", "get_method", "register"]
