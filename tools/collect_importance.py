@@ -222,21 +222,24 @@ def checkpoint_names(model: str) -> list[str] | None:
     return names
 
 
-def name_map(params: list[str], names: list[str] | None) -> dict[str, str]:
+def name_map(params: list[str], names: list[str] | None) -> tuple[dict[str, str], list[str]]:
     """Each module weight's name in the checkpoint: itself, or the one file name that equals it
-    once a leading `prefix.` is added to or taken from either side."""
+    once a leading `prefix.` is added to or taken from either side. Also returns the weights the
+    checkpoint does not hold (a head transformers added and initialised itself): not recorded."""
     if names is None:
-        return {p: p for p in params}
-    out = {}
+        return {p: p for p in params}, []
+    out, absent = {}, []
     for p in params:
         hits = [n for n in names if n == p or n.endswith("." + p) or p.endswith("." + n)]
         exact = [n for n in hits if n == p]
         if len(exact) == 1 or len(hits) == 1:
             out[p] = (exact or hits)[0]
+        elif not hits:
+            absent.append(p)
         else:
-            what = "no tensor" if not hits else f"{len(hits)} tensors ({', '.join(hits[:3])})"
-            raise InputError(f"module weight {p!r} matches {what} of the checkpoint")
-    return out
+            raise InputError(f"module weight {p!r} matches {len(hits)} tensors of the checkpoint "
+                             f"({', '.join(hits[:3])})")
+    return out, absent
 
 
 def collect_torch(model: str, sentences: list[str], stats: Statistics, max_tokens: int | None,
@@ -256,10 +259,14 @@ def collect_torch(model: str, sentences: list[str], stats: Statistics, max_token
         raise InputError(f"cannot load with transformers: {one_line(first)[:300]}", path=model) from None
     if max_length is None:
         max_length = sentence_transformers_length(model) or min(int(tokenizer.model_max_length), 512)
+    max_length = min(max_length, getattr(net.config, "max_position_embeddings", None) or max_length)
     lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]]
     n = within_budget(lengths, max_tokens)
     modules = {name: m for name, m in net.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
-    names = name_map([name + ".weight" for name in modules], checkpoint_names(model))
+    names, absent = name_map([name + ".weight" for name in modules], checkpoint_names(model))
+    if absent:
+        print(f"collect_importance: not in the checkpoint, not recorded: {', '.join(absent)}", file=sys.stderr)
+    modules = {name: m for name, m in modules.items() if name + ".weight" in names}
     mask: list[np.ndarray] = []  # the current batch's [B, T] real-token mask
 
     def real_rows(name: str, a: Any) -> np.ndarray:
