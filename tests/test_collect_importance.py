@@ -350,7 +350,8 @@ def test_torch_path_matches_numpy_path_on_minilm(tmp_path):
     folder = hf_folder(str(tmp_path / "hf"), config, minilm.VOCAB, minilm.MODEL)
     text = tmp_path / "calib.txt"
     text.write_text("\n".join(minilm.read_sentences(minilm.CALIB_SENTENCES)[:40]) + "\n", encoding="utf-8")
-    np_stats, np_meta = read_after(["--numpy-minilm", minilm.MODEL, str(text), "--vocab", minilm.VOCAB], tmp_path / "np.safetensors")
+    np_stats, np_meta = read_after(["--numpy-minilm", minilm.MODEL, str(text), "--vocab", minilm.VOCAB],
+                                   tmp_path / "np.safetensors")
     pt_stats, pt_meta = read_after([folder, str(text), "--max-length", "128"], tmp_path / "pt.safetensors")
     assert np_meta["tokens"] == pt_meta["tokens"]
     assert pt_stats.pop("pooler.dense.weight").shape == (384,)
