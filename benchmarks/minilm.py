@@ -21,6 +21,7 @@ import os
 import sys
 import time
 import unicodedata
+from typing import Callable
 
 import numpy as np
 from scipy.special import erf
@@ -176,34 +177,55 @@ def _linear_ready(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def hidden_states(w: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Last hidden states [B, T, 384] of token ids [B, T] with mask [B, T] (1 = real token)."""
+def hidden_states(w: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray,
+                  record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+    """Last hidden states [B, T, hidden] of token ids [B, T] with mask [B, T] (1 = real token).
+
+    The depth and width come from the weights (all-MiniLM-L6-v2: 6 layers, 384 wide; 12 heads
+    always), so small synthetic models of the same architecture run too. `record(name, rows)`, when
+    given, sees what each weight is applied to, real tokens only (padding rows are left out): for
+    every encoder Linear the rows of its input x, float32 [real tokens, in], under the weight's
+    name; for each embedding table the int64 row ids read, [real tokens]. It only observes: the
+    result is the same with or without it."""
     f32 = np.float32
     if "encoder.layer.0.attention.self.query.weight.T" not in w:
         w = _linear_ready(w)
     b, t = ids.shape
+    real = mask.astype(bool)
+
+    if record is not None:
+        record("embeddings.word_embeddings.weight", ids[real])
+        record("embeddings.position_embeddings.weight", np.broadcast_to(np.arange(t, dtype=np.int64), (b, t))[real])
+        record("embeddings.token_type_embeddings.weight", np.zeros(int(real.sum()), np.int64))
+
+    def dense(a: np.ndarray, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """_dense, shown to `record` first (`rows`: a[real] when the caller already has it)."""
+        if record is not None:
+            record(name + ".weight", a[real] if rows is None else rows)
+        return _dense(a, w, name)
+
     x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t]
          + w["embeddings.token_type_embeddings.weight"][0])
     x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-    head = HIDDEN // HEADS
+    hidden = x.shape[-1]
+    layers = sum(1 for name in w if name.endswith(".attention.self.query.weight"))
+    head = hidden // HEADS
     bias = ((1.0 - mask[:, None, None, :]) * np.finfo(f32).min).astype(f32)  # padding gets no attention
     scale = f32(1.0 / np.sqrt(head))
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"encoder.layer.{i}."
-
-        def heads(name: str) -> np.ndarray:
-            return _dense(x, w, p + name).reshape(b, t, HEADS, head).transpose(0, 2, 1, 3)
-
-        q, k, v = heads("attention.self.query"), heads("attention.self.key"), heads("attention.self.value")
+        x_rows = x[real] if record is not None else None  # one gather shared by query, key and value
+        q, k, v = (dense(x, p + "attention.self." + n, x_rows).reshape(b, t, HEADS, head).transpose(0, 2, 1, 3)
+                   for n in ("query", "key", "value"))
         s = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
-        ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b, t, HIDDEN)
-        x = _layer_norm(_dense(ctx, w, p + "attention.output.dense") + x,
+        ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b, t, hidden)
+        x = _layer_norm(dense(ctx, p + "attention.output.dense") + x,
                         w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
-        h = _dense(x, w, p + "intermediate.dense")
+        h = dense(x, p + "intermediate.dense")
         h = h * f32(0.5) * (f32(1.0) + erf(h * f32(1.0 / np.sqrt(2.0))))
-        x = _layer_norm(_dense(h, w, p + "output.dense") + x,
+        x = _layer_norm(dense(h, p + "output.dense") + x,
                         w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
     return x
 
