@@ -114,7 +114,7 @@ class Importance:
             if not groups:
                 raise InputError("holds no importance entries", path=path)
             for base, names in groups.items():
-                _load(f, base, shapes[base], names)  # validates values; the result is dropped
+                _load(f, base, shapes[base], names, tokens)  # validates values; the result is dropped
         return cls(path, _sha256(path), {k: tuple(sorted(v)) for k, v in groups.items()}, tokens)
 
     def for_tensor(self, name: str, shape: tuple[int, ...]) -> TensorImportance | None:
@@ -125,7 +125,7 @@ class Importance:
         with SafetensorsFile(self.path) as f:
             if any(n not in f.entries for n in names):
                 raise InputError("changed since it was opened", path=self.path, tensor=name)
-            return _load(f, name, shape, list(names))
+            return _load(f, name, shape, list(names), self.tokens)
 
     @property
     def record(self) -> str:
@@ -167,7 +167,17 @@ def _read(f: SafetensorsFile, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return v
 
 
-def _load(f: SafetensorsFile, base: str, shape: tuple[int, ...], names: list[str]) -> TensorImportance:
+def smoothed_rows(fractions: np.ndarray, tokens: int | None) -> np.ndarray:
+    """Row weights from the fractions of tokens reading each row, with half a token added to every
+    row (of `tokens` when known, else half the smallest non-zero fraction): a row the calibration
+    text never read still weighs something, since other text will read it."""
+    if tokens:
+        return (fractions * tokens + 0.5) / (tokens + 0.5 * fractions.size)
+    return fractions + 0.5 * float(fractions[fractions > 0].min())
+
+
+def _load(f: SafetensorsFile, base: str, shape: tuple[int, ...], names: list[str],
+          tokens: int | None = None) -> TensorImportance:
     """Read and check one tensor's entries (see the module docstring for the rules)."""
     if len(shape) != 2:
         raise InputError(f"importance needs a 2-D weight [out, in]; the tensor has shape {list(shape)}",
@@ -199,7 +209,7 @@ def _load(f: SafetensorsFile, base: str, shape: tuple[int, ...], names: list[str
             raise InputError("holds a negative fraction", path=f.path, tensor=rname)
         if not row_w.sum() > 0:
             raise InputError("holds only zeros", path=f.path, tensor=rname)
-        row_w = _normalised(row_w)
+        row_w = _normalised(smoothed_rows(row_w, tokens))
     if diag is not None:
         mean = float(diag.mean()) if diag.size else 0.0
         if not (mean > 0 and math.isfinite(mean)):

@@ -400,3 +400,13 @@ def test_recipe_and_sharded_inputs(model, tmp_path):
     single = tmp_path / "s.qnt.safetensors"
     assert cli("quantize", path, "-o", single, "--recipe", recipe, "--importance", imp, "-q").exit_code == 0
     assert np.array_equal(quantcli.load(str(out))["a.weight"], quantcli.load(str(single))["a.weight"])
+
+
+def test_unread_rows_keep_some_weight():
+    from quantcli.importance import smoothed_rows
+    f = np.array([0.5, 0.5, 0.0, 0.0])
+    w = smoothed_rows(f, tokens=2)
+    np.testing.assert_allclose(w, [1.5 / 4, 1.5 / 4, 0.5 / 4, 0.5 / 4])
+    assert w.sum() == pytest.approx(1.0)
+    w = smoothed_rows(np.array([0.75, 0.25, 0.0]), tokens=None)
+    np.testing.assert_allclose(w, [0.875, 0.375, 0.125])
