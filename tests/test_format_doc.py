@@ -8,7 +8,7 @@ import pytest
 
 from quantcli import Spec, open_archive, quantize_file
 
-NP_DTYPES = {"F32": "<f4", "F16": "<f2", "U8": "u1", "I64": "<i8", "F64": "<f8"}
+NP_DTYPES = {"F32": "<f4", "F16": "<f2", "U8": "u1", "I64": "<i8", "F64": "<f8", "BF16": "<u2"}
 
 
 def read_container(path):
@@ -202,26 +202,30 @@ def rans_by_hand(buf, alphabet, lanes, table_nbytes, n):
 
 
 def lossless_by_hand(buf, params, dtype, n):
-    """The `lossless` byte planes of 6.4 merged back into n elements of `dtype` (a numpy dtype)."""
+    """The `lossless` streams of 6.4 merged back into n elements of `dtype` (a numpy dtype)."""
     import zstandard
     k = dtype.itemsize
     planes = params["planes"]
     assert len(planes) == k and sum(p["nbytes"] for p in planes) == len(buf) == params["nbytes"]
+    split = params["transform"] == "rotl1h10"
+    widths = [8] * (k - 2) + [6, 10] if split else [8] * k
     v = np.zeros(n, np.uint64)
     start = 0
-    for i, p in enumerate(planes):
+    for i, (p, w) in enumerate(zip(planes, widths)):
         chunk = buf[start:start + p["nbytes"]]
         start += p["nbytes"]
         if p["codec"] == "raw":
-            plane = np.frombuffer(chunk, np.uint8)
+            assert len(chunk) == -(-n * w // 8)
+            values = unpack(np.frombuffer(chunk, np.uint8), w, n)
         elif p["codec"] == "rans":
-            plane = rans_by_hand(chunk, 256, p["lanes"], p["table_nbytes"], n)
+            values = rans_by_hand(chunk, 2 ** w, p["lanes"], p["table_nbytes"], n)
         else:
-            assert zstandard.frame_content_size(chunk) == n
-            plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(chunk), np.uint8)
-        assert plane.size == n
-        v |= plane.astype(np.uint64) << np.uint64(8 * i)
-    if params["transform"] == "rotl1":
+            assert w == 8 and zstandard.frame_content_size(chunk) == n
+            values = np.frombuffer(zstandard.ZstdDecompressor().decompress(chunk), np.uint8)
+        assert values.size == n
+        shift = 8 * k - 10 if split and i == k - 1 else 8 * i  # the 10-bit head is the word's top
+        v |= values.astype(np.uint64) << np.uint64(shift)
+    if params["transform"] in ("rotl1", "rotl1h10"):
         v = (v >> np.uint64(1)) | ((v & np.uint64(1)) << np.uint64(8 * k - 1))
     return v.astype(f"<u{k}").view(dtype)
 
@@ -274,7 +278,10 @@ def v2_inputs(tmp_path, tiny_model):
                "f64": rng.normal(0, 1, (12, 9)),
                "bf16": rng.normal(0, 1, (16, 24)).astype(ml_dtypes.bfloat16),
                "repeats": np.tile(row, (16, 1)),  # repeated rows: zstd finds them in the mantissa planes
-               "scalar": np.array(2.5, np.float32)}, str(tmp_path / "l.safetensors"))
+               "scalar": np.array(2.5, np.float32),
+               "big": rng.normal(0, 0.05, (300, 256)).astype(np.float32),  # 10-bit heads: rotl1h10
+               "big-bf16": rng.normal(0, 0.05, (300, 256)).astype(ml_dtypes.bfloat16)},
+              str(tmp_path / "l.safetensors"))
     return [
         ([tiny_model], Spec(codec="entropy")),  # rans codes; kept norms and int64 ids through lossless
         ([tiny_model], Spec(bits=4, scheme="asymmetric", granularity="group", group_size=8, codec="entropy")),
@@ -295,10 +302,12 @@ def test_decode_version_2_by_the_document(tiny_model, tmp_path):
                 for cp in entry.get("codecs", {}).values():
                     seen.add(cp["codec"])
                     seen.update("plane-" + p["codec"] for p in cp.get("planes", []))
+                    seen.add("transform-" + cp.get("transform", ""))
                 mine = decode_v2_by_hand(entry, arrays)
                 theirs = archive.decode(archive.by_name[entry["name"]])
                 if entry["dtype"] == "BF16":
                     theirs = theirs.view(np.uint16)
                 assert mine.shape == tuple(entry["shape"]) and mine.dtype == theirs.dtype, entry["name"]
                 assert mine.tobytes() == theirs.tobytes(), entry["name"]
-    assert seen >= {"rans", "lossless", "plane-raw", "plane-rans", "plane-zstd"}
+    assert seen >= {"rans", "lossless", "plane-raw", "plane-rans", "plane-zstd", "transform-rotl1",
+                    "transform-rotl1h10", "transform-none"}

@@ -25,6 +25,7 @@ SETTINGS = {
     "pq-k16-s4": Spec(method="pq", subvector_dim=4, centroids=16),
     "fp16": Spec(method="fp16"),
     "bf16": Spec(method="bf16"),
+    "lossless": Spec(method="lossless"),  # small: the `rotl1` layout (rotl1h10: test_lossless_codec.py)
 }
 
 PINNED = {
@@ -32,6 +33,7 @@ PINNED = {
     "fp16": "32c9f2aae595cfc9f969f9448892c228585c3b5b4bb3c98c7021599281182045",
     "kmeans3-tensor": "cde3c94822bc5fa32d9e8384f81be7eaf294cad765a2da29cbd85fb319e2af0a",
     "kmeans4-norm-g16": "89e6206e7ee8304d30d309f845518071342ee3a9ef0e099dfbf859f0a1cdfb4e",
+    "lossless": "f690f6720e6508e0f984b1c602803196d89f946d00024a1ae3241a5861ac26f3",
     "log3-channel": "ac6ea1352a949ad2d9e67f6046825e19affd7521d94a617c2919a244d47ddd8c",
     "nf4-g16": "65875454fbecca4aa3e9c3e92bed2aa005af20b0068c62e9acc463c8bb2267da",
     "pq-k16-s4": "651cbf7deaf165c57552871be3783f6b8955da8482a5d9e2d7a5486057e37f65",

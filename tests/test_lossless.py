@@ -220,7 +220,7 @@ def _planes(m):
 FORGERIES = {
     # 1024x more elements than the stored planes can hold: refused before anything is allocated
     "shape": (lambda m, a: _entry(m).__setitem__("shape", [512 * 1024, 512]), "exceed"),
-    "dtype": (lambda m, a: _entry(m)["params"].__setitem__("dtype", "F64"), "planes"),
+    "dtype": (lambda m, a: _entry(m)["params"].__setitem__("dtype", "F64"), "float64"),
     "dtype-f16": (lambda m, a: _entry(m)["params"].__setitem__("dtype", "F16"), "planes"),
     "nbytes": (lambda m, a: _entry(m)["codecs"]["values"].__setitem__(
         "nbytes", _entry(m)["codecs"]["values"]["nbytes"] + 8), "sum of its planes"),
@@ -230,7 +230,9 @@ FORGERIES = {
     "plane-lengths": (lambda m, a: (_planes(m)[3].__setitem__("nbytes", _planes(m)[3]["nbytes"] + 1),
                                     _planes(m)[0].__setitem__("nbytes", _planes(m)[0]["nbytes"] - 1)), "plane"),
     "plane-codec": (lambda m, a: _planes(m)[0].__setitem__("codec", "zstd"), "zstd"),
-    "transform": (lambda m, a: _entry(m)["codecs"]["values"].__setitem__("transform", "none"), "transform"),
+    # the other layouts read the 6-bit residual's 0.75 bytes per value as a byte plane: too short
+    "transform": (lambda m, a: _entry(m)["codecs"]["values"].__setitem__("transform", "none"), "exceed"),
+    "transform-rotl1": (lambda m, a: _entry(m)["codecs"]["values"].__setitem__("transform", "rotl1"), "exceed"),
     "method": (lambda m, a: _entry(m).__setitem__("method", "fp16"), "values"),
 }
 

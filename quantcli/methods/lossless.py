@@ -2,8 +2,9 @@
 
 The method itself changes nothing: its one logical array `values` is the tensor as it is (float64,
 float32, float16 or bfloat16), and its params record that dtype. The size comes from storage: the
-method is `entropy_coded`, so the archive stores `values` through the lossless codec (byte planes,
-exponent plane rANS-coded; quantcli/codecs/lossless.py) whenever that is smaller than the raw bytes.
+method is `entropy_coded`, so the archive stores `values` through the lossless codec (for float32 and
+bfloat16 the exponent and two top mantissa bits rANS-coded as one symbol, the rest bit-packed or in
+byte planes; quantcli/codecs/lossless.py) whenever that is smaller than the raw bytes.
 
 NaN and Inf values are accepted and kept, payloads included: nothing is rounded, so the reason the
 other methods refuse them (a scale or codebook cannot represent them) does not apply here. The
