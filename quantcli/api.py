@@ -72,7 +72,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         check_output(output, sources.files + ([importance] if importance else []), ".safetensors")
         refuse_archives(sources)
         stats = open_importance(importance, sources)
-        plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe))
+        plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe), stats)
         return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
                         progress=progress, base=spec, importance=stats)
 

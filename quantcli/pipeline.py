@@ -259,10 +259,11 @@ def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem],
                       header_bytes(tensors))
 
 
-def resolve_ecsq_steps(plan: list[PlanItem]) -> list[PlanItem]:
+def resolve_ecsq_steps(plan: list[PlanItem], importance: Importance | None = None) -> list[PlanItem]:
     """ecsq items asking for --sqnr D share ONE step (the MSE-optimal allocation), chosen over
     all of them together before anything is written (a pass over their data per step tried).
-    Items with different targets are resolved per target."""
+    Items with different targets are resolved per target. Tensors compensated with a Gram matrix
+    (--importance) are measured so: D is what the archive gets."""
     targets = sorted({item.spec.sqnr for item in plan
                       if item.spec is not None and item.spec.method == "ecsq" and item.spec.sqnr is not None})
     out = list(plan)
@@ -277,8 +278,15 @@ def resolve_ecsq_steps(plan: list[PlanItem]) -> list[PlanItem]:
                 except NonFiniteError as e:
                     raise nonfinite_error(out[i].ref, e.count) from None
 
+        def gram(i: int, idx: list[int] = chosen) -> np.ndarray | None:
+            item = out[idx[i]]
+            if importance is None or item.spec is None or not weighted_by(importance, item.ref, item.spec):
+                return None
+            stats = importance.for_tensor(item.ref.name, tuple(item.ref.shape))
+            return None if stats is None else stats.gram
+
         first = out[chosen[0]].spec
-        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis))
+        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis), grams=gram)
         for i in chosen:
             spec = out[i].spec
             assert spec is not None

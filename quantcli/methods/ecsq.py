@@ -29,7 +29,9 @@ from ..errors import ArchiveError, ConfigError, InputError
 from ..metrics import sqnr_db, sum_squares
 from ..spec import Spec
 from . import dq
+from ..importance import TensorImportance
 from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param
+from .compensate import compensate
 from . import register
 
 MAX_LEVELS = 1 << 16  # the entropy coder's largest alphabet
@@ -71,13 +73,20 @@ def rounding_error(x: np.ndarray, step: float) -> float:
     return sum_squares(np.asarray(x, np.float32) - reconstruct(quantize(x, s), s))
 
 
+def compensated_error(x: np.ndarray, step: float, gram: np.ndarray) -> float:
+    """Sum of squared errors of float32 2-D `x` rounded at `step` with Gram compensation."""
+    grid = _StepGrid(step, tuple(np.shape(x)))
+    return sum_squares(np.asarray(x, np.float64) - compensate(x, gram, grid, int(np.shape(x)[1])))
+
+
 def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float, passes: int = 12,
-                  trellis: bool = False) -> float:
+                  trellis: bool = False, grams: Callable[[int], np.ndarray | None] | None = None) -> float:
     """The largest float32 step whose rounding gives at least `target_db` over all tensors
     together. `tensors()` yields the float32 tensors once per call (one in memory at a time);
     each pass over them measures one step. The first guess is the high-rate formula
     step^2 / 12 = signal / (N 10^(D/10)); then a bracket is narrowed (secant in log-log, else
-    bisection) until the step is within 0.1% of the largest one that meets the target."""
+    bisection) until the step is within 0.1% of the largest one that meets the target. `grams(i)`:
+    the Gram matrix the i-th tensor is compensated with (--importance), or None."""
     signal, count = 0.0, 0
     for x in tensors():
         signal += sum_squares(x)
@@ -88,8 +97,12 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
 
     measure_at = trellis_error if trellis else rounding_error
 
+    def measure(i: int, x: np.ndarray, step: float) -> float:
+        gram = grams(i) if grams is not None else None
+        return measure_at(x, step) if gram is None else compensated_error(x, step, gram)
+
     def error(step: float) -> float:
-        return sum(measure_at(x, step) for x in tensors())
+        return sum(measure(i, x, step) for i, x in enumerate(tensors()))
 
     # a trellis step reaches the rounding step's error at about 0.575 of it (docs/BENCHMARKS.md)
     guess = float(np.float32(math.sqrt(12.0 * want / count) * (0.575 if trellis else 1.0)))
@@ -121,12 +134,29 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
     return good[0]
 
 
+class _StepGrid:
+    """compensate.ColumnGrid of the uniform step grid: nothing to fit, codes recorded as int64."""
+
+    def __init__(self, step: float, shape: tuple[int, ...]):
+        self.step = np.float32(step)
+        self.codes = np.zeros(shape, np.int64)
+
+    def fit(self, columns: np.ndarray, start: int) -> None:
+        return None
+
+    def snap(self, column: np.ndarray, j: int) -> np.ndarray:
+        q = quantize(column.astype(np.float32), self.step)
+        self.codes[:, j] = q
+        return reconstruct(q, self.step).astype(np.float64)
+
+
 @register
 class ECSQ(Method):
     name = "ecsq"
     summary = "entropy-coded scalar quantization: one uniform grid step, no clipping, codes entropy-coded"
     options = frozenset({"step", "sqnr", "step_rms", "trellis"})
     entropy_coded = True
+    weighs_importance = True
 
     def check_spec(self, spec: Spec) -> None:
         if spec.step is None and spec.sqnr is None and spec.step_rms is None:
@@ -177,6 +207,23 @@ class ECSQ(Method):
             params["dq"] = True
         codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
+
+    def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
+        """With a Gram, plain rounding onto the step grid, each column's error compensated on the
+        columns after it (compensate.py; the trellis, which chooses codes along rows, does not
+        combine with that column order, so compensation replaces it). Without one there is
+        nothing to weigh: one step, nearest rounding."""
+        if imp.gram is None or not np.size(x) or np.ndim(x) != 2:
+            return self._encode(x, spec)[0]
+        step = self._step(spec, x)
+        grid = _StepGrid(float(step), tuple(np.shape(x)))
+        compensate(x, imp.gram, grid, int(np.shape(x)[1]))
+        params = {"step": float(step), **self._range(grid.codes)}
+        codes = (grid.codes - params["offset"]).astype(code_dtype(params["bits"]))
+        return Encoding(self.name, params, {"codes": codes})
+
+    def importance_spec(self, spec: Spec) -> Spec:
+        return spec.with_options(trellis=False) if spec.trellis else spec
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         step = params.get("step")
