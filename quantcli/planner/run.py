@@ -23,6 +23,7 @@ from .allocate import TooSmall, allocate
 from .budget import Budget
 from .candidates import default_candidates, label
 from .measure import SAMPLE, load, measure_all
+from .refine import refine_ecsq
 from .model import Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, overall_sqnr, weighted_sqnr
 
 OBJECTIVES = ("relative", "mse")
@@ -34,9 +35,14 @@ def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None =
     return header_bytes([t.sized(p) if p is not None else t.sized() for t, p in zip(tensors, picks)])
 
 
+def weight(t: TensorPlan, objective: str) -> float:
+    """The objective's weight of a tensor's relative error: relative: n_t (element-weighted,
+    n_t x MSE_t / mean x_t^2); mse: sum x_t^2 (the squared error)."""
+    return float(t.elements) if objective == "relative" else t.signal
+
+
 def distortion(t: TensorPlan, p: Point, objective: str) -> float:
-    """relative: element-weighted relative error (n_t x MSE_t / mean x_t^2); mse: squared error."""
-    return t.elements * p.rel if objective == "relative" else t.signal * p.rel
+    return weight(t, objective) * p.rel
 
 
 def _fixed_bound(tensors: list[TensorPlan]) -> int:
@@ -126,7 +132,7 @@ def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None,
 
 def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Selection, recipe: Recipe | None,
           base: Spec, candidates: list[Spec], sample: int, keep_nonfinite: bool, jobs: int,
-          objective: str, verify: bool, start: float) -> Plan:
+          objective: str, verify: bool, start: float, trellis: bool = True) -> Plan:
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective must be relative or mse, got {objective!r}")
     items = plan_tensors(sources.refs, base, selection, recipe)
@@ -134,6 +140,7 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
     quant_n = sum(t.elements for t in tensors if t.quantized)
     kept = sum(t.kept_bytes for t in tensors if not t.quantized)
     limit = budget.limit_bytes(quant_n, kept)
+    refined = None
     if budget.kind == "sqnr":
         for t in tensors:
             if t.role == "planned":
@@ -161,9 +168,14 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
                               "(headers counted)") from None
         for t, i in zip(planned, choices):
             t.choice = t.points[i]
+        others = sum(t.choice.cost for t in planned if t.choice is not None and t.choice.spec.method != "ecsq")
+        refined = refine_ecsq(planned, [weight(t, objective) for t in planned],
+                              limit - _fixed_bound(tensors) - others, len(str(limit)), keep_nonfinite, jobs,
+                              trellis)
     labels = list(dict.fromkeys(label(c) for c in candidates))
     plan = Plan(inputs, budget, tensors, sources.input_bytes, exact_header(tensors), limit, 0.0, sample, labels,
                 objective)
+    plan.refined = refined
     if limit is not None and plan.predicted_archive_bytes > limit:  # the bounds make this impossible
         raise WorkError(f"internal: the plan needs {plan.predicted_archive_bytes} bytes, over the budget {limit}")
     plan.baseline_uniform, plan.baseline_any = _baselines(tensors, budget, limit, candidates)
@@ -185,7 +197,7 @@ def setup(recipe: str | Recipe | None, jobs: int | None, sample: int) -> tuple[R
 def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, only: str | None = None,
                 skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                 recipe: str | Recipe | None = None, candidates: list[Spec] | None = None, sample: int = SAMPLE,
-                jobs: int | None = 1, objective: str = "relative") -> Plan:
+                jobs: int | None = 1, objective: str = "relative", trellis: bool = True) -> Plan:
     """The dry run: measure, allocate, and predict the archive's exact size (nothing written).
 
     With --min-sqnr every planned tensor's choice is checked on the whole tensor (so the
@@ -197,7 +209,7 @@ def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, 
         refuse_archives(sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
-                     verify=budget.kind == "sqnr", start=start)
+                     verify=budget.kind == "sqnr", start=start, trellis=trellis)
     for t in plan.tensors:  # encodings kept for a write that a dry run does not do
         t.cache = {}
     return plan
@@ -207,7 +219,8 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                     only: str | None = None, skip: str | None = None, include_1d: bool = False,
                     keep_nonfinite: bool = False, recipe: str | Recipe | None = None,
                     candidates: list[Spec] | None = None, sample: int = SAMPLE, jobs: int | None = 1,
-                    objective: str = "relative", progress: Progress | None = None) -> PlannedQuantizeReport:
+                    objective: str = "relative", progress: Progress | None = None,
+                    trellis: bool = True) -> PlannedQuantizeReport:
     """Plan, then write the archive with the chosen settings; its size is the plan's prediction.
 
     Fully measured tensors reuse their encodings from the measuring pass; with --min-sqnr the
@@ -220,7 +233,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
         refuse_archives(sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
-                     verify=False, start=start)
+                     verify=False, start=start, trellis=trellis)
 
         def encode(t: TensorPlan) -> tuple[Encoding, ErrorStats | None]:
             if not t.quantized:
