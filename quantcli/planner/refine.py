@@ -30,12 +30,13 @@ from ..pipeline import encode_and_measure
 from ..sizing import Sized, entry_bound
 from ..spec import Spec
 from ..storage import stored_arrays, stored_layout
-from .measure import CACHE_BYTES, ecsq_point, load
+from ..methods.base import matrix_shape
+from .measure import CACHE_BYTES, SAMPLE, ecsq_point, load, sample_rows
 from .model import Point, Refined, TensorPlan
 
 DQ_RATIO = 0.56     # a trellis step gives about the bytes of plain rounding at this fraction of its step
-PLAIN_EVALS = 12    # whole-model passes of the plain-rounding search, at most
-TRELLIS_EVALS = 5   # whole-model trellis encodes, at most
+PLAIN_EVALS = 12    # passes of the plain-rounding search (and of the trellis estimate on samples), at most
+TRELLIS_EVALS = 4   # whole-model trellis encodes, at most
 TOLERANCE = 2e-4    # stop once the bytes left unused are below this fraction of the ecsq budget
 
 
@@ -86,7 +87,7 @@ def _search(evaluate: Callable[[float], Trial], theta0: float, budget: float, pe
             trial.encodings = []  # never written: free them
             bad = trial
         if good is not None and bad is not None:
-            if bad.theta <= good.theta * (1 + 1e-4):
+            if good.theta <= bad.theta * (1 + 1e-4):
                 break
             lo, hi = math.log(bad.theta), math.log(good.theta)
             if bad.ok and good.cost > bad.cost:  # secant on (ln theta, cost), kept inside the bracket
@@ -96,11 +97,10 @@ def _search(evaluate: Callable[[float], Trial], theta0: float, budget: float, pe
                 f = 0.5
             theta = math.exp(lo + f * (hi - lo))
         else:
-            ref = good or bad
+            ref = good or bad  # one side only: aim at half the tolerance inside the budget
             assert ref is not None
-            gap = ref.cost - budget if ref.ok else per_lnstep
-            theta = ref.theta * math.exp(max(min(gap / per_lnstep * 1.002 + (0.0005 if ref is bad else -0.0005),
-                                                 1.0), -1.0))
+            gap = ref.cost - budget * (1 - TOLERANCE / 2) if ref.ok else per_lnstep
+            theta = ref.theta * math.exp(max(min(gap / per_lnstep, 1.0), -1.0))
     return good, n
 
 
@@ -145,7 +145,7 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
             if p is not None:
                 p.label = get_method("ecsq").describe(p.params)
             return header(p) if p is not None else None
-        pts = list(ordered_map(one, range(len(ts)), jobs))
+        pts = list(ordered_map(one, list(range(len(ts))), jobs))
         return _trial(theta, pts, ws)
 
     def dq(theta: float) -> Trial:
@@ -161,7 +161,7 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
             except InputError:  # more levels than the coder's alphabet at this step: infeasible
                 return None, None
             return header(_exact_point(t, spec, enc, err)), (enc, err)
-        out = list(ordered_map(one, range(len(ts)), jobs))
+        out = list(ordered_map(one, list(range(len(ts))), jobs))
         trial = _trial(theta, [p for p, _ in out], ws)
         trial.encodings = [e for _, e in out]
         return trial
@@ -170,9 +170,9 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
     if best is None or best.dist >= before:
         best = None
     used_trellis = False
-    if trellis:
-        start = best.theta if best is not None else theta0
-        found, k = _search(dq, start * DQ_RATIO, float(budget), per_lnstep, TRELLIS_EVALS)
+    if trellis and best is not None:
+        start = _trellis_start(ts, live, scale, best, float(budget), per_lnstep, keep_nonfinite, jobs)
+        found, k = _search(dq, start, float(budget), per_lnstep, TRELLIS_EVALS)
         passes += k
         if found is not None and found.dist < (best.dist if best is not None else before):
             best, used_trellis = found, True
@@ -189,6 +189,56 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
             cache_left -= enc_err[0].nbytes
             t.cache[p.candidate] = enc_err
     return Refined(len(ts), used_trellis, before, best.dist, passes)
+
+
+def _code_bits(codes: np.ndarray) -> float:
+    """Order-0 code length of `codes` in bits (the empirical entropy times their number)."""
+    counts = np.unique(codes, return_counts=True)[1].astype(np.float64)
+    return float(-(counts * np.log2(counts / codes.size)).sum()) if codes.size else 0.0
+
+
+def _trellis_start(ts: list[TensorPlan], live: list[bool], scale: list[float], plain: Trial, budget: float,
+                   per_lnstep: float, keep_nonfinite: bool, jobs: int) -> float:
+    """Where to start the trellis search: the theta whose trellis codes are estimated to take the
+    budget, from row samples (`sample_rows`, as the measuring pass): the plain trial's bytes plus,
+    per tensor, its elements times the difference in order-0 bits per code between the trellis at
+    theta and plain rounding at the plain trial's theta on the same rows. A trellis pass over the
+    samples is cheap; the whole-tensor passes that follow then start within a fraction of a percent."""
+    method = get_method("ecsq")
+
+    def sample(i: int) -> tuple[np.ndarray, float] | None:
+        t = ts[i]
+        if not live[i]:
+            return None
+        xf, _ = load(t.ref, keep_nonfinite)
+        assert xf is not None
+        rows, cols = matrix_shape(tuple(t.ref.shape))
+        idx = sample_rows(rows, cols, SAMPLE)
+        xs = xf if idx is None else np.ascontiguousarray(xf.reshape(rows, cols)[idx])
+        step = np.float32(plain.theta * scale[i])
+        return xs, _code_bits(method.encode_measured(xs, Spec(method="ecsq", step=float(step)))[0].arrays["codes"])
+
+    samples = list(ordered_map(sample, list(range(len(ts))), jobs))
+
+    def estimate(theta: float) -> Trial:
+        def one(i: int) -> float | None:
+            s = samples[i]
+            if s is None:
+                return 0.0
+            xs, plain_bits = s
+            try:
+                enc, _ = method.encode_measured(xs, Spec(method="ecsq", step=float(np.float32(theta * scale[i])),
+                                                        trellis=True))
+            except InputError:
+                return None
+            return ts[i].elements / xs.size * (_code_bits(enc.arrays["codes"]) - plain_bits) / 8
+        deltas = list(ordered_map(one, list(range(len(ts))), jobs))
+        if any(d is None for d in deltas):
+            return Trial(theta, [None], math.inf, math.inf)
+        return Trial(theta, [], plain.cost + sum(d for d in deltas if d is not None), 0.0)
+
+    found, _ = _search(estimate, plain.theta * DQ_RATIO, budget * (1 - 4 * TOLERANCE), per_lnstep, PLAIN_EVALS)
+    return found.theta if found is not None else plain.theta * DQ_RATIO
 
 
 def _trial(theta: float, pts: list[Point | None], ws: list[float]) -> Trial:

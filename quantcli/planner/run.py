@@ -24,9 +24,9 @@ from .budget import Budget
 from .candidates import default_candidates, label
 from .measure import SAMPLE, load, measure_all
 from .refine import refine_ecsq
+from .weights import OBJECTIVES, objective_weights
 from .model import Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, overall_sqnr, weighted_sqnr
 
-OBJECTIVES = ("relative", "mse")
 
 
 def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None = None) -> int:
@@ -35,14 +35,6 @@ def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None =
     return header_bytes([t.sized(p) if p is not None else t.sized() for t, p in zip(tensors, picks)])
 
 
-def weight(t: TensorPlan, objective: str) -> float:
-    """The objective's weight of a tensor's relative error: relative: n_t (element-weighted,
-    n_t x MSE_t / mean x_t^2); mse: sum x_t^2 (the squared error)."""
-    return float(t.elements) if objective == "relative" else t.signal
-
-
-def distortion(t: TensorPlan, p: Point, objective: str) -> float:
-    return weight(t, objective) * p.rel
 
 
 def _fixed_bound(tensors: list[TensorPlan]) -> int:
@@ -134,7 +126,7 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
           base: Spec, candidates: list[Spec], sample: int, keep_nonfinite: bool, jobs: int,
           objective: str, verify: bool, start: float, trellis: bool = True) -> Plan:
     if objective not in OBJECTIVES:
-        raise ConfigError(f"--objective must be relative or mse, got {objective!r}")
+        raise ConfigError(f"--objective must be {', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}, got {objective!r}")
     items = plan_tensors(sources.refs, base, selection, recipe)
     tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs)
     quant_n = sum(t.elements for t in tensors if t.quantized)
@@ -156,9 +148,11 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
     else:
         assert limit is not None
         planned = [t for t in tensors if t.role == "planned"]
+        weights = objective_weights([t.elements for t in planned], [t.signal for t in planned],
+                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs))
         try:
             choices, _ = allocate([[p.cost for p in t.points] for t in planned],
-                                  [[distortion(t, p, objective) for p in t.points] for t in planned],
+                                  [[w * p.rel for p in t.points] for t, w in zip(planned, weights)],
                                   limit, _fixed_bound(tensors))
         except TooSmall as e:
             if budget.kind != "bpw":
@@ -169,7 +163,7 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         for t, i in zip(planned, choices):
             t.choice = t.points[i]
         others = sum(t.choice.cost for t in planned if t.choice is not None and t.choice.spec.method != "ecsq")
-        refined = refine_ecsq(planned, [weight(t, objective) for t in planned],
+        refined = refine_ecsq(planned, weights,
                               limit - _fixed_bound(tensors) - others, len(str(limit)), keep_nonfinite, jobs,
                               trellis)
     labels = list(dict.fromkeys(label(c) for c in candidates))
