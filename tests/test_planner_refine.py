@@ -159,3 +159,26 @@ def test_objective_weights():
     # a head anywhere in the checkpoint (kept tensors included) turns the rule off
     assert objective_weights([100, 10], [4.0, 2.0], names, "relative-emb", names + ["cls.predictions.bias"]) \
         == [100.0, 10.0]
+
+
+def test_cli_objective_relative_emb(model, tmp_path):
+    """The CLI takes the new objective; the JSON reports it and the re-solve; the file matches the
+    dry run to the byte (trellis choices are sized by storing them)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from quantcli.cli import app
+    runner = CliRunner()
+    args = [model, "--target-bpw", "3", "--objective", "relative-emb", "--json", "--sample", "4096"]
+    dry = runner.invoke(app, ["quantize", *args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    doc = json.loads(dry.stdout)
+    assert doc["totals"]["objective"] == "relative-emb"
+    assert doc["totals"]["ecsq_resolved"]["trellis"] is True
+    out = str(tmp_path / "c.qnt.safetensors")
+    res = runner.invoke(app, ["quantize", "-o", out, *args])
+    assert res.exit_code == 0, res.output
+    assert os.path.getsize(out) == doc["totals"]["predicted_archive_bytes"]
+    bad = runner.invoke(app, ["quantize", model, "--target-bpw", "3", "--objective", "cosine", "--dry-run"])
+    assert bad.exit_code == 2
