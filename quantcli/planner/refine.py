@@ -7,16 +7,18 @@ tensor t's relative error) the best step is proportional to sqrt(signal_t / w_t)
 tensor's error is n_t step^2 / 12 and its rate falls by n_t bits when the step doubles), i.e. one
 common step for `mse`, a step proportional to each tensor's RMS for `relative`
 (docs/STUDY-ecsq.md). So the tensors that chose ecsq share one factor theta, found by a secant /
-bisection search on the bytes they may take (the budget less everything else), with sizes measured
-on the whole tensors: plain rounding is sized by `entropy.size_bound` of the codes' histogram,
-the trellis (dependent quantization, ~0.9 dB more at equal rate) by storing the encoding
-(`storage.stored_arrays`), which is then kept for the write. Only feasible points are kept, so the
-budget holds; the result replaces the ladder choice only when its objective is lower.
+bisection search on the bytes they may take (the budget less everything else): first with plain
+rounding, then with the trellis (dependent quantization, ~0.9 dB more at equal rate). Each trial
+encodes the whole tensors and sizes them by storing them (`storage.stored_arrays`), so sizes are
+exact and the chosen trial's encodings are written as they are (within CACHE_BYTES). Only trials
+that fit are kept, so the budget holds; the result replaces the ladder choice only when its
+objective is lower.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,7 +33,7 @@ from ..sizing import Sized, entry_bound
 from ..spec import Spec
 from ..storage import stored_arrays, stored_layout
 from ..methods.base import matrix_shape
-from .measure import CACHE_BYTES, SAMPLE, ecsq_point, load, sample_rows
+from .measure import CACHE_BYTES, SAMPLE, load, sample_rows
 from .model import Point, Refined, TensorPlan
 
 DQ_RATIO = 0.56     # a trellis step gives about the bytes of plain rounding at this fraction of its step
@@ -97,10 +99,10 @@ def _search(evaluate: Callable[[float], Trial], theta0: float, budget: float, pe
                 f = 0.5
             theta = math.exp(lo + f * (hi - lo))
         else:
-            ref = good or bad  # one side only: aim at half the tolerance inside the budget
-            assert ref is not None
+            ref = good or bad  # one side only: aim at half the tolerance inside the budget, with
+            assert ref is not None  # steps doubling while the side stays the same (sizes move in words)
             gap = ref.cost - budget * (1 - TOLERANCE / 2) if ref.ok else per_lnstep
-            theta = ref.theta * math.exp(max(min(gap / per_lnstep, 1.0), -1.0))
+            theta = ref.theta * math.exp(max(min(gap / per_lnstep * 2.0 ** (n - 1), 1.0), -1.0))
     return good, n
 
 
@@ -134,59 +136,51 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
         p.header = entry_bound(p.sized, digits)
         return p
 
-    def plain(theta: float) -> Trial:
-        def one(i: int) -> Point | None:
-            t = ts[i]
-            if not live[i]:
-                return before_pts[i]
-            xf, _ = load(t.ref, keep_nonfinite)
-            assert xf is not None
-            p = ecsq_point(t.ref, Spec(method="ecsq", step=step_of(i, theta)), "", xf, t.signal)
-            if p is not None:
-                p.label = get_method("ecsq").describe(p.params)
-            return header(p) if p is not None else None
-        pts = list(ordered_map(one, list(range(len(ts))), jobs))
-        return _trial(theta, pts, ws)
+    def encoded(theta: float, dq: bool) -> Trial:
+        """Every ecsq tensor encoded at theta and sized by storing it; encodings kept for the
+        write while they fit in CACHE_BYTES (the rest is encoded again, identically, if chosen)."""
+        room, lock = [CACHE_BYTES], threading.Lock()
 
-    def dq(theta: float) -> Trial:
         def one(i: int) -> tuple[Point | None, tuple[Encoding, ErrorStats] | None]:
             t = ts[i]
             if not live[i]:
                 return before_pts[i], None
             xf, _ = load(t.ref, keep_nonfinite)
             assert xf is not None
-            spec = Spec(method="ecsq", step=step_of(i, theta), trellis=True)
+            spec = Spec(method="ecsq", step=step_of(i, theta), trellis=dq)
             try:
                 enc, err = encode_and_measure(xf, spec, t.ref)
             except InputError:  # more levels than the coder's alphabet at this step: infeasible
                 return None, None
-            return header(_exact_point(t, spec, enc, err)), (enc, err)
+            point = header(_exact_point(t, spec, enc, err))
+            with lock:
+                keep = enc.nbytes <= room[0]
+                room[0] -= enc.nbytes if keep else 0
+            return point, (enc, err) if keep else None
         out = list(ordered_map(one, list(range(len(ts))), jobs))
         trial = _trial(theta, [p for p, _ in out], ws)
         trial.encodings = [e for _, e in out]
         return trial
 
-    best, passes = _search(plain, theta0, float(budget), per_lnstep, PLAIN_EVALS)
+    best, passes = _search(lambda th: encoded(th, False), theta0, float(budget), per_lnstep, PLAIN_EVALS)
     if best is None or best.dist >= before:
         best = None
     used_trellis = False
     if trellis and best is not None:
         start = _trellis_start(ts, live, scale, best, float(budget), per_lnstep, keep_nonfinite, jobs)
-        found, k = _search(dq, start, float(budget), per_lnstep, TRELLIS_EVALS)
+        found, k = _search(lambda th: encoded(th, True), start, float(budget), per_lnstep, TRELLIS_EVALS)
         passes += k
         if found is not None and found.dist < (best.dist if best is not None else before):
             best, used_trellis = found, True
     if best is None:
         return Refined(len(ts), False, before, before, passes)
     assert best.cost <= budget and best.ok
-    cache_left = CACHE_BYTES
     for i, (t, p) in enumerate(zip(ts, best.points)):
         assert p is not None
         t.choice = p
         t.points.append(p)
         enc_err = best.encodings[i] if best.encodings else None
-        if enc_err is not None and enc_err[0].nbytes <= cache_left:
-            cache_left -= enc_err[0].nbytes
+        if enc_err is not None:
             t.cache[p.candidate] = enc_err
     return Refined(len(ts), used_trellis, before, best.dist, passes)
 
