@@ -8,6 +8,11 @@ written and measured for real. Also: the best single setting of any method among
 candidates (written and measured), and a study of the sample size (planning time vs accuracy).
 
     PYTHONPATH=. python benchmarks/bench_planner.py [--model PATH] [--jobs 2] [--sample-study]
+
+`--ecsq` instead prints the issue-11 table: whole `quant quantize MODEL --target-bpw B [--objective O]`
+commands (--jobs 1, process start and file I/O included; median wall time of `--repeat` runs) with
+bits/weight from the archive file, SQNR over the quantized tensors and sentence-embedding cosine
+(benchmarks/minilm.py over `--sentences`, default sentences_eval.txt).
 """
 
 from __future__ import annotations
@@ -76,14 +81,53 @@ def best_single(model: str, bpw: float, specs: list[Spec], tmp: str) -> tuple[st
     return best
 
 
+def ecsq_table(model: str, budgets: list[float], objectives: list[str], sentences: str, repeat: int) -> None:
+    """The issue-11 acceptance table (see the module docstring)."""
+    import json
+    import statistics
+    import subprocess
+
+    import minilm
+    w = minilm.load_weights(model)
+    sents = minilm.read_sentences(sentences)
+    ref = minilm.embed(w, sents)
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {len(sents)} sentences from {os.path.basename(sentences)}")
+    print("| objective | target bpw | bits/weight (file) | SQNR dB | cos | plan s | command s (median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for objective in objectives:
+            for bpw in budgets:
+                out = os.path.join(tmp, "a.qnt.safetensors")
+                times, doc = [], {}
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    r = subprocess.run([sys.executable, "-m", "quantcli", "quantize", model, "-o", out, "-j", "1",
+                                        "--json", "--target-bpw", str(bpw), "--objective", objective],
+                                       capture_output=True, text=True, check=True)
+                    times.append(time.perf_counter() - t0)
+                    doc = json.loads(r.stdout)
+                cos = minilm.embedding_cosine(w, minilm.load_archive(out), sents, reference=ref)
+                print(f"| {objective} | {bpw} | {archive_bpw(out):.4f} | {doc['totals']['overall_sqnr_db']:.2f} | "
+                      f"{cos:.4f} | {doc['plan']['totals']['planning_seconds']:.1f} | {statistics.median(times):.1f} |",
+                      flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--ecsq", action="store_true", help="the issue-11 table instead")
+    ap.add_argument("--objectives", default="relative,relative-emb,mse")
+    ap.add_argument("--sentences", default=os.path.join(ROOT, "benchmarks", "sentences_eval.txt"))
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--budgets", default="2.5,3.5,4.5")
     ap.add_argument("--sample-study", action="store_true")
     args = ap.parse_args()
     args.model = real_model(args.model)
+    if args.ecsq:
+        ecsq_table(args.model, [float(b) for b in args.budgets.split(",")], args.objectives.split(","),
+                   args.sentences, args.repeat)
+        return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python "
           f"{sys.version.split()[0]}; model {args.model} ({os.path.getsize(args.model):,} bytes)\n")
     rows = []

@@ -209,6 +209,7 @@ class Objective(str, Enum):
 
     relative = "relative"
     mse = "mse"
+    relative_emb = "relative-emb"
 
 
 class Candidates(str, Enum):
@@ -312,7 +313,9 @@ def quantize(
                                                                         "quicker.")] = Candidates.default,
     objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative = element-weighted "
                                                                      "relative error; mse = total squared error "
-                                                                     "(what SQNR over the model measures).")]
+                                                                     "(what SQNR over the model measures); "
+                                                                     "relative-emb = relative with an encoder's "
+                                                                     "input token embeddings 4x coarser.")]
     = Objective.relative,
     importance: Annotated[Optional[str], typer.Option("--importance", metavar="FILE", help="Calibration "
                                                       "statistics (safetensors; docs/IMPORTANCE.md): the tensors "

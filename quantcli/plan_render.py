@@ -3,6 +3,7 @@ rich tables for people, JSON documents for scripts. No math here."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -45,10 +46,28 @@ def plan_doc(p: Plan) -> dict[str, Any]:
                    "input_bytes": p.input_bytes, "quantized_elements": p.quantized_elements,
                    "bits_per_weight": p.bits_per_weight, "weighted_sqnr_db": _num(p.weighted_sqnr_db),
                    "overall_sqnr_db": _num(p.overall_sqnr_db), "planning_seconds": p.planning_seconds,
-                   "sample_values": p.sample, "candidates": p.candidates},
+                   "sample_values": p.sample, "candidates": p.candidates, "objective": p.objective,
+                   "ecsq_resolved": _refined_json(p)},
         "baseline_uniform": _baseline_json(p.baseline_uniform),
         "baseline_any": _baseline_json(p.baseline_any),
     }
+
+
+def _refined_json(p: Plan) -> dict[str, Any] | None:
+    r = p.refined
+    if r is None:
+        return None
+    return {"tensors": r.tensors, "trellis": r.trellis, "objective_before": _num(r.before),
+            "objective_after": _num(r.after), "passes": r.passes}
+
+
+def _refined_line(p: Plan) -> str:
+    r = p.refined
+    if r is None or r.after >= r.before:
+        return ""
+    gain = 10 * math.log10(r.before / r.after) if r.after > 0 else math.inf
+    return (f"; ecsq steps of {r.tensors} tensors re-solved{' with the trellis' if r.trellis else ''}: "
+            f"objective -{_db(gain)} dB against the ladder")
 
 
 def plan_json(p: Plan) -> dict[str, Any]:
@@ -81,7 +100,8 @@ def _totals_line(p: Plan) -> str:
     return (f"{p.budget.describe()}: archive {p.predicted_archive_bytes:,} bytes{limit} (exact, header "
             f"{p.header_bytes:,}), {p.bits_per_weight:.4f} bits per quantized weight (archive less kept arrays), "
             f"weighted SQNR {_db(p.weighted_sqnr_db)} dB, overall {_db(p.overall_sqnr_db)} dB (estimated on "
-            f"samples of {p.sample:,} values), planned in {p.planning_seconds:.1f} s")
+            f"samples of {p.sample:,} values), objective {p.objective}{_refined_line(p)}, planned in "
+            f"{p.planning_seconds:.1f} s")
 
 
 _PLAN_COLS = (Col("tensor", "left"), Col("shape", "left", 3), Col("role", "left", 2), Col("setting", "left", wrap=22),

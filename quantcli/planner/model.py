@@ -101,6 +101,18 @@ class Baseline:
 
 
 @dataclass
+class Refined:
+    """What the re-solve did, for the report: the trellis or not, the objective before
+    and after (lower is better) and the number of whole-model passes."""
+
+    tensors: int
+    trellis: bool
+    before: float
+    after: float
+    passes: int
+
+
+@dataclass
 class Plan:
     """The planner's result: per-tensor choices, the exact archive size, estimated quality."""
 
@@ -116,6 +128,7 @@ class Plan:
     objective: str = "relative"
     baseline_uniform: Baseline | None = None
     baseline_any: Baseline | None = None
+    refined: Refined | None = None   # the ecsq steps' re-solve (planner/refine.py)
 
     @property
     def quantized(self) -> list[TensorPlan]:
