@@ -352,7 +352,7 @@ def quantize(
         if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
             kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
                       candidates=planner.default_candidates(candidates.value), sample=sample, jobs=jobs,
-                      objective=objective.value)
+                      objective=objective.value, importance=importance)
             if dry_run:
                 planned_plan = planner.plan_budget(paths, budget, spec, **kw)  # type: ignore[arg-type]
                 out.emit(plan_render.plan_json(planned_plan))

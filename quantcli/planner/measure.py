@@ -18,7 +18,8 @@ from ..methods.base import matrix_shape
 from ..packing import packed_nbytes
 from ..metrics import ErrorStats, sum_squares
 from ..parallel import ordered_map
-from ..pipeline import encode_and_measure, load_float32, nonfinite_error, nonfinite_note
+from ..importance import PARAM as IMPORTANCE_PARAM, Importance
+from ..pipeline import encode_and_measure, encode_weighted, load_float32, nonfinite_error, nonfinite_note, weighted_by
 from ..selection import PlanItem
 from ..sizing import Sized, entry_bound
 from ..sources import TensorRef
@@ -62,6 +63,32 @@ class _Context:
     keep_nonfinite: bool
     cache_left: list[int]
     lock: threading.Lock
+    importance: Importance | None = None
+
+
+def relative_error(t: TensorPlan, x: np.ndarray, recon: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """The error the objective sees: sum err^2 / sum x^2, or with statistics the same sums weighted
+    by the rows' and columns' importance (the diagonal: what the layer's output sees; a Gram's
+    off-diagonal terms are left to the compensation at the write). `rows`: the sampled rows."""
+    if t.stats is None:
+        signal = sum_squares(x)
+        return sum_squares(x - recon) / signal if signal > 0 else 0.0
+    shape = matrix_shape(tuple(np.shape(x)))
+    xm = np.asarray(x, np.float64).reshape(shape)
+    dm = xm - np.asarray(recon, np.float64).reshape(shape)
+    cols = t.stats.cols if t.stats.cols is not None else np.ones(shape[1])
+    r = t.stats.rows if t.stats.rows is not None else np.ones(t.rows)
+    r = r if rows is None else r[rows]
+    signal = float(r @ ((xm * xm) @ cols))
+    return float(r @ ((dm * dm) @ cols)) / signal if signal > 0 else 0.0
+
+
+def weighted_params(t: TensorPlan, spec: Spec, params: dict) -> dict:
+    """The params a tensor with statistics records when its method weighs them (else as given)."""
+    method = get_method(spec.method)
+    if t.stats is None or not method.weighs_importance:
+        return params
+    return {**method.params_for(tuple(t.ref.shape), method.importance_spec(spec)), IMPORTANCE_PARAM: t.record}
 
 
 def load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]:
@@ -98,10 +125,18 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     shape = tuple(ref.shape)
     rows, cols = matrix_shape(shape)
     t = TensorPlan(ref, role, "", signal=sum_squares(xf), rows=rows)
+    imp = ctx.importance
+    if imp is not None and ref.name in imp.tensors and (
+            role == "planned" or item.spec is not None and weighted_by(imp, ref, item.spec)):
+        t.stats, t.record = imp.for_tensor(ref.name, shape), imp.record
     if role == "pinned":  # the recipe's setting, exactly as it will be written: encode it whole
         assert item.spec is not None
-        enc, err = encode_and_measure(xf, item.spec, ref)
-        rel = err.error / err.signal if err.signal > 0 else 0.0
+        if t.stats is not None:
+            enc, err = encode_weighted(xf, item.spec, ref, t.stats, t.record)
+        else:
+            enc, err = encode_and_measure(xf, item.spec, ref)
+        rel = relative_error(t, xf, get_method(enc.method).decode(enc, shape)) if t.stats is not None \
+            else err.error / err.signal if err.signal > 0 else 0.0
         desc = get_method(item.spec.method).describe(enc.params)
         t.points = [Point(item.spec, item.spec, desc, Sized.stored(ref, item.spec.method, enc.params), rel)]
         t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
@@ -114,7 +149,7 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     encodings: list[tuple[Encoding, ErrorStats] | None] = []
     for candidate, shown in zip(ctx.candidates, ctx.labels):
         if candidate.method == "ecsq":  # measured whole: exact error, a bound of its coded size
-            point = ecsq_point(ref, candidate, shown, xf, t.signal)
+            point = ecsq_point(t, candidate, shown, xf)
             if point is not None:
                 t.points.append(point)
                 encodings.append(None)
@@ -129,9 +164,13 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         enc, err = encode_and_measure(xs, spec, ref)
         if t.exact:
             params = enc.params  # the truth, when measured on the whole tensor
-        rel = err.error / err.signal if err.signal > 0 else 0.0
+        if t.stats is not None:  # measured plainly, weighed as the output sees it; encoded for it at the write
+            rel = relative_error(t, xs, get_method(spec.method).decode(enc, tuple(xs.shape)), idx)
+            params = weighted_params(t, spec, params)
+        else:
+            rel = err.error / err.signal if err.signal > 0 else 0.0
         t.points.append(Point(candidate, spec, shown, Sized.stored(ref, spec.method, params), rel))
-        encodings.append((enc, err) if t.exact else None)
+        encodings.append((enc, err) if t.exact and t.stats is None else None)
     if t.exact:
         for i in pareto_front([p.nbytes for p in t.points], [p.rel for p in t.points]):
             enc_err = encodings[i]
@@ -140,10 +179,13 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     return t
 
 
-def ecsq_point(ref: TensorRef, candidate: Spec, shown: str, xf: np.ndarray, signal: float) -> Point | None:
+def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Point | None:
     """An ecsq candidate on the whole tensor (rounding is cheap): its exact error, and an upper
     bound of its stored bytes from the codes' histogram (`entropy.size_bound`), so a plan never
-    exceeds its budget; None when the step needs more levels than the coder's alphabet."""
+    exceeds its budget; None when the step needs more levels than the coder's alphabet. (With a
+    Gram the write compensates the rounding; should that not fit this bound, plain rounding at the
+    same step, which does, is written instead.)"""
+    ref, signal = t.ref, t.signal
     step = ecsq.step_from_rms(candidate.step_rms, xf) if candidate.step_rms is not None \
         else np.float32(candidate.step)
     q = ecsq.quantize(xf, step)
@@ -151,13 +193,18 @@ def ecsq_point(ref: TensorRef, candidate: Spec, shown: str, xf: np.ndarray, sign
     levels = hi - lo + 1
     if levels > ecsq.MAX_LEVELS:
         return None
-    rel = sum_squares(xf - ecsq.reconstruct(q, step)) / signal if signal > 0 else 0.0
+    if t.stats is None:
+        rel = sum_squares(xf - ecsq.reconstruct(q, step)) / signal if signal > 0 else 0.0
+    else:
+        rel = relative_error(t, xf, ecsq.reconstruct(q, step))
     bits = max(1, math.ceil(math.log2(levels)))
     alphabet = max(2, levels)
     counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)
     del q
     bound = min(packed_nbytes(xf.size, bits), entropy.size_bound(counts) + MANIFEST_SLACK)
-    params = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
+    params: dict = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
+    if t.stats is not None:
+        params[IMPORTANCE_PARAM] = t.record
     codecs = {"codes": {"codec": "rans", "alphabet": alphabet, "lanes": -(-xf.size // entropy.CODES_PER_LANE),
                         "table_nbytes": entropy.table_nbytes(counts),
                         "nbytes": bound}}
@@ -185,9 +232,9 @@ def roles(items: list[PlanItem]) -> list[tuple[PlanItem, str]]:
 
 
 def measure_all(items: list[PlanItem], candidates: list[Spec], sample: int, keep_nonfinite: bool,
-                jobs: int) -> list[TensorPlan]:
+                jobs: int, importance: Importance | None = None) -> list[TensorPlan]:
     ctx = _Context(candidates, [label(c) for c in candidates], sample, keep_nonfinite,
-                   [CACHE_BYTES], threading.Lock())
+                   [CACHE_BYTES], threading.Lock(), importance)
     tensors = list(ordered_map(lambda ir: _measure(ir[0], ir[1], ctx), roles(items), jobs))
     bound_headers(tensors)
     return tensors

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..importance import TensorImportance
 from ..methods import Encoding
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..reports import QuantizeReport
@@ -63,6 +64,8 @@ class TensorPlan:
     kept_header: int = 0
     cache: dict[Spec, tuple[Encoding, ErrorStats]] = field(default_factory=dict, repr=False)  # by candidate
     actual: ErrorStats | None = None  # measured on the whole tensor (--min-sqnr check, or the write)
+    stats: TensorImportance | None = field(default=None, repr=False)  # --importance statistics for it
+    record: str = ""             # what its params record of those statistics (importance.PARAM)
 
     @property
     def elements(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Iterator
 
 from ..storage import stored_arrays, stored_nbytes
@@ -12,7 +13,8 @@ from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..output import check_output
 from ..parallel import default_jobs, ordered_map
-from ..pipeline import Encoded, Progress, encode_and_measure, storage_codec, write_archive
+from ..pipeline import (Encoded, Progress, encode_and_measure, importance_use, open_importance, storage_codec,
+                        write_archive)
 from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
 from ..selection import Selection, plan_tensors, refuse_archives
@@ -23,7 +25,9 @@ from .allocate import TooSmall, allocate
 from .budget import Budget
 from .candidates import default_candidates, label
 from .measure import SAMPLE, load, measure_all
-from .refine import refine_ecsq
+from ..importance import Importance
+from ..methods.base import matrix_shape
+from .refine import encode_for, refine_ecsq
 from .weights import OBJECTIVES, objective_weights
 from .model import Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, overall_sqnr, weighted_sqnr
 
@@ -32,6 +36,14 @@ def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None =
     """The header size the archive gets with these choices (default: the current ones)."""
     picks = [t.choice for t in tensors] if choices is None else choices
     return header_bytes([t.sized(p) if p is not None else t.sized() for t, p in zip(tensors, picks)])
+
+
+def output_features(t: TensorPlan) -> int:
+    """Values a tensor produces per token: a lookup table's (statistics with row fractions only)
+    row width, any other matrix's rows (a Linear [out, in] yields out)."""
+    rows, cols = matrix_shape(tuple(t.ref.shape))
+    lookup = t.stats is not None and t.stats.rows is not None and t.stats.cols is None
+    return cols if lookup else rows
 
 
 def _fixed_bound(tensors: list[TensorPlan]) -> int:
@@ -69,7 +81,7 @@ def _verify(t: TensorPlan, floor_db: float, keep_nonfinite: bool) -> Encoding:
             if xf is None:
                 xf, _ = load(t.ref, keep_nonfinite)
             assert xf is not None
-            enc, err = encode_and_measure(xf, p.spec, t.ref)
+            enc, err, _ = encode_for(t, xf, p.spec)
         if err.sqnr_db >= floor_db:
             t.choice, t.actual = p, err
             t.cache = {p.candidate: (enc, err)}
@@ -121,11 +133,14 @@ def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None,
 
 def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Selection, recipe: Recipe | None,
           base: Spec, candidates: list[Spec], sample: int, keep_nonfinite: bool, jobs: int,
-          objective: str, verify: bool, start: float, trellis: bool = True) -> Plan:
+          objective: str, verify: bool, start: float, trellis: bool = True,
+          importance: Importance | None = None) -> Plan:
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective must be {', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}, got {objective!r}")
     items = plan_tensors(sources.refs, base, selection, recipe)
-    tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs)
+    tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs, importance)
+    if importance is not None and objective != "mse":
+        objective = "output"  # with statistics: each tensor's relative output error, per output feature
     quant_n = sum(t.elements for t in tensors if t.quantized)
     kept = sum(t.kept_bytes for t in tensors if not t.quantized)
     limit = budget.limit_bytes(quant_n, kept)
@@ -146,7 +161,8 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         assert limit is not None
         planned = [t for t in tensors if t.role == "planned"]
         weights = objective_weights([t.elements for t in planned], [t.signal for t in planned],
-                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs))
+                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs),
+                                    [output_features(t) for t in planned])
         try:
             choices, _ = allocate([[p.cost for p in t.points] for t in planned],
                                   [[w * p.rel for p in t.points] for t, w in zip(planned, weights)],
@@ -188,7 +204,8 @@ def setup(recipe: str | Recipe | None, jobs: int | None, sample: int) -> tuple[R
 def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, only: str | None = None,
                 skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                 recipe: str | Recipe | None = None, candidates: list[Spec] | None = None, sample: int = SAMPLE,
-                jobs: int | None = 1, objective: str = "relative", trellis: bool = True) -> Plan:
+                jobs: int | None = 1, objective: str = "relative", trellis: bool = True,
+                importance: str | None = None) -> Plan:
     """The dry run: measure, allocate, and predict the archive's exact size (nothing written).
 
     With --min-sqnr every planned tensor's choice is checked on the whole tensor (so the
@@ -201,7 +218,8 @@ def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, 
         refuse_archives(sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
-                     verify=budget.kind == "sqnr", start=start, trellis=trellis)
+                     verify=budget.kind == "sqnr", start=start, trellis=trellis,
+                     importance=open_importance(importance, sources))
     for t in plan.tensors:  # encodings kept for a write that a dry run does not do
         t.cache = {}
     return plan
@@ -212,7 +230,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                     keep_nonfinite: bool = False, recipe: str | Recipe | None = None,
                     candidates: list[Spec] | None = None, sample: int = SAMPLE, jobs: int | None = 1,
                     objective: str = "relative", progress: Progress | None = None,
-                    trellis: bool = True) -> PlannedQuantizeReport:
+                    trellis: bool = True, importance: str | None = None) -> PlannedQuantizeReport:
     """Plan, then write the archive with the chosen settings; its size is the plan's prediction.
 
     Fully measured tensors reuse their encodings from the measuring pass; with --min-sqnr the
@@ -221,11 +239,12 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
     start = time.perf_counter()
     recipe, jobs = setup(recipe, jobs, sample)
     with Sources(inputs) as sources:
-        check_output(output, sources.files, ".safetensors")
+        check_output(output, sources.files + ([importance] if importance else []), ".safetensors")
         refuse_archives(sources)
+        stats = open_importance(importance, sources)
         plan = _plan(sources, list(inputs), budget, Selection(only, skip, include_1d), recipe, spec or Spec(),
                      candidates or default_candidates(), sample, keep_nonfinite, jobs, objective,
-                     verify=False, start=start, trellis=trellis)
+                     verify=False, start=start, trellis=trellis, importance=stats)
 
         def encode(t: TensorPlan) -> tuple[Encoding, ErrorStats | None]:
             if not t.quantized:
@@ -240,7 +259,15 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
             if xf is None:
                 raise InputError("changed while planning (it now holds NaN or Inf values)", path=t.ref.path,
                                  tensor=t.ref.name)
-            return encode_and_measure(xf, t.choice.spec, t.ref)
+            enc, err, _ = encode_for(t, xf, t.choice.spec)
+            if t.stats is not None and not t.choice.sized.exact and enc.method == "ecsq":
+                arrays, _ = stored_arrays(enc, tuple(t.ref.shape), "entropy")
+                if sum(int(a.nbytes) for a in arrays.values()) > t.choice.nbytes:
+                    # compensated codes outgrew the bound of plain rounding's: write plain rounding at
+                    # the same step, which the bound holds (its params record no statistics)
+                    enc, err = encode_and_measure(xf, t.choice.spec, t.ref)
+                    t.choice = replace(t.choice, sized=replace(t.choice.sized, params=enc.params))
+            return enc, err
 
         def results() -> Iterator[Encoded]:
             for t, (enc, err) in zip(plan.tensors, ordered_map(encode, plan.tensors, jobs)):
@@ -261,8 +288,10 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
             plan.header_bytes = exact_header(plan.tensors)
             return plan.header_bytes
 
-        reports, stats, archive_bytes = write_archive(output, results(), sum(t.ref.nbytes for t in plan.tensors),
-                                                      progress, header)
+        reports, totals, archive_bytes = write_archive(output, results(), sum(t.ref.nbytes for t in plan.tensors),
+                                                       progress, header)
         report = QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
-                                time.perf_counter() - start, stats)
+                                time.perf_counter() - start, totals,
+                                importance_use(stats, plan_tensors(sources.refs, spec or Spec(),
+                                                                   Selection(only, skip, include_1d), recipe)))
     return PlannedQuantizeReport(plan, report)
