@@ -429,3 +429,39 @@ def test_ecsq_compensation_lowers_output_error_and_keeps_the_sqnr_promise(model,
     assert 20.0 <= doc["totals"]["overall_sqnr_db"] < 20.2
     by = {t["name"]: t for t in doc["tensors"]}
     assert "importance" in by["a.weight"]["params"] and by["a.weight"]["output_sqnr_db"] > by["a.weight"]["sqnr_db"]
+
+
+@pytest.mark.parametrize("bpw", ["4", "6"])
+def test_planner_with_statistics_keeps_the_budget_and_says_so(model, tmp_path, bpw):
+    """--target-bpw with --importance: never over budget, the dry run's size holds, the objective
+    is the output one, weighted tensors record the file, and the write matches the plan."""
+    path, imp, _ = model
+    out = tmp_path / "o.qnt.safetensors"
+    plan = json.loads(cli("quantize", path, "--dry-run", "--target-bpw", bpw, "--importance", imp, "--json").stdout)
+    assert plan["totals"]["objective"] == "output"
+    r = cli("quantize", path, "-o", out, "--target-bpw", bpw, "--importance", imp, "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["totals"]["bits_per_weight"] <= float(bpw)
+    assert os.path.getsize(out) <= plan["totals"]["predicted_archive_bytes"]
+    by = {t["name"]: t for t in doc["tensors"]}
+    assert by["a.weight"]["params"].get("importance", "").startswith("sha256:")
+    assert "importance" not in by["b.weight"]["params"]
+    assert doc["importance"]["weighted"] == ["a.weight", "emb.weight"]
+    assert cli("verify", out).exit_code == 0
+
+
+def test_output_features_per_tensor():
+    from quantcli.planner.run import output_features
+    from quantcli.planner.model import TensorPlan
+
+    class Ref:
+        shape = (50, 64)
+        size = 3200
+
+    t = TensorPlan(Ref(), "planned", "")  # type: ignore[arg-type]
+    assert output_features(t) == 50  # a matrix without statistics: a Linear's out features
+    t.stats = TensorImportance(None, None, np.ones(50))
+    assert output_features(t) == 64  # a lookup table: its row width
+    t.stats = TensorImportance(np.ones(64), None, None)
+    assert output_features(t) == 50
