@@ -465,3 +465,20 @@ def test_output_features_per_tensor():
     assert output_features(t) == 64  # a lookup table: its row width
     t.stats = TensorImportance(np.ones(64), None, None)
     assert output_features(t) == 50
+
+
+def test_planner_float_cast_of_a_weighted_tensor_records_nothing(tmp_path):
+    """A tiny table the planner stores as fp16 has statistics but nothing to weigh: its params
+    record none, and the write matches the plan (it used to stop with an internal error)."""
+    rng = np.random.default_rng(12)
+    path = tmp_path / "m.safetensors"
+    save_file({"tt.weight": rng.normal(size=(2, 384)).astype(np.float32),
+               "w.weight": rng.normal(size=(256, 384)).astype(np.float32)}, str(path))
+    imp = tmp_path / "imp.safetensors"
+    save_file({"tt.weight.rows": np.array([1.0, 0.0], np.float32), "w.weight": np.ones(384, np.float32)}, str(imp),
+              metadata={"tokens": "100"})
+    out = tmp_path / "o.qnt.safetensors"
+    r = cli("quantize", path, "-o", out, "--target-bpw", "12", "--importance", imp, "--json")
+    assert r.exit_code == 0, r.stderr
+    by = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert by["tt.weight"]["method"] in ("fp16", "bf16") and "importance" not in by["tt.weight"]["params"]

@@ -194,7 +194,10 @@ def encode_for(t: TensorPlan, xf: np.ndarray, spec: Spec) -> tuple[Encoding, Err
     if t.stats is None:
         enc, err = encode_and_measure(xf, spec, t.ref)
         return enc, err, None
-    enc, err = encode_weighted(xf, spec, t.ref, t.stats, t.record)
+    if get_method(spec.method).weighs_importance:
+        enc, err = encode_weighted(xf, spec, t.ref, t.stats, t.record)
+    else:  # nothing to weigh (a float cast): encoded as usual, its error still weighed
+        enc, err = encode_and_measure(xf, spec, t.ref)
     return enc, err, relative_error(t, xf, get_method(enc.method).decode(enc, tuple(xf.shape)))
 
 
