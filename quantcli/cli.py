@@ -311,12 +311,14 @@ def quantize(
                                                                       "tensors).")] = SAMPLE,
     candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = no kmeans, ~4x "
                                                                         "quicker.")] = Candidates.default,
-    objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative = element-weighted "
-                                                                     "relative error; mse = total squared error "
-                                                                     "(what SQNR over the model measures); "
-                                                                     "relative-emb = relative with an encoder's "
-                                                                     "input token embeddings 4x coarser.")]
-    = Objective.relative,
+    objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative-emb = element-weighted "
+                                                                     "relative error, an encoder's input token "
+                                                                     "embeddings 4x coarser (docs/PLANNER.md); "
+                                                                     "relative = without that rule; mse = total "
+                                                                     "squared error (what SQNR over the model "
+                                                                     "measures). With --importance: the layers' "
+                                                                     "output error.")]
+    = Objective.relative_emb,
     importance: Annotated[Optional[str], typer.Option("--importance", metavar="FILE", help="Calibration "
                                                       "statistics (safetensors; docs/IMPORTANCE.md): the tensors "
                                                       "they cover are quantized for their layer's output error.",

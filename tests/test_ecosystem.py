@@ -178,6 +178,17 @@ def _json(*args) -> dict:
     return json.loads(r.stdout)
 
 
+def _importance_for(model, tmp_path) -> str:
+    """Statistics (a diagonal) for the first 2-D tensor of `model`: the JSON then has its keys."""
+    from quantcli.safetensors_io import SafetensorsFile
+    from safetensors.numpy import save_file
+    with SafetensorsFile(str(model)) as f:
+        name, entry = next((n, e) for n, e in f.entries.items() if len(e.shape) == 2)
+    path = str(tmp_path / "imp.safetensors")
+    save_file({name: np.ones(entry.shape[1], np.float32)}, path)
+    return path
+
+
 def test_every_json_key_is_documented(tiny_model, archive, tmp_path):
     pq = tmp_path / "m.pq.safetensors"
     np.save(tmp_path / "q.npy", np.ones((2, 32), np.float32))
@@ -188,7 +199,9 @@ def test_every_json_key_is_documented(tiny_model, archive, tmp_path):
                      _json("quantize", tiny_model, "--dry-run", "--target-bpw", "12", "--candidates", "fast",
                            "--sample", "2048"),
                      _json("quantize", tiny_model, "-o", tmp_path / "b.qnt.safetensors", "--min-sqnr", "20",
-                           "--candidates", "fast", "--sample", "2048")],
+                           "--candidates", "fast", "--sample", "2048"),
+                     _json("quantize", tiny_model, "-o", tmp_path / "c.qnt.safetensors", "--importance",
+                           _importance_for(tiny_model, tmp_path))],
         "pq-encode": [_json("pq-encode", tiny_model, "-o", pq, "--centroids", "16", "--iters", "3")],
         "dequantize": [_json("dequantize", archive, "-o", tmp_path / "r.safetensors")],
         "verify": [_json("verify", archive, tmp_path / "missing.qnt.safetensors")],

@@ -128,7 +128,7 @@ class Plan:
     planning_seconds: float
     sample: int
     candidates: list[str]
-    objective: str = "relative"
+    objective: str = "relative-emb"
     baseline_uniform: Baseline | None = None
     baseline_any: Baseline | None = None
     refined: Refined | None = None   # the ecsq steps' re-solve (planner/refine.py)

@@ -204,7 +204,7 @@ def setup(recipe: str | Recipe | None, jobs: int | None, sample: int) -> tuple[R
 def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, only: str | None = None,
                 skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                 recipe: str | Recipe | None = None, candidates: list[Spec] | None = None, sample: int = SAMPLE,
-                jobs: int | None = 1, objective: str = "relative", trellis: bool = True,
+                jobs: int | None = 1, objective: str = "relative-emb", trellis: bool = True,
                 importance: str | None = None) -> Plan:
     """The dry run: measure, allocate, and predict the archive's exact size (nothing written).
 
@@ -229,7 +229,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                     only: str | None = None, skip: str | None = None, include_1d: bool = False,
                     keep_nonfinite: bool = False, recipe: str | Recipe | None = None,
                     candidates: list[Spec] | None = None, sample: int = SAMPLE, jobs: int | None = 1,
-                    objective: str = "relative", progress: Progress | None = None,
+                    objective: str = "relative-emb", progress: Progress | None = None,
                     trellis: bool = True, importance: str | None = None) -> PlannedQuantizeReport:
     """Plan, then write the archive with the chosen settings; its size is the plan's prediction.
 
