@@ -1,0 +1,745 @@
+"""Context-modelled rANS for the codes of a matrix (codec `crans`): ecsq's entropy coder.
+
+Why: measured on all-MiniLM-L6-v2 (docs/STUDY-ecsq.md, docs/BENCHMARKS-dq.md), an order-0 table
+per tensor leaves two things on the table: the codes of a DQ trellis have a different distribution
+under each of its two quantizers, and rows differ in scale. Both are contexts the decoder can
+compute from codes it already decoded, so they cost no side information:
+  - the quantizer of the DQ state (the VVC / NNC 4-state machine on the parity of each code);
+  - a bucket of the mean |code| of the row so far (a backward-adaptive row scale).
+Every context has its own frequency table at its own precision P (6..16 bits, chosen per context by
+the total of table bits and code bits), sent as Elias-gamma codes of zig-zag deltas, so the many
+small tables of a tensor cost a few bytes each.
+
+Stream (full spec in docs/FORMAT.md section 6.6), codes k = code + offset of a [rows, cols] matrix
+in column-major order (column 0's rows, then column 1's ...), code i in lane i mod L (L <= rows, so
+every code's context is known when a vectorised decoder reaches it):
+    header  u8 flags (bit 0: split by DQ quantizer), u8 rho, u8 buckets B, u8 base,
+            varints: alphabet K, zig-zag offset, lanes L, table bytes T
+    tables  T bytes, a little-endian bit stream: per context, 4 bits P - 6 (15: context unused),
+            then gamma(lo + 1), gamma(m), and m gamma(zigzag(f_i - f_{i-1}) + 1)
+    states  L uint64;  words  uint32 in decoding order
+A lane's state lives in [2**32, 2**64); a context of precision P codes with frequencies summing to
+2**P (rANS allows a different power of two per symbol as long as it divides 2**32).
+
+Bounds: frequencies are capped at 2**P - 2**(P-6), so each code costs >= log2(64/63) bits and
+n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import accel
+from . import entropy
+from .errors import CodecError
+
+MIN_P, MAX_P = 6, 16
+UNUSED = 15  # P code of a context no code uses
+MAX_BUCKETS = 32
+MAX_OFFSET = 1 << 24
+SUM_CAP = 1 << 40  # row sums of |k| saturate here (no overflow for any shape)
+CODES_PER_LANE = 1 << 17  # encoder's choice: 8 bytes of final state per 131072 codes
+HEADER_MIN = 8
+ENV_VAR = entropy.ENV_VAR
+NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int64)  # methods/dq.py's machine
+_kernels: dict | None = None
+
+
+# ----------------------------------------------------------------------------- contexts
+
+def _level(s: np.ndarray, j: int | np.ndarray, rho: int) -> np.ndarray:
+    """Integer log2 of the mean |k| so far, 2**rho steps an octave: with v = 16 S // j + 16,
+    e = floor(log2 v), level = (e - 4) 2**rho + the rho bits of v after its leading one."""
+    v = (16 * np.asarray(s, np.int64)) // np.maximum(j, 1) + 16
+    e = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1  # exact: v < 2**45
+    return (e - 4) * (1 << rho) + ((v >> (e - rho)) & ((1 << rho) - 1))
+
+
+def bucket(s: np.ndarray, j: int | np.ndarray, rho: int, buckets: int, base: int) -> np.ndarray:
+    """Row-scale bucket of a code in column j with row sum s of |k| before it: 0 in column 0 or
+    with one bucket, else 1 + clip(level - base, 0, buckets - 2)."""
+    if buckets == 1:
+        return np.zeros(np.shape(s), np.int64)
+    b = 1 + np.clip(_level(s, j, rho) - base, 0, buckets - 2)
+    return np.where(np.asarray(j) == 0, 0, b)
+
+
+def row_state(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row sums of |k| before each code, saturating at SUM_CAP; the quantizer of each code's DQ
+    state) for codes k [rows, cols] with the offset applied."""
+    a = np.minimum(np.abs(k), SUM_CAP)
+    s = np.minimum(np.cumsum(a, axis=1, dtype=np.int64) - a, SUM_CAP)
+    return s, _quantizers(k)
+
+
+def contexts(k: np.ndarray, cfg: tuple[int, int, int, int],
+             state: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """int64 [rows, cols]: the context of each code k (with offset applied) under
+    cfg = (split, rho, buckets, base): bucket * 2 + quantizer when split, else bucket."""
+    split, rho, buckets, base = cfg
+    s, q = state if state is not None else row_state(k)
+    ctx = bucket(s, np.arange(k.shape[1])[None, :], rho, buckets, base)
+    return 2 * ctx + q if split else ctx
+
+
+def _quantizers(k: np.ndarray) -> np.ndarray:
+    """The quantizer (state >> 1) each code of each row was coded under, rows starting in state 0."""
+    rows, cols = k.shape
+    q = np.empty(k.shape, np.int64)
+    st = np.zeros(rows, np.int64)
+    par = (k & 1).T
+    for j in range(cols):
+        q[:, j] = st >> 1
+        st = NEXT[st, par[j]]
+    return q
+
+
+def n_contexts(split: int, buckets: int) -> int:
+    return buckets * (2 if split else 1)
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _gamma_len(v: np.ndarray) -> np.ndarray:
+    return 2 * (np.frexp(np.asarray(v, np.float64))[1].astype(np.int64) - 1) + 1
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    return np.where(d >= 0, 2 * d, -2 * d - 1)
+
+
+def quantize_counts_p(counts: np.ndarray, p: int) -> np.ndarray | None:
+    """Frequencies summing to 2**p (entropy.quantize_counts' rule at precision p), or None when
+    the present symbols do not fit (more than 2**(p-1) of them)."""
+    counts = np.asarray(counts, np.int64)
+    total = 1 << p
+    cap = total - (total >> 6)
+    present = counts > 0
+    if np.count_nonzero(present) == 1:
+        s = int(np.argmax(present))
+        present[s + 1 if s + 1 < counts.size else s - 1] = True
+    n, m = int(counts.sum()), int(np.count_nonzero(present))
+    if 2 * m > total:
+        return None
+    scaled = counts * (total - m)
+    freq = np.where(present, 1 + scaled // n, 0)
+    short = total - int(freq.sum())
+    if short:
+        rem = np.where(present, scaled % n, -1)
+        freq[np.argsort(-rem, kind="stable")[:short]] += 1
+    top = int(np.argmax(freq))
+    if freq[top] > cap:
+        excess = int(freq[top]) - cap
+        freq[top] = cap
+        rest = freq.copy()
+        rest[top] = -1
+        freq[int(np.argmax(rest))] += excess
+    return freq
+
+
+def _table_bits(freq: np.ndarray) -> int:
+    """Bits of one used context's table entry (P code included) for its frequency array."""
+    nz = np.flatnonzero(freq)
+    lo, hi = int(nz[0]), int(nz[-1])
+    f = freq[lo:hi + 1]
+    d = np.diff(f, prepend=0)
+    return 4 + int(_gamma_len(np.array([lo + 1, hi - lo + 1])).sum() + _gamma_len(_zigzag(d) + 1).sum())
+
+
+def choose_table(counts: np.ndarray) -> tuple[int, np.ndarray | None, float]:
+    """(P, frequencies, estimated bits of table + codes), P (near-)minimising that total; (UNUSED,
+    None, 4) for a context with no codes."""
+    counts = np.asarray(counts, np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return UNUSED, None, 4.0
+    present = counts > 0
+    seen: dict[int, tuple[int, np.ndarray | None, float]] = {}
+
+    def cost(p: int) -> tuple[int, np.ndarray | None, float]:
+        if p not in seen:
+            f = quantize_counts_p(counts, p) if MIN_P <= p <= MAX_P else None
+            bits = np.inf if f is None else \
+                float(np.sum(counts[present] * (p - np.log2(f[present])))) + _table_bits(f)
+            seen[p] = (p, f, bits)
+        return seen[p]
+
+    # the total is close to convex in P: walk from a guess while it improves
+    p = int(min(MAX_P, max(MIN_P, round(0.5 * np.log2(n) + 3))))
+    while cost(p)[2] == np.inf and p < MAX_P:
+        p += 1
+    for d in (1, -1):
+        while cost(p + d)[2] < cost(p)[2]:
+            p += d
+    return cost(p)
+
+
+class BitWriter:
+    """Little-endian bit stream (bit i is bit i % 8 of byte i // 8), as the packed codes."""
+
+    def __init__(self) -> None:
+        self.bits: list[np.ndarray] = []
+
+    def put(self, value: int, nbits: int) -> None:
+        self.bits.append((value >> np.arange(nbits)) & 1)
+
+    def gamma(self, values: np.ndarray) -> None:
+        """Elias gamma of each v >= 1: floor(log2 v) zeros, then v's bits from the top."""
+        for v in np.asarray(values, np.int64).tolist():
+            e = v.bit_length() - 1
+            self.bits.append(np.concatenate([np.zeros(e, np.int64), (v >> np.arange(e, -1, -1)) & 1]))
+
+    def tobytes(self) -> bytes:
+        b = np.concatenate(self.bits) if self.bits else np.zeros(0, np.int64)
+        return np.packbits(b.astype(np.uint8), bitorder="little").tobytes()
+
+
+def _tables_bytes(tables: list[tuple[int, np.ndarray | None]]) -> bytes:
+    w = BitWriter()
+    for p, f in tables:
+        if f is None:
+            w.put(UNUSED, 4)
+            continue
+        w.put(p - MIN_P, 4)
+        nz = np.flatnonzero(f)
+        lo, hi = int(nz[0]), int(nz[-1])
+        w.gamma(np.array([lo + 1, hi - lo + 1]))
+        w.gamma(_zigzag(np.diff(f[lo:hi + 1], prepend=0)) + 1)
+    return w.tobytes()
+
+
+def _parse_tables_py(bits: np.ndarray, nctx: int, alphabet: int, freq: np.ndarray, prec: np.ndarray) -> int:
+    """Fills freq [nctx, alphabet] and prec [nctx] from the table bits; returns 0, or an error code
+    (1 truncated, 2 bad P, 3 span, 4 not a distribution). Same logic as the numba kernel."""
+    pos = 0
+    nb = bits.size
+
+    def gamma() -> int:
+        nonlocal pos
+        z = 0
+        while pos < nb and bits[pos] == 0:
+            z += 1
+            pos += 1
+        if pos + z >= nb or z > 40:
+            return -1
+        v = 0
+        for _ in range(z + 1):
+            v = (v << 1) | int(bits[pos])
+            pos += 1
+        return v
+
+    for c in range(nctx):
+        if pos + 4 > nb:
+            return 1
+        pc = int(bits[pos]) | int(bits[pos + 1]) << 1 | int(bits[pos + 2]) << 2 | int(bits[pos + 3]) << 3
+        pos += 4
+        if pc == UNUSED:
+            prec[c] = 0
+            continue
+        p = pc + MIN_P
+        if p > MAX_P:
+            return 2
+        prec[c] = p
+        lo1 = gamma()
+        m = gamma()
+        if lo1 < 0 or m < 0:
+            return 1
+        lo = lo1 - 1
+        if m < 1 or lo + m > alphabet:
+            return 3
+        prev = 0
+        total = 0
+        cap = (1 << p) - (1 << (p - 6))
+        for i in range(m):
+            z = gamma()
+            if z < 0:
+                return 1
+            z -= 1
+            d = z >> 1 if z & 1 == 0 else -((z + 1) >> 1)
+            f = prev + d
+            if f < 0 or f > cap:
+                return 4
+            freq[c, lo + i] = f
+            total += f
+            prev = f
+        if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != 1 << p:
+            return 4
+    if pos + 8 <= nb or np.any(bits[pos:]):  # only zero padding up to the byte boundary
+        return 5
+    return 0
+
+
+# ----------------------------------------------------------------------------- kernels
+
+def _backend() -> str:
+    return accel.choose(os.environ.get(ENV_VAR, "auto"), _load_numba, ENV_VAR)
+
+
+def _load_numba() -> dict:
+    """Compile the kernels once; {} when numba is unavailable (numpy paths, same bytes)."""
+    global _kernels
+    if _kernels is not None:
+        return _kernels
+    try:
+        import numba
+    except Exception:
+        _kernels = {}
+        return _kernels
+    low = np.uint64(1 << 32)
+    mask32 = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+
+    def jit(fn):
+        try:
+            return numba.njit(cache=True, nogil=True)(fn)
+        except Exception:
+            return numba.njit(nogil=True)(fn)
+
+    @jit
+    def level(s, j, rho):
+        v = (16 * s) // j + 16
+        e = 0
+        t = v
+        while t > 1:
+            t >>= 1
+            e += 1
+        return (e - 4) * (1 << rho) + ((v >> (e - rho)) & ((1 << rho) - 1))
+
+    @jit
+    def nxt(s, p):
+        if s < 2:
+            return 2 * (s ^ p)
+        return 1 + 2 * ((s & 1) ^ p)
+
+    @jit
+    def ctx_of(st, srow, j, split, rho, buckets, base):
+        b = 0
+        if buckets > 1 and j > 0:
+            b = level(srow, j, rho) - base
+            b = 1 + min(max(b, 0), buckets - 2)
+        if split:
+            return 2 * b + (st >> 1)
+        return b
+
+    @jit
+    def walk(kt, offset, split, rho, buckets, base, sym, ctx):
+        # column-major symbols and contexts of codes kt [cols, rows] (codes without offset)
+        cols, rows = kt.shape
+        st = np.zeros(rows, np.int64)
+        srow = np.zeros(rows, np.int64)
+        i = 0
+        for j in range(cols):
+            for r in range(rows):
+                c = np.int64(kt[j, r])
+                sym[i] = c
+                ctx[i] = ctx_of(st[r], srow[r], j, split, rho, buckets, base)
+                v = c + offset
+                st[r] = nxt(st[r], v & 1)
+                srow[r] = min(srow[r] + min(abs(v), 1 << 40), 1 << 40)
+                i += 1
+
+    @jit
+    def enc(sym, ctx, freq, cum, prec, lanes, words, states):
+        n = sym.size
+        for j in range(lanes):
+            states[j] = low
+        nw = 0
+        steps = (n + lanes - 1) // lanes
+        for t in range(steps - 1, -1, -1):
+            base = t * lanes
+            for j in range(min(lanes, n - base) - 1, -1, -1):
+                c = ctx[base + j]
+                s = sym[base + j]
+                f = freq[c, s]
+                p = np.uint64(prec[c])
+                x = states[j]
+                if x >= (f << (np.uint64(64) - p)):
+                    words[nw] = np.uint32(x & mask32)
+                    nw += 1
+                    x = x >> s32
+                states[j] = ((x // f) << p) + (x % f) + cum[c, s]
+        return nw
+
+    @jit
+    def dec(words, init, freq, cum, prec, slot2sym, start, offset, split, rho, buckets, base, out_t):
+        # out_t [cols, rows]: the codes column-major. 0 ok, 1 words run out, 2 words left /
+        # state not 2**32, 3 a code in an unused context
+        cols, rows = out_t.shape
+        lanes = init.size
+        x = init.copy()
+        st = np.zeros(rows, np.int64)
+        srow = np.zeros(rows, np.int64)
+        nwords = words.size - 1
+        pos = 0
+        ln = 0
+        for j in range(cols):
+            for r in range(rows):
+                c = ctx_of(st[r], srow[r], j, split, rho, buckets, base)
+                p = prec[c]
+                if p == 0:
+                    return 3
+                xj = x[ln]
+                slot = xj & ((np.uint64(1) << np.uint64(p)) - np.uint64(1))
+                s = slot2sym[start[c] + np.int64(slot)]
+                out_t[j, r] = s
+                xj = freq[c, s] * (xj >> np.uint64(p)) + slot - cum[c, s]
+                if xj < low:
+                    xj = (xj << s32) | np.uint64(words[min(pos, nwords)])
+                    pos += 1
+                x[ln] = xj
+                ln += 1
+                if ln == lanes:
+                    ln = 0
+                v = np.int64(s) + offset
+                st[r] = nxt(st[r], v & 1)
+                srow[r] = min(srow[r] + min(abs(v), 1 << 40), 1 << 40)
+        if pos > nwords:
+            return 1
+        if pos != nwords:
+            return 2
+        for j in range(lanes):
+            if x[j] != low:
+                return 2
+        return 0
+
+    @jit
+    def tables(bits, nctx, alphabet, freq, prec):
+        pos = 0
+        nb = bits.size
+        for c in range(nctx):
+            if pos + 4 > nb:
+                return 1
+            pc = bits[pos] | (bits[pos + 1] << 1) | (bits[pos + 2] << 2) | (bits[pos + 3] << 3)
+            pos += 4
+            if pc == 15:
+                prec[c] = 0
+                continue
+            p = pc + 6
+            if p > 16:
+                return 2
+            prec[c] = p
+            vals = np.zeros(2, np.int64)
+            for g in range(2):
+                z = 0
+                while pos < nb and bits[pos] == 0:
+                    z += 1
+                    pos += 1
+                if pos + z >= nb or z > 40:
+                    return 1
+                v = 0
+                for _ in range(z + 1):
+                    v = (v << 1) | bits[pos]
+                    pos += 1
+                vals[g] = v
+            lo = vals[0] - 1
+            m = vals[1]
+            if m < 1 or lo + m > alphabet:
+                return 3
+            prev = 0
+            total = 0
+            cap = (1 << p) - (1 << (p - 6))
+            for i in range(m):
+                z = 0
+                while pos < nb and bits[pos] == 0:
+                    z += 1
+                    pos += 1
+                if pos + z >= nb or z > 40:
+                    return 1
+                v = 0
+                for _ in range(z + 1):
+                    v = (v << 1) | bits[pos]
+                    pos += 1
+                v -= 1
+                d = v >> 1 if v & 1 == 0 else -((v + 1) >> 1)
+                f = prev + d
+                if f < 0 or f > cap:
+                    return 4
+                freq[c, lo + i] = f
+                total += f
+                prev = f
+            if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != (1 << p):
+                return 4
+        if pos + 8 <= nb:
+            return 5
+        for i in range(pos, nb):
+            if bits[i]:
+                return 5
+        return 0
+
+    _kernels = {"walk": walk, "enc": enc, "dec": dec, "tables": tables}
+    return _kernels
+
+
+# ----------------------------------------------------------------------------- numpy paths
+
+def _walk_numpy(k, offset, cfg):
+    kk = k.astype(np.int64) + offset
+    ctx = contexts(kk, cfg)
+    return np.ascontiguousarray(k.T).reshape(-1).astype(np.int64), np.ascontiguousarray(ctx.T).reshape(-1)
+
+
+def _encode_numpy(sym, ctx, freq, cum, prec, lanes):
+    n = sym.size
+    x = np.full(lanes, 1 << 32, dtype=np.uint64)
+    out = []
+    for t in range(-(-n // lanes) - 1, -1, -1):
+        s = sym[t * lanes:(t + 1) * lanes]
+        c = ctx[t * lanes:(t + 1) * lanes]
+        a = s.size
+        f = freq[c, s]
+        p = prec[c].astype(np.uint64)
+        xa = x[:a]
+        need = xa >= (f << (np.uint64(64) - p))
+        if need.any():
+            out.append((xa[need] & np.uint64(0xFFFFFFFF)).astype(np.uint32)[::-1])
+            xa[need] >>= np.uint64(32)
+        x[:a] = ((xa // f) << p) + (xa % f) + cum[c, s]
+    words = np.concatenate(out)[::-1] if out else np.zeros(0, np.uint32)
+    return x, words
+
+
+def _decode_numpy(words, init, freq, cum, prec, slot2sym, start, offset, cfg, out_t):
+    """Vectorised over the L lanes: the L codes of one step lie in distinct rows (L <= rows)
+    whose earlier columns are already decoded."""
+    split, rho, buckets, base = cfg
+    cols, rows = out_t.shape
+    n = rows * cols
+    lanes = init.size
+    x = init.copy()
+    st = np.zeros(rows, np.int64)
+    srow = np.zeros(rows, np.int64)
+    flat = out_t.reshape(-1)
+    w64 = words.astype(np.uint64)
+    pos = 0
+    for t in range(-(-n // lanes)):
+        i = np.arange(t * lanes, min(n, (t + 1) * lanes))
+        a = i.size
+        j, r = i // rows, i % rows
+        c = bucket(srow[r], j, rho, buckets, base)
+        if split:
+            c = 2 * c + (st[r] >> 1)
+        p = prec[c]
+        if np.any(p == 0):
+            raise CodecError("a code falls in a context with no table")
+        p64 = p.astype(np.uint64)
+        xa = x[:a]
+        slot = xa & ((np.uint64(1) << p64) - np.uint64(1))
+        s = slot2sym[start[c] + slot.astype(np.int64)]
+        xa = freq[c, s] * (xa >> p64) + slot - cum[c, s]
+        need = xa < np.uint64(1 << 32)
+        m = int(np.count_nonzero(need))
+        if m:
+            if pos + m > w64.size:
+                raise CodecError("entropy stream ends early")
+            xa[need] = (xa[need] << np.uint64(32)) | w64[pos:pos + m]
+            pos += m
+        x[:a] = xa
+        flat[i] = s
+        v = s.astype(np.int64) + offset
+        st[r] = NEXT[st[r], v & 1]
+        srow[r] = np.minimum(srow[r] + np.minimum(np.abs(v), SUM_CAP), SUM_CAP)
+    if pos != w64.size or np.any(x != np.uint64(1 << 32)):
+        raise CodecError("entropy stream does not end where the declared count says")
+
+
+# ----------------------------------------------------------------------------- encoder
+
+def fits(nctx: int, alphabet: int, n: int) -> bool:
+    """The allocation rule a decoder enforces: nctx * alphabet <= 64 n + 2**17 table entries."""
+    return nctx * alphabet <= 64 * n + (1 << 17)
+
+
+def candidate_configs(k: np.ndarray, split_ok: bool, alphabet: int, n: int) -> list[tuple[int, int, int, int]]:
+    """Context layouts the encoder tries: quantizer split or not, and 1, 4, 8 or 14 row-scale
+    buckets (4 an octave) placed around the tensor's typical mean |k|."""
+    mean = float(np.mean(np.abs(k))) if k.size else 0.0
+    mid = int(_level(np.array([int(mean * 1024)]), 1024, 2)[0])
+    out = []
+    for split in ((0, 1) if split_ok else (0,)):
+        for b in (1, 4, 8, 14) if k.shape[1] > 1 else (1,):
+            if fits(n_contexts(split, b), alphabet, n):
+                out.append((split, 2, b, max(0, min(255, mid - (b - 2) // 2)) if b > 1 else 0))
+    return out
+
+
+def _estimate(counts: np.ndarray) -> float:
+    """Bits of codes and tables of one context, without choosing its table: order-0 entropy plus
+    about half a log2 of the count for each symbol's frequency."""
+    c = counts[counts > 0].astype(np.float64)
+    if c.size == 0:
+        return 4.0
+    n = c.sum()
+    return float(-(c * np.log2(c / n)).sum()) + c.size * (0.5 * np.log2(n) + 2) + 16
+
+
+def choose_config(codes: np.ndarray, alphabet: int, offset: int, dq: bool) -> tuple[int, int, int, int]:
+    """The layout with the fewest estimated bits on evenly spaced rows (about 2**18 codes)."""
+    step = -(-codes.size // (1 << 18))
+    kk = codes[::step].astype(np.int64) + offset
+    state = row_state(kk)
+    best = None
+    for cfg in candidate_configs(kk, dq, alphabet, codes.size):
+        nctx = n_contexts(cfg[0], cfg[2])
+        ctx = contexts(kk, cfg, state)
+        cnt = np.bincount((ctx * alphabet + kk - offset).ravel(), minlength=nctx * alphabet)
+        bits = sum(_estimate(c) for c in cnt.reshape(nctx, alphabet))
+        if best is None or bits < best[0]:
+            best = (bits, cfg)
+    assert best is not None
+    return best[1]
+
+
+def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) -> bytes:
+    """The `crans` stream of 2-D codes (0 <= code < alphabet, k = code + offset); `dq`: the codes
+    come from the DQ trellis, so the quantizer split is among the layouts tried."""
+    codes = np.ascontiguousarray(codes)
+    if codes.ndim != 2 or codes.size == 0:
+        raise CodecError("crans codes must be 2-D [rows, cols] with at least one code")
+    alphabet = entropy._check_alphabet(alphabet)
+    if not -MAX_OFFSET <= offset <= MAX_OFFSET:
+        raise CodecError(f"offset {offset} beyond +-2**24")
+    if int(codes.min()) < 0 or int(codes.max()) >= alphabet:
+        raise CodecError(f"codes must lie in 0..{alphabet - 1}")
+    rows, cols = codes.shape
+    n = codes.size
+    cfg = choose_config(codes, alphabet, offset, dq)
+    split, rho, buckets, base = cfg
+    nctx = n_contexts(split, buckets)
+    kern = _load_numba() if _backend() == "numba" else {}
+    if kern:
+        sym = np.empty(n, np.int64)
+        ctx = np.empty(n, np.int64)
+        kern["walk"](np.ascontiguousarray(codes.T), offset, split, rho, buckets, base, sym, ctx)
+    else:
+        sym, ctx = _walk_numpy(codes, offset, cfg)
+    cnt = np.bincount(ctx * alphabet + sym, minlength=nctx * alphabet).reshape(nctx, alphabet)
+    freq = np.zeros((nctx, alphabet), np.uint64)
+    prec = np.zeros(nctx, np.int64)
+    tables = []
+    for c in range(nctx):
+        p, f, _ = choose_table(cnt[c])
+        tables.append((p, f))
+        if f is not None:
+            freq[c] = f
+            prec[c] = p
+    cum = (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
+    tbytes = _tables_bytes(tables)
+    lanes = min(rows, -(-n // CODES_PER_LANE))
+    if kern:
+        words = np.empty(n + lanes, np.uint32)
+        states = np.empty(lanes, np.uint64)
+        nw = kern["enc"](sym, ctx, freq, cum, prec, lanes, words, states)
+        words = words[:nw][::-1]
+    else:
+        states, words = _encode_numpy(sym, ctx, freq, cum, prec, lanes)
+    zz = 2 * offset if offset >= 0 else -2 * offset - 1
+    head = bytes([split, rho, buckets, base]) + b"".join(_uleb(v) for v in (alphabet - 1, zz, lanes, len(tbytes)))
+    return head + tbytes + states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+
+
+def _uleb(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
+# ----------------------------------------------------------------------------- decoder
+
+def _varints(buf: np.ndarray, start: int, count: int) -> tuple[list[int], int]:
+    """`count` canonical LEB128 varints (<= 4 bytes each) from buf[start:], and the position after."""
+    out, pos = [], start
+    for _ in range(count):
+        end = pos
+        while end < buf.size and end - pos < 3 and buf[end] & 0x80:
+            end += 1
+        if end >= buf.size or buf[end] & 0x80:
+            raise CodecError("crans header ends inside a varint or has one longer than 4 bytes")
+        v = 0
+        for b in buf[pos:end + 1][::-1].tolist():
+            v = (v << 7) | (b & 0x7F)
+        if _uleb(v) != buf[pos:end + 1].tobytes():
+            raise CodecError("crans header varint is not canonical")
+        out.append(v)
+        pos = end + 1
+    return out, pos
+
+
+def parse_header(buf: np.ndarray) -> tuple[tuple[int, int, int, int], int, int, int, int, int]:
+    """(cfg, alphabet, offset, lanes, table bytes, header bytes) of a stream, validated."""
+    if buf.size < HEADER_MIN:
+        raise CodecError("crans stream shorter than its header")
+    split, rho, buckets, base = (int(v) for v in buf[:4])
+    if split > 1 or rho > 3 or not 1 <= buckets <= MAX_BUCKETS:
+        raise CodecError(f"crans layout ({split}, {rho}, {buckets}) out of range")
+    (am1, zz, lanes, tnb), pos = _varints(buf, 4, 4)
+    alphabet = am1 + 1
+    offset = zz >> 1 if zz % 2 == 0 else -((zz + 1) >> 1)
+    if not 2 <= alphabet <= entropy.MAX_ALPHABET or abs(offset) > MAX_OFFSET:
+        raise CodecError(f"crans alphabet {alphabet} or offset {offset} out of range")
+    return (split, rho, buckets, base), alphabet, offset, lanes, tnb, pos
+
+
+def max_decoded_count(nbytes: int) -> int:
+    """The most codes any `crans` stream of nbytes can hold (from the length alone): n <= 1410
+    (W + L) and each lane's 8 bytes of state are at least one word's 4."""
+    return entropy.MAX_CODES_PER_WORD * (max(nbytes - HEADER_MIN, 0) // 4)
+
+
+_TABLE_ERRORS = ("frequency tables end early", "table precision out of range", "table span does not fit the "
+                 "alphabet", "table is not a valid distribution", "table bits left over")
+_STREAM_ERRORS = ("entropy stream ends early", "entropy stream does not end where the declared count says",
+                  "a code falls in a context with no table")
+
+
+def decode(data, rows: int, cols: int) -> np.ndarray:
+    """Codes [rows, cols] (uint8 or uint16 by alphabet) of a stream; CodecError on any mismatch.
+    Everything is checked against the byte length before the output is allocated."""
+    buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    n = rows * cols
+    if n == 0:
+        raise CodecError("crans stores at least one code")
+    cfg, alphabet, offset, lanes, tnb, pos = parse_header(buf)
+    split, rho, buckets, base = cfg
+    body = buf.size - pos - tnb - 8 * lanes
+    if not 1 <= lanes <= rows or body < 0 or body % 4:
+        raise CodecError(f"crans stream of {buf.size} bytes does not fit {lanes} lanes and a {tnb}-byte table")
+    if n > entropy.MAX_CODES_PER_WORD * (body // 4 + lanes):
+        raise CodecError(f"declared count {n} exceeds what {buf.size} bytes can hold")
+    nctx = n_contexts(split, buckets)
+    if not fits(nctx, alphabet, n):
+        raise CodecError(f"{nctx} contexts of alphabet {alphabet} exceed what {n} codes justify")
+    bits = np.unpackbits(buf[pos:pos + tnb], bitorder="little").astype(np.int64)
+    freq = np.zeros((nctx, alphabet), np.int64)
+    prec = np.zeros(nctx, np.int64)
+    kern = _load_numba() if _backend() == "numba" else {}
+    status = (kern["tables"] if kern else _parse_tables_py)(bits, nctx, alphabet, freq, prec)
+    if status:
+        raise CodecError(_TABLE_ERRORS[status - 1])
+    width = np.where(prec > 0, 1 << prec, 0)
+    if int(width.sum()) > 64 * n + (1 << 17):
+        raise CodecError("table precisions exceed what the declared count justifies")
+    pos += tnb
+    states = buf[pos:pos + 8 * lanes].view("<u8").astype(np.uint64)
+    if np.any(states < np.uint64(1 << 32)):
+        raise CodecError("entropy lane state below 2**32")
+    words = np.empty(body // 4 + 1, np.uint32)
+    words[:-1] = buf[pos + 8 * lanes:].view("<u4")
+    words[-1] = 0
+    dt = entropy.output_dtype(alphabet)
+    start = np.cumsum(width) - width  # slot -> symbol tables back to back, one per used context
+    slot2sym = np.repeat(np.tile(np.arange(alphabet, dtype=dt), nctx), freq.reshape(-1))
+    freq_u, cum = freq.astype(np.uint64), (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
+    out_t = np.empty((cols, rows), dt)
+    if kern:
+        status = kern["dec"](words, states, freq_u, cum, prec, slot2sym, start, offset, split, rho, buckets, base,
+                             out_t)
+        if status:
+            raise CodecError(_STREAM_ERRORS[status - 1])
+    else:
+        _decode_numpy(words[:-1], states, freq_u, cum, prec, slot2sym, start, offset, cfg, out_t)
+    return np.ascontiguousarray(out_t.T)
