@@ -15,7 +15,9 @@ rounding is within 0.03 bpw of rate-distortion-optimised rounding at these rates
 
 Arrays: codes [the tensor's shape], integers 0 .. levels - 1 with q = code + offset.
 Params: step (a float32 value, exactly representable in JSON), offset (int), levels (int) and
-bits = ceil(log2(levels)) (the width if the codes were bit-packed).
+bits = ceil(log2(levels)) (the width if the codes were bit-packed); with --trellis also dq (true)
+and, when they lower the error, shrink: reconstruction offsets toward zero in 1/256 of a step for
+|level| = 1 and |level| >= 2 (+0.1 dB at 14.6 dB, docs/BENCHMARKS-dq.md).
 """
 
 from __future__ import annotations
@@ -53,12 +55,47 @@ def step_from_rms(fraction: float, x: np.ndarray) -> np.float32:
     return step if step > 0 and np.isfinite(step) else np.float32(1e-30)
 
 
-def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+SHRINK_UNIT = 256  # shrinks are integers in 1/256 of a step
+
+
+def shrunk(levels: np.ndarray, step: float, shrink: tuple[int, int]) -> np.ndarray:
+    """float32 values of integer levels with reconstruction offsets: level L becomes
+    (L - sign(L) d / 256) step, d = shrink[0] for |L| = 1 and shrink[1] for |L| >= 2 (the float64
+    difference rounded to float32, times float32(step)); (0, 0) is plain L * step."""
+    lv = np.asarray(levels, np.int64)
+    d = np.where(np.abs(lv) == 1, shrink[0], shrink[1]) * np.sign(lv)
+    return (lv - d / SHRINK_UNIT).astype(np.float32) * np.float32(step)
+
+
+def best_shrink(x: np.ndarray, levels: np.ndarray, step: float) -> tuple[int, int]:
+    """The least-squares offsets of |L| = 1 and |L| >= 2 toward zero, in 1/256 of a step,
+    clipped to [-128, 128]; kept only where they lower the error of the archive's float32 values."""
+    xf = np.asarray(x, np.float64).reshape(-1) / step
+    lv = np.asarray(levels, np.int64).reshape(-1)
+    out = []
+    for m in (np.abs(lv) == 1, np.abs(lv) >= 2):
+        n = int(np.count_nonzero(m))
+        d = float(np.sum(np.sign(lv[m]) * (lv[m] - xf[m]))) / n if n else 0.0
+        out.append(int(np.clip(round(d * SHRINK_UNIT), -128, 128)))
+    shrink = (out[0], out[1])
+    xs = np.asarray(x, np.float32)
+    if shrink != (0, 0) and sum_squares(xs - shrunk(levels, step, shrink).reshape(xs.shape)) >= \
+            sum_squares(xs - shrunk(levels, step, (0, 0)).reshape(xs.shape)):
+        return (0, 0)
+    return shrink
+
+
+def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int64, float32
-    reconstruction), both in x's shape. Each row is one trellis, starting in state 0."""
+    reconstruction, both in x's shape, and the reconstruction offsets). Each row is one trellis,
+    starting in state 0."""
     rows, cols = matrix_shape(np.shape(x))
-    k, recon = dq.quantize_dq(np.asarray(x, np.float32).reshape(rows, cols), float(step))
-    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x))
+    x2 = np.asarray(x, np.float32).reshape(rows, cols)
+    k, _ = dq.quantize_dq(x2, float(step))
+    lv = dq.levels(k)
+    shrink = best_shrink(x2, lv, float(step)) if k.size else (0, 0)
+    recon = shrunk(lv, float(step), shrink)
+    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
 
 
 def trellis_error(x: np.ndarray, step: float) -> float:
@@ -151,7 +188,13 @@ class ECSQ(Method):
         step = self._step(spec, x)
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
-            params.update(self._range(trellis_quantize(x, float(step))[0] if spec.trellis else quantize(x, step)))
+            if spec.trellis:
+                q, _, shrink = trellis_quantize(x, float(step))
+                params.update(self._range(q))
+                if shrink != (0, 0):
+                    params["shrink"] = list(shrink)
+            else:
+                params.update(self._range(quantize(x, step)))
         if spec.trellis:
             params["dq"] = True
         return params
@@ -167,14 +210,17 @@ class ECSQ(Method):
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         step = self._step(spec, x)
+        shrink = (0, 0)
         if spec.trellis:
-            q, recon = trellis_quantize(x, float(step))
+            q, recon, shrink = trellis_quantize(x, float(step))
         else:
             q = quantize(x, step)
             recon = reconstruct(q, step)
         params = {"step": float(step), **self._range(q)}
         if spec.trellis:
             params["dq"] = True
+        if shrink != (0, 0):
+            params["shrink"] = list(shrink)
         codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
@@ -188,8 +234,13 @@ class ECSQ(Method):
         bits = param(params, "bits", int, lo=1, hi=16)
         if "dq" in params:
             param(params, "dq", bool, choices=(True,))
+        if "shrink" in params:
+            sh = params["shrink"]
+            if not isinstance(sh, list) or len(sh) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and -128 <= v <= 128 for v in sh):
+                raise ArchiveError(f"param 'shrink' must be two integers in -128..128, got {sh!r}")
         offset = params["offset"]
-        reach = max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) * float(step)
+        reach = (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(step)
         if not reach <= float(np.finfo(np.float32).max):  # a forged grid must not decode to inf
             raise ArchiveError(f"param 'step' = {step!r} with offset {offset} and {levels} levels reaches beyond "
                                "float32's range")
@@ -205,7 +256,11 @@ class ECSQ(Method):
         q = codes.astype(np.int64) + p["offset"]
         if p.get("dq"):
             rows, cols = matrix_shape(shape)
+            if "shrink" in p:
+                return shrunk(dq.levels(q.reshape(rows, cols)), p["step"], tuple(p["shrink"])).reshape(shape)
             return dq.reconstruct(q.reshape(rows, cols), p["step"]).reshape(shape)
+        if "shrink" in p:
+            return shrunk(q, p["step"], tuple(p["shrink"])).reshape(shape)
         return reconstruct(q, np.float32(p["step"])).reshape(shape)
 
     def describe(self, params: dict[str, Any]) -> str:
