@@ -27,77 +27,19 @@ n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before all
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from .. import accel
 from . import entropy
+from .context_kernels import (MAX_P, MIN_P, SUM_CAP, UNUSED, _backend, _decode_numpy, _encode_numpy, _level,
+                              _load_numba, _parse_tables_py, _quantizers, _walk_numpy, n_contexts)
+from .context_kernels import ENV_VAR, bucket, contexts, row_state  # noqa: F401  (the public helpers)
 from .errors import CodecError
 
-MIN_P, MAX_P = 6, 16
-UNUSED = 15  # P code of a context no code uses
 MAX_BUCKETS = 32
 MAX_OFFSET = 1 << 24
-SUM_CAP = 1 << 40  # row sums of |k| saturate here (no overflow for any shape)
-CODES_PER_LANE = 1 << 17  # encoder's choice: 8 bytes of final state per 131072 codes
+CODES_PER_LANE = 1 << 17  # encoder's choice: 8 bytes of final state per 131072 codes,
+MIN_LANES = 8  # and at least 8 lanes (as rows allow): independent chains keep the kernels fast
 HEADER_MIN = 8
-ENV_VAR = entropy.ENV_VAR
-NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int64)  # methods/dq.py's machine
-_kernels: dict | None = None
-
-
-# ----------------------------------------------------------------------------- contexts
-
-def _level(s: np.ndarray, j: int | np.ndarray, rho: int) -> np.ndarray:
-    """Integer log2 of the mean |k| so far, 2**rho steps an octave: with v = 16 S // j + 16,
-    e = floor(log2 v), level = (e - 4) 2**rho + the rho bits of v after its leading one."""
-    v = (16 * np.asarray(s, np.int64)) // np.maximum(j, 1) + 16
-    e = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1  # exact: v < 2**45
-    return (e - 4) * (1 << rho) + ((v >> (e - rho)) & ((1 << rho) - 1))
-
-
-def bucket(s: np.ndarray, j: int | np.ndarray, rho: int, buckets: int, base: int) -> np.ndarray:
-    """Row-scale bucket of a code in column j with row sum s of |k| before it: 0 in column 0 or
-    with one bucket, else 1 + clip(level - base, 0, buckets - 2)."""
-    if buckets == 1:
-        return np.zeros(np.shape(s), np.int64)
-    b = 1 + np.clip(_level(s, j, rho) - base, 0, buckets - 2)
-    return np.where(np.asarray(j) == 0, 0, b)
-
-
-def row_state(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row sums of |k| before each code, saturating at SUM_CAP; the quantizer of each code's DQ
-    state) for codes k [rows, cols] with the offset applied."""
-    a = np.minimum(np.abs(k), SUM_CAP)
-    s = np.minimum(np.cumsum(a, axis=1, dtype=np.int64) - a, SUM_CAP)
-    return s, _quantizers(k)
-
-
-def contexts(k: np.ndarray, cfg: tuple[int, int, int, int],
-             state: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """int64 [rows, cols]: the context of each code k (with offset applied) under
-    cfg = (split, rho, buckets, base): bucket * 2 + quantizer when split, else bucket."""
-    split, rho, buckets, base = cfg
-    s, q = state if state is not None else row_state(k)
-    ctx = bucket(s, np.arange(k.shape[1])[None, :], rho, buckets, base)
-    return 2 * ctx + q if split else ctx
-
-
-def _quantizers(k: np.ndarray) -> np.ndarray:
-    """The quantizer (state >> 1) each code of each row was coded under, rows starting in state 0."""
-    rows, cols = k.shape
-    q = np.empty(k.shape, np.int64)
-    st = np.zeros(rows, np.int64)
-    par = (k & 1).T
-    for j in range(cols):
-        q[:, j] = st >> 1
-        st = NEXT[st, par[j]]
-    return q
-
-
-def n_contexts(split: int, buckets: int) -> int:
-    return buckets * (2 if split else 1)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -187,9 +129,13 @@ class BitWriter:
 
     def gamma(self, values: np.ndarray) -> None:
         """Elias gamma of each v >= 1: floor(log2 v) zeros, then v's bits from the top."""
-        for v in np.asarray(values, np.int64).tolist():
-            e = v.bit_length() - 1
-            self.bits.append(np.concatenate([np.zeros(e, np.int64), (v >> np.arange(e, -1, -1)) & 1]))
+        v = np.asarray(values, np.int64)
+        e = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1
+        width = 2 * e + 1
+        owner = np.repeat(np.arange(v.size), width)
+        pos = np.arange(owner.size) - np.repeat(np.cumsum(width) - width, width)  # bit index in its code
+        shift = 2 * e[owner] - pos  # the value bits, top first, after e zeros
+        self.bits.append(np.where(pos < e[owner], 0, (v[owner] >> np.maximum(shift, 0)) & 1))
 
     def tobytes(self) -> bytes:
         b = np.concatenate(self.bits) if self.bits else np.zeros(0, np.int64)
@@ -208,340 +154,6 @@ def _tables_bytes(tables: list[tuple[int, np.ndarray | None]]) -> bytes:
         w.gamma(np.array([lo + 1, hi - lo + 1]))
         w.gamma(_zigzag(np.diff(f[lo:hi + 1], prepend=0)) + 1)
     return w.tobytes()
-
-
-def _parse_tables_py(bits: np.ndarray, nctx: int, alphabet: int, freq: np.ndarray, prec: np.ndarray) -> int:
-    """Fills freq [nctx, alphabet] and prec [nctx] from the table bits; returns 0, or an error code
-    (1 truncated, 2 bad P, 3 span, 4 not a distribution). Same logic as the numba kernel."""
-    pos = 0
-    nb = bits.size
-
-    def gamma() -> int:
-        nonlocal pos
-        z = 0
-        while pos < nb and bits[pos] == 0:
-            z += 1
-            pos += 1
-        if pos + z >= nb or z > 40:
-            return -1
-        v = 0
-        for _ in range(z + 1):
-            v = (v << 1) | int(bits[pos])
-            pos += 1
-        return v
-
-    for c in range(nctx):
-        if pos + 4 > nb:
-            return 1
-        pc = int(bits[pos]) | int(bits[pos + 1]) << 1 | int(bits[pos + 2]) << 2 | int(bits[pos + 3]) << 3
-        pos += 4
-        if pc == UNUSED:
-            prec[c] = 0
-            continue
-        p = pc + MIN_P
-        if p > MAX_P:
-            return 2
-        prec[c] = p
-        lo1 = gamma()
-        m = gamma()
-        if lo1 < 0 or m < 0:
-            return 1
-        lo = lo1 - 1
-        if m < 1 or lo + m > alphabet:
-            return 3
-        prev = 0
-        total = 0
-        cap = (1 << p) - (1 << (p - 6))
-        for i in range(m):
-            z = gamma()
-            if z < 0:
-                return 1
-            z -= 1
-            d = z >> 1 if z & 1 == 0 else -((z + 1) >> 1)
-            f = prev + d
-            if f < 0 or f > cap:
-                return 4
-            freq[c, lo + i] = f
-            total += f
-            prev = f
-        if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != 1 << p:
-            return 4
-    if pos + 8 <= nb or np.any(bits[pos:]):  # only zero padding up to the byte boundary
-        return 5
-    return 0
-
-
-# ----------------------------------------------------------------------------- kernels
-
-def _backend() -> str:
-    return accel.choose(os.environ.get(ENV_VAR, "auto"), _load_numba, ENV_VAR)
-
-
-def _load_numba() -> dict:
-    """Compile the kernels once; {} when numba is unavailable (numpy paths, same bytes)."""
-    global _kernels
-    if _kernels is not None:
-        return _kernels
-    try:
-        import numba
-    except Exception:
-        _kernels = {}
-        return _kernels
-    low = np.uint64(1 << 32)
-    mask32 = np.uint64(0xFFFFFFFF)
-    s32 = np.uint64(32)
-
-    def jit(fn):
-        try:
-            return numba.njit(cache=True, nogil=True)(fn)
-        except Exception:
-            return numba.njit(nogil=True)(fn)
-
-    @jit
-    def level(s, j, rho):
-        v = (16 * s) // j + 16
-        e = 0
-        t = v
-        while t > 1:
-            t >>= 1
-            e += 1
-        return (e - 4) * (1 << rho) + ((v >> (e - rho)) & ((1 << rho) - 1))
-
-    @jit
-    def nxt(s, p):
-        if s < 2:
-            return 2 * (s ^ p)
-        return 1 + 2 * ((s & 1) ^ p)
-
-    @jit
-    def ctx_of(st, srow, j, split, rho, buckets, base):
-        b = 0
-        if buckets > 1 and j > 0:
-            b = level(srow, j, rho) - base
-            b = 1 + min(max(b, 0), buckets - 2)
-        if split:
-            return 2 * b + (st >> 1)
-        return b
-
-    @jit
-    def walk(kt, offset, split, rho, buckets, base, sym, ctx):
-        # column-major symbols and contexts of codes kt [cols, rows] (codes without offset)
-        cols, rows = kt.shape
-        st = np.zeros(rows, np.int64)
-        srow = np.zeros(rows, np.int64)
-        i = 0
-        for j in range(cols):
-            for r in range(rows):
-                c = np.int64(kt[j, r])
-                sym[i] = c
-                ctx[i] = ctx_of(st[r], srow[r], j, split, rho, buckets, base)
-                v = c + offset
-                st[r] = nxt(st[r], v & 1)
-                srow[r] = min(srow[r] + min(abs(v), 1 << 40), 1 << 40)
-                i += 1
-
-    @jit
-    def enc(sym, ctx, freq, cum, prec, lanes, words, states):
-        n = sym.size
-        for j in range(lanes):
-            states[j] = low
-        nw = 0
-        steps = (n + lanes - 1) // lanes
-        for t in range(steps - 1, -1, -1):
-            base = t * lanes
-            for j in range(min(lanes, n - base) - 1, -1, -1):
-                c = ctx[base + j]
-                s = sym[base + j]
-                f = freq[c, s]
-                p = np.uint64(prec[c])
-                x = states[j]
-                if x >= (f << (np.uint64(64) - p)):
-                    words[nw] = np.uint32(x & mask32)
-                    nw += 1
-                    x = x >> s32
-                states[j] = ((x // f) << p) + (x % f) + cum[c, s]
-        return nw
-
-    @jit
-    def dec(words, init, freq, cum, prec, slot2sym, start, offset, split, rho, buckets, base, out_t):
-        # out_t [cols, rows]: the codes column-major. 0 ok, 1 words run out, 2 words left /
-        # state not 2**32, 3 a code in an unused context
-        cols, rows = out_t.shape
-        lanes = init.size
-        x = init.copy()
-        st = np.zeros(rows, np.int64)
-        srow = np.zeros(rows, np.int64)
-        nwords = words.size - 1
-        pos = 0
-        ln = 0
-        for j in range(cols):
-            for r in range(rows):
-                c = ctx_of(st[r], srow[r], j, split, rho, buckets, base)
-                p = prec[c]
-                if p == 0:
-                    return 3
-                xj = x[ln]
-                slot = xj & ((np.uint64(1) << np.uint64(p)) - np.uint64(1))
-                s = slot2sym[start[c] + np.int64(slot)]
-                out_t[j, r] = s
-                xj = freq[c, s] * (xj >> np.uint64(p)) + slot - cum[c, s]
-                if xj < low:
-                    xj = (xj << s32) | np.uint64(words[min(pos, nwords)])
-                    pos += 1
-                x[ln] = xj
-                ln += 1
-                if ln == lanes:
-                    ln = 0
-                v = np.int64(s) + offset
-                st[r] = nxt(st[r], v & 1)
-                srow[r] = min(srow[r] + min(abs(v), 1 << 40), 1 << 40)
-        if pos > nwords:
-            return 1
-        if pos != nwords:
-            return 2
-        for j in range(lanes):
-            if x[j] != low:
-                return 2
-        return 0
-
-    @jit
-    def tables(bits, nctx, alphabet, freq, prec):
-        pos = 0
-        nb = bits.size
-        for c in range(nctx):
-            if pos + 4 > nb:
-                return 1
-            pc = bits[pos] | (bits[pos + 1] << 1) | (bits[pos + 2] << 2) | (bits[pos + 3] << 3)
-            pos += 4
-            if pc == 15:
-                prec[c] = 0
-                continue
-            p = pc + 6
-            if p > 16:
-                return 2
-            prec[c] = p
-            vals = np.zeros(2, np.int64)
-            for g in range(2):
-                z = 0
-                while pos < nb and bits[pos] == 0:
-                    z += 1
-                    pos += 1
-                if pos + z >= nb or z > 40:
-                    return 1
-                v = 0
-                for _ in range(z + 1):
-                    v = (v << 1) | bits[pos]
-                    pos += 1
-                vals[g] = v
-            lo = vals[0] - 1
-            m = vals[1]
-            if m < 1 or lo + m > alphabet:
-                return 3
-            prev = 0
-            total = 0
-            cap = (1 << p) - (1 << (p - 6))
-            for i in range(m):
-                z = 0
-                while pos < nb and bits[pos] == 0:
-                    z += 1
-                    pos += 1
-                if pos + z >= nb or z > 40:
-                    return 1
-                v = 0
-                for _ in range(z + 1):
-                    v = (v << 1) | bits[pos]
-                    pos += 1
-                v -= 1
-                d = v >> 1 if v & 1 == 0 else -((v + 1) >> 1)
-                f = prev + d
-                if f < 0 or f > cap:
-                    return 4
-                freq[c, lo + i] = f
-                total += f
-                prev = f
-            if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != (1 << p):
-                return 4
-        if pos + 8 <= nb:
-            return 5
-        for i in range(pos, nb):
-            if bits[i]:
-                return 5
-        return 0
-
-    _kernels = {"walk": walk, "enc": enc, "dec": dec, "tables": tables}
-    return _kernels
-
-
-# ----------------------------------------------------------------------------- numpy paths
-
-def _walk_numpy(k, offset, cfg):
-    kk = k.astype(np.int64) + offset
-    ctx = contexts(kk, cfg)
-    return np.ascontiguousarray(k.T).reshape(-1).astype(np.int64), np.ascontiguousarray(ctx.T).reshape(-1)
-
-
-def _encode_numpy(sym, ctx, freq, cum, prec, lanes):
-    n = sym.size
-    x = np.full(lanes, 1 << 32, dtype=np.uint64)
-    out = []
-    for t in range(-(-n // lanes) - 1, -1, -1):
-        s = sym[t * lanes:(t + 1) * lanes]
-        c = ctx[t * lanes:(t + 1) * lanes]
-        a = s.size
-        f = freq[c, s]
-        p = prec[c].astype(np.uint64)
-        xa = x[:a]
-        need = xa >= (f << (np.uint64(64) - p))
-        if need.any():
-            out.append((xa[need] & np.uint64(0xFFFFFFFF)).astype(np.uint32)[::-1])
-            xa[need] >>= np.uint64(32)
-        x[:a] = ((xa // f) << p) + (xa % f) + cum[c, s]
-    words = np.concatenate(out)[::-1] if out else np.zeros(0, np.uint32)
-    return x, words
-
-
-def _decode_numpy(words, init, freq, cum, prec, slot2sym, start, offset, cfg, out_t):
-    """Vectorised over the L lanes: the L codes of one step lie in distinct rows (L <= rows)
-    whose earlier columns are already decoded."""
-    split, rho, buckets, base = cfg
-    cols, rows = out_t.shape
-    n = rows * cols
-    lanes = init.size
-    x = init.copy()
-    st = np.zeros(rows, np.int64)
-    srow = np.zeros(rows, np.int64)
-    flat = out_t.reshape(-1)
-    w64 = words.astype(np.uint64)
-    pos = 0
-    for t in range(-(-n // lanes)):
-        i = np.arange(t * lanes, min(n, (t + 1) * lanes))
-        a = i.size
-        j, r = i // rows, i % rows
-        c = bucket(srow[r], j, rho, buckets, base)
-        if split:
-            c = 2 * c + (st[r] >> 1)
-        p = prec[c]
-        if np.any(p == 0):
-            raise CodecError("a code falls in a context with no table")
-        p64 = p.astype(np.uint64)
-        xa = x[:a]
-        slot = xa & ((np.uint64(1) << p64) - np.uint64(1))
-        s = slot2sym[start[c] + slot.astype(np.int64)]
-        xa = freq[c, s] * (xa >> p64) + slot - cum[c, s]
-        need = xa < np.uint64(1 << 32)
-        m = int(np.count_nonzero(need))
-        if m:
-            if pos + m > w64.size:
-                raise CodecError("entropy stream ends early")
-            xa[need] = (xa[need] << np.uint64(32)) | w64[pos:pos + m]
-            pos += m
-        x[:a] = xa
-        flat[i] = s
-        v = s.astype(np.int64) + offset
-        st[r] = NEXT[st[r], v & 1]
-        srow[r] = np.minimum(srow[r] + np.minimum(np.abs(v), SUM_CAP), SUM_CAP)
-    if pos != w64.size or np.any(x != np.uint64(1 << 32)):
-        raise CodecError("entropy stream does not end where the declared count says")
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -575,15 +187,22 @@ def _estimate(counts: np.ndarray) -> float:
 
 
 def choose_config(codes: np.ndarray, alphabet: int, offset: int, dq: bool) -> tuple[int, int, int, int]:
-    """The layout with the fewest estimated bits on evenly spaced rows (about 2**18 codes)."""
-    step = -(-codes.size // (1 << 18))
-    kk = codes[::step].astype(np.int64) + offset
-    state = row_state(kk)
+    """The layout with the fewest estimated bits on evenly spaced rows (about 2**16 codes)."""
+    step = -(-codes.size // (1 << 16))
+    sample = codes[::step]
+    kk = sample.astype(np.int64) + offset
+    a = np.minimum(np.abs(kk), SUM_CAP)
+    j = np.arange(kk.shape[1])[None, :]
+    lev = _level(np.minimum(np.cumsum(a, axis=1) - a, SUM_CAP), j, 2)
+    q = _quantizers(kk) if dq else np.zeros_like(kk)
     best = None
     for cfg in candidate_configs(kk, dq, alphabet, codes.size):
-        nctx = n_contexts(cfg[0], cfg[2])
-        ctx = contexts(kk, cfg, state)
-        cnt = np.bincount((ctx * alphabet + kk - offset).ravel(), minlength=nctx * alphabet)
+        split, _, buckets, base = cfg
+        nctx = n_contexts(split, buckets)
+        ctx = np.where(j == 0, 0, 1 + np.clip(lev - base, 0, buckets - 2)) if buckets > 1 else np.zeros_like(kk)
+        if split:
+            ctx = 2 * ctx + q
+        cnt = np.bincount((ctx * alphabet + sample).ravel(), minlength=nctx * alphabet)
         bits = sum(_estimate(c) for c in cnt.reshape(nctx, alphabet))
         if best is None or bits < best[0]:
             best = (bits, cfg)
@@ -608,13 +227,14 @@ def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) 
     split, rho, buckets, base = cfg
     nctx = n_contexts(split, buckets)
     kern = _load_numba() if _backend() == "numba" else {}
+    sym = np.ascontiguousarray(codes.T)  # column-major: the coding order
+    cnt = np.zeros((nctx, alphabet), np.int64)
     if kern:
-        sym = np.empty(n, np.int64)
-        ctx = np.empty(n, np.int64)
-        kern["walk"](np.ascontiguousarray(codes.T), offset, split, rho, buckets, base, sym, ctx)
+        ctx = np.empty(n, np.uint8)
+        kern["walk"](sym, offset, split, rho, buckets, base, ctx, cnt)
     else:
-        sym, ctx = _walk_numpy(codes, offset, cfg)
-    cnt = np.bincount(ctx * alphabet + sym, minlength=nctx * alphabet).reshape(nctx, alphabet)
+        ctx = _walk_numpy(sym, offset, cfg, cnt)
+    sym = sym.reshape(-1)
     freq = np.zeros((nctx, alphabet), np.uint64)
     prec = np.zeros(nctx, np.int64)
     tables = []
@@ -626,7 +246,7 @@ def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) 
             prec[c] = p
     cum = (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
     tbytes = _tables_bytes(tables)
-    lanes = min(rows, -(-n // CODES_PER_LANE))
+    lanes = min(rows, max(MIN_LANES, -(-n // CODES_PER_LANE)))
     if kern:
         words = np.empty(n + lanes, np.uint32)
         states = np.empty(lanes, np.uint64)
