@@ -32,7 +32,7 @@ SETTINGS = {
 PINNED = {
     "bf16": "4881e735198aca2c22cc0ebcfda02dfcc1848f22fafa012dd103e2b35991ad73",
     "ecsq-step": "d202bb438c3248a021f02e952aeaa71a1006612c5d37e83274f9d45e7b5a8768",
-    "ecsq-trellis": "1625daa14a5616a1392bc3d7cf9d8b0abbb17ec9c7397aa056d83b3f4626a4bc",
+    "ecsq-trellis": "403661056bbcf45d106e2014ad39bfb0e32dbbb3611640f1b42a7dfac273f322",
     "fp16": "32c9f2aae595cfc9f969f9448892c228585c3b5b4bb3c98c7021599281182045",
     "kmeans3-tensor": "cde3c94822bc5fa32d9e8384f81be7eaf294cad765a2da29cbd85fb319e2af0a",
     "kmeans4-norm-g16": "89e6206e7ee8304d30d309f845518071342ee3a9ef0e099dfbf859f0a1cdfb4e",
