@@ -130,19 +130,17 @@ def _manifest_cost(params: dict[str, Any], lay: ArrayLayout) -> int:
 
 def _context_coded(a: np.ndarray, lay: ArrayLayout, params: dict[str, Any], default_nbytes: int
                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """ecsq codes through `crans` when that (with its manifest bytes) is within the bound the
-    planner relies on: no more than `rans` could take (entropy.size_bound) nor the default codec."""
+    """ecsq codes through `crans` when its bytes stay within the bound the planner relies on
+    (entropy.size_bound of the codes' histogram: what `rans` could take at most) and, with its
+    manifest bytes, below the default codec's."""
     if a.size == 0:
         return None
     alphabet = max(2, int(a.max()) + 1)
     data, cp = CODECS["crans"].encode(a, alphabet=alphabet, offset=int(params["offset"]),
                                       dq=bool(params.get("dq")))
-    counts = np.bincount(a.reshape(-1), minlength=alphabet)
-    rans_cp = {"codec": "rans", "alphabet": alphabet, "lanes": -(-a.size // entropy.CODES_PER_LANE),
-               "table_nbytes": entropy.table_nbytes(counts), "nbytes": len(data)}
     cp = {"codec": "crans", **cp}
-    limit = min(default_nbytes, entropy.size_bound(counts)) + _manifest_cost(rans_cp, lay)
-    if len(data) + _manifest_cost(cp, lay) > limit:
+    if len(data) + _manifest_cost(cp, lay) >= default_nbytes or \
+            len(data) > entropy.size_bound(entropy.histogram(a.reshape(-1), alphabet)):
         return None
     return np.frombuffer(data, np.uint8), cp
 

@@ -38,7 +38,7 @@ from .errors import CodecError
 MAX_BUCKETS = 32
 MAX_OFFSET = 1 << 24
 CODES_PER_LANE = 1 << 17  # encoder's choice: 8 bytes of final state per 131072 codes,
-MIN_LANES = 8  # and at least 8 lanes (as rows allow): independent chains keep the kernels fast
+MIN_LANES = 8  # and up to 8 lanes (one per 4096 codes, as rows allow): independent chains keep the kernels fast
 HEADER_MIN = 8
 
 
@@ -251,7 +251,7 @@ def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) 
             prec[c] = p
     cum = (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
     tbytes = _tables_bytes(tables)
-    lanes = min(rows, max(MIN_LANES, -(-n // CODES_PER_LANE)))
+    lanes = min(rows, max(min(MIN_LANES, -(-n // 4096)), -(-n // CODES_PER_LANE)))
     if kern:
         words = np.empty(n + lanes, np.uint32)
         states = np.empty(lanes, np.uint64)
