@@ -338,7 +338,7 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     nctx = n_contexts(split, buckets)
     if not fits(nctx, alphabet, n):
         raise CodecError(f"{nctx} contexts of alphabet {alphabet} exceed what {n} codes justify")
-    bits = np.unpackbits(buf[pos:pos + tnb], bitorder="little").astype(np.int64)
+    bits = np.unpackbits(buf[pos:pos + tnb], bitorder="little")
     freq = np.zeros((nctx, alphabet), np.int64)
     prec = np.zeros(nctx, np.int64)
     kern = _load_numba() if _backend() == "numba" else {}

@@ -283,7 +283,8 @@ def _load_numba() -> dict:
         for c in range(nctx):
             if pos + 4 > nb:
                 return 1
-            pc = bits[pos] | (bits[pos + 1] << 1) | (bits[pos + 2] << 2) | (bits[pos + 3] << 3)
+            pc = (np.int64(bits[pos]) | (np.int64(bits[pos + 1]) << 1) | (np.int64(bits[pos + 2]) << 2)
+                  | (np.int64(bits[pos + 3]) << 3))
             pos += 4
             if pc == 15:
                 prec[c] = 0
@@ -302,7 +303,7 @@ def _load_numba() -> dict:
                     return 1
                 v = 0
                 for _ in range(z + 1):
-                    v = (v << 1) | bits[pos]
+                    v = (v << 1) | np.int64(bits[pos])
                     pos += 1
                 vals[g] = v
             lo = vals[0] - 1
@@ -321,7 +322,7 @@ def _load_numba() -> dict:
                     return 1
                 v = 0
                 for _ in range(z + 1):
-                    v = (v << 1) | bits[pos]
+                    v = (v << 1) | np.int64(bits[pos])
                     pos += 1
                 v -= 1
                 d = v >> 1 if v & 1 == 0 else -((v + 1) >> 1)
