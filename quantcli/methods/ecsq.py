@@ -4,8 +4,8 @@ A uniform reconstruction grid x_hat = q * step with no clipping: every value rou
 nearest grid point, whatever its magnitude, so the error is at most step / 2 everywhere, outliers
 included. The codes q are not of a fixed width: the archive stores them entropy-coded (`crans`:
 rANS with contexts from the trellis state and the row's scale so far, quantcli/codecs/context.py),
-so a tensor costs close to the entropy of its codes (about log2(sigma / step) + 2.05 bits per weight for bell-shaped weights) instead of a
-fixed number of bits.
+so a tensor costs close to the entropy of its codes (about log2(sigma / step) + 2.05 bits per
+weight for bell-shaped weights) instead of a fixed number of bits.
 
 One step for every tensor is the allocation that minimises total squared error for a given size
 (at high rate each tensor's error is N step^2 / 12 and its rate falls by N bits when the step
