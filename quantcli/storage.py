@@ -8,6 +8,7 @@ an alphabet of 2**bits values. The archive stores every logical array through a 
   bitpack   codes packed into a little-endian bit stream, `bits` each (quantcli/packing.py):
             stored as uint8 of shape (ceil(count * bits / 8),) (the default for codes);
   rans      integer codes entropy-coded (quantcli/codecs/entropy.py), stored as uint8 [nbytes];
+  crans     ecsq's codes with context models (quantcli/codecs/context.py), stored as uint8 [nbytes];
   lossless  any array's bytes split into planes and entropy-coded (quantcli/codecs/lossless.py),
             stored as uint8 [nbytes].
 
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import CODECS, CodecError
+from .codecs import entropy
 from .codecs import lossless as lossless_codec
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
@@ -121,6 +123,28 @@ def stored_layout(method: str, shape: tuple[int, ...], params: dict[str, Any],
 ENTROPY_MIN_BYTES = 64  # plain arrays smaller than this are not worth a codec's params
 
 
+def _manifest_cost(params: dict[str, Any], lay: ArrayLayout) -> int:
+    """Header bytes recording a codec costs (its params are escaped once more inside the header)."""
+    return len(json.dumps(json.dumps(params, separators=(",", ":")))) + len(f'"{lay.dtype}":,')
+
+
+def _context_coded(a: np.ndarray, lay: ArrayLayout, params: dict[str, Any], default_nbytes: int
+                   ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """ecsq codes through `crans` when its bytes stay within the bound the planner relies on
+    (entropy.size_bound of the codes' histogram: what `rans` could take at most) and, with its
+    manifest bytes, below the default codec's."""
+    if a.size == 0:
+        return None
+    alphabet = max(2, int(a.max()) + 1)
+    data, cp = CODECS["crans"].encode(a, alphabet=alphabet, offset=int(params["offset"]),
+                                      dq=bool(params.get("dq")))
+    cp = {"codec": "crans", **cp}
+    if len(data) + _manifest_cost(cp, lay) >= default_nbytes or \
+            len(data) > entropy.size_bound(entropy.histogram(a.reshape(-1), alphabet)):
+        return None
+    return np.frombuffer(data, np.uint8), cp
+
+
 def _entropy_coded(a: np.ndarray, lay: ArrayLayout, default_nbytes: int) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The array through its entropy codec (rans for codes, lossless for plain arrays) when that
     is smaller than `default_nbytes`, its size under its default codec; else None."""
@@ -132,9 +156,7 @@ def _entropy_coded(a: np.ndarray, lay: ArrayLayout, default_nbytes: int) -> tupl
     else:
         data, params = CODECS["lossless"].encode(a)
         params = {"codec": "lossless", **params, "nbytes": len(data)}
-    # the codec's params go into the manifest (escaped once more inside the header): count them
-    manifest_cost = len(json.dumps(json.dumps(params, separators=(",", ":")))) + len(f'"{lay.dtype}":,')
-    if len(data) + manifest_cost >= default_nbytes:
+    if len(data) + _manifest_cost(params, lay) >= default_nbytes:
         return None
     return np.frombuffer(data, np.uint8), params
 
@@ -163,7 +185,11 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
             raise ValueError(f"{enc.method} {role} is {a.dtype}{list(a.shape)}, declared {lay.dtype}{list(lay.shape)}")
         if codec == "entropy":  # sized, not packed, first: packing wide codes takes memory
             default_nbytes = a.nbytes if lay.bits is None else packed_nbytes(a.size, lay.bits)
-            coded = _entropy_coded(np.ascontiguousarray(a), lay, default_nbytes)
+            coded = None
+            if enc.method == "ecsq" and role == "codes":
+                coded = _context_coded(np.ascontiguousarray(a), lay, enc.params, default_nbytes)
+            if coded is None:
+                coded = _entropy_coded(np.ascontiguousarray(a), lay, default_nbytes)
             if coded is not None:
                 out[role], codecs[role] = coded
                 continue
@@ -193,13 +219,13 @@ def check_codecs(method: str, shape: tuple[int, ...], params: dict[str, Any], co
         raise ArchiveError("malformed codecs entry")
     layout = logical_layout(method, shape, params)
     for role, cp in codecs.items():
-        if role not in layout or not isinstance(cp, dict) or cp.get("codec") not in ("rans", "lossless"):
+        if role not in layout or not isinstance(cp, dict) or cp.get("codec") not in ("rans", "crans", "lossless"):
             raise ArchiveError(f"unknown codec entry for array {role!r}")
         lay = layout[role]
         nbytes = cp.get("nbytes")
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             raise ArchiveError(f"its {role} array's codec entry has no valid nbytes")
-        if (cp["codec"] == "rans") != (lay.bits is not None):
+        if (cp["codec"] in ("rans", "crans")) != (lay.bits is not None):
             raise ArchiveError(f"codec {cp['codec']} cannot store the {role} array")
         try:
             inner = codec_params(cp)

@@ -377,3 +377,17 @@ def test_state_and_stream_kernels_match_numpy():
             dq.merge_streams(np.array([1, 2]), np.array([], np.int64), 1, 2, backend=backend)
         with pytest.raises(ValueError, match="stream 0 runs out at column 1"):
             dq.merge_streams(np.array([2]), np.array([5]), 1, 2, backend=backend)
+
+
+def test_levels_and_shrink_kernels_match_numpy():
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    x = (rng.laplace(0, 1, (37, 53)) * 3).astype(np.float32)
+    k = dq.trellis(x, 0.7, 0.0)
+    lv = dq.levels(k, backend="numba")
+    assert np.array_equal(lv, dq.levels(k, backend="numpy"))
+    a, b = dq.shrink_sums(x, lv, 0.7, backend="numba"), dq.shrink_sums(x, lv, 0.7, backend="numpy")
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert a[2] == np.count_nonzero(np.abs(lv) == 1) and a[3] == np.count_nonzero(np.abs(lv) >= 2)
+    for shrink in ((0, 0), (37, -5), (128, 128)):
+        assert dq.shrunk(lv, 0.7, shrink, backend="numba").tobytes() == dq.shrunk(lv, 0.7, shrink, backend="numpy").tobytes()

@@ -201,6 +201,119 @@ def rans_by_hand(buf, alphabet, lanes, table_nbytes, n):
     return out
 
 
+NEXT_STATE = [[0, 2], [2, 0], [1, 3], [3, 1]]
+
+
+def uleb(buf, pos):
+    """One canonical LEB128 varint of 1-4 bytes at buf[pos:] and the position after it."""
+    value, shift, start = 0, 0, pos
+    while True:
+        b = buf[pos]
+        value |= (b & 0x7F) << shift
+        shift, pos = shift + 7, pos + 1
+        if not b & 0x80:
+            break
+    assert pos - start <= 4 and (pos - start == 1 or buf[pos - 1] != 0)
+    return value, pos
+
+
+def crans_by_hand(buf, rows, cols):
+    """The `crans` stream of 6.6: codes [rows, cols], one code at a time in column-major order."""
+    split, rho, nb, base = buf[0], buf[1], buf[2], buf[3]
+    assert split <= 1 and rho <= 3 and 1 <= nb <= 32
+    km1, pos = uleb(buf, 4)
+    z, pos = uleb(buf, pos)
+    lanes, pos = uleb(buf, pos)
+    tnb, pos = uleb(buf, pos)
+    alphabet, off = km1 + 1, (z // 2 if z % 2 == 0 else -(z + 1) // 2)
+    assert 1 <= lanes <= rows and (len(buf) - pos - tnb - 8 * lanes) % 4 == 0
+    bits = [(buf[pos + b // 8] >> (b % 8)) & 1 for b in range(8 * tnb)]
+    at = 0
+
+    def gamma():
+        nonlocal at
+        zeros = 0
+        while bits[at] == 0:
+            zeros, at = zeros + 1, at + 1
+        v = 0
+        for _ in range(zeros + 1):
+            v, at = 2 * v + bits[at], at + 1
+        return v
+
+    tables = []
+    for _ in range(nb * (2 if split else 1)):
+        pc = bits[at] | bits[at + 1] << 1 | bits[at + 2] << 2 | bits[at + 3] << 3
+        at += 4
+        if pc == 15:
+            tables.append(None)
+            continue
+        p = pc + 6
+        lo, m = gamma() - 1, gamma()
+        f, prev = {}, 0
+        for i in range(m):
+            g = gamma() - 1
+            prev += g // 2 if g % 2 == 0 else -(g + 1) // 2
+            assert 0 <= prev <= 2**p - 2 ** (p - 6)
+            f[lo + i] = prev
+        assert m >= 1 and lo + m <= alphabet and f[lo] > 0 and f[lo + m - 1] > 0 and sum(f.values()) == 2**p
+        cum, c = {}, 0
+        for sym in sorted(f):
+            cum[sym], c = c, c + f[sym]
+        tables.append((p, f, cum))
+    assert at <= len(bits) and len(bits) - at < 8 and not any(bits[at:])
+    pos += tnb
+    x = [int.from_bytes(buf[pos + 8 * i:pos + 8 * i + 8], "little") for i in range(lanes)]
+    assert all(v >= 2**32 for v in x)
+    pos += 8 * lanes
+    words = [int.from_bytes(buf[q:q + 4], "little") for q in range(pos, len(buf), 4)]
+    out = np.zeros((rows, cols), np.int64)
+    state, total, wp, i = [0] * rows, [0] * rows, 0, 0
+    for j in range(cols):
+        for r in range(rows):
+            bucket = 0
+            if j > 0 and nb > 1:
+                v = 16 * total[r] // j + 16
+                e = v.bit_length() - 1
+                level = (e - 4) * 2**rho + ((v >> (e - rho)) & (2**rho - 1))
+                bucket = 1 + min(max(level - base, 0), nb - 2)
+            p, f, cum = tables[2 * bucket + (state[r] >> 1) if split else bucket]
+            lane = i % lanes
+            slot = x[lane] % 2**p
+            s = next(sym for sym in f if cum[sym] <= slot < cum[sym] + f[sym])
+            x[lane] = f[s] * (x[lane] >> p) + slot - cum[s]
+            if x[lane] < 2**32:
+                x[lane] = (x[lane] << 32) | words[wp]
+                wp += 1
+            out[r, j] = s
+            k = s + off
+            state[r] = NEXT_STATE[state[r]][k & 1]
+            total[r] = min(total[r] + abs(k), 2**40)
+            i += 1
+    assert wp == len(words) and all(v == 2**32 for v in x)
+    return out
+
+
+def ecsq_by_hand(entry, codes):
+    """Method ecsq (6.7): levels (with the DQ state machine), then the optional shrink."""
+    p, shape = entry["params"], entry["shape"]
+    rows = shape[0] if shape else 1
+    k = codes.reshape(rows, -1).astype(np.int64) + p["offset"]
+    assert k.size == 0 or int(k.max()) - p["offset"] < p["levels"]
+    level = k.copy()
+    if p.get("dq"):
+        for r in range(rows):
+            state = 0
+            for j in range(k.shape[1]):
+                level[r, j] = 2 * k[r, j] - (np.sign(k[r, j]) if state >= 2 else 0)
+                state = NEXT_STATE[state][k[r, j] & 1]
+    if "shrink" in p:
+        d = np.where(np.abs(level) == 1, p["shrink"][0], p["shrink"][1])
+        vals = (level - np.sign(level) * d / 256).astype(np.float32)
+    else:
+        vals = level.astype(np.float32)
+    return (vals * np.float32(p["step"])).reshape(shape)
+
+
 def lossless_by_hand(buf, params, dtype, n):
     """The `lossless` streams of 6.4 merged back into n elements of `dtype` (a numpy dtype)."""
     import zstandard
@@ -256,10 +369,22 @@ def decode_v2_by_hand(entry, arrays):
             code, shape = plain_layout(entry, role)
             n = int(np.prod(shape))
             logical[entry["arrays"][role]] = lossless_by_hand(stored.tobytes(), cp, HAND_DTYPES[code], n).reshape(shape)
-        else:
-            assert role == "codes" and cp["alphabet"] == 2 ** entry["params"]["bits"]
+        elif cp["codec"] == "rans":
+            assert role == "codes" and 2 <= cp["alphabet"] <= max(2, 2 ** entry["params"]["bits"])
     if entry["method"] == "lossless":
         return logical[entry["arrays"]["values"]]
+    if entry["method"] == "ecsq":
+        shape, n = entry["shape"], int(np.prod(entry["shape"]))
+        rows = shape[0] if shape else 1
+        stored = arrays[entry["arrays"]["codes"]]
+        cp = codecs.get("codes")
+        if cp is None:
+            codes = unpack(stored, entry["params"]["bits"], n)
+        elif cp["codec"] == "crans":
+            codes = crans_by_hand(stored.tobytes(), rows, n // rows)
+        else:
+            codes = rans_by_hand(stored.tobytes(), cp["alphabet"], cp["lanes"], cp["table_nbytes"], n)
+        return ecsq_by_hand(entry, codes)
     if "codes" in codecs:
         cp = codecs["codes"]
         buf = arrays[entry["arrays"]["codes"]].tobytes()
@@ -286,6 +411,8 @@ def v2_inputs(tmp_path, tiny_model):
         ([tiny_model], Spec(codec="entropy")),  # rans codes; kept norms and int64 ids through lossless
         ([tiny_model], Spec(bits=4, scheme="asymmetric", granularity="group", group_size=8, codec="entropy")),
         ([str(tmp_path / "l.safetensors")], Spec(method="lossless")),
+        ([tiny_model], Spec(method="ecsq", step=0.004)),  # crans codes
+        ([tiny_model], Spec(method="ecsq", step=0.004, trellis=True)),  # crans with the DQ split, shrink
     ]
 
 
@@ -309,5 +436,17 @@ def test_decode_version_2_by_the_document(tiny_model, tmp_path):
                     theirs = theirs.view(np.uint16)
                 assert mine.shape == tuple(entry["shape"]) and mine.dtype == theirs.dtype, entry["name"]
                 assert mine.tobytes() == theirs.tobytes(), entry["name"]
-    assert seen >= {"rans", "lossless", "plane-raw", "plane-rans", "plane-zstd", "transform-rotl1",
+    assert seen >= {"rans", "crans", "lossless", "plane-raw", "plane-rans", "plane-zstd", "transform-rotl1",
                     "transform-rotl1h10", "transform-none"}
+
+
+def test_previous_ecsq_archives_decode_by_the_document():
+    """Archives written before crans (rans codes, no shrink) decode by 6.3 and 6.7 as well."""
+    import os
+    for name in ("ecsq-rans", "ecsq-rans-trellis"):
+        path = os.path.join(os.path.dirname(__file__), "golden", f"{name}.qnt.safetensors")
+        meta, arrays = read_container(path)
+        with open_archive(path) as archive:
+            for entry in json.loads(meta["quant.manifest"])["tensors"]:
+                mine = decode_v2_by_hand(entry, arrays)
+                assert mine.tobytes() == archive.decode(archive.by_name[entry["name"]]).tobytes()

@@ -20,6 +20,8 @@ Contract every codec keeps (so the archive can treat them alike):
 Codecs here:
   rans      order-0 interleaved rANS for integer codes 0 <= c < alphabet <= 2**16 (entropy.py);
             encode option `alphabet` (default max(code) + 1, at least 2).
+  crans     context-modelled rANS for the integer codes of a matrix (context.py): contexts from the
+            DQ state and the row's scale so far; encode options `alphabet`, `offset`, `dq`.
   lossless  byte planes for any 1/2/4/8-byte dtype, floats rotated so the exponent has its own
             plane; each plane raw, rANS or zstd (lossless.py). Bit-exact, NaN payloads included.
 A `bitpack` codec (today's quantcli.packing) plugs in by subclassing Codec and calling register().
@@ -34,10 +36,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from . import entropy, lossless
+from . import context, entropy, lossless
 from .errors import CodecError
 
-__all__ = ["Codec", "CodecError", "CODECS", "get", "register", "RansCodec", "LosslessCodec"]
+__all__ = ["Codec", "CodecError", "CODECS", "get", "register", "RansCodec", "CransCodec", "LosslessCodec"]
 
 
 def _count(shape) -> int:
@@ -112,6 +114,59 @@ class RansCodec(Codec):
         return entropy.decode(data, inner, _count(shape)).astype(dtype, copy=False).reshape(tuple(shape))
 
 
+def matrix_view(shape) -> tuple[int, int]:
+    """(rows, cols) of a shape as docs/FORMAT.md section 3 views it: s0 x the rest; 1-D (n, 1); 0-d (1, 1)."""
+    shape = tuple(int(d) for d in shape)
+    if not shape:
+        return 1, 1
+    return shape[0], math.prod(shape[1:])
+
+
+class CransCodec(Codec):
+    """Codes of a matrix through context.py; params = {"nbytes"} (the rest is in the stream)."""
+
+    name = "crans"
+
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
+        """options: `alphabet` (default max(code) + 1, at least 2), `offset` (k = code + offset,
+        default 0), `dq` (codes of the DQ trellis: try the quantizer split, default False)."""
+        arr = np.asarray(array)
+        alphabet = options.get("alphabet")
+        if alphabet is None:
+            alphabet = max(2, int(arr.max()) + 1) if arr.size else 2
+        rows, cols = matrix_view(arr.shape)
+        data = context.encode(arr.reshape(rows, cols), alphabet, int(options.get("offset", 0)),
+                              bool(options.get("dq", False)))
+        return data, {"nbytes": len(data)}
+
+    def _nbytes(self, params: dict) -> int:
+        if not isinstance(params, dict) or set(params) != {"nbytes"}:
+            raise CodecError("crans params must be exactly {nbytes}")
+        nbytes = params["nbytes"]
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise CodecError(f"crans nbytes must be a non-negative integer, got {nbytes!r}")
+        return nbytes
+
+    def max_decoded_nbytes(self, params: dict, shape) -> int:
+        nbytes = self._nbytes(params)
+        count = _count(shape)
+        if count == 0 or count > context.max_decoded_count(nbytes):
+            raise CodecError(f"{count} codes do not fit what {nbytes} bytes of crans stream can hold")
+        return count * 2
+
+    def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
+        nbytes = self._nbytes(params)
+        if _nbytes(data) != nbytes:
+            raise CodecError(f"crans stream has {_nbytes(data)} bytes, params say {nbytes}")
+        self.max_decoded_nbytes(params, shape)
+        dtype = np.dtype(dtype)
+        rows, cols = matrix_view(shape)
+        codes = context.decode(data, rows, cols)
+        if dtype.kind not in "ui" or (codes.size and int(codes.max()) > np.iinfo(dtype).max):
+            raise CodecError(f"dtype {dtype} cannot hold the decoded codes")
+        return codes.astype(dtype, copy=False).reshape(tuple(shape))
+
+
 class LosslessCodec(Codec):
     """Any 1/2/4/8-byte dtype, bit-exact, through lossless.py."""
 
@@ -154,4 +209,5 @@ def get(name: str) -> Codec:
 
 
 register(RansCodec())
+register(CransCodec())
 register(LosslessCodec())

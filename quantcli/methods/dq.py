@@ -63,8 +63,41 @@ def states(k: np.ndarray, backend: str = "auto") -> np.ndarray:
 
 def levels(k: np.ndarray, backend: str = "auto") -> np.ndarray:
     """Integer reconstruction levels (units of step), int64: 2k under Q0, 2k - sign(k) under Q1."""
-    k = _as_2d(k, "k").astype(np.int64)
+    k = _as_2d(k, "k")
+    if k.size and _resolve(backend) == "numba":
+        out = np.empty(k.shape, np.int64)
+        _load_numba()["levels"](np.ascontiguousarray(k), out)
+        return out
+    k = k.astype(np.int64)
     return 2 * k - QUANTIZER[states(k, backend)].astype(np.int64) * np.sign(k)
+
+
+def shrink_sums(x: np.ndarray, lv: np.ndarray, step: float, backend: str = "auto") -> np.ndarray:
+    """float64 [4]: sum of sign(L) (L - x/step) over |L| = 1 and over |L| >= 2, then the two
+    counts: what the least-squares reconstruction offsets of ecsq need, in one pass."""
+    x, lv = np.ascontiguousarray(x), np.ascontiguousarray(lv, np.int64)
+    sums = np.zeros(4)
+    if lv.size and _resolve(backend) == "numba":
+        _load_numba()["shrink_sums"](x, lv, float(step), sums)
+        return sums
+    xf = x.astype(np.float64) / float(step)
+    a = np.abs(lv)
+    r = np.sign(lv) * (lv - xf)
+    for g, m in enumerate((a == 1, a >= 2)):
+        sums[g], sums[2 + g] = float(r[m].sum()), float(np.count_nonzero(m))
+    return sums
+
+
+def shrunk(lv: np.ndarray, step: float, shrink: tuple[int, int], backend: str = "auto") -> np.ndarray:
+    """float32 values of integer levels with offsets toward zero: float32(L - sign(L) d / 256) *
+    float32(step), d = shrink[0] where |L| = 1, shrink[1] where |L| >= 2 (L exact in float64)."""
+    lv = np.ascontiguousarray(lv, np.int64)
+    if lv.size and _resolve(backend) == "numba":
+        out = np.empty(lv.shape, np.float32)
+        _load_numba()["shrunk"](lv, float(shrink[0]), float(shrink[1]), np.float32(step), out)
+        return out
+    d = np.where(np.abs(lv) == 1, shrink[0], shrink[1]) * np.sign(lv)
+    return (lv - d / 256.0).astype(np.float32) * np.float32(step)
 
 
 def reconstruct(k: np.ndarray, step: float, backend: str = "auto") -> np.ndarray:
@@ -378,7 +411,38 @@ def _load_numba() -> dict:
                 st[r] = nxt_flat(st[r], v & 1)
         return 0
 
-    _kernels = {"viterbi": viterbi, "states": states_kernel, "split": split_kernel, "merge": merge_kernel}
+    @jit
+    def levels_kernel(k, out):
+        rows, cols = k.shape
+        for r in range(rows):
+            s = 0
+            for j in range(cols):
+                v = np.int64(k[r, j])
+                sg = (v > 0) - (v < 0)
+                out[r, j] = 2 * v - sg if s >= 2 else 2 * v
+                s = nxt_flat(s, v & 1)
+
+    @jit
+    def shrink_sums(x, lv, step, sums):
+        # sums[g] += sign(L) (L - x / step), sums[2 + g] += 1, g = 0 for |L| = 1, 1 for |L| >= 2
+        for i in range(lv.size):
+            v = lv.flat[i]
+            if v != 0:
+                g = 0 if v == 1 or v == -1 else 1
+                sg = 1.0 if v > 0 else -1.0
+                sums[g] += sg * (np.float64(v) - np.float64(x.flat[i]) / step)
+                sums[2 + g] += 1.0
+
+    @jit
+    def shrunk_kernel(lv, d1, d2, step, out):
+        for i in range(lv.size):
+            v = lv.flat[i]
+            d = d1 if v == 1 or v == -1 else d2
+            sg = (v > 0) - (v < 0)
+            out.flat[i] = np.float32(np.float64(v) - sg * d / 256.0) * step
+
+    _kernels = {"viterbi": viterbi, "states": states_kernel, "split": split_kernel, "merge": merge_kernel,
+                "levels": levels_kernel, "shrink_sums": shrink_sums, "shrunk": shrunk_kernel}
     return _kernels
 
 
@@ -399,7 +463,7 @@ def order0_prices(k: np.ndarray, alpha: float = 0.5) -> tuple[tuple[np.ndarray, 
 
 
 def quantize_dq(x: np.ndarray, step: float, c: float = 0.1, passes: int = 2,
-                backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                backend: str = "auto", recon: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(codes int32, float32 reconstruction) of 2-D x: a pure-distortion trellis pass, then
     passes - 1 passes with lambda = c step^2 priced by per-quantizer order-0 models of the
     previous pass (as benchmarks/ecsq_core.dq_quantize). c = 0 or passes = 1: distortion only."""
@@ -415,7 +479,7 @@ def quantize_dq(x: np.ndarray, step: float, c: float = 0.1, passes: int = 2,
             if np.array_equal(k_new, k):
                 break
             k = k_new
-    return k, reconstruct(k, step)
+    return k, reconstruct(k, step) if recon else None
 
 
 # ----------------------------------------------------------------------------- context-split streams
@@ -481,4 +545,4 @@ def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
 
 
 __all__ = ["NEXT", "QUANTIZER", "levels", "merge_streams", "order0_prices", "quantize_dq", "reconstruct",
-           "split_by_quantizer", "states", "trellis"]
+           "shrink_sums", "shrunk", "split_by_quantizer", "states", "trellis"]

@@ -2,10 +2,10 @@
 
 A uniform reconstruction grid x_hat = q * step with no clipping: every value rounds to its
 nearest grid point, whatever its magnitude, so the error is at most step / 2 everywhere, outliers
-included. The codes q are not of a fixed width: the archive stores them entropy-coded (rANS with
-one frequency table per tensor, quantcli/codecs), so a tensor costs close to the entropy of its
-codes (about log2(sigma / step) + 2.05 bits per weight for bell-shaped weights) instead of a
-fixed number of bits.
+included. The codes q are not of a fixed width: the archive stores them entropy-coded (`crans`:
+rANS with contexts from the trellis state and the row's scale so far, quantcli/codecs/context.py),
+so a tensor costs close to the entropy of its codes (about log2(sigma / step) + 2.05 bits per
+weight for bell-shaped weights) instead of a fixed number of bits.
 
 One step for every tensor is the allocation that minimises total squared error for a given size
 (at high rate each tensor's error is N step^2 / 12 and its rate falls by N bits when the step
@@ -15,7 +15,9 @@ rounding is within 0.03 bpw of rate-distortion-optimised rounding at these rates
 
 Arrays: codes [the tensor's shape], integers 0 .. levels - 1 with q = code + offset.
 Params: step (a float32 value, exactly representable in JSON), offset (int), levels (int) and
-bits = ceil(log2(levels)) (the width if the codes were bit-packed).
+bits = ceil(log2(levels)) (the width if the codes were bit-packed); with --trellis also dq (true)
+and, when they lower the error, shrink: reconstruction offsets toward zero in 1/256 of a step for
+|level| = 1 and |level| >= 2 (+0.1 dB at 14.6 dB, docs/BENCHMARKS-dq.md).
 """
 
 from __future__ import annotations
@@ -55,12 +57,43 @@ def step_from_rms(fraction: float, x: np.ndarray) -> np.float32:
     return step if step > 0 and np.isfinite(step) else np.float32(1e-30)
 
 
-def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+SHRINK_UNIT = 256  # shrinks are integers in 1/256 of a step
+# lambda = c step^2 of the trellis's priced pass: with crans and shrink, c = 0.3 reaches each SQNR in
+# 0.0083 / 0.0033 / 0.0011 / 0 fewer bpw than the study's 0.1 at 14.6 / 20.9 / 27.0 / 41.2 dB
+# (docs/BENCHMARKS-dq.md; 0.5 is within 0.0003 of it)
+TRELLIS_C = 0.3
+
+
+def shrunk(levels: np.ndarray, step: float, shrink: tuple[int, int]) -> np.ndarray:
+    """float32 values of integer levels with reconstruction offsets: level L becomes
+    (L - sign(L) d / 256) step, d = shrink[0] for |L| = 1 and shrink[1] for |L| >= 2 (the float64
+    difference rounded to float32, times float32(step)); (0, 0) is plain L * step."""
+    lv = np.asarray(levels, np.int64)
+    return dq.shrunk(lv.reshape(-1), step, shrink).reshape(lv.shape)
+
+
+def best_shrink(x: np.ndarray, levels: np.ndarray, step: float) -> tuple[int, int]:
+    """The least-squares offsets of |L| = 1 and |L| >= 2 toward zero, in 1/256 of a step, clipped
+    to [-128, 128]. Rounding to 1/256 keeps the error below the unshrunk one: the error is a
+    parabola in d with its minimum at the exact optimum, and a nonzero rounded d is no farther
+    from it than 0 is."""
+    sums = dq.shrink_sums(np.asarray(x, np.float32).reshape(-1), np.asarray(levels).reshape(-1), step)
+    out = [int(np.clip(round(sums[g] / sums[2 + g] * SHRINK_UNIT), -128, 128)) if sums[2 + g] else 0
+           for g in (0, 1)]
+    return out[0], out[1]
+
+
+def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int64, float32
-    reconstruction), both in x's shape. Each row is one trellis, starting in state 0."""
+    reconstruction, both in x's shape, and the reconstruction offsets). Each row is one trellis,
+    starting in state 0."""
     rows, cols = matrix_shape(np.shape(x))
-    k, recon = dq.quantize_dq(np.asarray(x, np.float32).reshape(rows, cols), float(step))
-    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x))
+    x2 = np.asarray(x, np.float32).reshape(rows, cols)
+    k, _ = dq.quantize_dq(x2, float(step), c=TRELLIS_C, recon=False)
+    lv = dq.levels(k)
+    shrink = best_shrink(x2, lv, float(step)) if k.size else (0, 0)
+    recon = shrunk(lv, float(step), shrink)
+    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
 
 
 def trellis_error(x: np.ndarray, step: float) -> float:
@@ -181,7 +214,13 @@ class ECSQ(Method):
         step = self._step(spec, x)
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
-            params.update(self._range(trellis_quantize(x, float(step))[0] if spec.trellis else quantize(x, step)))
+            if spec.trellis:
+                q, _, shrink = trellis_quantize(x, float(step))
+                params.update(self._range(q))
+                if shrink != (0, 0):
+                    params["shrink"] = list(shrink)
+            else:
+                params.update(self._range(quantize(x, step)))
         if spec.trellis:
             params["dq"] = True
         return params
@@ -197,14 +236,17 @@ class ECSQ(Method):
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         step = self._step(spec, x)
+        shrink = (0, 0)
         if spec.trellis:
-            q, recon = trellis_quantize(x, float(step))
+            q, recon, shrink = trellis_quantize(x, float(step))
         else:
             q = quantize(x, step)
             recon = reconstruct(q, step)
         params = {"step": float(step), **self._range(q)}
         if spec.trellis:
             params["dq"] = True
+        if shrink != (0, 0):
+            params["shrink"] = list(shrink)
         codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
@@ -235,8 +277,13 @@ class ECSQ(Method):
         bits = param(params, "bits", int, lo=1, hi=16)
         if "dq" in params:
             param(params, "dq", bool, choices=(True,))
+        if "shrink" in params:
+            sh = params["shrink"]
+            if not isinstance(sh, list) or len(sh) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and -128 <= v <= 128 for v in sh):
+                raise ArchiveError(f"param 'shrink' must be two integers in -128..128, got {sh!r}")
         offset = params["offset"]
-        reach = max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) * float(step)
+        reach = (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(step)
         if not reach <= float(np.finfo(np.float32).max):  # a forged grid must not decode to inf
             raise ArchiveError(f"param 'step' = {step!r} with offset {offset} and {levels} levels reaches beyond "
                                "float32's range")
@@ -252,7 +299,11 @@ class ECSQ(Method):
         q = codes.astype(np.int64) + p["offset"]
         if p.get("dq"):
             rows, cols = matrix_shape(shape)
+            if "shrink" in p:
+                return shrunk(dq.levels(q.reshape(rows, cols)), p["step"], tuple(p["shrink"])).reshape(shape)
             return dq.reconstruct(q.reshape(rows, cols), p["step"]).reshape(shape)
+        if "shrink" in p:
+            return shrunk(q, p["step"], tuple(p["shrink"])).reshape(shape)
         return reconstruct(q, np.float32(p["step"])).reshape(shape)
 
     def describe(self, params: dict[str, Any]) -> str:
