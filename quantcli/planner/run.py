@@ -261,12 +261,13 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                                  tensor=t.ref.name)
             enc, err, _ = encode_for(t, xf, t.choice.spec)
             if t.stats is not None and not t.choice.sized.exact and enc.method == "ecsq":
+                # a ladder point: its bound is plain rounding's; compensated codes have their own
+                # range, and where they outgrow the bound plain rounding at the same step (which
+                # the bound holds, recording no statistics) is written instead
                 arrays, _ = stored_arrays(enc, tuple(t.ref.shape), "entropy")
                 if sum(int(a.nbytes) for a in arrays.values()) > t.choice.nbytes:
-                    # compensated codes outgrew the bound of plain rounding's: write plain rounding at
-                    # the same step, which the bound holds (its params record no statistics)
                     enc, err = encode_and_measure(xf, t.choice.spec, t.ref)
-                    t.choice = replace(t.choice, sized=replace(t.choice.sized, params=enc.params))
+                t.choice = replace(t.choice, sized=replace(t.choice.sized, params=enc.params))
             return enc, err
 
         def results() -> Iterator[Encoded]:
