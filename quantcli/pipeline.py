@@ -17,7 +17,7 @@ from .methods import Encoding, get_method
 from .methods import ecsq
 from .methods.base import to_float32
 from .importance import PARAM as IMPORTANCE_PARAM, Importance, TensorImportance
-from .metrics import ZERO, ErrorStats, measure
+from .metrics import ZERO, ErrorStats, measure, sum_squares
 from . import parallel
 from .parallel import Spilled, Workers
 from .reports import ImportanceUse, PlanReport, QuantizeReport, TensorReport
@@ -278,15 +278,20 @@ def resolve_ecsq_steps(plan: list[PlanItem], importance: Importance | None = Non
                 except NonFiniteError as e:
                     raise nonfinite_error(out[i].ref, e.count) from None
 
-        def gram(i: int, idx: list[int] = chosen) -> np.ndarray | None:
+        def error_of(i: int, x: np.ndarray, step: float, idx: list[int] = chosen) -> float | None:
             item = out[idx[i]]
             if importance is None or item.spec is None or not weighted_by(importance, item.ref, item.spec):
                 return None
             stats = importance.for_tensor(item.ref.name, tuple(item.ref.shape))
-            return None if stats is None else stats.gram
+            if stats is None:
+                return None
+            method = get_method("ecsq")
+            enc = method.encode_importance(x, item.spec.with_options(step=step, sqnr=None), stats)
+            return sum_squares(x - method.decode(enc, tuple(x.shape)))
 
         first = out[chosen[0]].spec
-        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis), grams=gram)
+        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis),
+                                  error_of=error_of)
         for i in chosen:
             spec = out[i].spec
             assert spec is not None

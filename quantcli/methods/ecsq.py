@@ -106,20 +106,43 @@ def rounding_error(x: np.ndarray, step: float) -> float:
     return sum_squares(np.asarray(x, np.float32) - reconstruct(quantize(x, s), s))
 
 
-def compensated_error(x: np.ndarray, step: float, gram: np.ndarray) -> float:
-    """Sum of squared errors of float32 2-D `x` rounded at `step` with Gram compensation."""
-    grid = _StepGrid(step, tuple(np.shape(x)))
-    return sum_squares(np.asarray(x, np.float64) - compensate(x, gram, grid, int(np.shape(x)[1])))
+SCALE_RANGE = 16.0  # importance scales of rows and columns stay within 1/16 .. 16 of their geometric mean
+
+
+def importance_scales(weights: np.ndarray | None) -> np.ndarray | None:
+    """float16 step multipliers for rows or columns of importance `weights` (None: none): a
+    weighted squared error sum_j w_j n_j step_j^2 / 12 at a given rate is least with step_j going
+    as w_j^(-1/2), relative to the weights' geometric mean, within 1/SCALE_RANGE .. SCALE_RANGE."""
+    if weights is None or not np.size(weights):
+        return None
+    w = np.asarray(weights, np.float64)
+    floor = float(w.max()) / SCALE_RANGE ** 4 if w.max() > 0 else 1.0
+    w = np.maximum(w, floor)
+    mean_log = float(np.log(w).mean())
+    return np.clip(np.exp(-0.5 * (np.log(w) - mean_log)), 1 / SCALE_RANGE, SCALE_RANGE).astype(np.float16)
+
+
+def scale_matrix(x: np.ndarray, row_scale: np.ndarray | None, column_scale: np.ndarray | None,
+                 divide: bool) -> np.ndarray:
+    """float32 x divided (encode) or multiplied (decode) by its rows' and columns' scales."""
+    out = np.array(x, dtype=np.float32)
+    for s, axis in ((row_scale, 0), (column_scale, 1)):
+        if s is not None:
+            f = s.astype(np.float32).reshape((-1, 1) if axis == 0 else (1, -1))
+            out = np.divide(out, f, out=out) if divide else np.multiply(out, f, out=out)
+    return out
 
 
 def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float, passes: int = 12,
-                  trellis: bool = False, grams: Callable[[int], np.ndarray | None] | None = None) -> float:
+                  trellis: bool = False, error_of: Callable[[int, np.ndarray, float], float | None] | None = None
+                  ) -> float:
     """The largest float32 step whose rounding gives at least `target_db` over all tensors
     together. `tensors()` yields the float32 tensors once per call (one in memory at a time);
     each pass over them measures one step. The first guess is the high-rate formula
     step^2 / 12 = signal / (N 10^(D/10)); then a bracket is narrowed (secant in log-log, else
-    bisection) until the step is within 0.1% of the largest one that meets the target. `grams(i)`:
-    the Gram matrix the i-th tensor is compensated with (--importance), or None."""
+    bisection) until the step is within 0.1% of the largest one that meets the target.
+    `error_of(i, x, step)`: the i-th tensor's squared error at `step` when it is not plain rounding's
+    (--importance encodes it otherwise), or None."""
     signal, count = 0.0, 0
     for x in tensors():
         signal += sum_squares(x)
@@ -131,8 +154,8 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
     measure_at = trellis_error if trellis else rounding_error
 
     def measure(i: int, x: np.ndarray, step: float) -> float:
-        gram = grams(i) if grams is not None else None
-        return measure_at(x, step) if gram is None else compensated_error(x, step, gram)
+        other = error_of(i, x, step) if error_of is not None else None
+        return measure_at(x, step) if other is None else other
 
     def error(step: float) -> float:
         return sum(measure(i, x, step) for i, x in enumerate(tensors()))
@@ -251,21 +274,30 @@ class ECSQ(Method):
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
     def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
-        """With a Gram, plain rounding onto the step grid, each column's error compensated on the
-        columns after it (compensate.py; the trellis, which chooses codes along rows, does not
-        combine with that column order, so compensation replaces it). Without one there is
-        nothing to weigh: one step, nearest rounding."""
-        if imp.gram is None or not np.size(x) or np.ndim(x) != 2:
+        """Steps per row and column (`importance_scales`: the weighted error's optimum at equal
+        rate), stored as float16 `row_scale` / `column_scale` arrays: x is divided by them, coded as
+        usual (the trellis included) and multiplied back by the decoder. With a Gram the rounding
+        is compensated column by column instead (compensate.py, with the Gram of the scaled
+        columns); the trellis, which picks codes along rows, does not combine with that order."""
+        if np.ndim(x) != 2 or not np.size(x):
             return self._encode(x, spec)[0]
-        step = self._step(spec, x)
-        grid = _StepGrid(float(step), tuple(np.shape(x)))
-        compensate(x, imp.gram, grid, int(np.shape(x)[1]))
-        params = {"step": float(step), **self._range(grid.codes)}
-        codes = (grid.codes - params["offset"]).astype(code_dtype(params["bits"]))
-        return Encoding(self.name, params, {"codes": codes})
-
-    def importance_spec(self, spec: Spec) -> Spec:
-        return spec.with_options(trellis=False) if spec.trellis else spec
+        rs, cs = importance_scales(imp.rows), importance_scales(imp.cols)
+        y = scale_matrix(x, rs, cs, divide=True)
+        if imp.gram is None:
+            enc = self._encode(y, spec)[0]
+        else:
+            step = self._step(spec, y)
+            c = cs.astype(np.float64) if cs is not None else np.ones(y.shape[1])
+            grid = _StepGrid(float(step), tuple(y.shape))
+            compensate(y, imp.gram * np.outer(c, c), grid, int(y.shape[1]))
+            params = {"step": float(step), **self._range(grid.codes)}
+            enc = Encoding(self.name, params, {"codes": (grid.codes - params["offset"]).astype(
+                code_dtype(params["bits"]))})
+        params, arrays = dict(enc.params), dict(enc.arrays)
+        for key, scale in (("row_scale", rs), ("column_scale", cs)):
+            if scale is not None:
+                params[key], arrays[key] = True, scale
+        return Encoding(self.name, params, arrays)
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         step = params.get("step")
@@ -283,15 +315,35 @@ class ECSQ(Method):
                     isinstance(v, int) and not isinstance(v, bool) and -128 <= v <= 128 for v in sh):
                 raise ArchiveError(f"param 'shrink' must be two integers in -128..128, got {sh!r}")
         offset = params["offset"]
-        reach = (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(step)
+        reach = (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(step) \
+            * (SCALE_RANGE if "row_scale" in params else 1) * (SCALE_RANGE if "column_scale" in params else 1)
         if not reach <= float(np.finfo(np.float32).max):  # a forged grid must not decode to inf
             raise ArchiveError(f"param 'step' = {step!r} with offset {offset} and {levels} levels reaches beyond "
                                "float32's range")
         if bits != max(1, math.ceil(math.log2(levels))):
             raise ArchiveError(f"param 'bits' = {bits} does not fit {levels} levels")
-        return {"codes": code_layout(shape, bits)}
+        out = {"codes": code_layout(shape, bits)}
+        rows, cols = matrix_shape(shape)
+        for key, n in (("row_scale", rows), ("column_scale", cols)):
+            if key in params:
+                param(params, key, bool, choices=(True,))
+                if len(shape) != 2:
+                    raise ArchiveError(f"param {key!r} needs a 2-D tensor")
+                out[key] = ArrayLayout(np.dtype(np.float16), (n,))
+        return out
 
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+        y = self._decode_grid(enc, shape)
+        rs, cs = enc.arrays.get("row_scale"), enc.arrays.get("column_scale")
+        if rs is None and cs is None:
+            return y
+        for s in (rs, cs):
+            if s is not None and not (np.isfinite(s).all() and float(s.min(initial=1)) > 0
+                                      and float(s.max(initial=1)) <= SCALE_RANGE):
+                raise ArchiveError(f"holds a scale outside (0, {SCALE_RANGE:g}]")
+        return scale_matrix(y.reshape(matrix_shape(shape)), rs, cs, divide=False).reshape(shape)
+
+    def _decode_grid(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         p = enc.params
         codes = enc.arrays["codes"]
         if codes.size and int(codes.max()) >= p["levels"]:
@@ -307,7 +359,8 @@ class ECSQ(Method):
         return reconstruct(q, np.float32(p["step"])).reshape(shape)
 
     def describe(self, params: dict[str, Any]) -> str:
-        return f"ecsq{' trellis' if params.get('dq') else ''} step {params['step']:.3g}"
+        scaled = " scaled" if "row_scale" in params or "column_scale" in params else ""
+        return f"ecsq{' trellis' if params.get('dq') else ''}{scaled} step {params['step']:.3g}"
 
 
 __all__ = ["ECSQ", "quantize", "reconstruct", "rounding_error", "step_for_sqnr", "sqnr_db"]
