@@ -188,7 +188,7 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
             coded = None
             if enc.method == "ecsq" and role == "codes":
                 coded = _context_coded(np.ascontiguousarray(a), lay, enc.params, default_nbytes)
-            if coded is None:
+            if coded is None and not (enc.method == "ecsq" and role != "codes"):  # ecsq's scales: plain
                 coded = _entropy_coded(np.ascontiguousarray(a), lay, default_nbytes)
             if coded is not None:
                 out[role], codecs[role] = coded

@@ -482,3 +482,56 @@ def test_planner_float_cast_of_a_weighted_tensor_records_nothing(tmp_path):
     assert r.exit_code == 0, r.stderr
     by = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
     assert by["tt.weight"]["method"] in ("fp16", "bf16") and "importance" not in by["tt.weight"]["params"]
+
+
+def _entropy_bits(codes: np.ndarray) -> float:
+    counts = np.unique(codes, return_counts=True)[1].astype(np.float64)
+    return float(-(counts * np.log2(counts / codes.size)).sum())
+
+
+def test_ecsq_row_and_column_steps_lower_the_weighted_error_at_equal_rate():
+    """Steps per column as w^-1/2 (importance_scales): at no more bits than plain rounding, the
+    weighted error is lower; all-equal weights change nothing."""
+    from quantcli.methods.ecsq import importance_scales
+    w, _, gram = correlated_layer(13, out=256, inn=64)
+    d = np.diag(gram) / np.diag(gram).mean()
+    m = get_method("ecsq")
+    flat = TensorImportance(np.ones(64), None, None)
+    plain = m.encode(w, Spec(method="ecsq", step=0.25))
+    same = m.encode_importance(w, Spec(method="ecsq", step=0.25), flat)
+    np.testing.assert_array_equal(m.decode(same, w.shape), m.decode(plain, w.shape))
+    assert np.all(importance_scales(np.ones(5)) == 1)
+
+    def werr(enc):
+        return float((((w - m.decode(enc, w.shape)).astype(np.float64) ** 2) @ d).sum())
+
+    bits = _entropy_bits(plain.arrays["codes"])
+    step = 0.25
+    scaled = m.encode_importance(w, Spec(method="ecsq", step=step), TensorImportance(d, None, None))
+    while _entropy_bits(scaled.arrays["codes"]) > bits:
+        step *= 1.02
+        scaled = m.encode_importance(w, Spec(method="ecsq", step=step), TensorImportance(d, None, None))
+    assert werr(scaled) < 0.8 * werr(plain)
+    assert scaled.params["column_scale"] is True and scaled.arrays["column_scale"].dtype == np.float16
+
+
+def test_ecsq_scaled_archives_round_trip_and_forged_scales_are_refused(model, tmp_path):
+    path, imp, _ = model
+    out = tmp_path / "o.qnt.safetensors"
+    r = cli("quantize", path, "-o", out, "--method", "ecsq", "--step", "0.3", "--trellis", "--importance", imp,
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    by = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert by["emb.weight"]["params"].get("row_scale") is True and "column_scale" not in by["emb.weight"]["params"]
+    assert by["a.weight"]["params"].get("column_scale") is True
+    assert cli("verify", out).exit_code == 0
+    restored = tmp_path / "r.safetensors"
+    assert cli("dequantize", out, "-o", restored).exit_code == 0
+    from fuzzing import resign_file
+    for bad in (0.0, np.inf, 17.0, -1.0):
+        def edit(meta, arrays, manifest, bad=bad):
+            key = next(k for k in arrays if k.startswith("a.weight") and "column_scale" in k)
+            arrays[key] = arrays[key].copy()
+            arrays[key][3] = bad
+        forged = resign_file(str(out), str(tmp_path / "f.qnt.safetensors"), edit)
+        one_error(cli("dequantize", forged, "-o", tmp_path / "x.safetensors"), "a.weight")

@@ -21,7 +21,7 @@ from ..parallel import ordered_map
 from ..importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..pipeline import encode_and_measure, encode_weighted, load_float32, nonfinite_error, nonfinite_note, weighted_by
 from ..selection import PlanItem
-from ..sizing import Sized, entry_bound
+from ..sizing import Layout, Sized, entry_bound
 from ..sources import TensorRef
 from ..spec import Spec
 from .allocate import pareto_front
@@ -186,9 +186,14 @@ def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Po
     Gram the write compensates the rounding; should that not fit this bound, plain rounding at the
     same step, which does, is written instead.)"""
     ref, signal = t.ref, t.signal
-    step = ecsq.step_from_rms(candidate.step_rms, xf) if candidate.step_rms is not None \
+    rs = cs = None
+    y = xf
+    if t.stats is not None:  # as ecsq encodes with statistics: steps per row and column
+        rs, cs = ecsq.importance_scales(t.stats.rows), ecsq.importance_scales(t.stats.cols)
+        y = ecsq.scale_matrix(xf.reshape(matrix_shape(tuple(ref.shape))), rs, cs, divide=True).reshape(xf.shape)
+    step = ecsq.step_from_rms(candidate.step_rms, y) if candidate.step_rms is not None \
         else np.float32(candidate.step)
-    q = ecsq.quantize(xf, step)
+    q = ecsq.quantize(y, step)
     lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
     levels = hi - lo + 1
     if levels > ecsq.MAX_LEVELS:
@@ -196,19 +201,26 @@ def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Po
     if t.stats is None:
         rel = sum_squares(xf - ecsq.reconstruct(q, step)) / signal if signal > 0 else 0.0
     else:
-        rel = relative_error(t, xf, ecsq.reconstruct(q, step))
+        recon = ecsq.scale_matrix(ecsq.reconstruct(q, step).reshape(matrix_shape(tuple(ref.shape))), rs, cs,
+                                  divide=False)
+        rel = relative_error(t, xf, recon.reshape(xf.shape))
     bits = max(1, math.ceil(math.log2(levels)))
     alphabet = max(2, levels)
     counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)
     del q
     bound = min(packed_nbytes(xf.size, bits), entropy.size_bound(counts) + MANIFEST_SLACK)
     params: dict = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
+    layout: Layout = {"codes": (np.dtype(np.uint8), (bound,))}
+    for key, scale in (("row_scale", rs), ("column_scale", cs)):
+        if scale is not None:  # stored plain (storage.py), float16
+            params[key] = True
+            layout[key] = (np.dtype(np.float16), (scale.size,))
     if t.stats is not None:
         params[IMPORTANCE_PARAM] = t.record
     codecs = {"codes": {"codec": "rans", "alphabet": alphabet, "lanes": -(-xf.size // entropy.CODES_PER_LANE),
                         "table_nbytes": entropy.table_nbytes(counts),
                         "nbytes": bound}}
-    sized = Sized(ref, "ecsq", params, {"codes": (np.dtype(np.uint8), (bound,))}, "", codecs, exact=False)
+    sized = Sized(ref, "ecsq", params, layout, "", codecs, exact=False)
     spec = candidate.with_options(step=float(step), step_rms=None)
     return Point(candidate, spec, shown, sized, rel)
 
