@@ -434,11 +434,11 @@ def test_ecsq_compensation_lowers_output_error_and_keeps_the_sqnr_promise(model,
 @pytest.mark.parametrize("bpw", ["4", "6"])
 def test_planner_with_statistics_keeps_the_budget_and_says_so(model, tmp_path, bpw):
     """--target-bpw with --importance: never over budget, the dry run's size holds, the objective
-    is the output one, weighted tensors record the file, and the write matches the plan."""
+    is the one asked for, weighted tensors record the file, and the write matches the plan."""
     path, imp, _ = model
     out = tmp_path / "o.qnt.safetensors"
     plan = json.loads(cli("quantize", path, "--dry-run", "--target-bpw", bpw, "--importance", imp, "--json").stdout)
-    assert plan["totals"]["objective"] == "output"
+    assert plan["totals"]["objective"] == "relative-emb"
     r = cli("quantize", path, "-o", out, "--target-bpw", bpw, "--importance", imp, "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -449,22 +449,6 @@ def test_planner_with_statistics_keeps_the_budget_and_says_so(model, tmp_path, b
     assert "importance" not in by["b.weight"]["params"]
     assert doc["importance"]["weighted"] == ["a.weight", "emb.weight"]
     assert cli("verify", out).exit_code == 0
-
-
-def test_output_features_per_tensor():
-    from quantcli.planner.run import output_features
-    from quantcli.planner.model import TensorPlan
-
-    class Ref:
-        shape = (50, 64)
-        size = 3200
-
-    t = TensorPlan(Ref(), "planned", "")  # type: ignore[arg-type]
-    assert output_features(t) == 50  # a matrix without statistics: a Linear's out features
-    t.stats = TensorImportance(None, None, np.ones(50))
-    assert output_features(t) == 64  # a lookup table: its row width
-    t.stats = TensorImportance(np.ones(64), None, None)
-    assert output_features(t) == 50
 
 
 def test_planner_float_cast_of_a_weighted_tensor_records_nothing(tmp_path):

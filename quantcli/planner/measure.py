@@ -66,21 +66,11 @@ class _Context:
     importance: Importance | None = None
 
 
-def relative_error(t: TensorPlan, x: np.ndarray, recon: np.ndarray, rows: np.ndarray | None = None) -> float:
-    """The error the objective sees: sum err^2 / sum x^2, or with statistics the same sums weighted
-    by the rows' and columns' importance (the diagonal: what the layer's output sees; a Gram's
-    off-diagonal terms are left to the compensation at the write). `rows`: the sampled rows."""
-    if t.stats is None:
-        signal = sum_squares(x)
-        return sum_squares(x - recon) / signal if signal > 0 else 0.0
-    shape = matrix_shape(tuple(np.shape(x)))
-    xm = np.asarray(x, np.float64).reshape(shape)
-    dm = xm - np.asarray(recon, np.float64).reshape(shape)
-    cols = t.stats.cols if t.stats.cols is not None else np.ones(shape[1])
-    r = t.stats.rows if t.stats.rows is not None else np.ones(t.rows)
-    r = r if rows is None else r[rows]
-    signal = float(r @ ((xm * xm) @ cols))
-    return float(r @ ((dm * dm) @ cols)) / signal if signal > 0 else 0.0
+def relative_error(x: np.ndarray, recon: np.ndarray) -> float:
+    """sum err^2 / sum x^2: what the allocation weighs, with or without statistics (--importance
+    acts inside each tensor; weighing the allocation by them measured worse: docs/IMPORTANCE.md)."""
+    signal = sum_squares(x)
+    return sum_squares(np.asarray(x, np.float32) - recon) / signal if signal > 0 else 0.0
 
 
 def weighted_params(t: TensorPlan, spec: Spec, params: dict) -> dict:
@@ -135,8 +125,7 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
             enc, err = encode_weighted(xf, item.spec, ref, t.stats, t.record)
         else:
             enc, err = encode_and_measure(xf, item.spec, ref)
-        rel = relative_error(t, xf, get_method(enc.method).decode(enc, shape)) if t.stats is not None \
-            else err.error / err.signal if err.signal > 0 else 0.0
+        rel = err.error / err.signal if err.signal > 0 else 0.0
         desc = get_method(item.spec.method).describe(enc.params)
         t.points = [Point(item.spec, item.spec, desc, Sized.stored(ref, item.spec.method, enc.params), rel)]
         t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
@@ -164,11 +153,9 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         enc, err = encode_and_measure(xs, spec, ref)
         if t.exact:
             params = enc.params  # the truth, when measured on the whole tensor
-        if t.stats is not None:  # measured plainly, weighed as the output sees it; encoded for it at the write
-            rel = relative_error(t, xs, get_method(spec.method).decode(enc, tuple(xs.shape)), idx)
+        rel = err.error / err.signal if err.signal > 0 else 0.0
+        if t.stats is not None:  # measured plainly; encoded with the statistics at the write
             params = weighted_params(t, spec, params)
-        else:
-            rel = err.error / err.signal if err.signal > 0 else 0.0
         t.points.append(Point(candidate, spec, shown, Sized.stored(ref, spec.method, params), rel))
         encodings.append((enc, err) if t.exact and t.stats is None else None)
     if t.exact:
@@ -203,7 +190,7 @@ def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Po
     else:
         recon = ecsq.scale_matrix(ecsq.reconstruct(q, step).reshape(matrix_shape(tuple(ref.shape))), rs, cs,
                                   divide=False)
-        rel = relative_error(t, xf, recon.reshape(xf.shape))
+        rel = relative_error(xf, recon.reshape(xf.shape))
     bits = max(1, math.ceil(math.log2(levels)))
     alphabet = max(2, levels)
     counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)

@@ -26,7 +26,6 @@ from .budget import Budget
 from .candidates import default_candidates, label
 from .measure import SAMPLE, load, measure_all
 from ..importance import Importance
-from ..methods.base import matrix_shape
 from .refine import encode_for, refine_ecsq
 from .weights import OBJECTIVES, objective_weights
 from .model import Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, overall_sqnr, weighted_sqnr
@@ -36,14 +35,6 @@ def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None =
     """The header size the archive gets with these choices (default: the current ones)."""
     picks = [t.choice for t in tensors] if choices is None else choices
     return header_bytes([t.sized(p) if p is not None else t.sized() for t, p in zip(tensors, picks)])
-
-
-def output_features(t: TensorPlan) -> int:
-    """Values a tensor produces per token: a lookup table's (statistics with row fractions only)
-    row width, any other matrix's rows (a Linear [out, in] yields out)."""
-    rows, cols = matrix_shape(tuple(t.ref.shape))
-    lookup = t.stats is not None and t.stats.rows is not None and t.stats.cols is None
-    return cols if lookup else rows
 
 
 def _fixed_bound(tensors: list[TensorPlan]) -> int:
@@ -139,8 +130,6 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         raise ConfigError(f"--objective must be {', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}, got {objective!r}")
     items = plan_tensors(sources.refs, base, selection, recipe)
     tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs, importance)
-    if importance is not None and objective != "mse":
-        objective = "output"  # with statistics: each tensor's relative output error, per output feature
     quant_n = sum(t.elements for t in tensors if t.quantized)
     kept = sum(t.kept_bytes for t in tensors if not t.quantized)
     limit = budget.limit_bytes(quant_n, kept)
@@ -161,8 +150,7 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         assert limit is not None
         planned = [t for t in tensors if t.role == "planned"]
         weights = objective_weights([t.elements for t in planned], [t.signal for t in planned],
-                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs),
-                                    [output_features(t) for t in planned])
+                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs))
         try:
             choices, _ = allocate([[p.cost for p in t.points] for t in planned],
                                   [[w * p.rel for p in t.points] for t, w in zip(planned, weights)],

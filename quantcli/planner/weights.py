@@ -2,11 +2,6 @@
 
 relative      n_t: element-weighted relative error (the default; n_t x MSE_t / mean x_t^2).
 mse           sum x_t^2: the total squared error (what SQNR over the model measures).
-output        with --importance (replaces relative and relative-emb): each tensor's relative OUTPUT
-              error (the importance-weighted one where the file has statistics) times its output
-              features per token: a Linear [out, in] yields out values per token, a lookup table
-              [rows, dim] (statistics with row fractions) dim. Each layer's output error counts as
-              the values it produces, not as the weights it holds.
 relative-emb  relative, except that the input token embeddings of an encoder-only model weigh
               1 / EMBED_FACTOR^2 of their elements: their best step is then EMBED_FACTOR times
               coarser relative to their RMS (the step of a weighted tensor goes as
@@ -25,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-OBJECTIVES = ("relative", "mse", "relative-emb")  # the CLI's choices; "output" follows from --importance
+OBJECTIVES = ("relative", "mse", "relative-emb")
 EMBED_FACTOR = 4.0
 
 # BERT-family encoders (BERT, RoBERTa, DistilBERT, ELECTRA, MiniLM, MPNet, XLM-R ...)
@@ -48,14 +43,10 @@ def input_embeddings(names: Iterable[str]) -> set[str]:
 
 
 def objective_weights(elements: list[int], signals: list[float], names: list[str], objective: str,
-                      all_names: Iterable[str], outputs: list[int] | None = None) -> list[float]:
+                      all_names: Iterable[str]) -> list[float]:
     """The weight of each tensor's relative error under `objective`; `all_names` are every tensor
-    of the checkpoint (kept ones included: a head that is kept still shares the table); `outputs`
-    the output features per token of each tensor (objective output)."""
+    of the checkpoint (kept ones included: a head that is kept still shares the table)."""
     if objective == "mse":
         return [float(s) for s in signals]
-    if objective == "output":
-        assert outputs is not None
-        return [float(o) for o in outputs]
     coarse = input_embeddings(all_names) if objective == "relative-emb" else set()
     return [float(n) / (EMBED_FACTOR ** 2 if name in coarse else 1.0) for n, name in zip(elements, names)]
