@@ -230,6 +230,17 @@ def hidden_states(w: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray,
     return x
 
 
+def pad_batch(encoded: list[list[int]], idx: "np.ndarray | list[int]") -> tuple[np.ndarray, np.ndarray]:
+    """(token ids [batch, longest], mask 1/0 of real tokens) for the sentences `idx` of `encoded`."""
+    t = max(len(encoded[i]) for i in idx)
+    ids = np.zeros((len(idx), t), np.int64)
+    mask = np.zeros((len(idx), t), np.float32)
+    for r, i in enumerate(idx):
+        ids[r, :len(encoded[i])] = encoded[i]
+        mask[r, :len(encoded[i])] = 1.0
+    return ids, mask
+
+
 def embed(weights: dict[str, np.ndarray], sentences: list[str], batch: int = 64,
           vocab: str = VOCAB) -> np.ndarray:
     """Unit-length sentence embeddings [n, 384]: mean of the last hidden states over real tokens.
@@ -242,12 +253,7 @@ def embed(weights: dict[str, np.ndarray], sentences: list[str], batch: int = 64,
     out = np.empty((len(sentences), HIDDEN), np.float32)
     for lo in range(0, len(order), batch):
         idx = order[lo:lo + batch]
-        t = max(len(encoded[i]) for i in idx)
-        ids = np.zeros((len(idx), t), np.int64)
-        mask = np.zeros((len(idx), t), np.float32)
-        for r, i in enumerate(idx):
-            ids[r, :len(encoded[i])] = encoded[i]
-            mask[r, :len(encoded[i])] = 1.0
+        ids, mask = pad_batch(encoded, idx)
         h = hidden_states(weights, ids, mask)
         pooled = (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
         out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

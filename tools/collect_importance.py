@@ -188,12 +188,7 @@ def collect_numpy_minilm(model: str, sentences: list[str], stats: Statistics, vo
 
     weights = minilm._linear_ready(weights)
     for idx in batches([len(e) for e in encoded], batch):
-        t = max(len(encoded[i]) for i in idx)
-        ids = np.zeros((len(idx), t), np.int64)
-        mask = np.zeros((len(idx), t), np.float32)
-        for r, i in enumerate(idx):
-            ids[r, :len(encoded[i])] = encoded[i]
-            mask[r, :len(encoded[i])] = 1.0
+        ids, mask = minilm.pad_batch(encoded, idx)
         minilm.hidden_states(weights, ids, mask, record=record)
         stats.tokens += int(mask.sum())
     return n
