@@ -519,3 +519,15 @@ def test_ecsq_scaled_archives_round_trip_and_forged_scales_are_refused(model, tm
             arrays[key][3] = bad
         forged = resign_file(str(out), str(tmp_path / "f.qnt.safetensors"), edit)
         one_error(cli("dequantize", forged, "-o", tmp_path / "x.safetensors"), "a.weight")
+
+
+def test_min_sqnr_with_statistics_holds_every_floor(model, tmp_path):
+    """--min-sqnr checks each tensor's plain SQNR on the encoding as written (compensated ones
+    included), so every planned tensor meets the floor."""
+    path, imp, _ = model
+    out = tmp_path / "o.qnt.safetensors"
+    r = cli("quantize", path, "-o", out, "--min-sqnr", "18", "--importance", imp, "--json", "--jobs", "2")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert all(t["sqnr_db"] == "inf" or t["sqnr_db"] >= 18 for t in doc["tensors"] if t["method"] != "keep")
+    assert "importance" in {t["name"]: t for t in doc["tensors"]}["a.weight"]["params"]
