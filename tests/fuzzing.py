@@ -259,6 +259,11 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         "archive-kmeans-rows": Spec(method="kmeans", bits=2, granularity="group", codebook_rows=3),
         "archive-vq": Spec(method="vq", bits=5, vector_dim=3),
         "archive-pq": Spec(method="pq", subvector_dim=3, centroids=5),
+        # format version 2: entropy-coded codes (crans, rans), lossless planes
+        "archive-ecsq": Spec(method="ecsq", step=0.05),
+        "archive-ecsq-trellis": Spec(method="ecsq", step=0.05, trellis=True),
+        "archive-int4-entropy": Spec(bits=4, scheme="asymmetric", granularity="group", group_size=4, codec="entropy"),
+        "archive-lossless": Spec(method="lossless"),
     }
     for name, spec in specs.items():
         path = os.path.join(folder, f"{name}.qnt.safetensors")
@@ -362,6 +367,8 @@ def byte_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
     return f"bytes-{how}@{label}", bytes(data), "oracle"
 
 
+# params whose absence is legal (the archive then decodes differently, or the same): not a forgery to refuse
+OPTIONAL_PARAMS = {"dq", "shrink", "scale_search", "importance"}
 HUGE_SHAPES = [[2**40, 2**40], [2**31, 2**31, 2**31], [10**6, 10**6], [2**64], [0, 2**63], [2**62, 0, 2**62],
                [1] * 70, [-1, 12], [-6, -12], [6.0, 12], [True, 12], "6x12", None, [[6], [12]], [2**63 - 1]]
 BAD_OFFSETS = ["negative", "overlap", "beyond", "swap", "hole", "float", "one"]
@@ -476,7 +483,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
                "name-type", "deep-manifest"]
     floats = sorted(role for role, stored in t0["arrays"].items()
                     if header[stored]["dtype"] in ("F32", "F16", "BF16"))
-    if floats:
+    if floats and t0["method"] != "lossless":  # lossless values are data, like kept tensors: NaN is legal
         options.append("float-values")  # every stored float array of every method: finite, sign as required
     if t0["method"] == "uniform":
         options += ["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"]
@@ -489,9 +496,10 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         if kind == "param":
             key = c.choice(sorted(set(BAD_PARAMS) & set(t["params"])))
             t["params"][key] = c.choice(BAD_PARAMS[key])
-        elif kind == "drop-param":
-            if t["params"]:
-                t["params"].pop(c.choice(sorted(t["params"])))
+        elif kind == "drop-param":  # a required one: an optional one (dq, shrink, ...) may go
+            required = sorted(set(t["params"]) - OPTIONAL_PARAMS)
+            if required:
+                t["params"].pop(c.choice(required))
             else:
                 t["params"] = None
         elif kind == "method":

@@ -32,7 +32,7 @@ def _assert_clean(outcomes):
 
 
 ARCHIVES = ["archive-int4-asym-group", "archive-int8-sym-channel", "archive-int3-sym-tensor", "archive-fp16",
-            "archive-bf16"]
+            "archive-bf16", "archive-ecsq", "archive-ecsq-trellis", "archive-int4-entropy", "archive-lossless"]
 INPUTS = ["input-safetensors", "input-npy", "input-npy-f64-fortran", "input-npz", "input-npz-deflate"]
 STATISTICS = ["importance"]  # a mutated --importance file beside an intact model
 
