@@ -76,6 +76,17 @@ class TensorImportance:
         return "+".join(p for p in parts if p)
 
 
+def _positive_semidefinite(gram: np.ndarray) -> bool:
+    """Whether a symmetric matrix is positive semi-definite up to float32 accumulation noise: its
+    Cholesky factorisation exists once 1e-5 of its largest diagonal entry is added."""
+    top = float(np.abs(np.diagonal(gram)).max(initial=0.0))
+    try:
+        np.linalg.cholesky(gram + np.eye(len(gram)) * (1e-5 * top if top > 0 else 1.0))
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def _normalised(v: np.ndarray) -> np.ndarray:
     return v / v.mean()
 
@@ -198,6 +209,8 @@ def _load(f: SafetensorsFile, base: str, shape: tuple[int, ...], names: list[str
         g_diag = np.diagonal(gram).copy()
         if g_diag.min(initial=0.0) < 0:
             raise InputError("has a negative diagonal", path=f.path, tensor=gname)
+        if gram.size and not _positive_semidefinite(gram):
+            raise InputError("is not positive semi-definite (a mean of x x^T is)", path=f.path, tensor=gname)
         if diag is not None and not np.allclose(diag, g_diag, rtol=DIAGONAL_TOLERANCE,
                                                 atol=DIAGONAL_TOLERANCE * float(g_diag.max(initial=0.0))):
             raise InputError(f"disagrees with the diagonal of {gname}", path=f.path, tensor=base)
@@ -207,9 +220,13 @@ def _load(f: SafetensorsFile, base: str, shape: tuple[int, ...], names: list[str
         row_w = _read(f, rname, (rows,))
         if row_w.min() < 0:
             raise InputError("holds a negative fraction", path=f.path, tensor=rname)
-        if not row_w.sum() > 0:
+        if not row_w.max() > 0:
             raise InputError("holds only zeros", path=f.path, tensor=rname)
-        row_w = _normalised(smoothed_rows(row_w, tokens))
+        row_w = row_w / row_w.max()  # fractions of a whole, without overflowing on the way
+        row_w = smoothed_rows(row_w / row_w.sum(), tokens)
+        if not (np.isfinite(row_w).all() and row_w.mean() > 0):
+            raise InputError("holds values too large to use", path=f.path, tensor=rname)
+        row_w = _normalised(row_w)
     if diag is not None:
         mean = float(diag.mean()) if diag.size else 0.0
         if not (mean > 0 and math.isfinite(mean)):

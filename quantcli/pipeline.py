@@ -208,7 +208,7 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
         if workers is not None:
             workers.close(ok)
     return QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
-                          time.perf_counter() - start, stats, importance_use(importance, plan))
+                          time.perf_counter() - start, stats, importance_use(importance, reports))
 
 
 def open_importance(path: str | None, sources: Sources) -> Importance | None:
@@ -218,14 +218,15 @@ def open_importance(path: str | None, sources: Sources) -> Importance | None:
     return Importance.open(path, {r.name: tuple(r.shape) for r in sources.refs})
 
 
-def importance_use(importance: Importance | None, plan: list[PlanItem]) -> ImportanceUse | None:
-    """Which quantized tensors the statistics covered (a partial match is reported, not refused)."""
+def importance_use(importance: Importance | None, reports: list[TensorReport]) -> ImportanceUse | None:
+    """What the statistics did, from the archive written: the tensors whose params record them,
+    and the quantized 2-D tensors the file has none for (a partial match is reported, not refused)."""
     if importance is None:
         return None
-    names = [item.ref.name for item in plan if not item.keep and len(item.ref.shape) == 2]
-    missing = importance.unmatched(names)
+    quantized = [t for t in reports if t.quantized and len(t.shape) == 2]
     return ImportanceUse(importance.path, importance.digest, importance.tokens,
-                         [n for n in names if n not in set(missing)], missing)
+                         [t.name for t in quantized if IMPORTANCE_PARAM in t.params],
+                         importance.unmatched([t.name for t in quantized]))
 
 
 def weighted_by(importance: Importance | None, ref: TensorRef, spec: Spec) -> bool:

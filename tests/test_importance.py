@@ -531,3 +531,32 @@ def test_min_sqnr_with_statistics_holds_every_floor(model, tmp_path):
     doc = json.loads(r.stdout)
     assert all(t["sqnr_db"] == "inf" or t["sqnr_db"] >= 18 for t in doc["tensors"] if t["method"] != "keep")
     assert "importance" in {t["name"]: t for t in doc["tensors"]}["a.weight"]["params"]
+
+
+def test_gram_that_is_not_positive_semidefinite_is_refused(model, tmp_path):
+    path, _, _ = model
+    g = np.eye(64, dtype=np.float32)
+    g[0, 1] = g[1, 0] = 1000
+    bad = _write(tmp_path / "bad.safetensors", {"a.weight.gram": g})
+    one_error(cli("quantize", path, "-o", tmp_path / "o.qnt.safetensors", "--importance", bad),
+              "bad.safetensors", "a.weight.gram", "positive semi-definite")
+    assert not (tmp_path / "o.qnt.safetensors").exists()
+
+
+def test_huge_row_fractions_are_scaled_not_overflowed(model, tmp_path):
+    """Row entries are fractions up to a factor: 1e307 everywhere is as uniform as 1."""
+    path, _, _ = model
+    shapes = {"a.weight": (128, 64), "b.weight": (32, 128), "emb.weight": (50, 64), "b.bias": (32,)}
+    f = _write(tmp_path / "big.safetensors", {"emb.weight.rows": np.full(50, 1e307)})
+    rows = Importance.open(str(f), shapes).for_tensor("emb.weight", (50, 64)).rows
+    assert rows is not None and np.allclose(rows, 1.0)
+
+
+def test_report_counts_only_tensors_that_used_the_statistics(model, tmp_path):
+    path, imp, _ = model
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[rule]]\npattern = "^a"\nmethod = "fp16"\n')
+    r = cli("quantize", path, "-o", tmp_path / "o.qnt.safetensors", "--recipe", recipe, "--importance", imp, "--json")
+    assert r.exit_code == 0, r.stderr
+    use = json.loads(r.stdout)["importance"]
+    assert use["weighted"] == ["emb.weight"] and use["without"] == ["b.weight"]

@@ -304,6 +304,10 @@ class ECSQ(Method):
         for key, scale in (("row_scale", rs), ("column_scale", cs)):
             if scale is not None:
                 params[key], arrays[key] = True, scale
+        try:
+            self.layout(tuple(np.shape(x)), params)
+        except ArchiveError:  # values near float32's limit: the scaled grid's bound would not fit
+            return self._encode(x, spec)[0]
         return Encoding(self.name, params, arrays)
 
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:

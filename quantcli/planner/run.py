@@ -13,8 +13,8 @@ from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..output import check_output
 from ..parallel import default_jobs, ordered_map
-from ..pipeline import (Encoded, Progress, encode_and_measure, importance_use, open_importance, storage_codec,
-                        write_archive)
+from ..pipeline import (Encoded, Progress, encode_and_measure, encode_weighted, importance_use, open_importance,
+                        storage_codec, write_archive)
 from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
 from ..selection import Selection, plan_tensors, refuse_archives
@@ -249,12 +249,12 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                                  tensor=t.ref.name)
             enc, err, _ = encode_for(t, xf, t.choice.spec)
             if t.stats is not None and not t.choice.sized.exact and enc.method == "ecsq":
-                # a ladder point: its bound is plain rounding's; compensated codes have their own
-                # range, and where they outgrow the bound plain rounding at the same step (which
-                # the bound holds, recording no statistics) is written instead
+                # a ladder point: its bound is that of rounding the scaled rows and columns;
+                # compensated codes have their own range, and where they outgrow the bound that
+                # rounding (the bound's own codes) is written instead
                 arrays, _ = stored_arrays(enc, tuple(t.ref.shape), "entropy")
-                if sum(int(a.nbytes) for a in arrays.values()) > t.choice.nbytes:
-                    enc, err = encode_and_measure(xf, t.choice.spec, t.ref)
+                if sum(int(a.nbytes) for a in arrays.values()) > t.choice.nbytes:  # the bound's own codes
+                    enc, err = encode_weighted(xf, t.choice.spec, t.ref, replace(t.stats, gram=None), t.record)
                 t.choice = replace(t.choice, sized=replace(t.choice.sized, params=enc.params))
             return enc, err
 
@@ -281,6 +281,5 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                                                        progress, header)
         report = QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
                                 time.perf_counter() - start, totals,
-                                importance_use(stats, plan_tensors(sources.refs, spec or Spec(),
-                                                                   Selection(only, skip, include_1d), recipe)))
+                                importance_use(stats, reports))
     return PlannedQuantizeReport(plan, report)
