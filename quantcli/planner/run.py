@@ -13,7 +13,7 @@ from ..methods import Encoding, get_method
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..output import check_output
 from ..parallel import default_jobs, ordered_map
-from ..pipeline import (Encoded, Progress, encode_and_measure, encode_weighted, importance_use, open_importance,
+from ..pipeline import (Encoded, Progress, encode_weighted, importance_use, open_importance,
                         storage_codec, write_archive)
 from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
