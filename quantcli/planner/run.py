@@ -256,6 +256,10 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                 if sum(int(a.nbytes) for a in arrays.values()) > t.choice.nbytes:  # the bound's own codes
                     enc, err = encode_weighted(xf, t.choice.spec, t.ref, replace(t.stats, gram=None), t.record)
                 t.choice = replace(t.choice, sized=replace(t.choice.sized, params=enc.params))
+            elif t.stats is not None and t.stats.gram is not None and enc.params != t.choice.params:
+                # compensation moved a group's values past what its narrow scales hold (float32 was
+                # needed): the planned params are those of the weighted encoding without compensation
+                enc, err = encode_weighted(xf, t.choice.spec, t.ref, replace(t.stats, gram=None), t.record)
             return enc, err
 
         def results() -> Iterator[Encoded]:
