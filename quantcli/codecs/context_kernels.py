@@ -76,6 +76,22 @@ def n_contexts(split: int, buckets: int) -> int:
     return buckets * (2 if split else 1)
 
 
+def _read_gamma(bits: np.ndarray, pos: int, nb: int) -> tuple[int, int]:
+    """(the Elias-gamma value at bit `pos`, the position after it), or (-1, pos) when the bits end
+    first or it is longer than 40 bits. Plain Python that numba also compiles (the kernel's reader)."""
+    z = 0
+    while pos < nb and bits[pos] == 0:
+        z += 1
+        pos += 1
+    if pos + z >= nb or z > 40:
+        return -1, pos
+    v = 0
+    for _ in range(z + 1):
+        v = (v << 1) | (1 if bits[pos] else 0)
+        pos += 1
+    return v, pos
+
+
 def _parse_tables_py(bits: np.ndarray, nctx: int, alphabet: int, freq: np.ndarray, prec: np.ndarray) -> int:
     """Fills freq [nctx, alphabet] and prec [nctx] from the table bits; returns 0, or an error code
     (1 truncated, 2 bad P, 3 span, 4 not a distribution). Same logic as the numba kernel."""
@@ -84,16 +100,7 @@ def _parse_tables_py(bits: np.ndarray, nctx: int, alphabet: int, freq: np.ndarra
 
     def gamma() -> int:
         nonlocal pos
-        z = 0
-        while pos < nb and bits[pos] == 0:
-            z += 1
-            pos += 1
-        if pos + z >= nb or z > 40:
-            return -1
-        v = 0
-        for _ in range(z + 1):
-            v = (v << 1) | int(bits[pos])
-            pos += 1
+        v, pos = _read_gamma(bits, pos, nb)
         return v
 
     for c in range(nctx):
@@ -276,6 +283,8 @@ def _load_numba() -> dict:
                 return 2
         return 0
 
+    gamma = jit(_read_gamma)
+
     @jit
     def tables(bits, nctx, alphabet, freq, prec):
         pos = 0
@@ -293,37 +302,20 @@ def _load_numba() -> dict:
             if p > 16:
                 return 2
             prec[c] = p
-            vals = np.zeros(2, np.int64)
-            for g in range(2):
-                z = 0
-                while pos < nb and bits[pos] == 0:
-                    z += 1
-                    pos += 1
-                if pos + z >= nb or z > 40:
-                    return 1
-                v = 0
-                for _ in range(z + 1):
-                    v = (v << 1) | np.int64(bits[pos])
-                    pos += 1
-                vals[g] = v
-            lo = vals[0] - 1
-            m = vals[1]
+            lo1, pos = gamma(bits, pos, nb)
+            m, pos = gamma(bits, pos, nb)
+            if lo1 < 0 or m < 0:
+                return 1
+            lo = lo1 - 1
             if m < 1 or lo + m > alphabet:
                 return 3
             prev = 0
             total = 0
             cap = (1 << p) - (1 << (p - 6))
             for i in range(m):
-                z = 0
-                while pos < nb and bits[pos] == 0:
-                    z += 1
-                    pos += 1
-                if pos + z >= nb or z > 40:
+                v, pos = gamma(bits, pos, nb)
+                if v < 0:
                     return 1
-                v = 0
-                for _ in range(z + 1):
-                    v = (v << 1) | np.int64(bits[pos])
-                    pos += 1
                 v -= 1
                 d = v >> 1 if v & 1 == 0 else -((v + 1) >> 1)
                 f = prev + d
