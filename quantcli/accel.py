@@ -21,3 +21,21 @@ def choose(requested: str, compiled: Callable[[], dict], where: str = "backend")
     if requested == "numba":
         raise ValueError("numba backend requested but numba is not installed")
     return "numpy"
+
+
+def compile_kernels(build: Callable[[Callable[[Callable], Callable]], dict]) -> dict:
+    """`build(jit)`'s kernels, or {} when numba cannot be imported (every module then uses
+    its numpy path). `jit` compiles a function with nogil and an on-disk cache, or without the
+    cache where no cache location is writable; no fastmath: floats round as numpy's do."""
+    try:
+        import numba
+    except Exception:  # not installed, or broken: the numpy paths give the same results
+        return {}
+
+    def jit(fn: Callable) -> Callable:
+        try:
+            return numba.njit(cache=True, nogil=True)(fn)
+        except Exception:  # no writable cache location: compile per process
+            return numba.njit(nogil=True)(fn)
+
+    return build(jit)

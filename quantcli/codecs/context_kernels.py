@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Callable
+
 import numpy as np
 
 from .. import accel
@@ -153,23 +155,18 @@ def _backend() -> str:
 def _load_numba() -> dict:
     """Compile the kernels once; {} when numba is unavailable (numpy paths, same bytes)."""
     global _kernels
-    if _kernels is not None:
-        return _kernels
-    try:
-        import numba
-    except Exception:
-        _kernels = {}
-        return _kernels
+    if _kernels is None:
+        _kernels = accel.compile_kernels(_build)
+    return _kernels
+
+
+def _build(jit: Callable[[Callable], Callable]) -> dict:
+    """The kernels, compiled by `jit` (accel.compile_kernels)."""
     low = np.uint64(1 << 32)
     nxt = NEXT.reshape(-1).copy()  # nxt[2 s + parity]: a table lookup, no branch on the state
     mask32 = np.uint64(0xFFFFFFFF)
     s32 = np.uint64(32)
 
-    def jit(fn):
-        try:
-            return numba.njit(cache=True, nogil=True)(fn)
-        except Exception:
-            return numba.njit(nogil=True)(fn)
 
     @jit
     def column_contexts(j, srow, st, split, rho, buckets, base, cmul, ctx_row):
@@ -333,8 +330,7 @@ def _load_numba() -> dict:
                 return 5
         return 0
 
-    _kernels = {"walk": walk, "enc": enc, "dec": dec, "tables": tables}
-    return _kernels
+    return {"walk": walk, "enc": enc, "dec": dec, "tables": tables}
 
 
 # ----------------------------------------------------------------------------- numpy paths

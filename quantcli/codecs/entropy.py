@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Callable
+
 import numpy as np
 
 from .. import accel
@@ -137,13 +139,13 @@ def _backend() -> str:
 def _load_numba() -> dict:
     """Compile the rANS kernels once; {} when numba is unavailable (numpy path)."""
     global _kernels
-    if _kernels is not None:
-        return _kernels
-    try:
-        import numba
-    except Exception:
-        _kernels = {}
-        return _kernels
+    if _kernels is None:
+        _kernels = accel.compile_kernels(_build)
+    return _kernels
+
+
+def _build(jit: Callable[[Callable], Callable]) -> dict:
+    """The kernels, compiled by `jit` (accel.compile_kernels)."""
     low = np.uint64(STATE_LOW)
     mask16 = np.uint64(TOTAL - 1)
     mask32 = np.uint64(0xFFFFFFFF)
@@ -204,14 +206,8 @@ def _load_numba() -> dict:
         for i in range(sym.size):
             counts[sym[i]] += 1
 
-    def jit(fn):
-        try:
-            return numba.njit(cache=True, nogil=True)(fn)
-        except Exception:  # no writable cache location: compile per process
-            return numba.njit(nogil=True)(fn)
 
-    _kernels = {"enc": jit(enc), "dec": jit(dec), "hist": jit(hist)}
-    return _kernels
+    return {"enc": jit(enc), "dec": jit(dec), "hist": jit(hist)}
 
 
 def _encode_numpy(sym, freq, cum, lanes):

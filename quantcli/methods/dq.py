@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Callable
+
 import numpy as np
 
 from .. import accel
@@ -247,20 +249,13 @@ def _resolve(backend: str) -> str:
 def _load_numba() -> dict:
     """Compile the Viterbi kernel once; {} when numba is unavailable (the numpy path is used)."""
     global _kernels
-    if _kernels is not None:
-        return _kernels
-    try:
-        import numba
-    except Exception:  # not installed or broken: the numpy path gives the same codes
-        _kernels = {}
-        return _kernels
+    if _kernels is None:
+        _kernels = accel.compile_kernels(_build)
+    return _kernels
 
-    def jit(fn):
-        # no fastmath: the float64 arithmetic must round exactly as numpy's does
-        try:
-            return numba.njit(cache=True, nogil=True)(fn)
-        except Exception:  # no writable cache location: compile per process
-            return numba.njit(nogil=True)(fn)
+
+def _build(jit: Callable[[Callable], Callable]) -> dict:
+    """The kernels, compiled by `jit` (accel.compile_kernels); float64 rounds exactly as numpy's."""
 
     @jit
     def price(table, k, offset, esc):
@@ -441,9 +436,8 @@ def _load_numba() -> dict:
             sg = (v > 0) - (v < 0)
             out.flat[i] = np.float32(np.float64(v) - sg * d / 256.0) * step
 
-    _kernels = {"viterbi": viterbi, "states": states_kernel, "split": split_kernel, "merge": merge_kernel,
+    return {"viterbi": viterbi, "states": states_kernel, "split": split_kernel, "merge": merge_kernel,
                 "levels": levels_kernel, "shrink_sums": shrink_sums, "shrunk": shrunk_kernel}
-    return _kernels
 
 
 # ----------------------------------------------------------------------------- rate-distortion passes
