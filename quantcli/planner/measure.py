@@ -66,13 +66,6 @@ class _Context:
     importance: Importance | None = None
 
 
-def relative_error(x: np.ndarray, recon: np.ndarray) -> float:
-    """sum err^2 / sum x^2: what the allocation weighs, with or without statistics (--importance
-    acts inside each tensor; weighing the allocation by them measured worse: docs/IMPORTANCE.md)."""
-    signal = sum_squares(x)
-    return sum_squares(np.asarray(x, np.float32) - recon) / signal if signal > 0 else 0.0
-
-
 def weighted_params(t: TensorPlan, spec: Spec, params: dict) -> dict:
     """The params a tensor with statistics records when its method weighs them (else as given)."""
     method = get_method(spec.method)
@@ -190,7 +183,7 @@ def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Po
     else:
         recon = ecsq.scale_matrix(ecsq.reconstruct(q, step).reshape(matrix_shape(tuple(ref.shape))), rs, cs,
                                   divide=False)
-        rel = relative_error(xf, recon.reshape(xf.shape))
+        rel = sum_squares(xf - recon.reshape(xf.shape)) / signal if signal > 0 else 0.0
     bits = max(1, math.ceil(math.log2(levels)))
     alphabet = max(2, levels)
     counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)

@@ -33,7 +33,7 @@ from ..sizing import Sized, entry_bound
 from ..spec import Spec
 from ..storage import stored_arrays, stored_layout
 from ..methods.base import matrix_shape
-from .measure import CACHE_BYTES, SAMPLE, load, relative_error, sample_rows
+from .measure import CACHE_BYTES, SAMPLE, load, sample_rows
 from .model import Point, Refined, TensorPlan
 
 DQ_RATIO = 0.56     # a trellis step gives about the bytes of plain rounding at this fraction of its step
@@ -63,16 +63,14 @@ class Trial:
         return all(p is not None for p in self.points)
 
 
-def _exact_point(t: TensorPlan, spec: Spec, enc: Encoding, err: ErrorStats, rel: float | None = None) -> Point:
-    """A point sized by storing the encoding: exact bytes and the codec entries the writer records;
-    `rel` the objective's error when it is not the plain one (--importance)."""
+def _exact_point(t: TensorPlan, spec: Spec, enc: Encoding, err: ErrorStats) -> Point:
+    """A point sized by storing the encoding: exact bytes and the codec entries the writer records."""
     shape = tuple(t.ref.shape)
     arrays, codecs = stored_arrays(enc, shape, "entropy")
     sized = Sized(t.ref, enc.method, enc.params, stored_layout(enc.method, shape, enc.params, codecs), "",
                   codecs or None, exact=True)
     assert sized.nbytes == sum(int(a.nbytes) for a in arrays.values())
-    if rel is None:
-        rel = err.error / err.signal if err.signal > 0 else 0.0
+    rel = err.error / err.signal if err.signal > 0 else 0.0
     return Point(spec, spec, get_method(enc.method).describe(enc.params), sized, rel)
 
 
@@ -160,10 +158,10 @@ def refine_ecsq(planned: list[TensorPlan], weights: list[float], budget: int, di
             assert xf is not None
             spec = Spec(method="ecsq", step=step_of(i, theta), trellis=dq)
             try:
-                enc, err, rel = encode_for(t, xf, spec)
+                enc, err = encode_for(t, xf, spec)
             except InputError:  # more levels than the coder's alphabet at this step: infeasible
                 return None, None
-            point = header(_exact_point(t, spec, enc, err, rel))
+            point = header(_exact_point(t, spec, enc, err))
             with lock:
                 keep = enc.nbytes <= room[0]
                 room[0] -= enc.nbytes if keep else 0
@@ -209,18 +207,13 @@ def _measured_scale(t: TensorPlan, w: float, p: Point | None) -> float:
     return math.sqrt(t.elements * float(p.params["step"]) ** 2 / (w * p.rel))
 
 
-def encode_for(t: TensorPlan, xf: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats, float | None]:
+def encode_for(t: TensorPlan, xf: np.ndarray, spec: Spec) -> tuple[Encoding, ErrorStats]:
     """The tensor's encoding as the archive will hold it: with its statistics (--importance) the
-    method's weighted encoding (Gram compensation included), and then the objective's weighted
-    error; else the plain encoding (and None: the plain relative error)."""
-    if t.stats is None:
-        enc, err = encode_and_measure(xf, spec, t.ref)
-        return enc, err, None
-    if get_method(spec.method).weighs_importance:
-        enc, err = encode_weighted(xf, spec, t.ref, t.stats, t.record)
-    else:  # nothing to weigh (a float cast): encoded as usual, its error still weighed
-        enc, err = encode_and_measure(xf, spec, t.ref)
-    return enc, err, relative_error(xf, get_method(enc.method).decode(enc, tuple(xf.shape)))
+    method's weighted encoding (Gram compensation included) where the method weighs them, else
+    the plain encoding. The error stats are the plain ones, what the allocation weighs."""
+    if t.stats is not None and get_method(spec.method).weighs_importance:
+        return encode_weighted(xf, spec, t.ref, t.stats, t.record)
+    return encode_and_measure(xf, spec, t.ref)
 
 
 def _code_bits(codes: np.ndarray) -> float:

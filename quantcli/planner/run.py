@@ -72,7 +72,7 @@ def _verify(t: TensorPlan, floor_db: float, keep_nonfinite: bool) -> Encoding:
             if xf is None:
                 xf, _ = load(t.ref, keep_nonfinite)
             assert xf is not None
-            enc, err, _ = encode_for(t, xf, p.spec)
+            enc, err = encode_for(t, xf, p.spec)
         if err.sqnr_db >= floor_db:
             t.choice, t.actual = p, err
             t.cache = {p.candidate: (enc, err)}
@@ -247,7 +247,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
             if xf is None:
                 raise InputError("changed while planning (it now holds NaN or Inf values)", path=t.ref.path,
                                  tensor=t.ref.name)
-            enc, err, _ = encode_for(t, xf, t.choice.spec)
+            enc, err = encode_for(t, xf, t.choice.spec)
             if t.stats is not None and not t.choice.sized.exact and enc.method == "ecsq":
                 # a ladder point: its bound is that of rounding the scaled rows and columns;
                 # compensated codes have their own range, and where they outgrow the bound that
