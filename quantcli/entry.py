@@ -56,6 +56,32 @@ def _stdout_closed() -> None:
         pass
 
 
+def _did_you_mean(message: str) -> str:
+    """` (did you mean 'kmeans'?)` when a choice option got a near miss of one of its values. The
+    value and the choices are read off the parser's message: typer's parameter objects do not
+    expose the choices as a stable attribute."""
+    import re
+
+    found = re.search(r"'([^']*)' is not one of ((?:'[^']*'(?:, )?)+)", message)
+    if not found:
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(found.group(1), re.findall(r"'([^']*)'", found.group(2)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _print_failure(command_path: str, message: str, status: int) -> None:
+    """A parser failure's JSON document on stdout: the same keys as a library failure's."""
+    from .cliutil import SCHEMA, print_json
+
+    command = command_path.split(" ", 1)[1] if " " in command_path else command_path
+    try:
+        print_json({"schema": SCHEMA, "command": command, "ok": False, "error": message, "exit_code": status})
+    except BrokenPipeError:
+        pass
+
+
 def main() -> None:
     """Console-script entry point. Usage errors become one line (click prints four); an
     unexpected exception becomes one line and exit 1 (its traceback with --debug). Only typer's
@@ -81,7 +107,10 @@ def main() -> None:
             raise SystemExit(2) from None
         ctx = getattr(e, "ctx", None)
         command = ctx.command_path if ctx is not None else "quant"
-        sys.stderr.write(f"quant: error: {one_line(message)} (see '{command} --help')\n")
+        message = one_line(message) + _did_you_mean(message)
+        if "--json" in argv:  # the failure document docs/JSON.md promises, for parser failures too
+            _print_failure(command, f"{message} (see '{command} --help')", status)
+        sys.stderr.write(f"quant: error: {message} (see '{command} --help')\n")
         raise SystemExit(status) from None
     except (_StdoutClosed, BrokenPipeError):
         _stdout_closed()
