@@ -271,6 +271,8 @@ def quantize(
     iters: Annotated[int, typer.Option(metavar="N", help="vq: Lloyd iterations.")] = 25,
     step: Annotated[Optional[float], typer.Option(metavar="S", help="ecsq: the grid step (values round to "
                                                                     "multiples of S).", show_default=False)] = None,
+    step_rms: Annotated[Optional[float], typer.Option("--step-rms", metavar="F", help="ecsq: the step as F times "
+                                                      "each tensor's RMS.", show_default=False)] = None,
     sqnr: Annotated[Optional[float], typer.Option(metavar="DB", help="ecsq: the SQNR over all quantized tensors "
                                                                      "together; one step is chosen for it.",
                                                   show_default=False)] = None,
@@ -344,7 +346,7 @@ def quantize(
         spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,
                     granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
                     seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
-                    iters=iters, codebook_rows=codebook_rows, step=step, sqnr=sqnr, codec=codec.value,
+                    iters=iters, codebook_rows=codebook_rows, step=step, step_rms=step_rms, sqnr=sqnr, codec=codec.value,
                     trellis=trellis)
         _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
         if importance is not None and budget is None and recipe is None and not api.weighs_importance(spec.method):

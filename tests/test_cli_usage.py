@@ -49,3 +49,25 @@ def test_a_near_miss_of_a_choice_gets_a_suggestion(monkeypatch, capsys, option, 
 def test_a_far_miss_gets_no_suggestion(monkeypatch, capsys):
     code, _, err = main(monkeypatch, capsys, "quantize", "m.npy", "-o", "m.qnt", "--method", "zzz")
     assert code == 2 and "did you mean" not in err and "'kmeans'" in err
+
+
+def test_step_rms_sets_each_tensors_step_from_its_rms(tmp_path):
+    from typer.testing import CliRunner
+
+    import numpy as np
+
+    from quantcli import open_archive
+    from quantcli.cli import app
+
+    x = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32) * 3
+    np.save(tmp_path / "w.npy", x)
+    out = tmp_path / "w.qnt.safetensors"
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "w.npy"), "-o", str(out), "--method", "ecsq",
+                                 "--step-rms", "0.25", "--quiet"])
+    assert r.exit_code == 0, r.output
+    with open_archive(str(out)) as a:
+        step = a.tensors[0].params["step"]
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    assert step == pytest.approx(0.25 * rms, rel=1e-6)
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "w.npy"), "-o", str(out), "--step-rms", "0.25"])
+    assert r.exit_code == 2 and "--step-rms has no effect" in r.output
