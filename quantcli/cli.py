@@ -549,7 +549,7 @@ def pq_dot(
 def curve(
     paths: Paths,
     plot: Annotated[Optional[str], typer.Option("--plot", metavar="FILE", help="Also draw the curves into this PNG "
-                                                "(needs matplotlib: pip install 'quantcli[plot]').",
+                                                "(needs matplotlib: pip install matplotlib).",
                                                 show_default=False)] = None,
     only: Annotated[Optional[str], typer.Option(metavar="REGEX", help="Measure only tensors whose name matches "
                                                                       "this regex.")] = None,
@@ -576,7 +576,7 @@ def curve(
             try:
                 import matplotlib  # noqa: F401  (checked before the measuring, not after)
             except ImportError:
-                raise ConfigError("--plot needs matplotlib: pip install 'quantcli[plot]'") from None
+                raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
         result = planner.rate_distortion_curve(paths, only=only, skip=skip, include_1d=include_1d, sample=sample,
                                                candidates=planner.default_candidates(candidates.value), jobs=jobs)
         if plot is not None:

@@ -5,7 +5,7 @@ over m of LUT[m, codes[r, m]]: M table reads per row instead of d multiply-adds,
 traffic is the code bytes (n*M*log2(K)/8) instead of 4*n*d bytes of float32.
 
 Backends, chosen per call:
-  numba  compiled gather-sum, parallel over rows (the `fast` extra: `pip install 'quantcli[fast]'`).
+  numba  compiled gather-sum, parallel over rows (the `fast` extra: `pip install numba`).
          For K <= 16 two subspaces share one 256-entry table indexed by a byte holding both codes,
          halving the reads (for K = 16 that byte is exactly the packed archive byte).
   numpy  always available: chunked gather of the tables then a sum over subspaces.
@@ -101,7 +101,7 @@ def resolve_backend(backend: str | None = None) -> str:
     available = bool(_load_numba())
     if choice == "numba" and not available:
         raise ConfigError("the numba LUT backend was asked for but numba is not installed "
-                          "(pip install 'quantcli[fast]')")
+                          "(pip install numba)")
     return "numba" if available else "numpy"
 
 

@@ -53,7 +53,7 @@ def plot_curve(curve: Curve, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'quantcli[plot]'") from None
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
     families: dict[str, list[CurvePoint]] = {}
     for p in curve.points:
         families.setdefault(p.family, []).append(p)
