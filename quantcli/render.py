@@ -41,15 +41,37 @@ def safe(text: object) -> str:
 
 
 def shorten(name: str, width: int) -> str:
-    """`name` in at most `width` characters: the middle replaced by '…', keeping more of the tail
-    (layer index and weight kind tell tensors apart; the common prefix does not)."""
+    """`name` in at most `width` characters. A dotted name first loses letters, not meaning: the
+    leading parts that are not numbers shrink to their first letter (those before a layer index at
+    once, then left to right), so layer indices and the weight's kind survive
+    (`e.l.0.attention.self.query.weight`); only then is the
+    middle replaced by '…', keeping more of the tail."""
     if len(name) <= width:
         return name
     if width <= 1:
         return "…"[:width]
+    parts = name.split(".")
+    first_index = next((i for i, p in enumerate(parts) if p.isdigit() and i and not parts[i - 1].isdigit()), 0)
+    if first_index:  # the prefix before a layer index shrinks at once: rows of one layer stay alike
+        parts[:first_index] = [p if p.isdigit() else p[:1] for p in parts[:first_index]]
+        if len(".".join(parts)) <= width:
+            return ".".join(parts)
+    for i in range(len(parts) - 2):
+        if not parts[i].isdigit() and len(parts[i]) > 1:
+            parts[i] = parts[i][0]
+            if len(".".join(parts)) <= width:
+                return ".".join(parts)
+    short = ".".join(parts) if len(parts) > 2 else name
     head = (width - 1) // 3
+    if first_index and len(".".join(parts[:first_index + 1])) + 1 <= (width - 1) // 2:
+        head = len(".".join(parts[:first_index + 1])) + 1  # the layer index stays in view
     tail = width - 1 - head
-    return name[:head] + "…" + name[len(name) - tail:]
+    return short[:head] + "…" + short[len(short) - tail:]
+
+
+def short_note(note: str) -> str:
+    """A kept tensor's note in a narrow table: the words before its first ' (' or ';'."""
+    return note.split(" (", 1)[0].split(";", 1)[0]
 
 
 @dataclass
@@ -84,8 +106,15 @@ def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], wi
             break
         keep = [i for i in keep if cols[i].drop != rank]
     name_width = max(min(name_need, room(keep)), 4)
+    notes: dict[str, None] = {}  # notes shortened in the cells, each said in full once below the table
+    if dim:
+        for k, r in enumerate(rows):
+            i = dim[k]
+            if i >= 0 and cols[i].wrap and len(r[i]) > widths[i] and short_note(r[i]) != r[i]:
+                notes[r[i]] = None
+    caption = "\n".join(notes) or None
     table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left",
-                  show_edge=False, pad_edge=False)
+                  show_edge=False, pad_edge=False, caption=safe(caption) if caption else None, caption_justify="left")
     for i in keep:
         w = name_width if i == 0 else widths[i]
         table.add_column(cols[i].header, justify=cast(Any, cols[i].justify), no_wrap=not cols[i].wrap, min_width=w,
@@ -93,7 +122,10 @@ def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], wi
     for k, r in enumerate(rows):
         cells = [safe(shorten(printable(r[0]), name_width))]
         for i in keep[1:]:
-            cells.append(f"[dim]{safe(r[i])}[/dim]" if dim and dim[k] == i else safe(r[i]))
+            if dim and dim[k] == i:
+                cells.append(f"[dim]{safe(short_note(r[i]) if r[i] in notes else r[i])}[/dim]")
+            else:
+                cells.append(safe(r[i]))
         table.add_row(*cells)
     return table
 

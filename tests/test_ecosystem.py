@@ -360,9 +360,9 @@ def test_tables_fit_the_width_and_never_break_a_number(minilm_like, tmp_path, wi
         assert len(table) >= len(MINILM)  # one line per tensor (kept notes may wrap into a second)
         rows = [line for line in table if line.split("│")[0].strip()]
         assert len(rows) == len(MINILM)
-        for line in rows:  # the distinctive tail of every name is there
-            name = line.split("│")[0].strip()
-            assert any(n.endswith(name.split("…")[-1]) for n in MINILM), name
+        shortened = {render.shorten(n, k): n for n in MINILM for k in range(4, 120)}
+        for line in rows:  # every row is one of the names, shortened
+            assert line.split("│")[0].strip() in shortened, line
     wide = _render(200, render.print_inspect, inspect_paths([minilm_like]))
     narrow = _render(80, render.print_inspect, inspect_paths([minilm_like]))
     assert all(n in wide for n in MINILM)  # at 200 columns nothing is shortened
@@ -370,10 +370,36 @@ def test_tables_fit_the_width_and_never_break_a_number(minilm_like, tmp_path, wi
     assert "…" in narrow and "query.weight" in narrow
 
 
-def test_shorten_keeps_the_tail():
+def test_shorten_keeps_layer_indices_and_the_tail():
     name = "0.auto_model.encoder.layer.11.attention.self.query.weight"
-    assert render.shorten(name, 30) == name[:9] + "…" + name[-20:] and len(render.shorten(name, 30)) == 30
+    assert render.shorten(name, 40) == "0.a.e.l.11.attention.self.query.weight"
+    assert render.shorten(name, 30) == "0.a.e.l.11.a.self.query.weight"
+    assert render.shorten(name, 20).endswith("query.weight") and len(render.shorten(name, 20)) == 20
     assert render.shorten("short", 30) == "short"
+    assert render.shorten("embeddings.position_embeddings.weight", 30) == "e.position_embeddings.weight"
+
+
+@pytest.mark.parametrize("width", range(22, 60, 3))
+def test_shortened_names_of_one_model_stay_distinct_with_their_layer_numbers(width):
+    names = [n for n in MINILM if "layer" in n]
+    short = [render.shorten(n, width) for n in names]
+    assert all(len(s) <= width for s in short)
+    if width >= 28:  # wide enough for the layer index and the weight's kind
+        assert len(set(short)) == len(names)
+        for n, s in zip(names, short):
+            assert re.search(r"\.(\d+)\.", n).group(1) in s.split(".")
+
+
+def test_narrow_tables_say_a_long_kept_note_once_below(minilm_like):
+    from quantcli.api import inspect_paths, quantize_file
+
+    narrow = _render(80, render.print_quantize, quantize_file([minilm_like], minilm_like + ".qnt.safetensors"))
+    full = "kept: 1-D (bias or norm); --include-1d quantizes it"
+    assert narrow.count("kept: 1-D") == sum(n.endswith(("bias", "weight")) and ("LayerNorm" in n or n.endswith("bias"))
+                                            for n in MINILM) + 1
+    assert narrow.count(full) == 1 and "quantizes it" not in narrow.split(full)[0]
+    wide = _render(200, render.print_inspect, inspect_paths([minilm_like + ".qnt.safetensors"]))
+    assert wide.count(full) > 1  # with room, every row keeps its whole note
 
 
 HOSTILE = ["w[/x]", "w[/dim]", "[bold]w", "bad\udcffname", "tab\there"]
