@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .safetensors_io import DTYPES, FLOAT_CODES
 
 _NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+FRAMEWORKS = {"numpy": "numpy", "np": "numpy", "pt": "torch", "torch": "torch"}  # safe_open's names too
 
 
 def float_code(dtype: Any) -> str | None:
@@ -41,10 +42,26 @@ class ArchiveReader:
     Opening validates the manifest and every stored array's dtype and shape (no tensor data is
     read); `a[name]` reads, checks (SHA-256) and decodes that tensor only."""
 
-    def __init__(self, path: str, dtype: Any = None):
+    def __init__(self, path: str, dtype: Any = None, framework: str = "numpy", device: Any = "cpu"):
+        if framework not in FRAMEWORKS:
+            raise ConfigError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
         self._code = float_code(dtype)
+        self._torch = FRAMEWORKS[framework] == "torch"
+        self._device = device
         self.archive: Archive = open_archive(path)
         self.path = path
+
+    def get_tensor(self, name: str) -> Any:
+        """`name` decoded, as a numpy array or (framework "pt") a torch tensor on the device."""
+        if not self._torch:
+            return self[name]
+        from .torch import to_tensor
+
+        return to_tensor(self[name]).to(self._device)
+
+    def metadata(self) -> dict[str, str]:
+        """The archive file's safetensors metadata (format keys and the manifest), as safe_open gives."""
+        return dict(self.archive.file.metadata)
 
     def keys(self) -> list[str]:
         return [t.name for t in self.archive.tensors]
@@ -91,9 +108,12 @@ class ArchiveReader:
         self.close()
 
 
-def open(path: str, dtype: Any = None) -> ArchiveReader:  # noqa: A001  (quantcli.open, like safetensors' safe_open)
-    """Open an archive for reading one tensor at a time: `with quantcli.open(p) as a: a[name]`."""
-    return ArchiveReader(path, dtype)
+def open(path: str, framework: str = "numpy", device: Any = "cpu", dtype: Any = None  # noqa: A001
+         ) -> ArchiveReader:
+    """Open an archive for reading one tensor at a time, like safetensors' `safe_open`:
+    `with quantcli.open(p, framework="pt") as a: a.keys(), a.get_tensor(name), a.metadata()`
+    (`a[name]` is always a numpy array)."""
+    return ArchiveReader(path, dtype, framework, device)
 
 
 def load(path: str, dtype: Any = None) -> dict[str, np.ndarray]:
