@@ -399,19 +399,23 @@ def dequantize(
     shard_size: Annotated[Optional[str], typer.Option(metavar="SIZE", help="Write a folder of safetensors shards "
                                                       "of at most this size (e.g. 2GB) plus "
                                                       "model.safetensors.index.json.", show_default=False)] = None,
+    like: Annotated[Optional[str], typer.Option("--like", metavar="MODEL_DIR", help="With a folder output: copy "
+                                                "the original model folder's other files (configs, tokenizer, "
+                                                "sub-folders) beside the weights, so the folder loads with "
+                                                "from_pretrained.", show_default=False)] = None,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Reconstruct the weights of an archive: same names, shapes and (by default) dtypes as the input.
     A folder output (or --shard-size) gives Hugging Face style shards with an index.
 
-    Example: quant dequantize model.qnt.safetensors -o restored.safetensors
+    Example: quant dequantize model.qnt.safetensors -o restored/ --like original-model/
     """
     with _errors(debug), Reporter("dequantize", json_out, report) as out:
         from . import api, render
 
         check_report(report, [archive, output])
         with _progress(not quiet and not json_out, lambda: archive_items(archive)) as progress:
-            result = api.dequantize_file(archive, output, dtype.value, progress, shard_size)
+            result = api.dequantize_file(archive, output, dtype.value, progress, shard_size, like)
         out.emit(render.dequantize_json(result))
         if not json_out and not quiet:
             render.print_dequantize(_stdout(), result)

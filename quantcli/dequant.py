@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import zipfile
 from decimal import Decimal
@@ -15,7 +16,7 @@ import numpy as np
 
 from .archive import Archive, open_archive
 from .errors import ConfigError, InputError
-from .output import FolderOutput, SafetensorsWriter, atomic_output, check_output
+from .output import WEIGHT_FILE, FolderOutput, SafetensorsWriter, atomic_output, check_output
 from .reports import DequantizeReport
 from .safetensors_io import DTYPES, FLOAT_CODES
 
@@ -93,8 +94,23 @@ def _narrowed(name: str, source: np.ndarray, out: np.ndarray, target: str) -> np
     return out
 
 
+def model_folder_files(folder: str) -> list[str]:
+    """The files of a model folder other than weights (configs, tokenizer, `1_Pooling/...`), as
+    paths relative to it, sorted; hidden files and folders are skipped, symlinks are followed."""
+    if not os.path.isdir(folder):
+        raise ConfigError("--like needs the original model's folder", path=folder)
+    found = []
+    for base, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in files:
+            if not f.startswith(".") and not WEIGHT_FILE.fullmatch(f):
+                found.append(os.path.relpath(os.path.join(base, f), folder))
+    return sorted(found)
+
+
 def dequantize_file(archive_path: str, output: str, dtype: str = "original",
-                    progress: Progress | None = None, shard_size: str | int | None = None) -> DequantizeReport:
+                    progress: Progress | None = None, shard_size: str | int | None = None,
+                    like: str | None = None) -> DequantizeReport:
     """Reconstruct every tensor of an archive into .safetensors, .npz or .npy (written atomically),
     or, when `output` is a folder or `shard_size` is given, into safetensors shards plus a
     `model.safetensors.index.json` in the Hugging Face layout (published as a whole).
@@ -102,6 +118,9 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
     Values beyond float16's range with `dtype="float16"` are refused, never written as inf.
+    With `like` (the original model's folder) and a folder output, the model folder's other files
+    (configs, tokenizer, sub-folders: `model_folder_files`) are copied beside the weights, in the
+    same all-or-nothing publication, so the folder loads with `from_pretrained`.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
@@ -113,6 +132,12 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     if kind not in (".safetensors", ".npz", ".npy"):
         raise ConfigError("the output must end in .safetensors, .npz or .npy, or be a folder", path=output)
     limit = parse_size(shard_size) if isinstance(shard_size, str) else (shard_size or 5 * 10**9)
+    extra = None
+    if like is not None:
+        if not to_folder:
+            raise ConfigError("--like copies a model folder's files: write to a folder (end the output with /)",
+                              path=output)
+        extra = model_folder_files(like)
     with open_archive(archive_path) as archive:
         if not to_folder:
             check_output(output, [archive_path])
@@ -143,7 +168,8 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             return out
 
         if to_folder:
-            size = _write_shards(archive, archive_path, output, targets, limit, values)
+            size = _write_shards(archive, archive_path, output, targets, limit, values,
+                                 {name: os.path.join(like, name) for name in extra or []} if like else {})
         elif kind == ".safetensors":
             writer = SafetensorsWriter(output)
             try:
@@ -164,22 +190,28 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
                             with zf.open(info, "w", force_zip64=True) as out:
                                 np.lib.format.write_array(out, values(i), allow_pickle=False)
             size = os.path.getsize(output)
-    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start)
+    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start, extra)
 
 
 def _write_shards(archive: Archive, archive_path: str, folder: str, targets: list[str], limit: int,
-                  values: Callable[[int], np.ndarray]) -> int:
+                  values: Callable[[int], np.ndarray], copies: dict[str, str]) -> int:
     """Shards `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` (or a single
-    `model.safetensors` when everything fits in one shard), published as a whole (`FolderOutput`):
-    a failed run leaves the folder as it was, a finished one leaves no file of an older output."""
+    `model.safetensors` when everything fits in one shard), and `copies` ({name: source file}),
+    published as a whole (`FolderOutput`): a failed run leaves the folder as it was, a finished
+    one leaves no file of an older output."""
     sizes = [t.size * DTYPES[c].itemsize for t, c in zip(archive.tensors, targets)]
     groups = _shard_groups(sizes, limit)
     names = (["model.safetensors"] if len(groups) == 1 else
              [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
     files = names + (["model.safetensors.index.json"] if len(groups) > 1 else [])
-    out = FolderOutput(folder, files, [archive_path])
+    out = FolderOutput(folder, files + list(copies), [archive_path, *copies.values()])
     total = 0
     try:
+        for name, source in copies.items():
+            try:
+                shutil.copyfile(source, out.path(name))
+            except OSError as e:
+                raise InputError(f"cannot copy {name}: {e.strerror or e}", path=source) from None
         weight_map: dict[str, str] = {}
         for name, group in zip(names, groups):
             writer = SafetensorsWriter(out.path(name))

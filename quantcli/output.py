@@ -297,6 +297,18 @@ def check_output(output: str, inputs: list[str], suffix: str | None = None) -> N
         raise ConfigError("the output's folder does not exist", path=output)
     if suffix is not None and not output.lower().endswith(suffix):
         raise ConfigError(f"the output must end in {suffix}", path=output)
+    if suffix == ".safetensors" and MODEL_FILE.fullmatch(os.path.basename(output)):
+        raise ConfigError("an archive under a model file's name would load as a model of random weights in "
+                          "frameworks that do not check the format; name it e.g. model.qnt.safetensors", path=output)
+
+
+# What frameworks load as a model's weights: an archive (the only `.safetensors` output that goes
+# through `check_output` with a suffix) must never be written under one of these names.
+MODEL_FILE = re.compile(r"(?:model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated)"
+                        r"(?:[-.][0-9]{1,5}(?:-of-[0-9]{1,5})?)?\.safetensors", re.IGNORECASE)
+# Weights and weight indexes in a model folder: `dequantize --like` copies every other file.
+WEIGHT_FILE = re.compile(r".*\.(?:safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|ot|npz|npy|tflite|pb)"
+                         r"|.*\.(?:safetensors|bin)\.index\.json", re.IGNORECASE)
 
 
 # The files a folder output consists of (Hugging Face layout); in an output folder these names
@@ -340,9 +352,12 @@ class FolderOutput:
             raise
 
     def path(self, name: str) -> str:
-        """Where to write the file `name` (inside the temp folder)."""
+        """Where to write the file `name` (inside the temp folder; `a/b.json` makes the folder `a`)."""
         assert self.tmp is not None
-        return os.path.join(self.tmp, name)
+        path = os.path.join(self.tmp, name)
+        if os.sep in name:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
 
     def publish(self) -> None:
         """Switch to the new files in one held step: nothing can stop it half-way but an OS error."""
@@ -355,6 +370,8 @@ class FolderOutput:
                     self.tmp = None
                 else:
                     for name in sorted(self.names, key=lambda n: n.endswith(".json")):  # the index last
+                        if os.sep in name:
+                            os.makedirs(os.path.dirname(os.path.join(self.folder, name)), exist_ok=True)
                         os.replace(self.path(name), os.path.join(self.folder, name))
                     for name in self.stale:
                         try:

@@ -264,11 +264,14 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
 
 def dequantize_json(r: DequantizeReport) -> dict[str, Any]:
     return document("dequantize", archive=r.archive, output=r.output, output_bytes=r.output_bytes,
-                    seconds=r.seconds, tensors=[{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors])
+                    seconds=r.seconds, tensors=[{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors],
+                    **({"copied": r.copied} if r.copied is not None else {}))
 
 
 def print_dequantize(console: Console, r: DequantizeReport) -> None:
     console.print(f"{safe(r.output)}: {len(r.tensors)} tensors, {_bytes(r.output_bytes)}, {r.seconds:.2f} s")
+    if r.copied is not None:
+        console.print(f"copied beside them from the model folder: {safe(', '.join(r.copied) or 'nothing')}")
 
 
 def stats_json(s: TensorStats) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class DequantizeReport:
     tensors: list[tuple[str, str, tuple[int, ...]]]  # name, dtype code written, shape
     output_bytes: int
     seconds: float
+    copied: list[str] | None = None  # with --like: the model folder's other files copied beside the weights
 
 
 @dataclass
