@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 from rich.console import Console
 
-from . import __version__
+from . import __version__, presets
 from .cliutil import ProgressLabels, QuantCommand, Reporter, archive_items, check_report, print_json, source_items
 from .errors import ConfigError, QuantError, one_line
 from .signals import Interrupted, install, on_signal
@@ -222,11 +222,16 @@ class Candidates(str, Enum):
 SAMPLE = 1 << 16  # planner.SAMPLE, spelled here for the same reason
 
 
+def _typed(ctx: typer.Context) -> set[str]:
+    """The parameters typed on the command line (not defaults)."""
+    return {name for name in ctx.params
+            if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"}
+
+
 def _refuse_ignored_options(ctx: typer.Context, spec: Spec, planned: bool, recipe: bool) -> None:
     """An option typed on the command line that would change nothing is an error, not a no-op;
     each method says what it reads (`Method.reads`)."""
-    given = {name for name in ctx.params
-             if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"}
+    given = _typed(ctx)
     from .methods import METHODS
     from .methods.base import ALWAYS_READ
 
@@ -325,6 +330,8 @@ def quantize(
                                                       "statistics (safetensors; docs/IMPORTANCE.md): the tensors "
                                                       "they cover are quantized for their layer's output error.",
                                                       show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", metavar="NAME", help=presets.help_text(),
+                                                  show_default=False)] = None,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Quantize weights into one archive file and report bits per weight, SQNR and max error.
@@ -341,6 +348,13 @@ def quantize(
 
         if not output and not dry_run:
             raise ConfigError("quantize needs --output/-o (or --dry-run)")
+        if preset is not None:
+            chosen = presets.apply(preset, {}, _typed(ctx))
+            method = chosen.get("method", method)
+            bits, scheme = chosen.get("bits", bits), Scheme(chosen.get("scheme", scheme))
+            granularity, group_size = Granularity(chosen.get("granularity", granularity)), chosen.get("group_size", group_size)
+            normalize, include_1d = Normalize(chosen.get("normalize", normalize)), chosen.get("include_1d", include_1d)
+            target_bpw = chosen.get("target_bpw", target_bpw)
         check_report(report, paths + ([output] if output else []) + ([importance] if importance else []))
         budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
         spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,

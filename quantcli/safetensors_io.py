@@ -13,9 +13,8 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator, Mapping
 
-import ml_dtypes
 import numpy as np
 
 from .errors import InputError
@@ -24,15 +23,38 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit too
 MAX_NDIM = 64  # numpy's own limit
 MAX_ELEMENTS = 2**56  # product of the non-zero dims: keeps every byte count far from int64 overflow
 
-DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
-    "BOOL": np.dtype(bool),
-}
-_CODES = {dt: code for code, dt in DTYPES.items()}
+class _Dtypes(Mapping[str, np.dtype]):
+    """safetensors dtype code -> numpy dtype. The bfloat16 and float8 dtypes come from ml_dtypes,
+    whose import costs several times numpy's: it happens on the first lookup of one of them, so
+    `quant inspect x.npy` and `--help` never pay for it."""
+
+    PLAIN: dict[str, np.dtype] = {
+        "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+        "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+        "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+        "BOOL": np.dtype(bool),
+    }
+    EXTENDED = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}  # ml_dtypes names
+
+    def __getitem__(self, code: str) -> np.dtype:
+        if code in self.PLAIN:
+            return self.PLAIN[code]
+        if code in self.EXTENDED:
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, self.EXTENDED[code]))
+        raise KeyError(code)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.PLAIN, *self.EXTENDED])
+
+    def __len__(self) -> int:
+        return len(self.PLAIN) + len(self.EXTENDED)
+
+
+DTYPES: Mapping[str, np.dtype] = _Dtypes()
+_PLAIN_CODES = {dt: code for code, dt in _Dtypes.PLAIN.items()}
+_EXTENDED_CODES = {name: code for code, name in _Dtypes.EXTENDED.items()}  # an ml_dtypes dtype by its name
 FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
@@ -41,7 +63,7 @@ def dtype_code(dtype: np.dtype) -> str:
     dt = np.dtype(dtype)
     key = dt.newbyteorder("<") if dt.byteorder == ">" else dt
     try:
-        return _CODES[key]
+        return _PLAIN_CODES[key] if key in _PLAIN_CODES else _EXTENDED_CODES[key.name if key.kind == "V" else ""]
     except KeyError:
         raise InputError(f"dtype {dt} has no safetensors equivalent") from None
 
