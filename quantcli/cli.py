@@ -19,9 +19,10 @@ import typer
 from rich.console import Console
 
 from . import __version__, presets
-from .cliutil import ProgressLabels, QuantCommand, Reporter, archive_items, check_report, print_json, source_items
+from .cliutil import (ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json,
+                      source_items, stderr_line)
 from .errors import ConfigError, QuantError, one_line
-from .signals import Interrupted, install, on_signal
+from .signals import Interrupted, install
 from .spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
 app = typer.Typer(
@@ -30,15 +31,6 @@ app = typer.Typer(
     help="Compress neural-network weight files (.npy, .npz, .safetensors) and report the error honestly.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def __getattr__(name: str) -> Any:
-    """`cli.api`, `cli.render`, ...: the modules the commands import when they run."""
-    if name in ("api", "planner", "render", "plan_render"):
-        import importlib
-
-        return importlib.import_module(f"quantcli.{name}")
-    raise AttributeError(name)
 
 
 class _Stdout(Console):
@@ -66,50 +58,23 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    on_signal(signum, frame)
-
-
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """Map library errors to one line on stderr and the documented exit status. SIGINT/SIGTERM
-    raise (deferred while a temp file is being created or an output switched: `signals.held`)."""
+    """Map library errors to one line on stderr and the documented exit status (`cliutil.failure`).
+    SIGINT/SIGTERM raise (deferred while a temp file is being created or an output switched:
+    `signals.held`); a closed stdout and typer's own exits pass through to `entry.main`."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else None
     install()
-
-    def say(line: str) -> None:
-        sys.stderr.write(f"quant: {one_line(line)}\n")
-
     try:
         yield
-    except QuantError as e:
-        if debug:
-            raise
-        say(f"error: {e}")
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        say("interrupted; no output was written")
-        raise typer.Exit(130) from None
-    except Interrupted:
-        say("terminated; no output was written")
-        raise typer.Exit(143) from None
-    except MemoryError:
-        say("error: out of memory")
-        raise typer.Exit(1) from None
-    except BrokenPipeError:
-        raise  # our stdout was closed by its reader: `main` ends quietly
-    except OSError as e:
-        if debug:
-            raise
-        say(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
-        raise typer.Exit(1) from None
-    except (typer.Exit, typer.Abort, typer.TyperException):
+    except (BrokenPipeError, typer.Exit, typer.Abort, typer.TyperException):
         raise
-    except Exception as e:  # a bug: one line and exit 1; the traceback with --debug
-        if debug:
+    except (Exception, KeyboardInterrupt, Interrupted) as e:  # not entry's BaseException for a closed stdout
+        if debug and isinstance(e, Exception) and not isinstance(e, MemoryError):
             raise
-        say(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
-        raise typer.Exit(1) from None
+        message, code = failure(e)
+        sys.stderr.write(stderr_line(message, code))
+        raise typer.Exit(code) from None
     finally:
         for sig, handler in (previous or {}).items():
             if handler is not None:

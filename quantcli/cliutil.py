@@ -82,22 +82,39 @@ def check_report(path: str | None, inputs: list[str]) -> None:
         check_output(path, [p for p in inputs if os.path.exists(p)])
 
 
+def failure(error: BaseException) -> tuple[str, int]:
+    """THE mapping of a failure to its message and exit status, shared by the one line on stderr
+    (`stderr_line`) and the JSON failure document: usage and input errors 2, work failures 1,
+    SIGINT 130, SIGTERM (a BaseException the signal handler raises) 143, bugs 1."""
+    if isinstance(error, QuantError):
+        return error.render(), error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; no output was written", 130
+    if not isinstance(error, Exception):
+        return "terminated; no output was written", 143
+    if isinstance(error, MemoryError):
+        return "out of memory", 1
+    if isinstance(error, OSError):
+        return f"{error.filename + ': ' if error.filename else ''}{error.strerror or error}", 1
+    return f"internal error: {type(error).__name__}: {error}", 1
+
+
+def stderr_line(message: str, code: int) -> str:
+    """How `failure`'s message reads on stderr: `quant: error: ...` for errors, the bare message
+    for interrupts, and a pointer to --debug for bugs."""
+    from .errors import one_line
+
+    if code in (130, 143):
+        return f"quant: {message}\n"
+    if message.startswith("internal error: "):
+        return f"quant: {one_line(message)} (run with --debug for the traceback)\n"
+    return f"quant: error: {one_line(message)}\n"
+
+
 def failure_document(command: str, error: BaseException) -> dict[str, Any]:
     """The JSON document a failing command prints with --json: the error and the exit status the
     process ends with (the same mapping as the one-line message on stderr)."""
-    if isinstance(error, QuantError):
-        message, code = error.render(), error.exit_code
-    elif isinstance(error, KeyboardInterrupt):
-        message, code = "interrupted; no output was written", 130
-    elif not isinstance(error, Exception):  # SIGTERM, turned into a BaseException by the CLI
-        message, code = "terminated; no output was written", 143
-    elif isinstance(error, MemoryError):
-        message, code = "out of memory", 1
-    elif isinstance(error, OSError):
-        message = f"{error.filename + ': ' if error.filename else ''}{error.strerror or error}"
-        code = 1
-    else:
-        message, code = f"internal error: {type(error).__name__}: {error}", 1
+    message, code = failure(error)
     return {"schema": SCHEMA, "command": command, "ok": False, "error": message, "exit_code": code}
 
 

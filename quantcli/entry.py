@@ -120,8 +120,9 @@ def main() -> None:
     except Exception as e:  # a bug: one line, not a traceback, unless asked
         if _debugging(argv):
             raise
-        sys.stderr.write(f"quant: internal error: {type(e).__name__}: {one_line(str(e))} "
-                         "(run with --debug for the traceback)\n")
+        from .cliutil import failure, stderr_line
+
+        sys.stderr.write(stderr_line(*failure(e)))
         raise SystemExit(1) from None
     finally:
         sys.stdout = stdout
