@@ -6,14 +6,18 @@ work (pipeline, dequant, inspection, pqdot); the planner has its own entry point
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from .archive import Archive, open_archive
 from .dequant import OUTPUT_DTYPES, dequantize_file, parse_size
 from .errors import ConfigError
 from .inspection import archive_report, inspect_paths, tensor_stats, verify_archive
-from .methods import get_method
+from .methods import METHODS, get_method
 from .output import check_output
 from .parallel import default_jobs
-from .pipeline import Progress, dry_run, open_importance, quantize, resolve_ecsq_steps
+from . import pipeline
+from .pipeline import Progress, open_importance, resolve_ecsq_steps
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
@@ -28,6 +32,9 @@ __all__ = [
     "QuantizeReport", "DequantizeReport", "PlanReport", "Inspection", "TensorReport", "TensorStats",
     "VerifyReport", "PQDotReport", "Progress",
 ]
+
+
+SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(Spec))
 
 
 def resolve_jobs(jobs: int | None) -> int:
@@ -73,7 +80,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         refuse_archives(sources)
         stats = open_importance(importance, sources)
         plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe), stats)
-        return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
+        return pipeline.quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
                         progress=progress, base=spec, importance=stats)
 
 
@@ -93,4 +100,64 @@ def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None =
         refuse_archives(sources)
         stats = open_importance(importance, sources)
         plan = plan_tensors(sources.refs, spec, Selection(only, skip, include_1d), recipe)
-        return dry_run(sources, list(inputs), plan, stats)
+        return pipeline.dry_run(sources, list(inputs), plan, stats)
+
+
+def quantize(inputs: list[str], output: str = "", *, dry_run: bool = False, target_bpw: float | None = None,
+             max_size: str | None = None, min_sqnr: float | None = None, only: str | None = None,
+             skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
+             recipe: str | Recipe | None = None, jobs: int | None = None, importance: str | None = None,
+             sample: int | None = None, candidates: str = "default", objective: str | None = None,
+             preset: str | None = None, typed: frozenset[str] | set[str] = frozenset(),
+             progress: Progress | None = None, **spec_fields: Any) -> Any:
+    """THE front door of `quant quantize`: a plain run, a budgeted run (`target_bpw`, `max_size` or
+    `min_sqnr`: the planner) or either's dry run, from options named as the command names them.
+
+    `spec_fields` are `Spec` fields (method, bits, ...). `preset` fills options by name
+    (quantcli.presets). `typed`: the options the user set explicitly; an explicit option that would
+    change nothing (a method's option it does not read, a per-tensor option with a budget) is a
+    ConfigError rather than a silent no-op. Returns a QuantizeReport, PlanReport (plain dry run),
+    planner Plan (budgeted dry run) or PlannedQuantizeReport."""
+    from . import planner, presets
+
+    unknown = sorted(set(spec_fields) - SPEC_FIELDS)
+    if unknown:
+        raise TypeError(f"quantize() got unexpected options: {', '.join(unknown)}")
+    run = dict(target_bpw=target_bpw, include_1d=include_1d)
+    chosen = presets.apply(preset, {**run, **spec_fields}, set(typed))
+    target_bpw, include_1d = chosen.pop("target_bpw"), chosen.pop("include_1d")
+    spec = Spec(**chosen)
+    if not output and not dry_run:
+        raise ConfigError("quantize needs --output/-o (or --dry-run)")
+    budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
+    refuse_ignored(spec, set(typed), planned=budget is not None, pinned=recipe is not None)
+    if importance is not None and budget is None and recipe is None and not weighs_importance(spec.method):
+        raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
+                          f"{', '.join(m for m in METHODS if METHODS[m].weighs_importance)})")
+    select = dict(only=only, skip=skip, include_1d=include_1d, recipe=recipe, importance=importance)
+    if budget is not None:
+        kw = dict(select, keep_nonfinite=keep_nonfinite, candidates=planner.default_candidates(candidates),
+                  sample=planner.SAMPLE if sample is None else sample, jobs=jobs,
+                  **({"objective": objective} if objective is not None else {}))  # else the planner's default
+        if dry_run:
+            return planner.plan_budget(inputs, budget, spec, **kw)  # type: ignore[arg-type]
+        return planner.quantize_budget(inputs, output, budget, spec, progress=progress, **kw)  # type: ignore[arg-type]
+    if dry_run:
+        return plan_file(inputs, spec, **select)  # type: ignore[arg-type]
+    return quantize_file(inputs, output, spec, keep_nonfinite=keep_nonfinite, jobs=jobs, progress=progress,
+                         **select)  # type: ignore[arg-type]
+
+
+def refuse_ignored(spec: Spec, typed: set[str], *, planned: bool, pinned: bool) -> None:
+    """An option set explicitly that would change nothing is an error, not a no-op: with a budget
+    (and no recipe) every per-tensor option, else what the method does not read (`Method.reads`)."""
+    from .methods.base import ALWAYS_READ
+
+    per_tensor = {o for m in METHODS.values() for o in m.options} | {"method"}
+    if planned and not pinned:
+        ignored = sorted(typed & per_tensor - ALWAYS_READ)
+        if ignored:
+            raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with a budget: the planner chooses "
+                              "each tensor's setting (use --recipe to pin some tensors)")
+        return
+    METHODS[spec.method].refuse_unread(spec, typed & per_tensor)

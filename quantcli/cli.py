@@ -20,7 +20,7 @@ from rich.console import Console
 
 from . import __version__, presets
 from .cliutil import (ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json,
-                      source_items, stderr_line)
+                      print_report, report_json, source_items, stderr_line)
 from .errors import ConfigError, QuantError, one_line
 from .signals import Interrupted, install
 from .spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
@@ -193,23 +193,6 @@ def _typed(ctx: typer.Context) -> set[str]:
             if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"}
 
 
-def _refuse_ignored_options(ctx: typer.Context, spec: Spec, planned: bool, recipe: bool) -> None:
-    """An option typed on the command line that would change nothing is an error, not a no-op;
-    each method says what it reads (`Method.reads`)."""
-    given = _typed(ctx)
-    from .methods import METHODS
-    from .methods.base import ALWAYS_READ
-
-    per_tensor = {o for m in METHODS.values() for o in m.options} | {"method"}
-    if planned and not recipe:
-        ignored = sorted(given & per_tensor - ALWAYS_READ)
-        if ignored:
-            raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with a budget: the planner chooses "
-                              "each tensor's setting (use --recipe to pin some tensors)")
-        return
-    METHODS[spec.method].refuse_unread(spec, given & per_tensor)
-
-
 @app.command(cls=QuantCommand)
 def quantize(
     ctx: typer.Context,
@@ -309,60 +292,19 @@ def quantize(
     --granularity group --group-size 64
     """
     with _errors(debug), Reporter("quantize", json_out, report) as out:
-        from . import api, plan_render, planner, render
+        from . import api
 
-        if not output and not dry_run:
-            raise ConfigError("quantize needs --output/-o (or --dry-run)")
-        if preset is not None:
-            chosen = presets.apply(preset, {}, _typed(ctx))
-            method = chosen.get("method", method)
-            bits, scheme = chosen.get("bits", bits), Scheme(chosen.get("scheme", scheme))
-            granularity, group_size = Granularity(chosen.get("granularity", granularity)), chosen.get("group_size", group_size)
-            normalize, include_1d = Normalize(chosen.get("normalize", normalize)), chosen.get("include_1d", include_1d)
-            target_bpw = chosen.get("target_bpw", target_bpw)
-        check_report(report, paths + ([output] if output else []) + ([importance] if importance else []))
-        budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
-        spec = Spec(method=str(getattr(method, "value", method)), bits=bits, scheme=scheme.value,
-                    granularity=granularity.value, group_size=group_size, scale_dtype=scale_dtype.value,
-                    seed=seed, scale_search=scale_search, normalize=normalize.value, vector_dim=vector_dim,
-                    iters=iters, codebook_rows=codebook_rows, step=step, step_rms=step_rms, sqnr=sqnr, codec=codec.value,
-                    trellis=trellis)
-        _refuse_ignored_options(ctx, spec, budget is not None, recipe is not None)
-        if importance is not None and budget is None and recipe is None and not api.weighs_importance(spec.method):
-            raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
-                              "uniform, nf, log, kmeans, vq, pq and ecsq)")
+        options = {k: getattr(v, "value", v) for k, v in ctx.params.items() if k not in _OUTPUT_FLAGS}
+        check_report(report, paths + [p for p in (output, importance) if p])
         show = not quiet and not json_out
-        if budget is not None:  # the planner chooses each tensor's setting (recipe rules still pin)
-            kw = dict(only=only, skip=skip, include_1d=include_1d, keep_nonfinite=keep_nonfinite, recipe=recipe,
-                      candidates=planner.default_candidates(candidates.value), sample=sample, jobs=jobs,
-                      objective=objective.value, importance=importance)
-            if dry_run:
-                planned_plan = planner.plan_budget(paths, budget, spec, **kw)  # type: ignore[arg-type]
-                out.emit(plan_render.plan_json(planned_plan))
-                if show:
-                    plan_render.print_plan(_stdout(), planned_plan)
-                return
-            with _progress(show, lambda: source_items(paths)) as progress:
-                planned = planner.quantize_budget(paths, output, budget, spec, progress=progress,
-                                                  **kw)  # type: ignore[arg-type]
-            out.emit(plan_render.planned_json(planned))
-            if show:
-                plan_render.print_planned(_stdout(), planned)
-            return
-        if dry_run:
-            plan = api.plan_file(paths, spec, only=only, skip=skip, include_1d=include_1d, recipe=recipe,
-                                 importance=importance)
-            out.emit(render.plan_json(plan))
-            if show:
-                render.print_plan(_stdout(), plan)
-            return
-        with _progress(show, lambda: source_items(paths)) as progress:
-            result = api.quantize_file(paths, output, spec, only=only, skip=skip, include_1d=include_1d,
-                                       keep_nonfinite=keep_nonfinite, recipe=recipe, jobs=jobs, progress=progress,
-                                       importance=importance)
-        out.emit(render.quantize_json(result))
+        with _progress(show and not dry_run, lambda: source_items(paths)) as progress:
+            result = api.quantize(options.pop("paths"), typed=_typed(ctx), progress=progress, **options)
+        out.emit(report_json(result))
         if show:
-            render.print_quantize(_stdout(), result)
+            print_report(_stdout(), result)
+
+
+_OUTPUT_FLAGS = frozenset({"json_out", "report", "quiet", "debug"})  # how a command reports, not what it does
 
 
 @app.command(cls=QuantCommand)

@@ -184,3 +184,24 @@ def archive_items(path: str) -> list[tuple[str, int]]:
 
     with open_archive(path) as archive:
         return [(t.name, t.original_nbytes) for t in archive.tensors]
+
+
+def _renderers(report: Any) -> tuple[Any, Any]:
+    """(to JSON, to a table) for whatever `api.quantize` returned, by its class: this module does
+    not import the report classes at run time (they would pull numpy into `quant --help`)."""
+    from . import plan_render, render
+
+    return {"QuantizeReport": (render.quantize_json, render.print_quantize),
+            "PlanReport": (render.plan_json, render.print_plan),
+            "PlannedQuantizeReport": (plan_render.planned_json, plan_render.print_planned),
+            "Plan": (plan_render.plan_json, plan_render.print_plan)}[type(report).__name__]
+
+
+def report_json(report: Any) -> dict[str, Any]:
+    """The JSON document of a quantize run, planned run, or either's dry run."""
+    return _renderers(report)[0](report)
+
+
+def print_report(console: Any, report: Any) -> None:
+    """The table of a quantize run, planned run, or either's dry run."""
+    _renderers(report)[1](console, report)

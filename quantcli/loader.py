@@ -55,8 +55,6 @@ class ArchiveReader:
         """`name` decoded, as a numpy array or (framework "pt") a torch tensor on the device."""
         if not self._torch:
             return self[name]
-        from .torch import to_tensor
-
         return to_tensor(self[name]).to(self._device)
 
     def metadata(self) -> dict[str, str]:
@@ -121,3 +119,15 @@ def load(path: str, dtype: Any = None) -> dict[str, np.ndarray]:
     (bfloat16 as ml_dtypes.bfloat16) or, for float tensors, in `dtype`."""
     with ArchiveReader(path, dtype) as reader:
         return dict(reader.items())
+
+
+def to_tensor(array: np.ndarray) -> Any:
+    """A numpy array (bfloat16 from ml_dtypes included) as a CPU torch tensor sharing its memory
+    when it can (a read-only array, such as a kept tensor read from the file, is copied once)."""
+    import torch
+
+    if not array.flags.writeable:
+        array = array.copy()
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(array)

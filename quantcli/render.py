@@ -393,3 +393,4 @@ def print_pq_dot(console: Console, r: PQDotReport) -> None:
     if r.relative_error is not None:
         console.print(f"relative error vs the reference: {r.relative_error:.4g}; LUT {r.lut_ms:.3f} ms, dense float32 "
                       f"matmul of the reconstruction {r.dense_ms:.3f} ms: {r.speedup:.2f}x")
+

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import numpy as np
 
-from .loader import ArchiveReader
+from .loader import ArchiveReader, to_tensor
 
 _TORCH_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 
@@ -33,18 +32,6 @@ def _code(dtype: Any) -> str | None:
         return None
     name = str(dtype).removeprefix("torch.")
     return _TORCH_NAMES.get(name, name)
-
-
-def to_tensor(array: np.ndarray) -> Any:
-    """A numpy array (bfloat16 from ml_dtypes included) as a CPU torch tensor sharing its memory
-    when it can (a read-only array, such as a kept tensor read from the file, is copied once)."""
-    import torch
-
-    if not array.flags.writeable:
-        array = array.copy()
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(array)
 
 
 def load_state_dict(path: str, dtype: Any = None, device: Any = "cpu") -> dict[str, Any]:
