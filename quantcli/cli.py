@@ -13,7 +13,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ from rich.console import Console
 from . import __version__, presets
 from .cliutil import (ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json,
                       print_report, report_json, source_items, stderr_line)
-from .errors import ConfigError, QuantError, one_line
+from .errors import ConfigError
 from .signals import Interrupted, install
 from .spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
@@ -354,43 +354,20 @@ def verify(
 
     Example: quant verify model.qnt.safetensors && cp model.qnt.safetensors /deploy/
     """
-    results: list[dict[str, Any]] = []
-    failed = False
     with _errors(debug), Reporter("verify", json_out, report) as out:
-        from . import api
-        from .cliutil import SCHEMA
+        from . import inspection, render
 
         check_report(report, archives)
-        for path in archives:
-            try:
-                r = api.verify_archive(path)
-            except QuantError as e:
-                if debug or e.exit_code != 2:
-                    raise
-                sys.stderr.write(f"quant: error: {one_line(str(e))}\n")
-                results.append({"path": path, "ok": False, "error": e.message, "corrupt": []})
-                failed = True
-                continue
-            doc = {"path": path, "ok": r.ok, "tensors": r.tensors, "file_bytes": r.file_bytes,
-                   "stored_bytes": r.stored_bytes, "corrupt": r.corrupt}
-            if not r.ok:
-                more = f" (and {len(r.corrupt) - 1} more)" if len(r.corrupt) > 1 else ""
-                sys.stderr.write(f"quant: error: {one_line(path)}: tensor {r.corrupt[0]!r}: corrupt: stored bytes "
-                                 f"do not match their checksum{more}\n")
-                doc["error"] = "stored bytes do not match their checksum"
-                failed = True
-            elif not json_out and not quiet:
-                from .render import printable
-
-                sys.stdout.write(f"{printable(path)}: ok, {r.tensors} tensors, {r.file_bytes} bytes, checksums "
-                                 "match\n")
-            results.append(doc)
-        doc = {"schema": SCHEMA, "command": "verify", "ok": not failed, "archives": results}
-        if not failed:
+        results = inspection.verify_archives(archives)
+        doc = render.verify_json(results)
+        sys.stderr.write("".join(render.verify_problems(results)))
+        if doc["ok"]:
             out.emit(doc)
         elif json_out:
             print_json(doc)
-    if failed:
+        if not json_out and not quiet:
+            render.print_verify(results)
+    if not doc["ok"]:
         raise typer.Exit(2)
 
 

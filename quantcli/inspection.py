@@ -102,3 +102,20 @@ def verify_archive(path: str) -> VerifyReport:
         corrupt = archive.verify()
         stored = sum(archive.stored_nbytes(t) for t in archive.tensors)
         return VerifyReport(path, os.path.getsize(path), len(archive.tensors), stored, corrupt)
+
+
+def verify_archives(paths: list[str]) -> list[VerifyReport]:
+    """`verify_archive` of each path; an archive refused on open (exit status 2: malformed, not
+    an archive, a manifest that does not match its checksum) is a report with its `error`, so
+    that one bad archive does not hide the verdict on the others. Other failures raise."""
+    from .errors import QuantError
+
+    out = []
+    for path in paths:
+        try:
+            out.append(verify_archive(path))
+        except QuantError as e:
+            if e.exit_code != 2:
+                raise
+            out.append(VerifyReport(path, 0, 0, 0, [], error=e.message, error_line=e.render()))
+    return out

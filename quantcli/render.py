@@ -16,10 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .errors import one_line
+
 if TYPE_CHECKING:  # annotations only: rendering needs no numpy or method code at import
     from .metrics import ErrorStats
     from .reports import (DequantizeReport, ImportanceUse, Inspection, PlanReport, PQDotReport, QuantizeReport,
-                          TensorReport, TensorStats)
+                          TensorReport, TensorStats, VerifyReport)
 
 SCHEMA = 1  # the "schema" key of every JSON document (docs/JSON.md)
 MIN_NAME = 24  # narrowest a name column gets before low-value columns are dropped
@@ -394,3 +396,39 @@ def print_pq_dot(console: Console, r: PQDotReport) -> None:
         console.print(f"relative error vs the reference: {r.relative_error:.4g}; LUT {r.lut_ms:.3f} ms, dense float32 "
                       f"matmul of the reconstruction {r.dense_ms:.3f} ms: {r.speedup:.2f}x")
 
+
+def verify_json(reports: list[VerifyReport]) -> dict[str, Any]:
+    """One entry per archive, in order; the document is ok when every archive is."""
+    archives: list[dict[str, Any]] = []
+    for r in reports:
+        if r.error:
+            archives.append({"path": r.path, "ok": False, "error": r.error, "corrupt": []})
+            continue
+        doc = {"path": r.path, "ok": r.ok, "tensors": r.tensors, "file_bytes": r.file_bytes,
+               "stored_bytes": r.stored_bytes, "corrupt": r.corrupt}
+        if not r.ok:
+            doc["error"] = "stored bytes do not match their checksum"
+        archives.append(doc)
+    return document("verify", archives=archives) | {"ok": all(r.ok for r in reports)}
+
+
+def verify_problems(reports: list[VerifyReport]) -> list[str]:
+    """One stderr line per bad archive: the file and the first corrupt tensor (or why it was refused)."""
+    lines = []
+    for r in reports:
+        if r.error:
+            lines.append(f"quant: error: {one_line(r.error_line)}\n")
+        elif not r.ok:
+            more = f" (and {len(r.corrupt) - 1} more)" if len(r.corrupt) > 1 else ""
+            lines.append(f"quant: error: {one_line(r.path)}: tensor {r.corrupt[0]!r}: corrupt: stored bytes "
+                         f"do not match their checksum{more}\n")
+    return lines
+
+
+def print_verify(reports: list[VerifyReport]) -> None:
+    """The good archives on stdout, one line each (plain text: a pipeline reads it)."""
+    import sys
+
+    for r in reports:
+        if r.ok:
+            sys.stdout.write(f"{printable(r.path)}: ok, {r.tensors} tensors, {r.file_bytes} bytes, checksums match\n")

@@ -160,9 +160,12 @@ class VerifyReport:
     stored_bytes: int
     corrupt: list[str]
 
+    error: str = ""  # why the archive could not be checked at all (refused on open)
+    error_line: str = ""  # the same with the file (and tensor) named, as stderr shows it
+
     @property
     def ok(self) -> bool:
-        return not self.corrupt
+        return not self.corrupt and not self.error
 
 
 @dataclass
