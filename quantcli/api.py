@@ -161,3 +161,23 @@ def refuse_ignored(spec: Spec, typed: set[str], *, planned: bool, pinned: bool) 
                               "each tensor's setting (use --recipe to pin some tensors)")
         return
     METHODS[spec.method].refuse_unread(spec, typed & per_tensor)
+
+
+def curve(inputs: list[str], *, plot: str | None = None, only: str | None = None, skip: str | None = None,
+          include_1d: bool = False, sample: int | None = None, candidates: str = "default",
+          jobs: int | None = None) -> Any:
+    """The rate-distortion points of every planner candidate on the model (`planner.Curve`), and
+    with `plot` a PNG of them. matplotlib is checked before the measuring, not after it."""
+    from . import planner
+
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
+    result = planner.rate_distortion_curve(inputs, only=only, skip=skip, include_1d=include_1d,
+                                           sample=planner.SAMPLE if sample is None else sample,
+                                           candidates=planner.default_candidates(candidates), jobs=jobs)
+    if plot is not None:
+        planner.plot_curve(result, plot)
+    return result

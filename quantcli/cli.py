@@ -21,7 +21,6 @@ from rich.console import Console
 from . import __version__, presets
 from .cliutil import (ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json,
                       print_report, report_json, source_items, stderr_line)
-from .errors import ConfigError
 from .signals import Interrupted, install
 from .spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
 
@@ -471,18 +470,11 @@ def curve(
     Example: quant curve model.safetensors --json --plot rd.png
     """
     with _errors(debug), Reporter("curve", json_out, report) as out:
-        from . import plan_render, planner
+        from . import api, plan_render
 
         check_report(report, paths + ([plot] if plot else []))
-        if plot is not None:
-            try:
-                import matplotlib  # noqa: F401  (checked before the measuring, not after)
-            except ImportError:
-                raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
-        result = planner.rate_distortion_curve(paths, only=only, skip=skip, include_1d=include_1d, sample=sample,
-                                               candidates=planner.default_candidates(candidates.value), jobs=jobs)
-        if plot is not None:
-            planner.plot_curve(result, plot)
+        result = api.curve(paths, plot=plot, only=only, skip=skip, include_1d=include_1d, sample=sample,
+                           candidates=candidates.value, jobs=jobs)
         out.emit(plan_render.curve_json(result))
         if not json_out and not quiet:
             plan_render.print_curve(_stdout(), result)
