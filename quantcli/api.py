@@ -7,6 +7,7 @@ work (pipeline, dequant, inspection, pqdot); the planner has its own entry point
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from .archive import Archive, open_archive
@@ -70,6 +71,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         >>> r.tensors[0].sqnr_db > 15
         True
     """
+    start = time.perf_counter()  # the report's time covers the whole run (an --sqnr step search too)
     spec = spec or Spec()
     get_method(spec.method).check_spec(spec)
     recipe = _recipe(recipe)
@@ -80,8 +82,10 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         refuse_archives(sources)
         stats = open_importance(importance, sources)
         plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe), stats)
-        return pipeline.quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
-                        progress=progress, base=spec, importance=stats)
+        report = pipeline.quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
+                                   progress=progress, base=spec, importance=stats)
+    report.seconds = time.perf_counter() - start
+    return report
 
 
 def plan_file(inputs: list[str], spec: Spec | None = None, *, only: str | None = None, skip: str | None = None,

@@ -43,3 +43,17 @@ def test_options_that_would_change_nothing_are_refused(kwargs, typed, message):
 def test_unknown_options_are_a_type_error():
     with pytest.raises(TypeError, match="bitz"):
         api.quantize([TINY], "x.qnt.safetensors", bitz=4)
+
+
+def test_the_reported_time_covers_the_work_before_the_write_loop(tmp_path, monkeypatch):
+    import time
+
+    original = api.plan_tensors
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "plan_tensors", slow)
+    r = api.quantize([TINY], str(tmp_path / "a.qnt.safetensors"), method="ecsq", sqnr=30.0)
+    assert r.seconds >= 0.3
