@@ -25,10 +25,12 @@ import numpy as np
 
 COMMANDS = {
     "python -c pass": None,
+    "python -c 'import numpy'": ["-c", "import numpy"],
     "import quantcli.cli": ["-c", "import quantcli.cli"],
     "quant --version": ["--version"],
     "quant inspect small.npy": ["inspect", "{small}"],
     "quant inspect small.npy --json": ["inspect", "{small}", "--json"],
+    "quant quantize --help": ["quantize", "--help"],
 }
 
 # Drop an editable install's finder so that the tree on sys.path is the quantcli imported.
