@@ -1,0 +1,139 @@
+"""The lossless codec's numba kernels: byte-plane split/merge, the `rotl1h10` split/merge and the
+6-bit residual packing, each one pass over the data.
+
+Module-level `@njit(cache=True, nogil=True)` functions, so the on-disk cache serves every run after
+the first (one compiled version per argument types: uint16/uint32/uint64 words). This module imports
+numba; lossless.py imports it only inside the functions that encode or decode. The plain-numpy
+twins these kernels must match bit for bit live in tests/lossless_oracle.py.
+
+Word layout (docs/FORMAT.md 6.4): a float's k-byte word u, rotated left by one bit (sign to bit 0)
+when `rot`, is r. Byte plane i holds byte i of r (little-endian). In `rotl1h10`, head = the top 10
+bits of r, residual = the next 6, and the k - 2 low bytes of r are byte planes. The residuals pack
+four to three bytes, least significant bits first (packing.pack_bits with 6 bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HEAD_BITS, RES_BITS = 10, 6
+_ONE = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_B8, _B6 = np.uint64(0xFF), np.uint64(0x3F)
+
+
+@njit(cache=True, nogil=True)
+def _rotl(x, k):
+    """x (a k-byte word in a uint64) rotated left by one within its 8k bits."""
+    top = np.uint64(8 * k - 1)
+    return ((x << _ONE) & (_ALL >> np.uint64(64 - 8 * k))) | (x >> top)
+
+
+@njit(cache=True, nogil=True)
+def _rotr(r, k):
+    return (r >> _ONE) | ((r & _ONE) << np.uint64(8 * k - 1))
+
+
+@njit(cache=True, nogil=True)
+def split_planes(u, rot, planes):
+    """planes[i, e] = byte i of word e of `u` (rotated left by one when `rot`)."""
+    k = u.itemsize
+    for e in range(u.size):
+        x = np.uint64(u[e])
+        if rot:
+            x = _rotl(x, k)
+        for i in range(k):
+            planes[i, e] = np.uint8((x >> np.uint64(8 * i)) & _B8)
+
+
+@njit(cache=True, nogil=True)
+def merge_planes(planes, rot, u):
+    """The inverse of split_planes: u[e] from byte planes (rotated right by one when `rot`).
+    `planes` is a tuple of k equal-length uint8 arrays (views of the archive's bytes, or decoded)."""
+    k = u.itemsize
+    for i in range(k):  # one pass per plane: a tuple indexed by a run-time i costs a branch per read
+        shift = np.uint64(8 * i)
+        p = planes[i]
+        if i == 0:
+            for e in range(u.size):
+                u[e] = np.uint64(p[e])
+        else:
+            for e in range(u.size):
+                u[e] |= np.uint64(p[e]) << shift
+    if rot:
+        for e in range(u.size):
+            u[e] = _rotr(np.uint64(u[e]), k)
+
+
+@njit(cache=True, nogil=True)
+def split_head(u, planes, res, head):
+    """`rotl1h10` streams of the 2 or 4-byte words `u`: low byte planes [k - 2, n], 6-bit
+    residuals (uint8) and 10-bit heads (uint16)."""
+    k = u.itemsize
+    hs = np.uint64(8 * k - HEAD_BITS)
+    rs = np.uint64(8 * k - HEAD_BITS - RES_BITS)
+    for e in range(u.size):
+        x = _rotl(np.uint64(u[e]), k)
+        head[e] = np.uint16(x >> hs)
+        res[e] = np.uint8((x >> rs) & _B6)
+        for i in range(k - 2):
+            planes[i, e] = np.uint8((x >> np.uint64(8 * i)) & _B8)
+
+
+@njit(cache=True, nogil=True)
+def merge_head(p0, p1, res, head, u):
+    """The inverse of split_head for 2 or 4-byte words, with the residuals one per byte (a
+    rANS-coded residual stream); p0, p1 are the low byte planes (unread, may be empty, for k = 2).
+    32-bit arithmetic; no helper that takes arrays (it would count references per element)."""
+    k = u.itemsize
+    hs, rs, top = 8 * k - HEAD_BITS, 8 * k - HEAD_BITS - RES_BITS, 8 * k - 1
+    for e in range(u.size):
+        x = (np.uint32(head[e]) << hs) | (np.uint32(res[e]) << rs)
+        if k == 4:
+            x |= np.uint32(p0[e]) | (np.uint32(p1[e]) << 8)
+        u[e] = (x >> 1) | ((x & 1) << top)
+
+
+@njit(cache=True, nogil=True)
+def merge_head_packed(p0, p1, packed, head, u):
+    """merge_head reading the residuals bit-packed (a raw residual stream): four values per three
+    bytes, so the unpacking costs no pass of its own."""
+    k = u.itemsize
+    hs, rs, top = 8 * k - HEAD_BITS, 8 * k - HEAD_BITS - RES_BITS, 8 * k - 1
+    n = u.size
+    g = n // 4
+    for q in range(g):
+        w = np.uint32(packed[3 * q]) | (np.uint32(packed[3 * q + 1]) << 8) | (np.uint32(packed[3 * q + 2]) << 16)
+        for j in range(4):
+            e = 4 * q + j
+            x = (np.uint32(head[e]) << hs) | (((w >> (6 * j)) & 63) << rs)
+            if k == 4:
+                x |= np.uint32(p0[e]) | (np.uint32(p1[e]) << 8)
+            u[e] = (x >> 1) | ((x & 1) << top)
+    w = np.uint32(0)  # the tail: fewer than four values in the last 0-3 bytes
+    for b in range(packed.size - 3 * g):
+        w |= np.uint32(packed[3 * g + b]) << (8 * b)
+    for e in range(4 * g, n):
+        x = (np.uint32(head[e]) << hs) | (((w >> (6 * (e - 4 * g))) & 63) << rs)
+        if k == 4:
+            x |= np.uint32(p0[e]) | (np.uint32(p1[e]) << 8)
+        u[e] = (x >> 1) | ((x & 1) << top)
+
+
+@njit(cache=True, nogil=True)
+def pack6(res, packed):
+    """pack_bits(res, 6) into `packed`: one 24-bit word per four values, then the tail."""
+    n = res.size
+    g = n // 4
+    for q in range(g):
+        w = (np.uint32(res[4 * q]) | (np.uint32(res[4 * q + 1]) << 6) | (np.uint32(res[4 * q + 2]) << 12)
+             | (np.uint32(res[4 * q + 3]) << 18))
+        packed[3 * q] = w & 0xFF
+        packed[3 * q + 1] = (w >> 8) & 0xFF
+        packed[3 * q + 2] = w >> 16
+    w = np.uint32(0)
+    for j in range(n - 4 * g):
+        w |= np.uint32(res[4 * g + j]) << (6 * j)
+    for b in range(packed.size - 3 * g):
+        packed[3 * g + b] = (w >> (8 * b)) & 0xFF
