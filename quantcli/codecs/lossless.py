@@ -22,6 +22,8 @@ params = {"transform": "rotl1h10" | "rotl1" | "none", "planes": [one dict per st
 
 from __future__ import annotations
 
+from typing import Union
+
 import numpy as np
 
 from ..packing import packed_nbytes
@@ -47,6 +49,7 @@ TRY_BOTH = 1 << 16  # below this many elements both float layouts are tried: the
 # (~250-600 bytes) can outweigh what it saves, and encoding twice costs little
 STREAM_CODECS = {8: ("raw", "rans", "zstd"), RES_BITS: ("raw", "rans"), HEAD_BITS: ("rans",)}
 
+Buffer = Union[bytes, memoryview]  # a stream before the join: raw planes stay views of their array
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -96,10 +99,10 @@ def _flat_uint(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dt).reshape(-1).view(_UINT[dt.itemsize])
 
 
-def _pack_res(res: np.ndarray) -> bytes:
+def _pack_res(res: np.ndarray) -> memoryview:
     packed = np.empty(packed_nbytes(res.size, RES_BITS), dtype=np.uint8)
     _kernels().pack6(res, packed)
-    return packed.tobytes()
+    return memoryview(packed)
 
 
 def _entropy_bytes(counts: np.ndarray, n: int) -> float:
@@ -113,15 +116,15 @@ def _rans(sym: np.ndarray, width: int, counts: np.ndarray) -> tuple[bytes, dict]
     return data, {"codec": "rans", "nbytes": len(data), "lanes": p["lanes"], "table_nbytes": p["table_nbytes"]}
 
 
-def _encode_plane(sym: np.ndarray, width: int = 8) -> tuple[bytes, dict]:
+def _encode_plane(sym: np.ndarray, counts: np.ndarray, width: int = 8) -> tuple[Buffer, dict]:
     """The smallest of raw (bit-packed below 8 bits), rANS (when the order-0 estimate says it
-    pays) and, for byte planes, zstd level 1."""
+    pays) and, for byte planes, zstd level 1; `counts` is sym's histogram. A raw byte plane is
+    returned as a view of `sym`, not a copy."""
     n = sym.size
-    raw = sym.tobytes() if width == 8 else _pack_res(sym)
-    best: tuple[bytes, dict] = (raw, {"codec": "raw", "nbytes": len(raw)})
+    raw: Buffer = memoryview(sym) if width == 8 else _pack_res(sym)
+    best: tuple[Buffer, dict] = (raw, {"codec": "raw", "nbytes": len(raw)})
     if n == 0:
         return best
-    counts = entropy.histogram(sym, 1 << width)
     est = _entropy_bytes(counts, n)
     if est < RANS_MAX_FRACTION * len(raw) or zstandard is None or width != 8:
         if est < SKIP_FRACTION * len(raw):
@@ -139,21 +142,21 @@ def _encode_plane(sym: np.ndarray, width: int = 8) -> tuple[bytes, dict]:
     return best
 
 
-def _encode_head(u: np.ndarray) -> tuple[list[bytes], list[dict]] | None:
+def _encode_head(u: np.ndarray) -> tuple[list[Buffer], list[dict]] | None:
     """`rotl1h10` streams of the words `u`, or None when the heads would not compress."""
     n = u.size
     if n == 0:
         return None
     k = u.dtype.itemsize
     planes, res, head = np.empty((k - 2, n), np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint16)
-    _kernels().split_head(u, planes, res, head)
-    counts = entropy.histogram(head, 1 << HEAD_BITS)
+    c_low, c_res, counts = np.zeros((k - 2, 256), np.int64), np.zeros(1 << RES_BITS, np.int64), np.zeros(1 << HEAD_BITS, np.int64)
+    _kernels().split_head(u, planes, res, head, c_low, c_res, counts)
     if _entropy_bytes(counts, n) >= SKIP_FRACTION * packed_nbytes(n, HEAD_BITS):
         return None
     coded_head = _rans(head, HEAD_BITS, counts)
     if coded_head[1]["nbytes"] >= packed_nbytes(n, HEAD_BITS):
         return None
-    streams = [_encode_plane(p) for p in planes] + [_encode_plane(res, RES_BITS), coded_head]
+    streams = [_encode_plane(p, c) for p, c in zip(planes, c_low)] + [_encode_plane(res, c_res, RES_BITS), coded_head]
     return [d for d, _ in streams], [p for _, p in streams]
 
 
@@ -178,10 +181,12 @@ def encode(array: np.ndarray, transform: str | None = None) -> tuple[bytes, dict
         transform = "rotl1"
     u = _flat_uint(arr)
     planes = np.empty((u.dtype.itemsize, u.size), dtype=np.uint8)
-    _kernels().split_planes(u, transform == "rotl1", planes)
-    parts, plane_params = [], []
-    for plane in planes:
-        data, p = _encode_plane(plane)
+    counts = np.zeros((u.dtype.itemsize, 256), dtype=np.int64)
+    _kernels().split_planes(u, transform == "rotl1", planes, counts)
+    parts: list[Buffer] = []
+    plane_params = []
+    for plane, c in zip(planes, counts):
+        data, p = _encode_plane(plane, c)
         parts.append(data)
         plane_params.append(p)
     return b"".join(parts), {"transform": transform, "planes": plane_params}

@@ -36,15 +36,18 @@ def _rotr(r, k):
 
 
 @njit(cache=True, nogil=True)
-def split_planes(u, rot, planes):
-    """planes[i, e] = byte i of word e of `u` (rotated left by one when `rot`)."""
+def split_planes(u, rot, planes, counts):
+    """planes[i, e] = byte i of word e of `u` (rotated left by one when `rot`); counts[i] is
+    plane i's histogram (int64, 256 per plane, added to)."""
     k = u.itemsize
     for e in range(u.size):
         x = np.uint64(u[e])
         if rot:
             x = _rotl(x, k)
         for i in range(k):
-            planes[i, e] = np.uint8((x >> np.uint64(8 * i)) & _B8)
+            b = np.uint8((x >> np.uint64(8 * i)) & _B8)
+            planes[i, e] = b
+            counts[i, b] += 1
 
 
 @njit(cache=True, nogil=True)
@@ -67,18 +70,27 @@ def merge_planes(planes, rot, u):
 
 
 @njit(cache=True, nogil=True)
-def split_head(u, planes, res, head):
+def split_head(u, planes, res, head, counts_low, counts_res, counts_head):
     """`rotl1h10` streams of the 2 or 4-byte words `u`: low byte planes [k - 2, n], 6-bit
-    residuals (uint8) and 10-bit heads (uint16)."""
+    residuals (uint8) and 10-bit heads (uint16), with their histograms (int64, added to):
+    counts_low [k - 2, 256], counts_res [64], counts_head [1024]. 32-bit arithmetic."""
     k = u.itemsize
-    hs = np.uint64(8 * k - HEAD_BITS)
-    rs = np.uint64(8 * k - HEAD_BITS - RES_BITS)
+    hs, rs, top = 8 * k - HEAD_BITS, 8 * k - HEAD_BITS - RES_BITS, 8 * k - 1
     for e in range(u.size):
-        x = _rotl(np.uint64(u[e]), k)
-        head[e] = np.uint16(x >> hs)
-        res[e] = np.uint8((x >> rs) & _B6)
-        for i in range(k - 2):
-            planes[i, e] = np.uint8((x >> np.uint64(8 * i)) & _B8)
+        x = np.uint32(u[e])
+        x = (x << 1) | (x >> top)  # bits above 8k are never read below
+        h = (x >> hs) & 1023
+        r = (x >> rs) & 63
+        head[e] = h
+        res[e] = r
+        counts_head[h] += 1
+        counts_res[r] += 1
+        if k == 4:
+            b0, b1 = x & 255, (x >> 8) & 255
+            planes[0, e] = b0
+            planes[1, e] = b1
+            counts_low[0, b0] += 1
+            counts_low[1, b1] += 1
 
 
 @njit(cache=True, nogil=True)
