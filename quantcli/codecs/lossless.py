@@ -99,6 +99,16 @@ def _flat_uint(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dt).reshape(-1).view(_UINT[dt.itemsize])
 
 
+def byte_planes(arr: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """([itemsize, count] uint8 planes, [itemsize, 256] int64 histograms): plane i is byte i
+    (little-endian) of each element of `arr`, after the transform (`rotl1` or `none`)."""
+    u = _flat_uint(arr)
+    planes = np.empty((u.dtype.itemsize, u.size), dtype=np.uint8)
+    counts = np.zeros((u.dtype.itemsize, 256), dtype=np.int64)
+    _kernels().split_planes(u, transform == "rotl1", planes, counts)
+    return planes, counts
+
+
 def _pack_res(res: np.ndarray) -> memoryview:
     packed = np.empty(packed_nbytes(res.size, RES_BITS), dtype=np.uint8)
     _kernels().pack6(res, packed)
@@ -179,10 +189,7 @@ def encode(array: np.ndarray, transform: str | None = None) -> tuple[bytes, dict
             other = encode(arr, "rotl1")
             return (data, params) if len(data) <= len(other[0]) else other
         transform = "rotl1"
-    u = _flat_uint(arr)
-    planes = np.empty((u.dtype.itemsize, u.size), dtype=np.uint8)
-    counts = np.zeros((u.dtype.itemsize, 256), dtype=np.int64)
-    _kernels().split_planes(u, transform == "rotl1", planes, counts)
+    planes, counts = byte_planes(arr, transform)
     parts: list[Buffer] = []
     plane_params = []
     for plane, c in zip(planes, counts):
