@@ -105,7 +105,7 @@ def byte_planes(arr: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray
     u = _flat_uint(arr)
     planes = np.empty((u.dtype.itemsize, u.size), dtype=np.uint8)
     counts = np.zeros((u.dtype.itemsize, 256), dtype=np.int64)
-    _kernels().split_planes(u, transform == "rotl1", planes, counts)
+    _kernels().split_planes(u, transform == "rotl1", tuple(planes), counts)
     return planes, counts
 
 
