@@ -1,27 +1,29 @@
-"""`quant quantize --method lossless` on all-MiniLM-L6-v2 (float32, and bfloat16 / float16 copies made
-here with ml_dtypes), and entropy-coded storage of fixed-rate codes against bitpack.
+"""`--method lossless` on all-MiniLM-L6-v2 (float32, and bfloat16 / float16 copies made here with
+ml_dtypes) against ZipNN, measured side by side in one run; and entropy-coded storage of
+fixed-rate codes against bitpack.
 
-Two float layouts side by side: `rotl1` (byte planes: what quant wrote before `rotl1h10`, forced here
-by making the encoder's first choice `rotl1`) and the default (`rotl1h10` for float32/bfloat16: a
-10-bit head of exponent + two mantissa bits rANS-coded; float16 stays `rotl1`).
+1. Sizes: the archive `quant quantize MODEL -o A --method lossless --include-1d` writes (every float
+   tensor lossless; the int64 position ids kept, stored raw) over the input file's size; round
+   trip: `quant dequantize A -o OUT` compared with the input tensor by tensor.
+2. The codecs in process: quant's `lossless.encode` / `decode` and ZipNN's `compress` /
+   `decompress` (its defaults: byte input of the tensor's dtype, threads = cores) on each float
+   tensor of the file, MB/s of the tensors' bytes per second of process CPU time (and of wall
+   time), medians of --repeat rounds, quant and ZipNN alternating within each round. Both round
+   trips are checked bit for bit.
+3. The commands: `quant dequantize` of the lossless archive and of the int8 archive (`--bits 8`) of
+   the same file, through the installed command, alternating, medians of --repeat runs: wall time
+   and the child's CPU time (user + sys).
+4. The float32 model with the default fixed-rate methods, bitpack vs `codec="entropy"` storage.
 
-Sizes: the archive written by the command line (`quant quantize MODEL -o A --method lossless
---include-1d`, so every float tensor is lossless; the int64 position ids are kept, stored raw)
-over the input file's size. Round trip: `quant dequantize A -o OUT` compared byte for byte with
-the input, tensor by tensor. Speed: the library calls behind those commands (quantize_file and
-dequantize_file, one process, jobs=1), MB/s of the input file's bytes, medians of --repeat runs,
-wall and process-CPU time; with the numba kernels and with the numpy path
-(QUANTCLI_CODEC_BACKEND=numpy: same bytes, checked; one run each, it is slow), measured side by side
-in one run; and the codec alone (lossless.encode / decode of every float tensor, no file I/O).
-    .venv/bin/python benchmarks/bench_lossless.py [--repeat 3]
+    python benchmarks/bench_lossless.py [--repeat 5] [--skip-entropy]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,11 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import real_model  # noqa: E402
 
 from quantcli import Spec, quantize_file  # noqa: E402
-from quantcli.codecs import entropy, lossless  # noqa: E402
+from quantcli.codecs import lossless  # noqa: E402
 from quantcli.dequant import dequantize_file  # noqa: E402
 
 QUANT = os.path.join(os.path.dirname(sys.executable), "quant")
-TARGETS = {"float32": 81.9, "bfloat16": 66.5, "float16": 84.9}  # ZipNN, issue 11
+ZIPNN_DTYPE = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 FIXED = {"uniform int8 channel": Spec(),
          "uniform int4 asym g64": Spec(bits=4, scheme="asymmetric", granularity="group", group_size=64),
          "nf4 g64": Spec(method="nf", bits=4, granularity="group", group_size=64)}
@@ -57,49 +59,59 @@ def copies(model: str, folder: str) -> dict[str, str]:
     return out
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """(median wall seconds, median process CPU seconds) of `repeat` calls."""
-    wall, cpu = [], []
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return statistics.median(wall), statistics.median(cpu)
+def floats(path: str) -> list[np.ndarray]:
+    return [a for a in load_file(path).values() if a.dtype.kind == "f" or a.dtype == ml_dtypes.bfloat16]
 
 
-@contextlib.contextmanager
-def layout(name: str):
-    """Within: the encoder's first choice for floats is `name` ("default": unchanged)."""
-    first = lossless.transform_for
-    if name != "default":
-        lossless.transform_for = lambda dt: "rotl1" if first(dt) != "none" else "none"  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        lossless.transform_for = first
+def clocked(fn):  # type: ignore[no-untyped-def]
+    """(result, wall seconds, process CPU seconds) of fn()."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
 
 
-def codec_speed(path: str, repeat: int) -> dict[str, tuple[int, float, float]]:
-    """layout -> (coded bytes, encode MB/s, decode MB/s) of lossless.encode/decode over every float
-    tensor of `path`, CPU time, medians of `repeat`, the two layouts interleaved run by run."""
-    arrays = [a for a in load_file(path).values() if a.dtype.kind == "f" or a.dtype == ml_dtypes.bfloat16]
+def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[float, ...]]:
+    """coder -> (coded bytes / tensor bytes, encode MB/s CPU, wall, decode MB/s CPU, wall)."""
+    from zipnn import ZipNN
+
+    arrays = floats(path)
     size = sum(a.nbytes for a in arrays)
-    times: dict[str, list[list[float]]] = {"rotl1": [[], []], "default": [[], []]}
-    coded = {}
+    z = ZipNN(input_format="byte", bytearray_dtype=ZIPNN_DTYPE[name])
+    coders = {
+        "quant": (lambda: [lossless.encode(a) for a in arrays],
+                  lambda enc: [lossless.decode(d, p, a.dtype, a.size) for (d, p), a in zip(enc, arrays)],
+                  lambda enc: sum(len(d) for d, _ in enc)),
+        "zipnn": (lambda: [z.compress(a.tobytes()) for a in arrays],
+                  lambda enc: [z.decompress(x) for x in enc],
+                  lambda enc: sum(len(x) for x in enc)),
+    }
+    times: dict[str, list[list[float]]] = {k: [[], [], [], []] for k in coders}
+    ratio = {}
     for _ in range(repeat):
-        for name in times:
-            with layout(name):
-                c = time.process_time()
-                enc = [lossless.encode(a) for a in arrays]
-                times[name][0].append(time.process_time() - c)
-            c = time.process_time()
-            out = [lossless.decode(d, p, a.dtype, a.size) for (d, p), a in zip(enc, arrays)]
-            times[name][1].append(time.process_time() - c)
-            assert all(o.tobytes() == a.tobytes() for o, a in zip(out, arrays))
-            coded[name] = sum(len(d) for d, _ in enc)
-    return {name: (coded[name], size / statistics.median(t[0]) / 1e6, size / statistics.median(t[1]) / 1e6)
-            for name, t in times.items()} | {"size": (size, 0.0, 0.0)}
+        for coder, (enc_fn, dec_fn, nbytes) in coders.items():
+            enc, ew, ec = clocked(enc_fn)
+            dec, dw, dc = clocked(lambda e=enc, f=dec_fn: f(e))  # type: ignore[misc]
+            assert all((o.tobytes() if isinstance(o, np.ndarray) else bytes(o)) == a.tobytes()
+                       for o, a in zip(dec, arrays)), coder
+            for t, v in zip(times[coder], (ec, ew, dc, dw)):
+                t.append(v)
+            ratio[coder] = nbytes(enc) / size
+    return {c: (ratio[c], *(size / statistics.median(t) / 1e6 for t in times[c])) for c in coders}
+
+
+def command_times(archives: dict[str, str], out: str, repeat: int) -> dict[str, tuple[float, float]]:
+    """label -> (median wall s, median CPU s) of `quant dequantize ARCHIVE -o out -q`, alternating."""
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in archives}
+    for _ in range(repeat):
+        for label, arc in archives.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            w = time.perf_counter()
+            subprocess.run([QUANT, "dequantize", arc, "-o", out, "-q"], check=True)
+            wall = time.perf_counter() - w
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            runs[label].append((wall, cpu))
+    return {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()}
 
 
 def same_tensors(a: str, b: str) -> bool:
@@ -110,71 +122,68 @@ def same_tensors(a: str, b: str) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-entropy", action="store_true", help="skip section 4 (fixed-rate codes)")
     args = ap.parse_args()
     model = real_model()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
-          f"numpy {np.__version__}, numba kernels: {bool(entropy._load_numba())}")
+    import numba
+    import zipnn
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"machine: {platform.machine()}, {cpu}, nproc {os.cpu_count()}, Python {platform.python_version()}, "
+          f"numpy {np.__version__}, numba {numba.__version__}, zipnn {zipnn.__version__}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         files = copies(model, tmp)
-        print("\n| input | input bytes | archive bytes rotl1 | rotl1 / input | archive bytes default | "
-              "default / input | target | round trip exact |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| input | input bytes | lossless archive bytes | / input | int8 archive bytes | round trip exact |")
+        print("|---|---|---|---|---|---|")
         archives = {}
         for name, path in files.items():
-            arc, out = os.path.join(tmp, f"{name}.qnt.safetensors"), os.path.join(tmp, f"{name}.out.safetensors")
+            arc, i8 = os.path.join(tmp, f"{name}.ll.qnt.safetensors"), os.path.join(tmp, f"{name}.i8.qnt.safetensors")
+            out = os.path.join(tmp, f"{name}.out.safetensors")
             subprocess.run([QUANT, "quantize", path, "-o", arc, "--method", "lossless", "--include-1d",
                             "--jobs", "1", "-q"], check=True)
+            subprocess.run([QUANT, "quantize", path, "-o", i8, "--bits", "8", "--jobs", "1", "-q"], check=True)
             subprocess.run([QUANT, "dequantize", arc, "-o", out, "-q"], check=True)
-            old = os.path.join(tmp, f"{name}.rotl1.qnt.safetensors")
-            with layout("rotl1"):  # the library call behind the same command
-                quantize_file([path], old, Spec(method="lossless"), include_1d=True, jobs=1)
-            size, asize, osize = os.path.getsize(path), os.path.getsize(arc), os.path.getsize(old)
-            archives[name] = arc
-            print(f"| {name} | {size:,} | {osize:,} | {100 * osize / size:.2f}% | {asize:,} | "
-                  f"{100 * asize / size:.2f}% | <= {TARGETS[name]}% | {same_tensors(path, out)} |")
+            archives[name] = (arc, i8)
+            size, asize = os.path.getsize(path), os.path.getsize(arc)
+            print(f"| {name} | {size:,} | {asize:,} | {100 * asize / size:.2f}% | {os.path.getsize(i8):,} | "
+                  f"{same_tensors(path, out)} |")
 
-        print("\n| input | layout | backend | encode MB/s (wall) | encode MB/s (CPU) | decode MB/s (wall) | "
-              "decode MB/s (CPU) | same bytes as the CLI's |")
+        print("\n| input | coder | coded / tensor bytes | encode MB/s CPU | (wall) | decode MB/s CPU | (wall) |")
+        print("|---|---|---|---|---|---|---|")
+        for name, path in files.items():
+            res = codecs_side_by_side(name, path, args.repeat)
+            for coder, (r, ec, ew, dc, dw) in res.items():
+                print(f"| {name} | {coder} | {100 * r:.3f}% | {ec:.0f} | ({ew:.0f}) | {dc:.0f} | ({dw:.0f}) |")
+            q, zz = res["quant"], res["zipnn"]
+            print(f"| {name} | quant / zipnn | | {q[1] / zz[1]:.2f}x | ({q[2] / zz[2]:.2f}x) | {q[3] / zz[3]:.2f}x | "
+                  f"({q[4] / zz[4]:.2f}x) |", flush=True)
+
+        print("\n| input | lossless dequantize wall s | int8 wall s | lossless / int8 (wall) | "
+              "lossless CPU s | int8 CPU s | lossless / int8 (CPU) | lossless file path MB/s CPU |")
         print("|---|---|---|---|---|---|---|---|")
         for name, path in files.items():
-            size = os.path.getsize(path)
-            for lay, backend, repeat in (("rotl1", "numba", args.repeat), ("default", "numba", args.repeat),
-                                         ("default", "numpy", 1)):
-                os.environ[entropy.ENV_VAR] = backend
-                arc = os.path.join(tmp, f"{name}.{lay}.{backend}.qnt.safetensors")
-                out = os.path.join(tmp, f"{name}.{lay}.{backend}.out.safetensors")
-                spec = Spec(method="lossless")
-                with layout(lay):
-                    enc = timed(lambda p=path, a=arc, s=spec: quantize_file([p], a, s, include_1d=True, jobs=1),
-                                repeat)
-                dec = timed(lambda a=arc, o=out: dequantize_file(a, o), repeat)
-                same = open(arc, "rb").read() == open(archives[name], "rb").read() if lay == "default" else "-"
-                print(f"| {name} | {lay} | {backend} | {size / enc[0] / 1e6:.0f} | {size / enc[1] / 1e6:.0f} | "
-                      f"{size / dec[0] / 1e6:.0f} | {size / dec[1] / 1e6:.0f} | {same} |")
-            os.environ[entropy.ENV_VAR] = "auto"
+            arc, i8 = archives[name]
+            out = os.path.join(tmp, f"{name}.cmd.safetensors")
+            t = command_times({"ll": arc, "i8": i8}, out, args.repeat)
+            dequantize_file(arc, out)  # warm, then the library call behind the command, in process
+            _, _, c = clocked(lambda a=arc, o=out: dequantize_file(a, o))  # type: ignore[misc]
+            (lw, lc), (iw, ic) = t["ll"], t["i8"]
+            print(f"| {name} | {lw:.2f} | {iw:.2f} | {lw / iw:.2f}x | {lc:.2f} | {ic:.2f} | {lc / ic:.2f}x | "
+                  f"{os.path.getsize(path) / c / 1e6:.0f} |", flush=True)
 
-        print("\n| input | layout | coded bytes | % of tensor bytes | codec encode MB/s (CPU) | codec decode MB/s (CPU) |")
-        print("|---|---|---|---|---|---|")
-        for name, path in files.items():
-            res = codec_speed(path, max(args.repeat, 3))
-            for lay in ("rotl1", "default"):
-                nbytes, enc_mbs, dec_mbs = res[lay]
-                print(f"| {name} | {lay} | {nbytes:,} | {100 * nbytes / res['size'][0]:.3f}% | {enc_mbs:.0f} | "
-                      f"{dec_mbs:.0f} |")
-
-        print("\n| float32 model | bitpack bytes | entropy bytes | entropy / bitpack | decoded values identical |")
-        print("|---|---|---|---|---|")
-        for label, spec in FIXED.items():
-            fixed, coded = os.path.join(tmp, "fixed.qnt.safetensors"), os.path.join(tmp, "coded.qnt.safetensors")
-            quantize_file([model], fixed, spec, jobs=1)
-            quantize_file([model], coded, spec.with_options(codec="entropy"), jobs=1)
-            a, b = os.path.join(tmp, "a.safetensors"), os.path.join(tmp, "b.safetensors")
-            dequantize_file(fixed, a)
-            dequantize_file(coded, b)
-            fs, cs = os.path.getsize(fixed), os.path.getsize(coded)
-            print(f"| {label} | {fs:,} | {cs:,} | {100 * cs / fs:.2f}% | {same_tensors(a, b)} |")
+        if not args.skip_entropy:
+            print("\n| float32 model | bitpack bytes | entropy bytes | entropy / bitpack | decoded values identical |")
+            print("|---|---|---|---|---|")
+            for label, spec in FIXED.items():
+                fixed, coded = os.path.join(tmp, "fixed.qnt.safetensors"), os.path.join(tmp, "coded.qnt.safetensors")
+                quantize_file([model], fixed, spec, jobs=1)
+                quantize_file([model], coded, spec.with_options(codec="entropy"), jobs=1)
+                a, b = os.path.join(tmp, "a.safetensors"), os.path.join(tmp, "b.safetensors")
+                dequantize_file(fixed, a)
+                dequantize_file(coded, b)
+                fs, cs = os.path.getsize(fixed), os.path.getsize(coded)
+                print(f"| {label} | {fs:,} | {cs:,} | {100 * cs / fs:.2f}% | {same_tensors(a, b)} |")
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
