@@ -21,6 +21,7 @@ fixed-rate codes against bitpack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -38,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import real_model  # noqa: E402
 
 from quantcli import Spec, quantize_file  # noqa: E402
-from quantcli.codecs import lossless  # noqa: E402
+from quantcli.codecs import entropy, lossless  # noqa: E402
 from quantcli.dequant import dequantize_file  # noqa: E402
 
 QUANT = os.path.join(os.path.dirname(sys.executable), "quant")
@@ -70,8 +71,33 @@ def clocked(fn):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - w, time.process_time() - c
 
 
+class RansClock:
+    """Process CPU seconds spent inside entropy.py's public calls (the rANS coder) while active."""
+
+    def __init__(self) -> None:
+        self.seconds = {"encode": 0.0, "decode": 0.0}
+
+    def __enter__(self) -> "RansClock":
+        self.saved = entropy.encode_symbols, entropy.decode
+
+        def timed(fn, key):  # type: ignore[no-untyped-def]
+            def run(*a, **k):  # type: ignore[no-untyped-def]
+                c = time.process_time()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    self.seconds[key] += time.process_time() - c
+            return run
+        entropy.encode_symbols, entropy.decode = timed(self.saved[0], "encode"), timed(self.saved[1], "decode")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        entropy.encode_symbols, entropy.decode = self.saved
+
+
 def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[float, ...]]:
-    """coder -> (coded bytes / tensor bytes, encode MB/s CPU, wall, decode MB/s CPU, wall)."""
+    """coder -> (coded bytes / tensor bytes, encode MB/s CPU, wall, decode MB/s CPU, wall), and
+    "rans" -> the share of quant's encode and decode CPU time spent in entropy.py."""
     from zipnn import ZipNN
 
     arrays = floats(path)
@@ -87,16 +113,19 @@ def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[fl
     }
     times: dict[str, list[list[float]]] = {k: [[], [], [], []] for k in coders}
     ratio = {}
+    rans = RansClock()
     for _ in range(repeat):
         for coder, (enc_fn, dec_fn, nbytes) in coders.items():
-            enc, ew, ec = clocked(enc_fn)
-            dec, dw, dc = clocked(lambda e=enc, f=dec_fn: f(e))  # type: ignore[misc]
+            with rans if coder == "quant" else contextlib.nullcontext():
+                enc, ew, ec = clocked(enc_fn)
+                dec, dw, dc = clocked(lambda e=enc, f=dec_fn: f(e))  # type: ignore[misc]
             assert all((o.tobytes() if isinstance(o, np.ndarray) else bytes(o)) == a.tobytes()
                        for o, a in zip(dec, arrays)), coder
             for t, v in zip(times[coder], (ec, ew, dc, dw)):
                 t.append(v)
             ratio[coder] = nbytes(enc) / size
-    return {c: (ratio[c], *(size / statistics.median(t) / 1e6 for t in times[c])) for c in coders}
+    share = (rans.seconds["encode"] / sum(times["quant"][0]), rans.seconds["decode"] / sum(times["quant"][2]))
+    return {c: (ratio[c], *(size / statistics.median(t) / 1e6 for t in times[c])) for c in coders} | {"rans": share}
 
 
 def command_times(archives: dict[str, str], out: str, repeat: int) -> dict[str, tuple[float, float]]:
@@ -127,10 +156,10 @@ def main() -> None:
     args = ap.parse_args()
     model = real_model()
     import numba
-    import zipnn
+    from importlib.metadata import version
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"machine: {platform.machine()}, {cpu}, nproc {os.cpu_count()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}, numba {numba.__version__}, zipnn {zipnn.__version__}")
+          f"numpy {np.__version__}, numba {numba.__version__}, zipnn {version('zipnn')}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         files = copies(model, tmp)
@@ -151,13 +180,18 @@ def main() -> None:
 
         print("\n| input | coder | coded / tensor bytes | encode MB/s CPU | (wall) | decode MB/s CPU | (wall) |")
         print("|---|---|---|---|---|---|---|")
+        shares = {}
         for name, path in files.items():
             res = codecs_side_by_side(name, path, args.repeat)
+            shares[name] = res.pop("rans")
             for coder, (r, ec, ew, dc, dw) in res.items():
                 print(f"| {name} | {coder} | {100 * r:.3f}% | {ec:.0f} | ({ew:.0f}) | {dc:.0f} | ({dw:.0f}) |")
             q, zz = res["quant"], res["zipnn"]
             print(f"| {name} | quant / zipnn | | {q[1] / zz[1]:.2f}x | ({q[2] / zz[2]:.2f}x) | {q[3] / zz[3]:.2f}x | "
                   f"({q[4] / zz[4]:.2f}x) |", flush=True)
+
+        print("\nShare of quant's codec CPU time inside entropy.py (rANS encode_symbols / decode): "
+              + ", ".join(f"{n} {100 * e:.0f}% of encode, {100 * d:.0f}% of decode" for n, (e, d) in shares.items()))
 
         print("\n| input | lossless dequantize wall s | int8 wall s | lossless / int8 (wall) | "
               "lossless CPU s | int8 CPU s | lossless / int8 (CPU) | lossless file path MB/s CPU |")
@@ -171,6 +205,16 @@ def main() -> None:
             (lw, lc), (iw, ic) = t["ll"], t["i8"]
             print(f"| {name} | {lw:.2f} | {iw:.2f} | {lw / iw:.2f}x | {lc:.2f} | {ic:.2f} | {lc / ic:.2f}x | "
                   f"{os.path.getsize(path) / c / 1e6:.0f} |", flush=True)
+
+        tiny = os.path.join(tmp, "tiny.safetensors")
+        save_file({"w": np.linspace(-1, 1, 4096, dtype=np.float32).reshape(64, 64)}, tiny)
+        small = {}
+        for label, opts in (("ll", ["--method", "lossless"]), ("i8", ["--bits", "8"])):
+            small[label] = os.path.join(tmp, f"tiny.{label}.qnt.safetensors")
+            subprocess.run([QUANT, "quantize", tiny, "-o", small[label], *opts, "-q"], check=True)
+        t = command_times(small, os.path.join(tmp, "tiny.out.safetensors"), args.repeat)
+        print(f"| one 64x64 float32 tensor (fixed costs) | {t['ll'][0]:.2f} | {t['i8'][0]:.2f} | "
+              f"{t['ll'][0] / t['i8'][0]:.2f}x | {t['ll'][1]:.2f} | {t['i8'][1]:.2f} | {t['ll'][1] / t['i8'][1]:.2f}x | - |")
 
         if not args.skip_entropy:
             print("\n| float32 model | bitpack bytes | entropy bytes | entropy / bitpack | decoded values identical |")
