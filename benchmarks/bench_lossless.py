@@ -15,7 +15,10 @@ fixed-rate codes against bitpack.
    and the child's CPU time (user + sys).
 4. The float32 model with the default fixed-rate methods, bitpack vs `codec="entropy"` storage.
 
-    python benchmarks/bench_lossless.py [--repeat 5] [--skip-entropy]
+With --baseline REV (e.g. the commit before a change), the package at that revision is measured
+too, in the same rounds: its codec (sections 2) and its command (`python -m quantcli_base`, 3).
+
+    python benchmarks/bench_lossless.py [--repeat 5] [--skip-entropy] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -95,7 +98,20 @@ class RansClock:
         entropy.encode_symbols, entropy.decode = self.saved
 
 
-def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[float, ...]]:
+def baseline(rev: str, folder: str):  # type: ignore[no-untyped-def]
+    """The package as it was at git revision `rev`, importable as `quantcli_base` from `folder`
+    (every import inside the package is relative), and its lossless codec module."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tree = subprocess.run(["git", "-C", root, "archive", rev, "quantcli"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=tree, check=True)
+    os.rename(os.path.join(folder, "quantcli"), os.path.join(folder, "quantcli_base"))
+    sys.path.insert(0, folder)
+    import importlib
+    return importlib.import_module("quantcli_base.codecs.lossless")
+
+
+def codecs_side_by_side(name: str, path: str, repeat: int, base=None, rev: str = ""  # type: ignore[no-untyped-def]
+                        ) -> dict[str, tuple[float, ...]]:
     """coder -> (coded bytes / tensor bytes, encode MB/s CPU, wall, decode MB/s CPU, wall), and
     "rans" -> the share of quant's encode and decode CPU time spent in entropy.py."""
     from zipnn import ZipNN
@@ -111,6 +127,10 @@ def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[fl
                   lambda enc: [z.decompress(x) for x in enc],
                   lambda enc: sum(len(x) for x in enc)),
     }
+    if base is not None:
+        coders[f"quant {rev}"] = (lambda: [base.encode(a) for a in arrays],
+                                  lambda enc: [base.decode(d, p, a.dtype, a.size) for (d, p), a in zip(enc, arrays)],
+                                  lambda enc: sum(len(d) for d, _ in enc))
     times: dict[str, list[list[float]]] = {k: [[], [], [], []] for k in coders}
     ratio = {}
     rans = RansClock()
@@ -128,14 +148,17 @@ def codecs_side_by_side(name: str, path: str, repeat: int) -> dict[str, tuple[fl
     return {c: (ratio[c], *(size / statistics.median(t) / 1e6 for t in times[c])) for c in coders} | {"rans": share}
 
 
-def command_times(archives: dict[str, str], out: str, repeat: int) -> dict[str, tuple[float, float]]:
-    """label -> (median wall s, median CPU s) of `quant dequantize ARCHIVE -o out -q`, alternating."""
+def command_times(archives: dict[str, tuple[list[str], str]], out: str, repeat: int) -> dict[str, tuple[float, float]]:
+    """label -> (median wall s, median CPU s) of `COMMAND dequantize ARCHIVE -o out -q`, alternating,
+    after one untimed run of each (numba's on-disk cache filled)."""
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in archives}
+    for cmd, arc in archives.values():
+        subprocess.run([*cmd, "dequantize", arc, "-o", out, "-q"], check=True)
     for _ in range(repeat):
-        for label, arc in archives.items():
+        for label, (cmd, arc) in archives.items():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             w = time.perf_counter()
-            subprocess.run([QUANT, "dequantize", arc, "-o", out, "-q"], check=True)
+            subprocess.run([*cmd, "dequantize", arc, "-o", out, "-q"], check=True)
             wall = time.perf_counter() - w
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -153,6 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-entropy", action="store_true", help="skip section 4 (fixed-rate codes)")
+    ap.add_argument("--baseline", metavar="REV", help="also measure the package at this git revision")
     args = ap.parse_args()
     model = real_model()
     import numba
@@ -163,6 +187,12 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         files = copies(model, tmp)
+        base = None
+        if args.baseline:
+            os.mkdir(os.path.join(tmp, "base"))
+            base = baseline(args.baseline, os.path.join(tmp, "base"))
+        base_cmd = [sys.executable, "-m", "quantcli_base"]
+        os.environ["PYTHONPATH"] = os.path.join(tmp, "base")  # for base_cmd
         print("\n| input | input bytes | lossless archive bytes | / input | int8 archive bytes | round trip exact |")
         print("|---|---|---|---|---|---|")
         archives = {}
@@ -182,13 +212,17 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         shares = {}
         for name, path in files.items():
-            res = codecs_side_by_side(name, path, args.repeat)
+            res = codecs_side_by_side(name, path, args.repeat, base, args.baseline or "")
             shares[name] = res.pop("rans")
             for coder, (r, ec, ew, dc, dw) in res.items():
                 print(f"| {name} | {coder} | {100 * r:.3f}% | {ec:.0f} | ({ew:.0f}) | {dc:.0f} | ({dw:.0f}) |")
             q, zz = res["quant"], res["zipnn"]
             print(f"| {name} | quant / zipnn | | {q[1] / zz[1]:.2f}x | ({q[2] / zz[2]:.2f}x) | {q[3] / zz[3]:.2f}x | "
                   f"({q[4] / zz[4]:.2f}x) |", flush=True)
+            if base:
+                b = res[f"quant {args.baseline}"]
+                print(f"| {name} | quant / quant {args.baseline} | | {q[1] / b[1]:.2f}x | ({q[2] / b[2]:.2f}x) | "
+                      f"{q[3] / b[3]:.2f}x | ({q[4] / b[4]:.2f}x) |", flush=True)
 
         print("\nShare of quant's codec CPU time inside entropy.py (rANS encode_symbols / decode): "
               + ", ".join(f"{n} {100 * e:.0f}% of encode, {100 * d:.0f}% of decode" for n, (e, d) in shares.items()))
@@ -199,7 +233,12 @@ def main() -> None:
         for name, path in files.items():
             arc, i8 = archives[name]
             out = os.path.join(tmp, f"{name}.cmd.safetensors")
-            t = command_times({"ll": arc, "i8": i8}, out, args.repeat)
+            cmds = {"ll": ([QUANT], arc), "i8": ([QUANT], i8)} | ({"base": (base_cmd, arc)} if base else {})
+            t = command_times(cmds, out, args.repeat)
+            if base:
+                bw, bc = t["base"]
+                print(f"| {name} ({args.baseline}) | {bw:.2f} | | {bw / t['i8'][0]:.2f}x | {bc:.2f} | | "
+                      f"{bc / t['i8'][1]:.2f}x | |")
             dequantize_file(arc, out)  # warm, then the library call behind the command, in process
             _, _, c = clocked(lambda a=arc, o=out: dequantize_file(a, o))  # type: ignore[misc]
             (lw, lc), (iw, ic) = t["ll"], t["i8"]
@@ -212,7 +251,8 @@ def main() -> None:
         for label, opts in (("ll", ["--method", "lossless"]), ("i8", ["--bits", "8"])):
             small[label] = os.path.join(tmp, f"tiny.{label}.qnt.safetensors")
             subprocess.run([QUANT, "quantize", tiny, "-o", small[label], *opts, "-q"], check=True)
-        t = command_times(small, os.path.join(tmp, "tiny.out.safetensors"), args.repeat)
+        t = command_times({k: ([QUANT], v) for k, v in small.items()}, os.path.join(tmp, "tiny.out.safetensors"),
+                          args.repeat)
         print(f"| one 64x64 float32 tensor (fixed costs) | {t['ll'][0]:.2f} | {t['i8'][0]:.2f} | "
               f"{t['ll'][0] / t['i8'][0]:.2f}x | {t['ll'][1]:.2f} | {t['i8'][1]:.2f} | {t['ll'][1] / t['i8'][1]:.2f}x | - |")
 

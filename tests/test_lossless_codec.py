@@ -126,10 +126,6 @@ def test_head_kernels_match_oracle(k, n):
     assert np.array_equal(back, u)
 
 
-def weights_like(dtype: np.dtype, n: int, seed: int = 0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(n) * 0.04).astype(dtype)
-
-
 @pytest.mark.parametrize("dtype", [F32, BF16, F16], ids=str)
 @pytest.mark.parametrize("n", [5, 4099, 70001])
 def test_streams_are_the_oracles_streams(dtype, n):

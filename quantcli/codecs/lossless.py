@@ -22,6 +22,7 @@ params = {"transform": "rotl1h10" | "rotl1" | "none", "planes": [one dict per st
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Union
 
 import numpy as np
@@ -85,7 +86,7 @@ def _le(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
-def _kernels():  # type: ignore[no-untyped-def]
+def _kernels() -> ModuleType:
     """The numba kernels (lossless_kernels.py), imported on first use: numba loads only when a
     lossless stream is encoded or decoded."""
     from . import lossless_kernels
@@ -112,7 +113,7 @@ def byte_planes(arr: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray
 def _pack_res(res: np.ndarray) -> memoryview:
     packed = np.empty(packed_nbytes(res.size, RES_BITS), dtype=np.uint8)
     _kernels().pack6(res, packed)
-    return memoryview(packed)
+    return packed.data
 
 
 def _entropy_bytes(counts: np.ndarray, n: int) -> float:
@@ -131,7 +132,7 @@ def _encode_plane(sym: np.ndarray, counts: np.ndarray, width: int = 8) -> tuple[
     pays) and, for byte planes, zstd level 1; `counts` is sym's histogram. A raw byte plane is
     returned as a view of `sym`, not a copy."""
     n = sym.size
-    raw: Buffer = memoryview(sym) if width == 8 else _pack_res(sym)
+    raw: Buffer = sym.data if width == 8 else _pack_res(sym)
     best: tuple[Buffer, dict] = (raw, {"codec": "raw", "nbytes": len(raw)})
     if n == 0:
         return best
@@ -193,8 +194,8 @@ def encode(array: np.ndarray, transform: str | None = None) -> tuple[bytes, dict
     parts: list[Buffer] = []
     plane_params = []
     for plane, c in zip(planes, counts):
-        data, p = _encode_plane(plane, c)
-        parts.append(data)
+        stream, p = _encode_plane(plane, c)
+        parts.append(stream)
         plane_params.append(p)
     return b"".join(parts), {"transform": transform, "planes": plane_params}
 
