@@ -18,6 +18,11 @@ The low mantissa bytes are near-uniform: stored raw, unless zstd level 1 (which 
 e.g. in embedding tables) or rANS makes them smaller. Every bit is kept, NaN payloads and
 subnormals included: decode(encode(a)) has a's exact bits. Layout: docs/FORMAT.md section 6.4;
 params = {"transform": "rotl1h10" | "rotl1" | "none", "planes": [one dict per stream]}.
+
+Speed: the split and merge are one pass each (lossless_kernels.py, numba, imported on first use).
+The split also counts every stream's histogram; the decoder reads raw streams as views of the
+archive's bytes and merges them, the bit-packed residual included, straight into the output words.
+What remains is mostly the rANS coder (entropy.py): docs/BENCHMARKS-lossless.md.
 """
 
 from __future__ import annotations
