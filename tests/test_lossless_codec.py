@@ -105,6 +105,7 @@ def test_plane_kernels_match_oracle(k, n, rot):
 @pytest.mark.parametrize("k", [2, 4])
 @pytest.mark.parametrize("n", SIZES)
 def test_head_kernels_match_oracle(k, n):
+    assert (K.HEAD_BITS, K.RES_BITS) == (lossless.HEAD_BITS, lossless.RES_BITS)
     u = words(k, n, seed=n)
     low, res, head = np.empty((k - 2, n), np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint16)
     c_low, c_res, c_head = np.zeros((k - 2, 256), np.int64), np.zeros(64, np.int64), np.zeros(1024, np.int64)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-HEAD_BITS, RES_BITS = 10, 6
+HEAD_BITS, RES_BITS = 10, 6  # lossless.HEAD_BITS / RES_BITS (that module imports this one, not back)
+HEAD_MASK, RES_MASK = (1 << HEAD_BITS) - 1, (1 << RES_BITS) - 1
 _ONE = np.uint64(1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-_B8, _B6 = np.uint64(0xFF), np.uint64(0x3F)
+_B8 = np.uint64(0xFF)
 
 
 @njit(cache=True, nogil=True)
@@ -75,8 +76,8 @@ def split_head(u, planes, res, head, counts_low, counts_res, counts_head):
     for e in range(u.size):
         x = np.uint32(u[e])
         x = (x << 1) | (x >> top)  # bits above 8k are never read below
-        h = (x >> hs) & 1023
-        r = (x >> rs) & 63
+        h = (x >> hs) & HEAD_MASK
+        r = (x >> rs) & RES_MASK
         head[e] = h
         res[e] = r
         counts_head[h] += 1
@@ -115,7 +116,7 @@ def merge_head_packed(p0, p1, packed, head, u):
         w = np.uint32(packed[3 * q]) | (np.uint32(packed[3 * q + 1]) << 8) | (np.uint32(packed[3 * q + 2]) << 16)
         for j in range(4):
             e = 4 * q + j
-            x = (np.uint32(head[e]) << hs) | (((w >> (6 * j)) & 63) << rs)
+            x = (np.uint32(head[e]) << hs) | (((w >> (RES_BITS * j)) & RES_MASK) << rs)
             if k == 4:
                 x |= np.uint32(p0[e]) | (np.uint32(p1[e]) << 8)
             u[e] = (x >> 1) | ((x & 1) << top)
@@ -123,7 +124,7 @@ def merge_head_packed(p0, p1, packed, head, u):
     for b in range(packed.size - 3 * g):
         w |= np.uint32(packed[3 * g + b]) << (8 * b)
     for e in range(4 * g, n):
-        x = (np.uint32(head[e]) << hs) | (((w >> (6 * (e - 4 * g))) & 63) << rs)
+        x = (np.uint32(head[e]) << hs) | (((w >> (RES_BITS * (e - 4 * g))) & RES_MASK) << rs)
         if k == 4:
             x |= np.uint32(p0[e]) | (np.uint32(p1[e]) << 8)
         u[e] = (x >> 1) | ((x & 1) << top)
