@@ -7,6 +7,7 @@ kernels served from the on-disk cache."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import tracemalloc
 
 import ml_dtypes
@@ -315,3 +316,56 @@ def test_golden_rotl1h10_archive(tmp_path):
         print(f"rotl1h10 archive: {digest}")
         return
     assert digest == "12b0872dac03aa2d20ff3aa30e7f084dcf409c4debc0bf1bb5be18972da035bf"
+
+
+def old_archive_inputs() -> dict[str, np.ndarray]:
+    """The tensors of tests/golden/lossless-bc1329b.qnt.safetensors, from integers only: golden
+    weights in each float dtype with NaN payloads (quiet, signalling, negative), infinities,
+    subnormals and both zeros spliced in (these are stored `rotl1`), and plain golden weights in
+    float32 and bfloat16 (stored `rotl1h10`)."""
+    out = {}
+    for name, dt, n in (("f32", F32, 3000), ("bf16", BF16, 3000), ("f16", F16, 3000), ("f64", F64, 300)):
+        a = golden_weights(n).astype(dt).reshape(-1, 10)
+        k = dt.itemsize
+        bits = a.reshape(-1).view(UINT[k])
+        exp = {2: 0x7C00 if dt == F16 else 0x7F80, 4: 0x7F800000, 8: 0x7FF0000000000000}[k]
+        sign = 1 << (8 * k - 1)
+        special = [exp | 1, exp | 5, exp | (exp >> 1 & ~exp), sign | exp | 3, exp, sign | exp, 0, sign, 1, sign | 7]
+        bits[:: n // len(special)][: len(special)] = np.array(special, dtype=np.uint64).astype(UINT[k])
+        out[name] = a
+    out["f32-plain"] = golden_weights(6000).reshape(60, 100)
+    out["bf16-plain"] = golden_weights(6000).astype(BF16)
+    return out
+
+
+def test_archive_written_before_the_kernel_rewrite_still_decodes():
+    """tests/golden/lossless-bc1329b.qnt.safetensors was written by commit bc1329b (the version
+    before the lossless kernels moved to lossless_kernels.py): it decodes bit for bit, and today's
+    writer still writes the same bytes."""
+    import os
+
+    import json
+
+    from quantcli import Spec, open_archive, quantize_file
+    from quantcli.output import SafetensorsWriter
+    from quantcli.safetensors_io import SafetensorsFile
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "lossless-bc1329b.qnt.safetensors")
+    want = old_archive_inputs()
+    with SafetensorsFile(golden) as st:
+        manifest = json.loads(st.metadata["quant.manifest"])
+    layouts = {t["name"]: t["codecs"]["values"]["transform"] for t in manifest["tensors"]}
+    assert layouts == {"f32": "rotl1", "bf16": "rotl1", "f16": "rotl1", "f64": "rotl1",
+                       "f32-plain": "rotl1h10", "bf16-plain": "rotl1h10"}
+    with open_archive(golden) as a:
+        assert sorted(t.name for t in a.tensors) == sorted(want)
+        for name, x in want.items():
+            back = a.decode(a.by_name[name])
+            assert back.dtype == x.dtype and back.shape == x.shape and back.tobytes() == x.tobytes(), name
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = os.path.join(tmp, "src.safetensors"), os.path.join(tmp, "out.qnt.safetensors")
+        writer = SafetensorsWriter(src)
+        for name, x in want.items():
+            writer.add(name, x)
+        writer.finish({"format": "pt"})
+        quantize_file([src], out, Spec(method="lossless"), include_1d=True, jobs=1)
+        assert open(out, "rb").read() == open(golden, "rb").read()
