@@ -128,7 +128,7 @@ def bench_ints(weights, repeat, quick):
 
 def rot_planes(a):
     k = a.dtype.itemsize
-    return lossless._to_planes(a, "rotl1") if k > 1 else a.view(np.uint8)[None]
+    return lossless.byte_planes(a, "rotl1")[0] if k > 1 else a.view(np.uint8)[None]
 
 
 def float_schemes():

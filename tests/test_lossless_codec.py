@@ -1,11 +1,13 @@
 """The lossless codec's `rotl1h10` layout (10-bit head rANS-coded, 6-bit residual, low byte planes):
-golden bytes, the same bytes from the numba and numpy paths, bit-exact round trips on hostile
-input in both float layouts, old `rotl1` streams still read, forged params refused before any
-large allocation."""
+golden bytes, the numba kernels equal to their numpy oracles (tests/lossless_oracle.py) bit for bit,
+bit-exact round trips on hostile input in both float layouts, old `rotl1` streams still read, forged
+params refused before any large allocation, numba imported only when a stream is coded and its
+kernels served from the on-disk cache."""
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import tracemalloc
 
 import ml_dtypes
@@ -14,18 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcli.codecs import CodecError, entropy, lossless
-from quantcli.packing import pack_bits, unpack_bits
+import lossless_oracle as oracle
+from quantcli.codecs import CodecError, lossless, lossless_kernels as K
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32, F16, F64 = np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-@pytest.fixture(params=["numba", "numpy"])
-def backend(request, monkeypatch):
-    monkeypatch.setenv(entropy.ENV_VAR, request.param)
-    return request.param
 
 
 def golden_weights(n: int = 70000) -> np.ndarray:
@@ -53,7 +49,7 @@ def roundtrip(a: np.ndarray, transform: str | None = None) -> tuple[bytes, dict]
     return data, params
 
 
-def test_golden_rotl1h10(backend):
+def test_golden_rotl1h10():
     w = golden_weights()
     data, params = roundtrip(w)
     assert params["transform"] == "rotl1h10"
@@ -64,7 +60,7 @@ def test_golden_rotl1h10(backend):
     assert hashlib.sha256(data).hexdigest() == "1f8a1f50baca761ea94be986da9f1e4a11ed9137e3ef9df60c0af8596eb30b90"
 
 
-def test_old_rotl1_streams_still_decode(backend):
+def test_old_rotl1_streams_still_decode():
     """What quant wrote before rotl1h10 (pinned in test_codecs' golden test) reads back exactly."""
     w = golden_weights()
     data, params = lossless.encode(w, "rotl1")
@@ -75,39 +71,82 @@ def test_old_rotl1_streams_still_decode(backend):
     assert params["planes"][1]["codec"] == "rans"
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 1000, 4097])
-def test_pack6_kernel_matches_packing(n):
-    res = np.random.default_rng(n).integers(0, 64, n).astype(np.uint8)
-    want = pack_bits(res, 6).tobytes()
-    got = {}
-    for be in ("numba", "numpy"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(entropy.ENV_VAR, be)
-            got[be] = lossless._pack_res(res)
-            out = np.empty(n, np.uint8)
-            lossless._unpack_res(np.frombuffer(want, np.uint8), out)
-            assert np.array_equal(out, unpack_bits(np.frombuffer(want, np.uint8), 6, n))
-    assert got["numba"] == got["numpy"] == want
-
-
 def weights_like(dtype: np.dtype, n: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(n) * 0.04).astype(dtype)
 
 
+SIZES = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 1000, 4097, 70001]
+
+
+def words(k: int, n: int, seed: int) -> np.ndarray:
+    """Any bit patterns (NaN payloads, subnormals, both zeros included) as k-byte words."""
+    return np.random.default_rng(seed).integers(0, 256, n * k, dtype=np.uint8).view(UINT8[k])
+
+
+UINT8 = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("rot", [False, True])
+def test_plane_kernels_match_oracle(k, n, rot):
+    u = words(k, n, seed=n + k)
+    planes, counts = np.empty((k, n), np.uint8), np.zeros((k, 256), np.int64)
+    K.split_planes(u, rot, tuple(planes), counts)
+    want_planes, want_counts = oracle.split_planes(u, rot)
+    assert np.array_equal(planes, want_planes) and np.array_equal(counts, want_counts)
+    back = np.empty(n, UINT8[k])
+    views = tuple(p for p in planes.copy())  # read-only like the decoder's views of archive bytes
+    for v in views:
+        v.flags.writeable = False
+    K.merge_planes(views, rot, back)
+    assert np.array_equal(back, u) and np.array_equal(back, oracle.merge_planes(list(planes), rot, u.dtype))
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("n", SIZES)
+def test_head_kernels_match_oracle(k, n):
+    assert (K.HEAD_BITS, K.RES_BITS) == (lossless.HEAD_BITS, lossless.RES_BITS)
+    u = words(k, n, seed=n)
+    low, res, head = np.empty((k - 2, n), np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint16)
+    c_low, c_res, c_head = np.zeros((k - 2, 256), np.int64), np.zeros(64, np.int64), np.zeros(1024, np.int64)
+    K.split_head(u, low, res, head, c_low, c_res, c_head)
+    want = oracle.split_head(u)
+    for got, exp in zip((low, res, head, c_low, c_res, c_head), want):
+        assert got.dtype == exp.dtype or got.dtype == np.int64
+        assert np.array_equal(got, exp)
+    p0, p1 = (low[0], low[1]) if k == 4 else (res[:0], res[:0])
+    back = np.empty(n, UINT8[k])
+    K.merge_head(p0, p1, res, head, back)
+    assert np.array_equal(back, u) and np.array_equal(back, oracle.merge_head(list(low), res, head, u.dtype))
+    packed = np.empty(lossless.packed_nbytes(n, 6), np.uint8)
+    K.pack6(res, packed)
+    assert packed.tobytes() == oracle.pack6(res).tobytes()
+    assert np.array_equal(oracle.unpack6(packed, n), res)
+    back[:] = 0
+    K.merge_head_packed(p0, p1, packed, head, back)
+    assert np.array_equal(back, u)
+
+
 @pytest.mark.parametrize("dtype", [F32, BF16, F16], ids=str)
 @pytest.mark.parametrize("n", [5, 4099, 70001])
-def test_numba_and_numpy_write_and_read_the_same_bytes(dtype, n, monkeypatch):
+def test_streams_are_the_oracles_streams(dtype, n):
+    """The encoder's streams, taken apart by hand: raw planes are the oracle's planes byte for byte,
+    and the decoder reads a stream whose planes were made by the oracle."""
     a = weights_like(dtype, n, seed=n)
-    out = {}
-    for be in ("numba", "numpy"):
-        monkeypatch.setenv(entropy.ENV_VAR, be)
-        out[be] = roundtrip(a, "rotl1h10")
-    assert out["numba"] == out["numpy"]
+    data, params = roundtrip(a, "rotl1h10")
     if n >= lossless.TRY_BOTH:
-        assert out["numba"][1]["transform"] == "rotl1h10"
-    for be in ("numba", "numpy"):  # and each reads the other's
-        monkeypatch.setenv(entropy.ENV_VAR, be)
-        assert lossless.decode(*out["numba"], dtype, n).tobytes() == a.tobytes()
+        assert params["transform"] == "rotl1h10"
+    if params["transform"] != "rotl1h10":
+        return
+    low, res, _, *_ = oracle.split_head(a.view(UINT8[dtype.itemsize]))
+    start = 0
+    for i, p in enumerate(params["planes"][:-1]):
+        chunk = data[start:start + p["nbytes"]]
+        if p["codec"] == "raw":
+            want = low[i] if i < len(low) else oracle.pack6(res)
+            assert chunk == want.tobytes()
+        start += p["nbytes"]
 
 
 def hostile(dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -128,7 +167,7 @@ def hostile(dtype: np.dtype) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("dtype", [F32, BF16, F16, F64], ids=str)
-def test_hostile_inputs_bit_exact_in_every_layout(dtype, backend):
+def test_hostile_inputs_bit_exact_in_every_layout(dtype):
     for name, a in hostile(dtype).items():
         for transform in lossless.transforms_for(dtype):
             data, params = roundtrip(a, transform)
@@ -211,35 +250,43 @@ class TestForged:
             lossless.decode(bytes(bad), self.params, F32, self.a.size)
 
 
-def test_without_numba_installed_same_bytes():
-    """A process where numba cannot be imported (the `fast` extra absent) writes and reads the same
-    bytes as the numba kernels."""
+def _python(code: str) -> str:
     import os
     import subprocess
     import sys
-    code = """
-import hashlib, sys
-sys.modules["numba"] = None  # import numba raises ImportError
-sys.path.insert(0, "tests")
-import ml_dtypes
-from quantcli.codecs import entropy, lossless
-from test_lossless_codec import golden_weights
-assert not entropy._load_numba() and entropy._backend() == "numpy"
-for a in (golden_weights(), golden_weights().astype(ml_dtypes.bfloat16)):
-    data, params = lossless.encode(a)
-    assert lossless.decode(data, params, a.dtype, a.size).tobytes() == a.tobytes()
-    print(params["transform"], hashlib.sha256(data).hexdigest())
-"""
-    env = {k: v for k, v in os.environ.items() if k != entropy.ENV_VAR}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert run.returncode == 0, run.stderr
-    want = []
-    for a in (golden_weights(), golden_weights().astype(BF16)):
-        data, params = lossless.encode(a)
-        want.append(f"{params['transform']} {hashlib.sha256(data).hexdigest()}")
-    assert run.stdout.split("\n")[:2] == want
-    assert want[0].startswith("rotl1h10 ") and want[1].startswith("rotl1h10 ")
+    return run.stdout
+
+
+def test_numba_is_imported_only_when_a_stream_is_coded():
+    out = _python("""
+import sys
+import numpy as np
+from quantcli.codecs import lossless
+print("numba" in sys.modules)
+lossless.encode(np.ones(10, np.float32))
+print("numba" in sys.modules)
+""")
+    assert out.split() == ["False", "True"]
+
+
+def test_kernels_come_from_the_on_disk_cache():
+    """A second process compiles nothing: every kernel a round trip uses is a cache hit."""
+    code = """
+import numpy as np, ml_dtypes
+from quantcli.codecs import lossless, lossless_kernels as K
+for dt in (np.float32, ml_dtypes.bfloat16, np.float16, np.float64):
+    a = (np.arange(70001, dtype=np.float64) * 1e-4).astype(dt)
+    data, params = lossless.encode(a)
+    assert lossless.decode(data, params, a.dtype, a.size).tobytes() == a.tobytes()
+kernels = [K.split_planes, K.merge_planes, K.split_head, K.merge_head, K.merge_head_packed, K.pack6]
+print(sum(len(k.stats.cache_misses) for k in kernels), sum(len(k.stats.cache_hits) for k in kernels))
+"""
+    _python(code)  # fills the cache if this install has not yet
+    misses, hits = map(int, _python(code).split())
+    assert misses == 0 and hits >= 6
 
 
 def test_golden_rotl1h10_archive(tmp_path):
@@ -269,3 +316,56 @@ def test_golden_rotl1h10_archive(tmp_path):
         print(f"rotl1h10 archive: {digest}")
         return
     assert digest == "12b0872dac03aa2d20ff3aa30e7f084dcf409c4debc0bf1bb5be18972da035bf"
+
+
+def old_archive_inputs() -> dict[str, np.ndarray]:
+    """The tensors of tests/golden/lossless-bc1329b.qnt.safetensors, from integers only: golden
+    weights in each float dtype with NaN payloads (quiet, signalling, negative), infinities,
+    subnormals and both zeros spliced in (these are stored `rotl1`), and plain golden weights in
+    float32 and bfloat16 (stored `rotl1h10`)."""
+    out = {}
+    for name, dt, n in (("f32", F32, 3000), ("bf16", BF16, 3000), ("f16", F16, 3000), ("f64", F64, 300)):
+        a = golden_weights(n).astype(dt).reshape(-1, 10)
+        k = dt.itemsize
+        bits = a.reshape(-1).view(UINT[k])
+        exp = {2: 0x7C00 if dt == F16 else 0x7F80, 4: 0x7F800000, 8: 0x7FF0000000000000}[k]
+        sign = 1 << (8 * k - 1)
+        special = [exp | 1, exp | 5, exp | (exp >> 1 & ~exp), sign | exp | 3, exp, sign | exp, 0, sign, 1, sign | 7]
+        bits[:: n // len(special)][: len(special)] = np.array(special, dtype=np.uint64).astype(UINT[k])
+        out[name] = a
+    out["f32-plain"] = golden_weights(6000).reshape(60, 100)
+    out["bf16-plain"] = golden_weights(6000).astype(BF16)
+    return out
+
+
+def test_archive_written_before_the_kernel_rewrite_still_decodes():
+    """tests/golden/lossless-bc1329b.qnt.safetensors was written by commit bc1329b (the version
+    before the lossless kernels moved to lossless_kernels.py): it decodes bit for bit, and today's
+    writer still writes the same bytes."""
+    import os
+
+    import json
+
+    from quantcli import Spec, open_archive, quantize_file
+    from quantcli.output import SafetensorsWriter
+    from quantcli.safetensors_io import SafetensorsFile
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "lossless-bc1329b.qnt.safetensors")
+    want = old_archive_inputs()
+    with SafetensorsFile(golden) as st:
+        manifest = json.loads(st.metadata["quant.manifest"])
+    layouts = {t["name"]: t["codecs"]["values"]["transform"] for t in manifest["tensors"]}
+    assert layouts == {"f32": "rotl1", "bf16": "rotl1", "f16": "rotl1", "f64": "rotl1",
+                       "f32-plain": "rotl1h10", "bf16-plain": "rotl1h10"}
+    with open_archive(golden) as a:
+        assert sorted(t.name for t in a.tensors) == sorted(want)
+        for name, x in want.items():
+            back = a.decode(a.by_name[name])
+            assert back.dtype == x.dtype and back.shape == x.shape and back.tobytes() == x.tobytes(), name
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = os.path.join(tmp, "src.safetensors"), os.path.join(tmp, "out.qnt.safetensors")
+        writer = SafetensorsWriter(src)
+        for name, x in want.items():
+            writer.add(name, x)
+        writer.finish({"format": "pt"})
+        quantize_file([src], out, Spec(method="lossless"), include_1d=True, jobs=1)
+        assert open(out, "rb").read() == open(golden, "rb").read()

@@ -18,13 +18,21 @@ The low mantissa bytes are near-uniform: stored raw, unless zstd level 1 (which 
 e.g. in embedding tables) or rANS makes them smaller. Every bit is kept, NaN payloads and
 subnormals included: decode(encode(a)) has a's exact bits. Layout: docs/FORMAT.md section 6.4;
 params = {"transform": "rotl1h10" | "rotl1" | "none", "planes": [one dict per stream]}.
+
+Speed: the split and merge are one pass each (lossless_kernels.py, numba, imported on first use).
+The split also counts every stream's histogram; the decoder reads raw streams as views of the
+archive's bytes and merges them, the bit-packed residual included, straight into the output words.
+What remains is mostly the rANS coder (entropy.py): docs/BENCHMARKS-lossless.md.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Union
+
 import numpy as np
 
-from ..packing import pack_bits, packed_nbytes, unpack_bits
+from ..packing import packed_nbytes
 from . import entropy
 from .errors import CodecError
 
@@ -47,15 +55,14 @@ TRY_BOTH = 1 << 16  # below this many elements both float layouts are tried: the
 # (~250-600 bytes) can outweigh what it saves, and encoding twice costs little
 STREAM_CODECS = {8: ("raw", "rans", "zstd"), RES_BITS: ("raw", "rans"), HEAD_BITS: ("rans",)}
 
-try:
-    import ml_dtypes
-
-    _BF16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
-    _BF16 = None
-
-_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)} | ({_BF16} if _BF16 else set())
+Buffer = Union[bytes, memoryview]  # a stream before the join: raw planes stay views of their array
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _is_float(dt: np.dtype) -> bool:
+    """float16/32/64 or ml_dtypes' bfloat16 (recognised by name: whoever made a bfloat16 array has
+    imported ml_dtypes already, so this module does not have to)."""
+    return dt.kind == "f" or dt.name == "bfloat16"
 
 
 def transform_for(dtype: np.dtype) -> str:
@@ -64,13 +71,13 @@ def transform_for(dtype: np.dtype) -> str:
     mantissa bits; a 10-bit head's larger table cost more than it saved on MiniLM) and float64,
     `none` for anything else."""
     dt = _le(dtype)
-    return "none" if dt not in _FLOATS else HEAD if dt.itemsize in (2, 4) and dt != np.float16 else "rotl1"
+    return "none" if not _is_float(dt) else HEAD if dt.itemsize in (2, 4) and dt != np.float16 else "rotl1"
 
 
 def transforms_for(dtype: np.dtype) -> tuple[str, ...]:
     """Every transform a decoder accepts for `dtype`: both float layouts for any 2 or 4-byte float."""
     dt = _le(dtype)
-    return ("none",) if dt not in _FLOATS else (HEAD, "rotl1") if dt.itemsize in (2, 4) else ("rotl1",)
+    return ("none",) if not _is_float(dt) else (HEAD, "rotl1") if dt.itemsize in (2, 4) else ("rotl1",)
 
 
 def widths(k: int, transform: str) -> list[int]:
@@ -84,136 +91,12 @@ def _le(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
-_kernels: dict = {}
+def _kernels() -> ModuleType:
+    """The numba kernels (lossless_kernels.py), imported on first use: numba loads only when a
+    lossless stream is encoded or decoded."""
+    from . import lossless_kernels
 
-
-def _load_numba(k: int) -> dict:
-    """One-pass split/merge kernels for itemsize k ({} without numba). k is a compile-time constant
-    (one set of kernels per itemsize), so the byte loop unrolls and the element loop vectorises."""
-    if k in _kernels:
-        return _kernels[k]
-    if not entropy._load_numba():
-        _kernels[k] = {}
-        return _kernels[k]
-    import numba
-
-    one, mask8, mask6 = np.uint64(1), np.uint64(0xFF), np.uint64((1 << RES_BITS) - 1)
-    top = np.uint64(8 * k - 1)
-    full = np.uint64((1 << (8 * k)) - 1)
-    shifts = tuple(np.uint64(8 * i) for i in range(k))
-    hs, rs = np.uint64(max(8 * k - HEAD_BITS, 0)), np.uint64(max(8 * k - HEAD_BITS - RES_BITS, 0))  # k >= 2 only
-    low = max(k - 2, 0)
-
-    def split(u, rot, planes):
-        for e in range(u.size):
-            x = np.uint64(u[e])
-            if rot:
-                x = ((x << one) | (x >> top)) & full
-            for i in range(k):
-                planes[i, e] = np.uint8((x >> shifts[i]) & mask8)
-
-    def merge(planes, rot, u):
-        for e in range(u.size):
-            x = np.uint64(0)
-            for i in range(k):
-                x |= np.uint64(planes[i, e]) << shifts[i]
-            if rot:
-                x = (x >> one) | ((x & one) << top)
-            u[e] = x
-
-    def split_head(u, planes, res, head):
-        for e in range(u.size):
-            x = np.uint64(u[e])
-            x = ((x << one) | (x >> top)) & full
-            head[e] = np.uint16(x >> hs)
-            res[e] = np.uint8((x >> rs) & mask6)
-            for i in range(low):
-                planes[i, e] = np.uint8((x >> shifts[i]) & mask8)
-
-    def merge_head(planes, res, head, u):
-        for e in range(u.size):
-            x = (np.uint64(head[e]) << hs) | (np.uint64(res[e]) << rs)
-            for i in range(low):
-                x |= np.uint64(planes[i, e]) << shifts[i]
-            u[e] = (x >> one) | ((x & one) << top)
-
-    def jit(fn):
-        try:
-            return numba.njit(nogil=True)(fn)  # closures over k: no on-disk cache
-        except Exception:  # pragma: no cover
-            return fn
-
-    _kernels[k] = {"split": jit(split), "merge": jit(merge)}
-    if k in (2, 4):
-        _kernels[k].update(split_head=jit(split_head), merge_head=jit(merge_head))
-    if k == 1:  # the 6-bit residuals: four values in three bytes, least significant bits first
-        _kernels[k].update(pack6=jit(_pack6), unpack6=jit(_unpack6))
-    return _kernels[k]
-
-
-def _pack6(res, packed):
-    """pack_bits(res, 6) into `packed` (numba kernel: one 24-bit word per four values, then the tail)."""
-    n = res.size
-    g = n // 4
-    for q in range(g):
-        w = (np.uint32(res[4 * q]) | (np.uint32(res[4 * q + 1]) << 6) | (np.uint32(res[4 * q + 2]) << 12)
-             | (np.uint32(res[4 * q + 3]) << 18))
-        packed[3 * q] = w & 0xFF
-        packed[3 * q + 1] = (w >> 8) & 0xFF
-        packed[3 * q + 2] = w >> 16
-    w = np.uint32(0)
-    for j in range(n - 4 * g):
-        w |= np.uint32(res[4 * g + j]) << (6 * j)
-    for b in range(packed.size - 3 * g):
-        packed[3 * g + b] = (w >> (8 * b)) & 0xFF
-
-
-def _unpack6(packed, res):
-    """unpack_bits(packed, 6, res.size) into `res` (numba kernel, the inverse of _pack6)."""
-    n = res.size
-    g = n // 4
-    for q in range(g):
-        w = np.uint32(packed[3 * q]) | (np.uint32(packed[3 * q + 1]) << 8) | (np.uint32(packed[3 * q + 2]) << 16)
-        res[4 * q] = w & 0x3F
-        res[4 * q + 1] = (w >> 6) & 0x3F
-        res[4 * q + 2] = (w >> 12) & 0x3F
-        res[4 * q + 3] = w >> 18
-    w = np.uint32(0)
-    for b in range(packed.size - 3 * g):
-        w |= np.uint32(packed[3 * g + b]) << (8 * b)
-    for j in range(n - 4 * g):
-        res[4 * g + j] = (w >> (6 * j)) & 0x3F
-
-
-def _pack_res(res: np.ndarray) -> bytes:
-    kern = _kern(1)
-    if kern:
-        packed = np.empty(packed_nbytes(res.size, RES_BITS), dtype=np.uint8)
-        kern["pack6"](res, packed)
-        return packed.tobytes()
-    return pack_bits(res, RES_BITS).tobytes()
-
-
-def _unpack_res(buf: np.ndarray, out: np.ndarray) -> None:
-    kern = _kern(1)
-    if kern:
-        kern["unpack6"](buf, out)
-    else:
-        out[:] = unpack_bits(buf, RES_BITS, out.size)
-
-
-def _kern(k: int) -> dict:
-    return _load_numba(k) if entropy._backend() == "numba" else {}
-
-
-def _rotl1(u: np.ndarray) -> np.ndarray:
-    k = u.dtype.itemsize
-    return (u << _UINT[k](1)) | (u >> _UINT[k](8 * k - 1))
-
-
-def _rotr1(u: np.ndarray) -> np.ndarray:
-    k = u.dtype.itemsize
-    return (u >> _UINT[k](1)) | (u << _UINT[k](8 * k - 1))
+    return lossless_kernels
 
 
 def _flat_uint(arr: np.ndarray) -> np.ndarray:
@@ -222,58 +105,20 @@ def _flat_uint(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dt).reshape(-1).view(_UINT[dt.itemsize])
 
 
-def _to_planes(arr: np.ndarray, transform: str) -> np.ndarray:
-    """[itemsize, count] uint8: plane i is byte i (little-endian) of each element after the transform."""
+def byte_planes(arr: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """([itemsize, count] uint8 planes, [itemsize, 256] int64 histograms): plane i is byte i
+    (little-endian) of each element of `arr`, after the transform (`rotl1` or `none`)."""
     u = _flat_uint(arr)
-    k = u.dtype.itemsize
-    kern = _kern(k)
-    if kern:
-        planes = np.empty((k, u.size), dtype=np.uint8)
-        kern["split"](u, transform == "rotl1", planes)
-        return planes
-    raw = (_rotl1(u) if transform == "rotl1" else u).view(np.uint8)
-    return np.ascontiguousarray(raw.reshape(-1, k).T)
+    planes = np.empty((u.dtype.itemsize, u.size), dtype=np.uint8)
+    counts = np.zeros((u.dtype.itemsize, 256), dtype=np.int64)
+    _kernels().split_planes(u, transform == "rotl1", tuple(planes), counts)
+    return planes, counts
 
 
-def _from_planes(planes: np.ndarray, dtype: np.dtype, transform: str) -> np.ndarray:
-    k = planes.shape[0]
-    kern = _kern(k)
-    if kern:
-        u = np.empty(planes.shape[1], dtype=_UINT[k])
-        kern["merge"](planes, transform == "rotl1", u)
-        return u.view(_le(dtype))
-    u = np.ascontiguousarray(planes.T).reshape(-1).view(_UINT[k])
-    return (_rotr1(u) if transform == "rotl1" else u).view(_le(dtype))
-
-
-def _to_head_streams(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(low byte planes [k - 2, n], 6-bit residuals uint8, 10-bit heads uint16) of the rotated words."""
-    k, n = u.dtype.itemsize, u.size
-    kern = _kern(k)
-    planes, res, head = np.empty((k - 2, n), np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint16)
-    if kern:
-        kern["split_head"](u, planes, res, head)
-        return planes, res, head
-    r = _rotl1(u)
-    head[:] = r >> _UINT[k](8 * k - HEAD_BITS)
-    res[:] = (r >> _UINT[k](8 * k - HEAD_BITS - RES_BITS)) & _UINT[k](63)
-    planes[:] = r.view(np.uint8).reshape(n, k)[:, : k - 2].T
-    return planes, res, head
-
-
-def _from_head_streams(planes: np.ndarray, res: np.ndarray, head: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    k = dtype.itemsize
-    u = np.empty(head.size, dtype=_UINT[k])
-    kern = _kern(k)
-    if kern:
-        kern["merge_head"](planes, res, head, u)
-        return u.view(_le(dtype))
-    U = _UINT[k]
-    np.left_shift(head, U(8 * k - HEAD_BITS), out=u, dtype=U)
-    u |= res.astype(U) << U(8 * k - HEAD_BITS - RES_BITS)
-    for i in range(k - 2):  # two passes for float32 (its low byte planes), none for 2-byte floats
-        u |= planes[i].astype(U) << U(8 * i)
-    return _rotr1(u).view(_le(dtype))
+def _pack_res(res: np.ndarray) -> memoryview:
+    packed = np.empty(packed_nbytes(res.size, RES_BITS), dtype=np.uint8)
+    _kernels().pack6(res, packed)
+    return packed.data
 
 
 def _entropy_bytes(counts: np.ndarray, n: int) -> float:
@@ -287,15 +132,15 @@ def _rans(sym: np.ndarray, width: int, counts: np.ndarray) -> tuple[bytes, dict]
     return data, {"codec": "rans", "nbytes": len(data), "lanes": p["lanes"], "table_nbytes": p["table_nbytes"]}
 
 
-def _encode_plane(sym: np.ndarray, width: int = 8) -> tuple[bytes, dict]:
+def _encode_plane(sym: np.ndarray, counts: np.ndarray, width: int = 8) -> tuple[Buffer, dict]:
     """The smallest of raw (bit-packed below 8 bits), rANS (when the order-0 estimate says it
-    pays) and, for byte planes, zstd level 1."""
+    pays) and, for byte planes, zstd level 1; `counts` is sym's histogram. A raw byte plane is
+    returned as a view of `sym`, not a copy."""
     n = sym.size
-    raw = sym.tobytes() if width == 8 else _pack_res(sym)
-    best: tuple[bytes, dict] = (raw, {"codec": "raw", "nbytes": len(raw)})
+    raw: Buffer = sym.data if width == 8 else _pack_res(sym)
+    best: tuple[Buffer, dict] = (raw, {"codec": "raw", "nbytes": len(raw)})
     if n == 0:
         return best
-    counts = entropy.histogram(sym, 1 << width)
     est = _entropy_bytes(counts, n)
     if est < RANS_MAX_FRACTION * len(raw) or zstandard is None or width != 8:
         if est < SKIP_FRACTION * len(raw):
@@ -313,19 +158,21 @@ def _encode_plane(sym: np.ndarray, width: int = 8) -> tuple[bytes, dict]:
     return best
 
 
-def _encode_head(u: np.ndarray) -> tuple[list[bytes], list[dict]] | None:
+def _encode_head(u: np.ndarray) -> tuple[list[Buffer], list[dict]] | None:
     """`rotl1h10` streams of the words `u`, or None when the heads would not compress."""
     n = u.size
     if n == 0:
         return None
-    planes, res, head = _to_head_streams(u)
-    counts = entropy.histogram(head, 1 << HEAD_BITS)
+    k = u.dtype.itemsize
+    planes, res, head = np.empty((k - 2, n), np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint16)
+    c_low, c_res, counts = np.zeros((k - 2, 256), np.int64), np.zeros(1 << RES_BITS, np.int64), np.zeros(1 << HEAD_BITS, np.int64)
+    _kernels().split_head(u, planes, res, head, c_low, c_res, counts)
     if _entropy_bytes(counts, n) >= SKIP_FRACTION * packed_nbytes(n, HEAD_BITS):
         return None
     coded_head = _rans(head, HEAD_BITS, counts)
     if coded_head[1]["nbytes"] >= packed_nbytes(n, HEAD_BITS):
         return None
-    streams = [_encode_plane(p) for p in planes] + [_encode_plane(res, RES_BITS), coded_head]
+    streams = [_encode_plane(p, c) for p, c in zip(planes, c_low)] + [_encode_plane(res, c_res, RES_BITS), coded_head]
     return [d for d, _ in streams], [p for _, p in streams]
 
 
@@ -348,10 +195,12 @@ def encode(array: np.ndarray, transform: str | None = None) -> tuple[bytes, dict
             other = encode(arr, "rotl1")
             return (data, params) if len(data) <= len(other[0]) else other
         transform = "rotl1"
-    parts, plane_params = [], []
-    for plane in _to_planes(arr, transform):
-        data, p = _encode_plane(plane)
-        parts.append(data)
+    planes, counts = byte_planes(arr, transform)
+    parts: list[Buffer] = []
+    plane_params = []
+    for plane, c in zip(planes, counts):
+        stream, p = _encode_plane(plane, c)
+        parts.append(stream)
         plane_params.append(p)
     return b"".join(parts), {"transform": transform, "planes": plane_params}
 
@@ -386,21 +235,18 @@ def max_decoded_count(params: dict, dtype) -> int:
     return int(bound or 0)
 
 
-def _decode_plane(chunk: memoryview, p: dict, width: int, count: int, i: int, out: np.ndarray) -> None:
-    """Stream i (`width` bits per value) into `out`, exactly `count` values or CodecError."""
+def _decode_stream(chunk: memoryview, p: dict, width: int, count: int, i: int) -> np.ndarray:
+    """Stream i (`width` bits per value) as an array: exactly `count` values (uint8, or uint16 for
+    the head), except a raw residual stream, which stays bit-packed (merge_head_packed reads it);
+    a raw stream is a read-only view of `chunk`, not a copy. CodecError on any inconsistency."""
     if p["codec"] == "raw":
         if len(chunk) != packed_nbytes(count, width):
             raise CodecError(f"raw plane {i} holds {len(chunk)} bytes, expected {packed_nbytes(count, width)}")
-        buf = np.frombuffer(chunk, dtype=np.uint8)
-        if width == 8:
-            out[:] = buf
-        else:
-            _unpack_res(buf, out)
-    elif p["codec"] == "rans":
+        return np.frombuffer(chunk, dtype=np.uint8)
+    if p["codec"] == "rans":
         inner = {"alphabet": 1 << width, "lanes": p["lanes"], "table_nbytes": p["table_nbytes"]}
-        entropy.decode(chunk, inner, count, out=out)
-    else:
-        out[:] = np.frombuffer(_unzstd(chunk, count, i), dtype=np.uint8)
+        return entropy.decode(chunk, inner, count)
+    return np.frombuffer(_unzstd(chunk, count, i), dtype=np.uint8)
 
 
 def decode(data, params: dict, dtype, count: int) -> np.ndarray:
@@ -416,20 +262,21 @@ def decode(data, params: dict, dtype, count: int) -> np.ndarray:
     if count > max_decoded_count(params, dtype):
         raise CodecError(f"declared count {count} exceeds what {len(buf)} bytes can hold")
     k, transform = dtype.itemsize, params["transform"]
-    if transform == HEAD:
-        low = np.empty((k - 2, count), dtype=np.uint8)
-        res, head = np.empty(count, dtype=np.uint8), np.empty(count, dtype=np.uint16)
-        targets = [*low, res, head]
-    else:
-        out = np.empty((k, count), dtype=np.uint8)
-        targets = list(out)
-    start = 0
-    for i, (p, w, target) in enumerate(zip(planes, widths(k, transform), targets)):
-        _decode_plane(buf[start : start + p["nbytes"]], p, w, count, i, target)
+    streams, start = [], 0
+    for i, (p, w) in enumerate(zip(planes, widths(k, transform))):
+        streams.append(_decode_stream(buf[start : start + p["nbytes"]], p, w, count, i))
         start += p["nbytes"]
+    for s in streams:  # one array type for the kernels' tuple of planes, views of `data` or not
+        s.flags.writeable = False
+    u = np.empty(count, dtype=_UINT[k])
+    kern = _kernels()
     if transform == HEAD:
-        return _from_head_streams(low, res, head, dtype).astype(dtype, copy=False)
-    return _from_planes(out, dtype, transform).astype(dtype, copy=False)
+        p0, p1 = (streams[0], streams[1]) if k == 4 else (streams[0][:0], streams[0][:0])  # unread for k = 2
+        merge = kern.merge_head_packed if planes[k - 2]["codec"] == "raw" else kern.merge_head
+        merge(p0, p1, streams[k - 2], streams[k - 1], u)
+    else:
+        kern.merge_planes(tuple(streams), transform == "rotl1", u)
+    return u.view(_le(dtype)).astype(dtype, copy=False)
 
 
 def _unzstd(chunk: memoryview, count: int, i: int) -> bytes:
