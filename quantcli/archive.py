@@ -23,7 +23,7 @@ from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
 from .methods.base import check_values
 from .output import SafetensorsWriter
-from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, json_number_problem, shape_problem, strict_json
 
 FORMAT = "quant-archive"
 VERSION = 2  # 2: arrays may name a codec (entropy-coded); an archive without any is written as 1
@@ -260,6 +260,9 @@ class Archive:
         note = doc.get("note", "")
         if not isinstance(metrics, dict) or not isinstance(note, str):
             raise self._fail("malformed manifest entry", name)
+        number = json_number_problem(doc)
+        if number:
+            raise self._fail(f"malformed manifest: {number}", name)
         for key, value in metrics.items():
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
