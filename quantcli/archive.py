@@ -320,6 +320,8 @@ class Archive:
             arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
             if tensor_digest(arrays).hexdigest() != t.sha256:
                 bad.append(t.name)
+            else:  # and the values, as dequantize would (codes in range, finite output): ArchiveError
+                self.decode(t)
         return bad
 
     def close(self) -> None:

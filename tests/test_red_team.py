@@ -52,3 +52,44 @@ def test_large_but_plain_manifest_numbers_still_open(seeds, tmp_path):
     path = resigned(seeds["archive-int8-sym-channel"], tmp_path, edit)
     run = cli("inspect", path, "--json")
     assert run.exit_code == 0 and not run.stderr, run.stderr
+
+
+# -- 2. codes beyond the codebook: refused by verify as by dequantize, naming file and tensor ----
+
+def _codes_through(codec: str, value: int):
+    """An edit storing `w`'s codes through `codec` (format 2), all 0 but one code `value`."""
+    from quantcli.codecs import CODECS
+    from quantcli.storage import logical_layout
+
+    def edit(m, arrays, meta):
+        t = _t(m)
+        lay = logical_layout(t["method"], tuple(t["shape"]), t["params"])["codes"]
+        codes = np.zeros(lay.shape, dtype=np.uint16)
+        codes.reshape(-1)[-1] = value
+        data, params = CODECS[codec].encode(codes, alphabet=value + 1)
+        arrays[t["arrays"]["codes"]] = np.frombuffer(data, np.uint8).copy()
+        t["codecs"] = {"codes": {"codec": codec, **params}}
+        meta["quant.version"] = "2"
+    return edit
+
+
+@pytest.mark.parametrize("seed_name, value, message", [
+    ("archive-kmeans-rows", 200, "code 200 is outside the 2-bit alphabet 0..3"),  # was IndexError, exit 1
+    ("archive-kmeans-norm", 255, "code 255 is outside the 3-bit alphabet 0..7"),
+    ("archive-vq", 200, "code 200 is outside the 5-bit alphabet 0..31"),
+    ("archive-kmeans-rows", 4, "code 4 is outside the 2-bit alphabet 0..3"),  # was exit 0, a neighbour's level
+    ("archive-pq", 6, "code 6 is outside the 5-centroid codebooks"),
+])
+def test_crans_codes_beyond_the_codebook_are_refused_by_verify_and_dequantize(seeds, tmp_path, seed_name, value,
+                                                                              message):
+    path = resigned(seeds[seed_name], tmp_path, _codes_through("crans", value))
+    one_error(cli("verify", path), path, "tensor 'w'", message)
+    one_error(cli("dequantize", path, "-o", tmp_path / "o.safetensors"), path, "tensor 'w'", message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qnt.safetensors"]
+
+
+def test_pq_dot_names_the_file_and_tensor_of_a_code_beyond_the_codebook(seeds, tmp_path):
+    path = resigned(seeds["archive-pq"], tmp_path, _codes_through("rans", 7))
+    np.save(tmp_path / "q.npy", np.ones(12, np.float32))
+    one_error(cli("pq-dot", path, "--query", tmp_path / "q.npy"), path, "tensor 'w'",
+              "code 7 is outside the 5-centroid codebooks")

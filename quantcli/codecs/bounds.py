@@ -1,0 +1,17 @@
+"""Bounds a decoded stream must keep, as pure functions of what the archive declares (params,
+shape, stream length, alphabet): each returns nothing or raises CodecError, before a kernel runs
+or before its result reaches a method. Callers add the file and tensor (storage, archive)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CodecError
+
+
+def check_codes(codes: np.ndarray, bits: int) -> None:
+    """Codes of a `bits`-wide alphabet are 0 <= c < 2**bits: an entropy-coded stream may carry
+    symbols up to its own alphabet (crans: any 16-bit value), and a method's codebook of 2**bits
+    levels must never be indexed past its end (kmeans, vq) or into a neighbour row's codebook."""
+    if codes.size and int(codes.max()) >> bits:
+        raise CodecError(f"code {int(codes.max())} is outside the {bits}-bit alphabet 0..{(1 << bits) - 1}")
