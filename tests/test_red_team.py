@@ -93,3 +93,48 @@ def test_pq_dot_names_the_file_and_tensor_of_a_code_beyond_the_codebook(seeds, t
     np.save(tmp_path / "q.npy", np.ones(12, np.float32))
     one_error(cli("pq-dot", path, "--query", tmp_path / "q.npy"), path, "tensor 'w'",
               "code 7 is outside the 5-centroid codebooks")
+
+
+# -- 3. nothing non-finite from finite archives; --dtype never narrows to inf, never touches kept --
+
+def test_finite_stored_values_decoding_beyond_float32_are_refused_by_verify_and_dequantize(seeds, tmp_path):
+    def edit(m, arrays, meta):  # a finite codebook times finite scales: past float32
+        arrays[_t(m)["arrays"]["codebook"]][...] = 3e38
+    path = resigned(seeds["archive-kmeans-norm"], tmp_path, edit)
+    for args in (["verify", path], ["dequantize", path, "-o", tmp_path / "o.safetensors"]):
+        one_error(cli(*args), path, "tensor 'w'", "non-finite values")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qnt.safetensors"]
+
+
+def test_lossless_planes_wider_than_the_tensor_dtype_are_refused(seeds, tmp_path):
+    def edit(m, arrays, meta):  # float32 planes under a float16 tensor: 1e30 would come back as inf
+        t = _t(m)
+        t["dtype"] = "F16"
+        t.pop("codecs", None)
+        arrays[t["arrays"]["values"]][...] = 1e30
+    path = resigned(seeds["archive-lossless"], tmp_path, edit)
+    for args in (["verify", path], ["dequantize", path, "-o", tmp_path / "o.safetensors"]):
+        one_error(cli(*args), path, "tensor 'w'", "stores float32 values for a F16 tensor")
+
+
+def test_narrowing_dtype_that_overflows_is_refused_and_kept_tensors_keep_theirs(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    src = tmp_path / "m.safetensors"
+    big = np.full((4, 8), 3.4e38, np.float32)  # finite float32, beyond bfloat16's largest (3.39e38)
+    bias = np.array([1e5, -2.5, 3.0, 7e4], np.float32)  # a kept 1-D float32: beyond float16, kept as it is
+    save_file({"big": big, "bias": bias}, str(src))
+    arc = tmp_path / "m.qnt.safetensors"
+    assert cli("quantize", src, "-o", arc, "--method", "lossless", "-q").exit_code == 0
+    for dtype in ("bfloat16", "float16"):
+        out = tmp_path / f"o-{dtype}.safetensors"
+        one_error(cli("dequantize", arc, "-o", out, "--dtype", dtype), str(arc), "tensor 'big'",
+                  f"32 values exceed {dtype}'s range")
+        assert not out.exists()
+    save_file({"big": np.ones((4, 8), np.float32), "bias": bias}, str(src))
+    assert cli("quantize", src, "-o", arc, "-q").exit_code == 0
+    out = tmp_path / "o.safetensors"
+    run = cli("dequantize", arc, "-o", out, "--dtype", "float16", "-q")
+    assert run.exit_code == 0 and not run.stderr, run.stderr
+    back = load_file(str(out))
+    assert back["big"].dtype == np.float16
+    assert back["bias"].dtype == np.float32 and back["bias"].tobytes() == bias.tobytes()
