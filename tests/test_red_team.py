@@ -138,3 +138,57 @@ def test_narrowing_dtype_that_overflows_is_refused_and_kept_tensors_keep_theirs(
     back = load_file(str(out))
     assert back["big"].dtype == np.float16
     assert back["bias"].dtype == np.float32 and back["bias"].tobytes() == bias.tobytes()
+
+
+# -- 4. extreme values: one stderr line on failure (exit 2), nothing on success -------------------
+
+def _extreme_inputs(folder) -> None:
+    from safetensors.numpy import save_file
+    from quantcli.safetensors_io import header_bytes
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    save_file({"w": w}, str(folder / "x.safetensors"))
+    top = np.full((16, 64), np.finfo(np.float32).max, np.float32)
+    top[::2] *= -1
+    top[3, 5] = 0
+    save_file({"w": top}, str(folder / "fmax.safetensors"))
+    diag = (w * w).mean(axis=0).astype(np.float32)
+    diag[::3] *= 1e6  # columns a million times more important: importance scales far from 1
+    (folder / "imp.safetensors").write_bytes(header_bytes(
+        [("w", "F32", diag.shape, diag.nbytes)], {"format": "quant-importance", "tokens": "16"}) + diag.tobytes())
+
+
+EXTREME = [  # (arguments after `quant quantize IN -o OUT -q`, exit status)
+    (["x.safetensors", "--method", "ecsq", "--step", "1e-45"], 2),  # was RuntimeWarning lines, then the error
+    (["x.safetensors", "--method", "ecsq", "--step", "1e-30", "--trellis"], 2),  # was internal error, exit 1
+    (["x.safetensors", "--method", "ecsq", "--step", "1e37", "--importance", "imp.safetensors"], 0),
+    (["x.safetensors", "--method", "ecsq", "--step", "1e-40", "--importance", "imp.safetensors"], 2),
+    (["fmax.safetensors"], 0),  # was overflow warnings, and an archive decoding to inf
+    (["fmax.safetensors", "--scheme", "asymmetric", "--granularity", "tensor"], 2),  # a range of 2x the largest
+    (["fmax.safetensors", "--bits", "4", "--granularity", "group", "--group-size", "16"], 0),
+    (["fmax.safetensors", "--method", "kmeans", "--normalize", "group", "--jobs", "2"], 0),
+    (["fmax.safetensors", "--method", "vq"], 2),  # was 5 warning lines
+    (["fmax.safetensors", "--method", "ecsq", "--step", "1e36"], 2),  # was an error naming no tensor
+    (["fmax.safetensors", "--method", "ecsq", "--sqnr", "20"], 2),  # was 4 warning lines
+]
+
+
+def test_extreme_commands_print_one_line_on_failure_and_nothing_on_success(tmp_path):
+    import subprocess
+    import sys
+    _extreme_inputs(tmp_path)
+    procs = []
+    for i, (args, _) in enumerate(EXTREME):
+        cmd = [sys.executable, "-m", "quantcli", "quantize", *args, "-o", f"o{i}.qnt.safetensors", "-q"]
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        if len(procs) % 2 == 0:  # two at a time: the machine is shared
+            procs[-2].wait()
+    for (args, status), p in zip(EXTREME, procs):
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == status, (args, p.returncode, err)
+        lines = err.splitlines()
+        if status:
+            assert len(lines) == 1 and lines[0].startswith("quant: error: "), (args, err)
+        else:
+            assert not lines, (args, err)
+            assert cli("verify", tmp_path / f"o{EXTREME.index((args, status))}.qnt.safetensors").exit_code == 0
