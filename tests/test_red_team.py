@@ -192,3 +192,56 @@ def test_extreme_commands_print_one_line_on_failure_and_nothing_on_success(tmp_p
         else:
             assert not lines, (args, err)
             assert cli("verify", tmp_path / f"o{EXTREME.index((args, status))}.qnt.safetensors").exit_code == 0
+
+
+# -- 5. statistics files (--importance) ---------------------------------------------------------
+
+def _stats_file(path, entries: dict, tokens: str | None = "6") -> str:
+    from quantcli.safetensors_io import header_bytes
+    meta = {"format": "quant-importance", **({"tokens": tokens} if tokens is not None else {})}
+    layout = [(k, "F64", v.shape, v.nbytes) for k, v in entries.items()]
+    path.write_bytes(header_bytes(layout, meta) + b"".join(v.tobytes() for v in entries.values()))
+    return str(path)
+
+
+W6 = np.random.default_rng(0).standard_normal((6, 12)).astype(np.float32)
+DIAG = (W6.astype(np.float64) ** 2).mean(axis=0)
+
+
+@pytest.mark.parametrize("entries, tokens, where, message", [
+    ({"e": np.zeros(0)}, "6", "tensor 'e'", "is empty (shape [0])"),  # was internal error: zero-size array
+    ({"w": DIAG}, "\u00b2", "", "tokens must be a non-negative integer, got '\u00b2'"),  # was int() ValueError
+    ({"w": DIAG}, "\u0663", "", "tokens must be a non-negative integer"),
+    ({"w": np.full(12, 1e308)}, "6", "tensor 'w'", "holds values too large to use"),  # was overflow warnings
+    ({"w.gram": np.full((12, 12), 1e308)}, "6", "tensor 'w.gram'", "holds values too large to use"),
+    ({"w.gram": np.eye(12) * 1e308}, "6", "tensor 'w.gram'", "holds values too large to use"),
+])
+def test_hostile_statistics_files_are_one_line_without_warnings(tmp_path, entries, tokens, where, message):
+    import warnings
+    from safetensors.numpy import save_file
+    save_file({"w": W6, "e": np.zeros((4, 0), np.float32)}, str(tmp_path / "m.safetensors"))
+    stats = _stats_file(tmp_path / "s.safetensors", entries, tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning anywhere becomes an internal error (exit 1)
+        run = cli("quantize", tmp_path / "m.safetensors", "-o", tmp_path / "o.qnt.safetensors", "--bits", "4",
+                  "--importance", stats)
+    one_error(run, stats, where, message)
+    assert not (tmp_path / "o.qnt.safetensors").exists()
+
+
+@pytest.mark.parametrize("entries", [
+    {"w.rows": np.full(6, 1e308)},
+    {"w.rows": np.r_[np.full(5, 1e-308), 1e308]},
+    {"w": np.r_[np.full(11, 1e-300), 1e308]},
+])
+def test_extreme_but_finite_statistics_are_used_without_warnings(tmp_path, entries):
+    import warnings
+    from safetensors.numpy import save_file
+    save_file({"w": W6}, str(tmp_path / "m.safetensors"))
+    stats = _stats_file(tmp_path / "s.safetensors", entries)
+    out = tmp_path / "o.qnt.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = cli("quantize", tmp_path / "m.safetensors", "-o", out, "--bits", "4", "--importance", stats, "-q")
+        assert run.exit_code == 0 and not run.stderr, run.stderr
+        assert cli("verify", out).exit_code == 0
