@@ -245,3 +245,65 @@ def test_extreme_but_finite_statistics_are_used_without_warnings(tmp_path, entri
         run = cli("quantize", tmp_path / "m.safetensors", "-o", out, "--bits", "4", "--importance", stats, "-q")
         assert run.exit_code == 0 and not run.stderr, run.stderr
         assert cli("verify", out).exit_code == 0
+
+
+# -- 6. worker processes end when their parent dies ----------------------------------------------
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().split(")")[-1].split()[1])
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads /proc")
+def test_workers_and_their_forkserver_exit_after_sigkill_of_the_parent(tmp_path):
+    import os
+    import signal
+    import time
+    from safetensors.numpy import save_file
+    from test_signals import _SLOW_WORKERS, TESTS, _alive, _child, _wait_for
+    model = tmp_path / "model.safetensors"
+    save_file({f"l{i}.weight": np.ones((8, 16), np.float32) for i in range(4)}, str(model))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = _child(_SLOW_WORKERS, ["quantize", str(model), "-o", str(tmp_path / "m.qnt.safetensors"), "-q",
+                                  "--jobs", "2"], "-", env={"PYTHONPATH": TESTS, "QUANT_TEST_MARKERS": str(markers)})
+    try:
+        _wait_for(lambda: len(os.listdir(markers)) == 2, proc)
+        workers = [int(p) for p in os.listdir(markers)]
+        helpers = {_ppid(w) for w in workers} - {proc.pid}  # the forkserver, when workers are forked by one
+        proc.kill()  # as the OOM killer would: nothing of the parent's runs any more
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in [*workers, *helpers]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p for p in [*workers, *helpers] if _alive(p)]
+    finally:
+        for p in os.listdir(markers):
+            try:
+                os.kill(int(p), signal.SIGKILL)  # only the worker processes this test started
+            except ProcessLookupError:
+                pass
+    assert not left, f"still running after their parent died: {left}"
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_worker_ends_with_the_process_it_watches(pidfd):
+    import subprocess
+    import sys
+    import time
+    watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = ("import os, sys, time\n"
+            + ("" if pidfd else "del os.pidfd_open  # the polling fallback\n")
+            + "from quantcli import parallel\nparallel._exit_with(int(sys.argv[1]))\ntime.sleep(60)\n")
+    worker = subprocess.Popen([sys.executable, "-c", code, str(watched.pid)])
+    try:
+        time.sleep(1.5)
+        assert worker.poll() is None  # the watched process lives: so does the worker
+        watched.kill()
+        watched.wait()
+        assert worker.wait(timeout=10) == 1
+    finally:
+        for p in (watched, worker):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
