@@ -307,3 +307,30 @@ def test_a_worker_ends_with_the_process_it_watches(pidfd):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# -- decoder cost: no fewer lanes than the encoder uses (issue 22, class 1, in part) ----------------
+
+def test_rans_params_with_too_few_lanes_are_refused_before_decoding():
+    from quantcli.codecs import CODECS, CodecError
+    codec = CODECS["rans"]
+    codes = np.random.default_rng(0).integers(0, 16, 70000).astype(np.uint8)
+    data, params = codec.encode(codes, alphabet=16)
+    assert params["lanes"] == 3 and np.array_equal(codec.decode(data, params, np.uint8, codes.shape), codes)
+    with pytest.raises(CodecError, match="1 lanes for 70000 codes: at most 32768 codes go in a lane"):
+        codec.max_decoded_nbytes({**params, "lanes": 1}, codes.shape)
+
+
+def test_crans_stream_with_too_few_lanes_is_refused_before_decoding():
+    from quantcli.codecs import CODECS, CodecError, context
+    codec = CODECS["crans"]
+    codes = np.random.default_rng(0).integers(0, 5, (300, 1000)).astype(np.uint8)
+    data, params = codec.encode(codes, alphabet=5)
+    buf = np.frombuffer(data, np.uint8)
+    lanes, pos = context.parse_header(buf)[3], context.parse_header(buf)[5]
+    assert lanes == 8 and np.array_equal(codec.decode(data, params, np.uint8, codes.shape), codes)
+    forged = bytearray(data)
+    at = bytes(forged[:pos]).rindex(bytes([8]))  # the lanes varint, one byte before the table's length
+    forged[at] = 2  # two lanes for 300,000 codes: the second half of the words would be read as lane states
+    with pytest.raises(CodecError, match="2 lanes for 300000 codes: at most 131072 codes go in a lane"):
+        codec.decode(bytes(forged), params, np.uint8, codes.shape)
