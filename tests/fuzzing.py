@@ -863,7 +863,8 @@ def nonfinite_output(path: str) -> str:
     with SafetensorsFile(path) as f:
         for name in f.entries:
             a = f.read(name)
-            if a.dtype.kind in "fV" and a.size and not np.isfinite(a.astype(np.float32)).all():
+            v = a if a.dtype.kind == "f" else a.astype(np.float32)  # bfloat16 (kind V) widens exactly
+            if a.dtype.kind in "fV" and a.size and not np.isfinite(v).all():
                 return f"dequantize wrote non-finite values for {name!r} from an archive it accepted"
     return ""
 
