@@ -170,6 +170,8 @@ EXTREME = [  # (arguments after `quant quantize IN -o OUT -q`, exit status)
     (["fmax.safetensors", "--method", "vq"], 2),  # was 5 warning lines
     (["fmax.safetensors", "--method", "ecsq", "--step", "1e36"], 2),  # was an error naming no tensor
     (["fmax.safetensors", "--method", "ecsq", "--sqnr", "20"], 2),  # was 4 warning lines
+    # was "--step must be positive, got 0.0": an option nobody gave
+    (["x.safetensors", "--method", "ecsq", "--sqnr", "1e3", "--importance", "imp.safetensors"], 2),
 ]
 
 

@@ -173,6 +173,8 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
     bad: tuple[float, float] | None = None
     step = guess
     for _ in range(passes):
+        if not step > 0:  # below float32's smallest step: the target is out of reach
+            break
         err = error(step)
         if err <= want:
             good = (step, err) if good is None or step > good[0] else good
