@@ -21,9 +21,9 @@ from . import __version__
 from .storage import check_codecs, logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
 from .methods import METHODS, Encoding
-from .methods.base import check_values
+from .methods.base import ANY, check_values
 from .output import SafetensorsWriter
-from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
+from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, json_number_problem, shape_problem, strict_json
 
 FORMAT = "quant-archive"
 VERSION = 2  # 2: arrays may name a codec (entropy-coded); an archive without any is written as 1
@@ -260,6 +260,9 @@ class Archive:
         note = doc.get("note", "")
         if not isinstance(metrics, dict) or not isinstance(note, str):
             raise self._fail("malformed manifest entry", name)
+        number = json_number_problem(doc)
+        if number:
+            raise self._fail(f"malformed manifest: {number}", name)
         for key, value in metrics.items():
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("inf", "-inf")):
                 raise self._fail(f"malformed metric {key!r}: {value!r}", name)
@@ -306,9 +309,17 @@ class Archive:
         """Reconstructed values: float32 for quantized tensors, the stored array for kept ones."""
         enc = self.encoding(t)
         try:
-            return METHODS[t.method].decode(enc, t.shape)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below, not warned about
+                values = METHODS[t.method].decode(enc, t.shape)
         except ArchiveError as e:
             raise self._fail(e.message, t.name) from None
+        if ANY in METHODS[t.method].value_rules.values():  # data as stored (keep, lossless): in its own dtype
+            if values.dtype != DTYPES[t.dtype]:  # float32 planes under a float16 tensor would overflow to inf
+                raise self._fail(f"stores {values.dtype} values for a {t.dtype} tensor", t.name)
+        elif not np.isfinite(values).all():  # finite stored values whose grid or scales overflow float32
+            bad = values.size - int(np.isfinite(values).sum())
+            raise self._fail(f"decodes to {bad} non-finite values: its stored values overflow float32", t.name)
+        return values
 
     def verify(self) -> list[str]:
         """Names of tensors whose stored bytes do not match their checksum."""
@@ -317,6 +328,8 @@ class Archive:
             arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
             if tensor_digest(arrays).hexdigest() != t.sha256:
                 bad.append(t.name)
+            else:  # and the values, as dequantize would (codes in range, finite output): ArchiveError
+                self.decode(t)
         return bad
 
     def close(self) -> None:

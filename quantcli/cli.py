@@ -312,9 +312,10 @@ def dequantize(
                                            metavar="ARCHIVE")],
     output: Annotated[str, typer.Option("--output", "-o", metavar="PATH", help="Where to write: .safetensors, "
                                         ".npz or .npy, or a folder of shards.", show_default=False)],
-    dtype: Annotated[OutputDtype, typer.Option(help="dtype of every float tensor written, quantized or kept; "
-                                                    "original = each tensor's own dtype (kept tensors then come "
-                                                    "back bit for bit; .npy/.npz hold bfloat16 as float32).")]
+    dtype: Annotated[OutputDtype, typer.Option(help="dtype of the quantized tensors written; original = each "
+                                                    "tensor's own; kept tensors always come back bit for bit. "
+                                                    "Values beyond a narrower dtype's range are refused "
+                                                    "(.npy/.npz hold bfloat16 as float32).")]
     = OutputDtype.original,
     shard_size: Annotated[Optional[str], typer.Option(metavar="SIZE", help="Write a folder of safetensors shards "
                                                       "of at most this size (e.g. 2GB) plus "

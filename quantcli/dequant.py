@@ -24,6 +24,7 @@ from .safetensors_io import DTYPES, FLOAT_CODES
 Progress = Callable[[int, int, str], None]
 
 OUTPUT_DTYPES = {"original": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+DTYPE_NAMES = {code: name for name, code in OUTPUT_DTYPES.items() if code}
 
 
 MAX_SIZE = 2**63 - 1  # bytes: what a file offset can hold
@@ -82,15 +83,16 @@ def npz_member(name: str) -> str:
     return member
 
 
-def _narrowed(name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
+def _narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
     """`out` is `source` cast to `target`; a finite value that became infinite means the weights
-    do not fit the narrower dtype: refuse (naming the tensor) rather than write inf silently."""
-    if target == "F16" and source.dtype != np.float16:
+    do not fit the narrower dtype: refuse (naming the file and tensor) rather than write inf silently."""
+    if out.dtype != source.dtype and target in FLOAT_CODES:  # bfloat16 (ml_dtypes) has kind "V", not "f"
         overflow = np.count_nonzero(np.isinf(out) & np.isfinite(source))
         if overflow:
             peak = float(np.max(np.abs(source[np.isfinite(source)])))
-            raise InputError(f"{overflow} values exceed float16's range (largest magnitude {peak:.6g} > 65504); "
-                             "use --dtype float32, bfloat16 or original", tensor=name)
+            limit = float(np.finfo(out.dtype).max)
+            raise InputError(f"{overflow} values exceed {DTYPE_NAMES.get(target, target)}'s range (largest magnitude "
+                             f"{peak:.6g} > {limit:.6g}); use a wider --dtype or original", path=path, tensor=name)
     return out
 
 
@@ -115,9 +117,10 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     or, when `output` is a folder or `shard_size` is given, into safetensors shards plus a
     `model.safetensors.index.json` in the Hugging Face layout (published as a whole).
 
-    Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored.
+    Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored,
+    whatever `dtype` says (bit for bit).
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
-    Values beyond float16's range with `dtype="float16"` are refused, never written as inf.
+    Values beyond the range of a narrower `dtype` (float16, bfloat16) are refused, never written as inf.
     With `like` (the original model's folder) and a folder output, the model folder's other files
     (configs, tokenizer, sub-folders: `model_folder_files`) are copied beside the weights, in the
     same all-or-nothing publication, so the folder loads with `from_pretrained`.
@@ -148,7 +151,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         targets: list[str] = []
         for t in archive.tensors:
             wanted = OUTPUT_DTYPES[dtype]
-            target = wanted if t.dtype in FLOAT_CODES and wanted else t.dtype
+            target = wanted if t.dtype in FLOAT_CODES and wanted and t.method != "keep" else t.dtype  # kept: as stored
             targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
         total = sum(t.original_nbytes for t in archive.tensors)
         written: list[tuple[str, str, tuple[int, ...]]] = []
@@ -160,7 +163,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             decoded = archive.decode(t)
             with np.errstate(over="ignore"):
                 out = decoded.astype(DTYPES[targets[i]], copy=False)
-            out = _narrowed(t.name, decoded, out, targets[i])
+            out = _narrowed(archive_path, t.name, decoded, out, targets[i])
             written.append((t.name, targets[i], t.shape))
             done += t.original_nbytes
             if progress:

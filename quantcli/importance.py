@@ -125,7 +125,8 @@ class Importance:
             if not groups:
                 raise InputError("holds no importance entries", path=path)
             for base, names in groups.items():
-                _load(f, base, shapes[base], names, tokens)  # validates values; the result is dropped
+                with np.errstate(all="ignore"):  # 1e308 overflows to inf: refused as too large, not warned about
+                    _load(f, base, shapes[base], names, tokens)  # validates values; the result is dropped
         return cls(path, _sha256(path), {k: tuple(sorted(v)) for k, v in groups.items()}, tokens)
 
     def for_tensor(self, name: str, shape: tuple[int, ...]) -> TensorImportance | None:
@@ -136,7 +137,8 @@ class Importance:
         with SafetensorsFile(self.path) as f:
             if any(n not in f.entries for n in names):
                 raise InputError("changed since it was opened", path=self.path, tensor=name)
-            return _load(f, name, shape, list(names), self.tokens)
+            with np.errstate(all="ignore"):
+                return _load(f, name, shape, list(names), self.tokens)
 
     @property
     def record(self) -> str:
@@ -151,7 +153,7 @@ class Importance:
 def _tokens(text: str | None, path: str) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:  # '²' is a digit to str.isdigit
         raise InputError(f"__metadata__ tokens must be a non-negative integer, got {text!r}", path=path)
     return int(text)
 
@@ -172,6 +174,8 @@ def _read(f: SafetensorsFile, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if tuple(e.shape) != shape:
         raise InputError(f"shape {list(e.shape)} does not fit the tensor (needs {list(shape)})", path=f.path,
                          tensor=name)
+    if not math.prod(e.shape):
+        raise InputError(f"is empty (shape {list(e.shape)}): statistics need values", path=f.path, tensor=name)
     v = f.read(name).astype(np.float64)
     if not np.isfinite(v).all():
         raise InputError("holds NaN or Inf values", path=f.path, tensor=name)

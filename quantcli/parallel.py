@@ -8,8 +8,11 @@ import glob
 import hashlib
 import multiprocessing
 import os
+import select
 import signal
 import tempfile
+import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,9 +55,38 @@ PARALLEL_MIN_BYTES = 256 * 10**6
 _worker: dict[str, Any] = {}  # per worker process: its tensor refs and its spill file
 
 
-def _worker_start(inputs: list[str], spill_dir: str, spill_prefix: str, encode: EncodeFn) -> None:
-    """In each worker: reopen the inputs (headers only) and make a spill file beside the output.
-    Ctrl-C is the parent's to handle."""
+PARENT_POLL = 0.5  # seconds between checks that the parent lives, where no pidfd can wait for it
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when `parent` ends, however it ends (SIGKILL and the OOM killer leave it no
+    chance to stop us, and the other workers hold our task pipe open, so no EOF would ever come):
+    a daemon thread waits on a pidfd (Linux), else polls. getppid() cannot tell: the forkserver,
+    not the parent, forks the workers; the forkserver itself ends once its workers have."""
+    try:
+        fd: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux 5.3+, or the parent is already gone
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable when the process has ended
+        else:
+            while True:
+                try:
+                    os.kill(parent, 0)
+                except OSError:  # ESRCH; EPERM: the pid now belongs to someone else
+                    break
+                time.sleep(PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="quant-parent-watch", daemon=True).start()
+
+
+def _worker_start(inputs: list[str], spill_dir: str, spill_prefix: str, encode: EncodeFn, parent: int) -> None:
+    """In each worker: reopen the inputs (headers only) and make a spill file beside the output;
+    end with the parent. Ctrl-C is the parent's to handle."""
+    _exit_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["encode"] = encode
     sources = Sources(inputs)  # kept open for the worker's lifetime; the OS closes it at exit
@@ -120,7 +152,7 @@ class Workers:
         self.prefix = temp_prefix(output) + "w"
         self.spills: dict[str, int] = {}  # worker spill path -> fd open in the parent
         self.pool = ProcessPoolExecutor(jobs, multiprocessing.get_context(method), _worker_start,
-                                        (list(inputs), self.folder, self.prefix, encode))
+                                        (list(inputs), self.folder, self.prefix, encode, os.getpid()))
         self.window = 2 * jobs
         self.keep_nonfinite = keep_nonfinite
 

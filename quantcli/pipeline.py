@@ -3,6 +3,7 @@ archive in ONE loop (used by plain quantizing and by the planner), plus the dry-
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from functools import partial
@@ -67,17 +68,25 @@ def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: 
     if importance is not None and weighted_by(importance, ref, spec):
         imp = importance.for_tensor(ref.name, tuple(ref.shape))
     try:
-        if imp is not None:
-            assert importance is not None
-            enc, err = encode_weighted(load_float32(ref), spec, ref, imp, importance.record)
-        elif get_method(spec.method).reads_narrow_floats:
-            enc, err = encode_and_measure(ref.load(), spec, ref)  # widened chunk by chunk inside
-        else:
-            enc, err = encode_and_measure(load_float32(ref), spec, ref)
+        with np.errstate(all="ignore"):  # values near float32's limit: what overflows is refused below
+            if imp is not None:
+                assert importance is not None
+                enc, err = encode_weighted(load_float32(ref), spec, ref, imp, importance.record)
+            elif get_method(spec.method).reads_narrow_floats:
+                enc, err = encode_and_measure(ref.load(), spec, ref)  # widened chunk by chunk inside
+            else:
+                enc, err = encode_and_measure(load_float32(ref), spec, ref)
     except NonFiniteError as e:
         if keep_nonfinite:
             return get_method("keep").encode(ref.load(), Spec()), None, nonfinite_note(e.count)
         raise nonfinite_error(ref, e.count) from None
+    try:  # what the reader would refuse is never written: its params (ecsq's grid within float32), and
+        get_method(enc.method).layout(tuple(ref.shape), enc.params)
+        if not math.isfinite(err.max_abs):  # an error beyond float32 (values near its limit)
+            raise InputError(f"{spec.method} cannot quantize values this close to float32's limit (the error "
+                             "overflows float32); keep this tensor or use --method lossless")
+    except QuantError as e:
+        raise type(e)(e.message, path=ref.path, tensor=ref.name) from None
     return enc, err, ""
 
 
@@ -291,8 +300,9 @@ def resolve_ecsq_steps(plan: list[PlanItem], importance: Importance | None = Non
             return sum_squares(x - method.decode(enc, tuple(x.shape)))
 
         first = out[chosen[0]].spec
-        step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis),
-                                  error_of=error_of)
+        with np.errstate(all="ignore"):  # steps that overflow measure as inf error: not chosen, not warned about
+            step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis),
+                                      error_of=error_of)
         for i in chosen:
             spec = out[i].spec
             assert spec is not None

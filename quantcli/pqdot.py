@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .archive import open_archive
-from .errors import ConfigError, InputError
+from .errors import ArchiveError, ConfigError, InputError
 from .methods.base import to_float32
 from .output import atomic_output, check_output
 from .reports import PQDotReport
@@ -73,7 +73,10 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         if t.method != "pq":
             raise ConfigError(f"is stored with method {t.method}, not pq; pq-dot needs a pq-encode archive",
                               path=archive_path, tensor=tensor)
-        pq = pq_from_encoding(archive.encoding(t), t.shape)
+        try:
+            pq = pq_from_encoding(archive.encoding(t), t.shape)
+        except ArchiveError as e:  # the method's own check names neither file nor tensor
+            raise ArchiveError(e.message, path=archive_path, tensor=tensor) from None
     queries = _single_tensor(query_path, "the query file")
     if queries.ndim not in (1, 2) or queries.shape[-1] != pq.d:
         raise InputError(f"queries must be [{pq.d}] or [b, {pq.d}] to match {tensor} "

@@ -122,6 +122,28 @@ def strict_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+MAX_JSON_INT = 2**63  # integers beyond 64 bits are not numbers other JSON readers (or a float) hold
+
+
+def json_number_problem(doc: Any) -> str | None:
+    """Where a parsed JSON value holds a number JSON cannot carry back out: NaN and +-Infinity
+    (json.loads accepts them, json.dumps refuses them) or an integer of 64 bits or more (10**400
+    is no float). None when every number is plain; the walk is iterative (depth is bounded by
+    strict_json, not by the stack)."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{where} is {value}, a number JSON cannot hold"
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_JSON_INT:
+            return f"{where} is an integer of {value.bit_length()} bits, beyond 64"
+    return None
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stored array: its dtype, shape and absolute byte range in the file."""

@@ -33,6 +33,7 @@ import numpy as np
 from .codecs import CODECS, CodecError
 from .codecs import entropy
 from .codecs import lossless as lossless_codec
+from .codecs.bounds import check_codes
 from .errors import ArchiveError
 from .methods import METHODS, Encoding
 from .methods.base import ArrayLayout
@@ -258,6 +259,8 @@ def logical_arrays(method: str, shape: tuple[int, ...], params: dict[str, Any],
         try:
             inner = codec_params(cp)
             out[role] = CODECS[cp["codec"]].decode(a, inner, lay.dtype, tuple(lay.shape))
+            if lay.bits is not None:
+                check_codes(out[role], lay.bits)
         except CodecError as e:
             raise ArchiveError(f"its {role} array: {e}") from None
     return out

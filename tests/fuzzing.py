@@ -38,10 +38,12 @@ import shutil
 import signal
 import struct
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy as np
 import typer
 from typer.testing import CliRunner
@@ -80,7 +82,8 @@ def invoke(args: list[str]) -> Run:
     crash = ""
     code = 0
     try:
-        with RUNNER.isolation() as (out, err, _):
+        with RUNNER.isolation() as (out, err, _), warnings.catch_warnings():
+            warnings.simplefilter("always")  # every warning reaches stderr, not only a location's first
             try:
                 CLI.main(args=args, prog_name="quant")
             except SystemExit as e:
@@ -487,6 +490,11 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         options.append("float-values")  # every stored float array of every method: finite, sign as required
     if t0["method"] == "uniform":
         options += ["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"]
+    options.append("json-numbers")  # NaN, +-Infinity, 10**400: refused on open by every command
+    if "codes" in t0["arrays"]:
+        options.append("codes-beyond")  # entropy-coded codes past the method's alphabet
+    if floats:
+        options.append("huge-values")  # finite stored values near the top of their dtype: refused or finite
     kind = c.choice(options)
     command = "all"  # which commands must refuse: value edits are only seen when decoding
 
@@ -547,6 +555,32 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
             negative = [-1.0] if METHODS[t["method"]].value_rules.get(role) == NONNEGATIVE else []
             flat[c.int(0, flat.size - 1)] = c.choice([np.nan, np.inf, -np.inf] + negative)
             command = "decode"
+        elif kind == "json-numbers":
+            where = t["metrics"] if c.int(0, 1) else t["params"]
+            where[c.choice(["mse", "sqnr_db", "extra"])] = c.choice([float("nan"), float("inf"), float("-inf"),
+                                                                   10**400, -(2**64)])
+        elif kind == "codes-beyond":
+            from quantcli.codecs import CODECS
+            from quantcli.storage import logical_layout
+            lay = logical_layout(t["method"], tuple(t["shape"]), t["params"])["codes"]
+            codes = np.zeros(lay.shape, dtype=np.uint16)
+            value = c.choice([2 ** lay.bits, 2 ** lay.bits + 1, 255, 256, 65535])
+            codes.reshape(-1)[c.int(0, codes.size - 1)] = value
+            data, params = CODECS["crans"].encode(codes, alphabet=value + 1)
+            arrays[t["arrays"]["codes"]] = np.frombuffer(data, np.uint8).copy()
+            t["codecs"] = {**t.get("codecs", {}), "codes": {"codec": "crans", **params}}
+            meta["quant.version"] = "2"
+            command = "decode"
+        elif kind == "huge-values":
+            role = c.choice(floats)
+            a = arrays[t["arrays"][role]]
+            top = float(np.finfo(np.float16).max) if a.dtype == np.float16 else float(
+                ml_dtypes.finfo(a.dtype).max) if a.dtype.itemsize == 2 else float(np.finfo(np.float32).max)
+            flat = a.reshape(-1)
+            picks = range(flat.size) if c.int(0, 1) else [c.int(0, flat.size - 1)]
+            for at in picks:
+                flat[at] = c.choice([top, -top, top / 2])
+            command = "finite"
         elif kind in ("code-values", "zero-values"):
             role = {"code-values": "codes", "zero-values": "zero"}[kind]
             a = arrays[t["arrays"][role]]
@@ -573,7 +607,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         text = json.dumps(header2, separators=(",", ":")).encode()
         text += b" " * (-(len(text) + 8) % 8)
         data = _pack(text) + data[8 + n2:]
-    return f"resigned-{kind}", data, f"reject-{command}"
+    return f"resigned-{kind}", data, "finite" if command == "finite" else f"reject-{command}"
 
 
 # Tensor names that are data, not paths or markup: each must survive quantize -> verify ->
@@ -597,9 +631,55 @@ def name_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
     return f"names-{len(picks)}", _pack(raw) + body, "oracle"
 
 
+EXTREME_VALUES = ["top", "one-top", "denormal", "tiny-and-huge", "one-huge", "beyond-float32"]
+
+
+def value_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Fill one float array of an input with extreme but legal values (float32's largest, denormals,
+    1e38 beside 1e-38, 1e300 in float64): quantize must succeed (an archive whose round trip is
+    finite) or refuse in one line, with no warning on stderr."""
+    if seed.ext == ".npy":
+        label, start, end = next(r for r in seed.regions if r[0] == "npy-data")
+        dtype = np.dtype(np.float64 if "f64" in seed.name else np.float32)
+    else:
+        n, header = st_layout(seed.data)
+        floats = [r for r in seed.regions if r[0].startswith("array:") and header[r[0][6:]]["dtype"] == "F32"]
+        label, start, end = c.choice(floats)
+        dtype = np.dtype(np.float32)
+    count = (end - start) // dtype.itemsize
+    kind = c.choice(EXTREME_VALUES)
+    top = float(np.finfo(np.float32).max)
+    v = np.random.default_rng(c.int(0, 2**31)).standard_normal(count)
+    v /= max(1.0, float(np.abs(v).max()))  # |v| <= 1: scaled to the top below stays finite
+    if kind == "top":
+        v = np.where(np.arange(count) % 2, -top, top)
+    elif kind == "one-top":
+        v[c.int(0, count - 1)] = c.choice([top, -top])
+    elif kind == "denormal":
+        v = np.full(count, float(np.float32(1e-45)))
+    elif kind == "tiny-and-huge":
+        v = np.where(np.arange(count) % 2, 1e38, 1e-38)
+    elif kind == "one-huge":
+        v = np.zeros(count)
+        v[c.int(0, count - 1)] = 3e38
+    else:
+        v = v * (1e300 if dtype == np.float64 else top)
+    data = bytearray(seed.data)
+    data[start:end] = v.astype(dtype).tobytes()
+    return f"values-{kind}@{label}", bytes(data), "oracle"
+
+
+# quantize options the fuzzer draws for input seeds: each method, and steps at the edge of the grid
+QUANTIZE_OPTIONS = [[], ["--bits", "4", "--granularity", "group", "--group-size", "8"], ["--method", "nf", "--bits", "4"],
+                    ["--method", "kmeans", "--normalize", "group", "--group-size", "8"], ["--method", "vq"],
+                    ["--method", "ecsq", "--step", "0.05"], ["--method", "ecsq", "--step", "1e-30", "--trellis"],
+                    ["--method", "ecsq", "--step", "1e37"], ["--method", "lossless"],
+                    ["--bits", "4", "--codec", "entropy", "--scheme", "asymmetric"]]
+
+
 MUTATIONS: dict[str, Callable[[Seed, Chooser], tuple[str, bytes, str]]] = {
     "truncate": truncate, "bitflip": bitflip, "bytes": byte_edit, "header": header_edit, "manifest": manifest_edit,
-    "names": name_edit,
+    "names": name_edit, "values": value_edit,
 }
 
 
@@ -609,6 +689,8 @@ def mutations_for(seed: Seed) -> list[str]:
         names.append("header")
     if seed.kind == "input" and seed.ext == ".safetensors":
         names.append("names")
+    if seed.kind == "input" and seed.ext in (".safetensors", ".npy"):
+        names.append("values")
     if seed.kind == "archive":
         names.append("manifest")
     return names
@@ -695,7 +777,9 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
         commands = {"quantize": ["quantize", model, "-o", out, "-q", "--bits", "4", "--importance", src]}
     else:
         out = os.path.join(workdir, "out.qnt.safetensors")
-        commands = {"inspect": ["inspect", src, "--json"], "quantize": ["quantize", src, "-o", out, "-q"]}
+        options = c.choice(QUANTIZE_OPTIONS) if mutation == "values" else []
+        label += "".join(f" {o}" for o in options)
+        commands = {"inspect": ["inspect", src, "--json"], "quantize": ["quantize", src, "-o", out, "-q", *options]}
     expected_listing = sorted([os.path.basename(src), os.path.basename(out)] + extra)
     for command, args in commands.items():
         with open(out, "wb") as f:
@@ -722,6 +806,8 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                 o.problem = f"{command} changed a file it does not write"
             if seed.kind == "input":
                 o.result = "exit 0 valid input"
+            elif expect == "finite" and not o.problem:
+                o.result = "exit 0 finite values"  # huge but finite stored values, decoded finite
             elif expect in ("reject-read", "reject-decode") and not o.problem:
                 o.result = "exit 0 edit not read"  # e.g. inspect of bad stored values: dequantize refuses
             elif command == "inspect" and json.loads(run.stdout)["files"][0]["kind"] == "weights":
@@ -735,12 +821,17 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                 p = os.path.join(workdir, leftover)
                 shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
         outcomes.append(o)
+    by = {o.command: o for o in outcomes}
+    if seed.kind == "archive" and by["verify"].result.startswith("exit 0") and not by["dequantize"].problem \
+            and not by["dequantize"].result.startswith("exit 0"):  # verify promises what dequantize does
+        by["dequantize"].problem = f"verify accepted an archive dequantize refuses ({by['dequantize'].result})"
     return outcomes
 
 
-def _round_trip(out: str, expected: dict[str, tuple[str, tuple[int, ...]]]) -> str:
+def _round_trip(out: str, expected: dict[str, tuple[str, tuple[int, ...]]], finite: bool = False) -> str:
     """An archive quantize accepted: verify accepts it, and dequantize to .safetensors (read back
-    by the safetensors library) and to .npz (by numpy) gives every name back, or refuses in one line."""
+    by the safetensors library) and to .npz (by numpy) gives every name back, or refuses in one line;
+    from a `finite` input, every value that comes back is finite."""
     folder = os.path.dirname(out)
     for ext in (".safetensors", ".npz"):
         back = os.path.join(folder, "back" + ext)
@@ -754,12 +845,27 @@ def _round_trip(out: str, expected: dict[str, tuple[str, tuple[int, ...]]]) -> s
             continue
         try:
             names = set(reference_view(back, ext))
+            nonfinite = nonfinite_output(back) if ext == ".safetensors" and finite else ""
         except Exception as e:  # noqa: BLE001
             return f"dequantized {ext} is refused by the reference reader ({type(e).__name__}: {e})"
         finally:
             os.unlink(back)
+        if nonfinite:
+            return nonfinite
         if names != set(expected):
             return f"dequantized {ext} holds {sorted(names)!r}, the input {sorted(expected)!r}"
+    return ""
+
+
+def nonfinite_output(path: str) -> str:
+    """What of a dequantized .safetensors is NaN or Inf (every seed's values are finite), or ''."""
+    from quantcli.safetensors_io import SafetensorsFile
+    with SafetensorsFile(path) as f:
+        for name in f.entries:
+            a = f.read(name)
+            v = a if a.dtype.kind == "f" else a.astype(np.float32)  # bfloat16 (kind V) widens exactly
+            if a.dtype.kind in "fV" and a.size and not np.isfinite(v).all():
+                return f"dequantize wrote non-finite values for {name!r} from an archive it accepted"
     return ""
 
 
@@ -768,6 +874,10 @@ def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expec
         return f"exit 0 but stderr says {run.stderr!r}"
     if expect == "reject":
         return "a truncated file was accepted"
+    if seed.kind == "archive" and command == "dequantize" and nonfinite_output(out):
+        return nonfinite_output(out)
+    if seed.kind == "archive" and expect == "finite":
+        return ""  # values at the top of their dtype: refused, or accepted and decoded finite (checked above)
     if seed.kind == "archive":
         if expect == "detect-corruption" and command in ("verify", "dequantize"):
             return "a flipped bit in a stored array was not detected"
@@ -812,4 +922,6 @@ def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expec
     names = {t["name"] for t in doc["files"][0]["tensors"]}
     if names != set(expected):
         return f"archive holds {sorted(names)}, the input {sorted(expected)}"
-    return _round_trip(out, expected)
+    finite = seed.ext == ".npy" and bool(np.isfinite(np.load(src)).all()) or (
+        seed.ext == ".safetensors" and not nonfinite_output(src))
+    return _round_trip(out, expected, finite)

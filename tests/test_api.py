@@ -110,7 +110,7 @@ def test_dequantize_restores_names_shapes_dtypes(tmp_path, suffix):
         np.testing.assert_array_equal(z["ids"], tensors["ids"])
     r = dequantize_file(arc, str(tmp_path / "f.safetensors"), dtype="float32")
     assert {n: d for n, d, _ in r.tensors} == {"a.weight": "F32", "b.weight": "F32", "c.weight": "F32",
-                                                  "n.bias": "F32", "ids": "I64"}
+                                                  "n.bias": "BF16", "ids": "I64"}  # kept: as stored
 
 
 def test_dequantize_npy_needs_one_tensor(tmp_path, tiny_model, seed_matrix):

@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from . import context, entropy, lossless
+from . import bounds, context, entropy, lossless
 from .errors import CodecError
 
 __all__ = ["Codec", "CodecError", "CODECS", "get", "register", "RansCodec", "CransCodec", "LosslessCodec"]
@@ -101,6 +101,7 @@ class RansCodec(Codec):
         count = _count(shape)
         if count > entropy.max_decoded_count(nbytes, inner):
             raise CodecError(f"{count} codes exceed what {nbytes} bytes of rans stream can hold")
+        bounds.check_lanes(inner["lanes"], count, entropy.CODES_PER_LANE)
         return count * entropy.output_dtype(inner["alphabet"]).itemsize
 
     def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
@@ -161,6 +162,8 @@ class CransCodec(Codec):
         self.max_decoded_nbytes(params, shape)
         dtype = np.dtype(dtype)
         rows, cols = matrix_view(shape)
+        bounds.check_lanes(context.parse_header(np.frombuffer(data, np.uint8))[3], rows * cols, context.CODES_PER_LANE,
+                           rows)
         codes = context.decode(data, rows, cols)
         if dtype.kind not in "ui" or (codes.size and int(codes.max()) > np.iinfo(dtype).max):
             raise CodecError(f"dtype {dtype} cannot hold the decoded codes")

@@ -173,6 +173,8 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
     bad: tuple[float, float] | None = None
     step = guess
     for _ in range(passes):
+        if not step > 0:  # below float32's smallest step: the target is out of reach
+            break
         err = error(step)
         if err <= want:
             good = (step, err) if good is None or step > good[0] else good
@@ -232,11 +234,17 @@ class ECSQ(Method):
         self.check_spec(spec)
 
     def _step(self, spec: Spec, x: np.ndarray | None = None) -> np.float32:
-        """The tensor's step: --step as given, --step-rms times its RMS (from the data)."""
-        if spec.step is not None:
-            return np.float32(spec.step)
-        if spec.step_rms is not None and x is not None:
-            return step_from_rms(spec.step_rms, x)
+        """The tensor's step: --step as given, --step-rms times its RMS (from the data); with x, a
+        step so small that |x / step| reaches 2^29 (int overflow, the trellis's bound) is refused."""
+        step = np.float32(spec.step) if spec.step is not None else (
+            step_from_rms(spec.step_rms, x) if spec.step_rms is not None and x is not None else None)
+        if step is not None and x is not None and np.size(x):
+            peak = float(np.max(np.abs(x)))
+            if not float(step) > 0 or peak / float(step) >= 2.0**29:
+                raise InputError(f"step {float(step):.3g} is too small for its values (largest magnitude "
+                                 f"{peak:.3g}: more than 2^29 steps); use a larger step")
+        if step is not None:
+            return step
         raise ConfigError("ecsq's step comes from the data here (--step-rms) or from the whole model "
                           "(--sqnr): quantize files, or give --step")
 

@@ -62,11 +62,13 @@ def scales_from_range(lo: np.ndarray, hi: np.ndarray, bits: int, scheme: str) ->
     """(float32 scales, the low end used): the formulas of the module docstring, per block. A range
     wider than float32 gives an inf scale, which storing refuses (scales.py)."""
     qmax = qrange(bits, scheme)[1]
-    if scheme == "symmetric":
-        return np.maximum(hi, -lo) / np.float32(qmax), lo
-    lo = np.minimum(lo, 0)
+    if scheme != "symmetric":
+        lo = np.minimum(lo, 0)
     with np.errstate(over="ignore"):
-        return (np.maximum(hi, 0) - lo) / np.float32(qmax), lo
+        s = (np.maximum(hi, -lo) if scheme == "symmetric" else np.maximum(hi, 0) - lo) / np.float32(qmax)
+        # a range ending at float32's largest value: the rounded-up scale times qmax would be inf
+        over = np.isinf(s * np.float32(qmax)) & np.isfinite(s)
+    return (np.where(over, np.nextafter(s, np.float32(0)), s) if over.any() else s), lo
 
 
 @dataclass
