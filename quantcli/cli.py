@@ -348,8 +348,9 @@ def verify(
                                                   metavar="ARCHIVE...")],
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Check archives end to end without decoding: structure, the manifest checksum, and every
-    tensor's SHA-256. Exit 0 when all match, 2 (one line per bad archive on stderr) otherwise.
+    """Check archives end to end: structure, the manifest checksum, every tensor's SHA-256, and
+    every tensor decoded (refusing what dequantize refuses). Exit 0 when all hold, 2 (one line per
+    bad archive on stderr) otherwise.
     --report is written only when every archive is ok.
 
     Example: quant verify model.qnt.safetensors && cp model.qnt.safetensors /deploy/

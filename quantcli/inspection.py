@@ -88,9 +88,10 @@ def inspect_paths(paths: list[str], progress: Progress | None = None) -> list[In
 
 
 def verify_archive(path: str) -> VerifyReport:
-    """Check an archive end to end without decoding: the container and manifest are validated on
-    open (ArchiveError when malformed or when the manifest does not match its checksum), then every
-    tensor's stored bytes are hashed and compared with the manifest's SHA-256.
+    """Check an archive end to end: the container and manifest are validated on open (ArchiveError
+    when malformed or when the manifest does not match its checksum), then every tensor's stored
+    bytes are hashed and compared with the manifest's SHA-256 and the tensor is decoded (refusing
+    what dequantize refuses).
 
     Example:
         >>> verify_archive("w.qnt.safetensors").ok
