@@ -83,7 +83,7 @@ def npz_member(name: str) -> str:
     return member
 
 
-def _narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
+def narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
     """`out` is `source` cast to `target`; a finite value that became infinite means the weights
     do not fit the narrower dtype: refuse (naming the file and tensor) rather than write inf silently."""
     if out.dtype != source.dtype and target in FLOAT_CODES:  # bfloat16 (ml_dtypes) has kind "V", not "f"
@@ -92,7 +92,7 @@ def _narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target:
             peak = float(np.max(np.abs(source[np.isfinite(source)])))
             limit = float(np.finfo(out.dtype).max)
             raise InputError(f"{overflow} values exceed {DTYPE_NAMES.get(target, target)}'s range (largest magnitude "
-                             f"{peak:.6g} > {limit:.6g}); use a wider --dtype or original", path=path, tensor=name)
+                             f"{peak:.6g} > {limit:.6g}); use a wider dtype or the original", path=path, tensor=name)
     return out
 
 
@@ -163,7 +163,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             decoded = archive.decode(t)
             with np.errstate(over="ignore"):
                 out = decoded.astype(DTYPES[targets[i]], copy=False)
-            out = _narrowed(archive_path, t.name, decoded, out, targets[i])
+            out = narrowed(archive_path, t.name, decoded, out, targets[i])
             written.append((t.name, targets[i], t.shape))
             done += t.original_nbytes
             if progress:

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .archive import Archive, open_archive
+from .dequant import narrowed
 from .errors import ConfigError
 from .safetensors_io import DTYPES, FLOAT_CODES
 
@@ -80,7 +81,10 @@ class ArchiveReader:
     def __getitem__(self, name: str) -> np.ndarray:
         t = self._tensor(name)
         values = self.archive.decode(t)
-        return values.astype(DTYPES[self._target(t.dtype)], copy=False)
+        target = self._target(t.dtype)
+        with np.errstate(over="ignore"):
+            out = values.astype(DTYPES[target], copy=False)
+        return narrowed(self.path, name, values, out, target)  # a dtype too narrow for the values: refused
 
     def __contains__(self, name: object) -> bool:
         return name in self.archive.by_name

@@ -104,3 +104,14 @@ def test_load_model_refuses_before_loading_anything(archive):
     missing, unexpected = load_model(torch.nn.ModuleDict({"a": torch.nn.Linear(32, 16), "b": torch.nn.Linear(2, 2)}),
                                      archive, strict=False)
     assert missing == ["b.bias", "b.weight"] and unexpected == []
+
+
+def test_load_with_a_dtype_too_narrow_for_the_values_is_refused(tmp_path):
+    big = np.full((4, 8), 1e6, dtype=np.float32)
+    big[0, 0] = 7e4  # beyond float16's 65504 after any 8-bit rounding
+    save_file({"big.weight": big}, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "b.qnt.safetensors"
+    assert CliRunner().invoke(app, ["quantize", str(tmp_path / "b.safetensors"), "-o", str(out), "-q"]).exit_code == 0
+    with pytest.raises(quantcli.InputError, match="big.weight.*float16"):
+        quantcli.load(str(out), dtype="float16")
+    assert quantcli.load(str(out))["big.weight"].dtype == np.float32
