@@ -412,8 +412,8 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     start = np.cumsum(width) - width  # slot -> symbol tables back to back, one per used context
     slot2sym = np.repeat(np.tile(np.arange(alphabet, dtype=dt), nctx), freq.reshape(-1))
     fc = (freq | ((np.cumsum(freq, axis=1) - freq) << 16)).astype(np.uint32)  # both < 2**16: one load
-    out_t = np.empty((cols, rows), dt)
-    status = crans.decode(words, states, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out_t)
+    out = np.empty((rows, cols), dt)
+    status = crans.decode(words, states, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
     if status:
         raise CodecError(_STREAM_ERRORS[status - 1])
-    return np.ascontiguousarray(out_t.T)
+    return out

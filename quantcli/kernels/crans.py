@@ -19,7 +19,7 @@ from .rans import LOW, decode_step, encode_step
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
 
-@jit(inline="always")
+@jit
 def _thresholds(j, rho, buckets, base, cmul):
     """cmul[t] = (V_{base+1+t} - 16) j for the bucket bounds of column j; returns how many."""
     nt = 0
@@ -33,7 +33,7 @@ def _thresholds(j, rho, buckets, base, cmul):
     return nt
 
 
-@jit(inline="always")
+@jit
 def _column_contexts(j, srow, st, split, rho, buckets, base, cmul, ctx_row):
     """Contexts of column j's codes, all rows at once (a loop LLVM vectorises)."""
     nt = _thresholds(j, rho, buckets, base, cmul)
@@ -84,15 +84,19 @@ def encode(sym, ctx, freq, cum, prec, lanes, words, states):
         for j in range(min(lanes, n - base) - 1, -1, -1):
             c = ctx[base + j]
             s = sym[base + j]
-            states[j], nw = encode_step(states[j], freq[c, s], cum[c, s], np.uint64(prec[c]), words, nw)
+            states[j], w, push = encode_step(states[j], freq[c, s], cum[c, s], np.uint64(prec[c]))
+            if push:
+                words[nw] = w
+                nw += 1
     return nw
 
 
 @jit
-def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out_t):
-    """Codes out_t [cols, rows], column-major; fc[c, s] = freq | cum << 16 of symbol s in context c.
+def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out):
+    """Codes out [rows, cols], decoded column by column; fc[c, s] = freq | cum << 16 of symbol s in
+    context c.
     0 ok, 1 words run out, 2 words left / a lane not back at LOW, 3 a code in an unused context."""
-    cols, rows = out_t.shape
+    rows, cols = out.shape
     lanes = init.size
     x = init.copy()
     st = np.zeros(rows, np.int64)
@@ -112,10 +116,11 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
             xj = x[ln]
             slot = xj & ((np.uint64(1) << np.uint64(p)) - np.uint64(1))
             s = slot2sym[start[c] + np.int64(slot)]
-            out_t[j, r] = s
+            out[r, j] = s
             e = np.uint64(fc[c, s])
-            x[ln], pos = decode_step(xj, e & np.uint64(0xFFFF), slot - (e >> np.uint64(16)), np.uint64(p),
-                                     words, pos, nwords)
+            x[ln], more = decode_step(xj, e & np.uint64(0xFFFF), slot - (e >> np.uint64(16)), np.uint64(p),
+                                      words[min(pos, nwords)])
+            pos += more
             ln = 0 if ln + 1 == lanes else ln + 1
             v = np.int64(s) + offset
             st[r] = next_state(st[r], v & 1)
@@ -130,7 +135,7 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
     return 0
 
 
-@jit(inline="always")
+@jit
 def _gamma(bits, pos, nb):
     """(the Elias-gamma value at bit pos, the position after it), or (-1, pos) when the bits end
     first or it is longer than 40 bits."""

@@ -19,27 +19,25 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@jit(inline="always")
-def encode_step(x, f, c, p, words, nw):
-    """(new state, new word count) after encoding a symbol (f, c at precision p) onto state x;
-    a pushed word goes to words[nw] (words come out in reverse decoding order)."""
-    if x >= (f << (np.uint64(64) - p)):
-        words[nw] = np.uint32(x & _MASK32)
-        nw += 1
-        x = x >> _S32
-    return ((x // f) << p) + (x % f) + c, nw
+@jit
+def encode_step(x, f, c, p):
+    """(new state, word, pushed) after encoding a symbol (f, c at precision p) onto state x: when
+    pushed, `word` (the state's low 32 bits) goes out first (words come out in reverse decoding
+    order). No arrays in or out: numba inlines it without reference counting."""
+    push = x >= (f << (np.uint64(64) - p))
+    w = np.uint32(x & _MASK32)
+    x = (x >> _S32) if push else x
+    return ((x // f) << p) + (x % f) + c, w, push
 
 
-@jit(inline="always")
-def decode_step(x, f, bias, p, words, pos, nwords):
-    """(new state, new read position) after decoding a symbol of frequency f from state x, where
-    bias = slot - c (the slot's offset inside the symbol's range). `words` ends with one spare
-    word, so the read is branch-free; pos > nwords afterwards means the stream ran out."""
+@jit
+def decode_step(x, f, bias, p, w):
+    """(new state, whether it read w) after decoding a symbol of frequency f from state x, where
+    bias = slot - c (the slot's offset inside the symbol's range) and w is the next word of the
+    stream (the caller reads it unconditionally: a branch-free renormalisation)."""
     x = f * (x >> p) + bias
     more = x < LOW
-    w = np.uint64(words[min(pos, nwords)])
-    x = ((x << _S32) | w) if more else x
-    return x, pos + more
+    return (((x << _S32) | np.uint64(w)) if more else x), more
 
 
 @jit
@@ -63,13 +61,17 @@ def encode(sym, freq, cum, lanes, words, states):
         base = t * lanes
         for j in range(min(lanes, n - base) - 1, -1, -1):
             s = sym[base + j]
-            states[j], nw = encode_step(states[j], freq[s], cum[s], p, words, nw)
+            states[j], w, push = encode_step(states[j], freq[s], cum[s], p)
+            if push:
+                words[nw] = w
+                nw += 1
     return nw
 
 
 @jit
 def decode(words, init, freq, cum, slot2sym, out):
-    """Decodes out.size symbols; `words` has one spare 0 word at the end. 0 on success, 1 when
+    """Decodes out.size symbols; `words` has one spare 0 word at the end (so the next word can be
+    read before knowing whether it is needed; pos > nwords means it was). 0 on success, 1 when
     the words run out, 2 when words are left over or a lane does not end at LOW."""
     n = out.size
     lanes = init.size
@@ -86,7 +88,8 @@ def decode(words, init, freq, cum, slot2sym, out):
             slot = xj & mask
             s = slot2sym[slot]
             out[base + j] = s
-            x[j], pos = decode_step(xj, freq[s], slot - cum[s], p, words, pos, nwords)
+            x[j], more = decode_step(xj, freq[s], slot - cum[s], p, words[min(pos, nwords)])
+            pos += more
     if pos > nwords:
         return 1
     if pos != nwords:
