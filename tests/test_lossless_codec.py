@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcli.codecs import CodecError, entropy, lossless
+import oracles
+from quantcli.codecs import CodecError, lossless
 from quantcli.packing import pack_bits, unpack_bits
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -24,7 +25,8 @@ UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 @pytest.fixture(params=["numba", "numpy"])
 def backend(request, monkeypatch):
-    monkeypatch.setenv(entropy.ENV_VAR, request.param)
+    """"numpy": the rANS kernels swapped for their numpy twins (tests/oracles/rans.py)."""
+    oracles.use(monkeypatch, "rans", oracle=request.param == "numpy")
     return request.param
 
 
@@ -82,7 +84,7 @@ def test_pack6_kernel_matches_packing(n):
     got = {}
     for be in ("numba", "numpy"):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(entropy.ENV_VAR, be)
+            oracles.use(mp, "rans", oracle=be == "numpy")
             got[be] = lossless._pack_res(res)
             out = np.empty(n, np.uint8)
             lossless._unpack_res(np.frombuffer(want, np.uint8), out)
@@ -100,13 +102,13 @@ def test_numba_and_numpy_write_and_read_the_same_bytes(dtype, n, monkeypatch):
     a = weights_like(dtype, n, seed=n)
     out = {}
     for be in ("numba", "numpy"):
-        monkeypatch.setenv(entropy.ENV_VAR, be)
+        oracles.use(monkeypatch, "rans", oracle=be == "numpy")
         out[be] = roundtrip(a, "rotl1h10")
     assert out["numba"] == out["numpy"]
     if n >= lossless.TRY_BOTH:
         assert out["numba"][1]["transform"] == "rotl1h10"
     for be in ("numba", "numpy"):  # and each reads the other's
-        monkeypatch.setenv(entropy.ENV_VAR, be)
+        oracles.use(monkeypatch, "rans", oracle=be == "numpy")
         assert lossless.decode(*out["numba"], dtype, n).tobytes() == a.tobytes()
 
 
@@ -209,37 +211,6 @@ class TestForged:
         bad[-9] ^= 0x5A  # inside the head's words
         with pytest.raises(CodecError, match="entropy stream"):
             lossless.decode(bytes(bad), self.params, F32, self.a.size)
-
-
-def test_without_numba_installed_same_bytes():
-    """A process where numba cannot be imported (the `fast` extra absent) writes and reads the same
-    bytes as the numba kernels."""
-    import os
-    import subprocess
-    import sys
-    code = """
-import hashlib, sys
-sys.modules["numba"] = None  # import numba raises ImportError
-sys.path.insert(0, "tests")
-import ml_dtypes
-from quantcli.codecs import entropy, lossless
-from test_lossless_codec import golden_weights
-assert not entropy._load_numba() and entropy._backend() == "numpy"
-for a in (golden_weights(), golden_weights().astype(ml_dtypes.bfloat16)):
-    data, params = lossless.encode(a)
-    assert lossless.decode(data, params, a.dtype, a.size).tobytes() == a.tobytes()
-    print(params["transform"], hashlib.sha256(data).hexdigest())
-"""
-    env = {k: v for k, v in os.environ.items() if k != entropy.ENV_VAR}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert run.returncode == 0, run.stderr
-    want = []
-    for a in (golden_weights(), golden_weights().astype(BF16)):
-        data, params = lossless.encode(a)
-        want.append(f"{params['transform']} {hashlib.sha256(data).hexdigest()}")
-    assert run.stdout.split("\n")[:2] == want
-    assert want[0].startswith("rotl1h10 ") and want[1].startswith("rotl1h10 ")
 
 
 def test_golden_rotl1h10_archive(tmp_path):

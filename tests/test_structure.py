@@ -91,6 +91,25 @@ def test_layers_point_down():
             assert not {"quantcli.pipeline", "quantcli.parallel", "quantcli.sizing", "quantcli.dequant"} & graph[m], m
 
 
+def test_codecs_import_no_method_and_kernels_are_the_bottom():
+    """codecs/ never imports methods/ (the DQ state machine both use is in kernels/); kernels/
+    imports nothing else of quantcli; numba is imported in kernels/ only, so a command that runs
+    no kernel never loads it."""
+    mods = _modules()
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    numba_ok = {"quantcli.codecs.lossless"}  # its own kernels, being moved to kernels/ by its owner (issue 18)
+    for m, path in mods.items():
+        if m.startswith("quantcli.codecs"):
+            assert not any(d.startswith("quantcli.methods") for d in graph[m]), m
+        if m.startswith("quantcli.kernels"):
+            assert all(d.startswith("quantcli.kernels") for d in graph[m]), m
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+        if any(x.split(".")[0] == "numba" for x in names):
+            assert m.startswith("quantcli.kernels.") or m in numba_ok, m
+
+
 def test_no_module_over_600_lines():
     for name, path in _modules().items():
         with open(path, encoding="utf-8") as f:
