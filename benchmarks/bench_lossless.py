@@ -10,9 +10,8 @@ Sizes: the archive written by the command line (`quant quantize MODEL -o A --met
 over the input file's size. Round trip: `quant dequantize A -o OUT` compared byte for byte with
 the input, tensor by tensor. Speed: the library calls behind those commands (quantize_file and
 dequantize_file, one process, jobs=1), MB/s of the input file's bytes, medians of --repeat runs,
-wall and process-CPU time; with the numba kernels and with the numpy path
-(QUANTCLI_CODEC_BACKEND=numpy: same bytes, checked; one run each, it is slow), measured side by side
-in one run; and the codec alone (lossless.encode / decode of every float tensor, no file I/O).
+wall and process-CPU time, measured side by side in one run; and the codec alone (lossless.encode /
+decode of every float tensor, no file I/O).
     .venv/bin/python benchmarks/bench_lossless.py [--repeat 3]
 """
 
@@ -140,9 +139,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for name, path in files.items():
             size = os.path.getsize(path)
-            for lay, backend, repeat in (("rotl1", "numba", args.repeat), ("default", "numba", args.repeat),
-                                         ("default", "numpy", 1)):
-                os.environ[entropy.ENV_VAR] = backend
+            for lay, backend, repeat in (("rotl1", "numba", args.repeat), ("default", "numba", args.repeat)):
                 arc = os.path.join(tmp, f"{name}.{lay}.{backend}.qnt.safetensors")
                 out = os.path.join(tmp, f"{name}.{lay}.{backend}.out.safetensors")
                 spec = Spec(method="lossless")
@@ -153,7 +150,6 @@ def main() -> None:
                 same = open(arc, "rb").read() == open(archives[name], "rb").read() if lay == "default" else "-"
                 print(f"| {name} | {lay} | {backend} | {size / enc[0] / 1e6:.0f} | {size / enc[1] / 1e6:.0f} | "
                       f"{size / dec[0] / 1e6:.0f} | {size / dec[1] / 1e6:.0f} | {same} |")
-            os.environ[entropy.ENV_VAR] = "auto"
 
         print("\n| input | layout | coded bytes | % of tensor bytes | codec encode MB/s (CPU) | codec decode MB/s (CPU) |")
         print("|---|---|---|---|---|---|")

@@ -9,6 +9,7 @@ and compare the bytes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 
@@ -23,3 +24,21 @@ def use(monkeypatch, name: str, oracle: bool = True) -> None:
     for attr in twin.KERNELS:
         real = _REAL.setdefault((name, attr), getattr(kernels, attr))
         monkeypatch.setattr(kernels, attr, getattr(twin, attr) if oracle else real)
+
+
+@contextlib.contextmanager
+def swapped(*names: str):
+    """use() outside pytest (the benchmarks' numpy rows): the twins of kernels.<name> for each name,
+    the compiled kernels back on exit."""
+    saved = []
+    for name in names:
+        kernels = importlib.import_module(f"quantcli.kernels.{name}")
+        twin = importlib.import_module(f"oracles.{name}")
+        for attr in twin.KERNELS:
+            saved.append((kernels, attr, getattr(kernels, attr)))
+            setattr(kernels, attr, getattr(twin, attr))
+    try:
+        yield
+    finally:
+        for kernels, attr, real in reversed(saved):
+            setattr(kernels, attr, real)
