@@ -8,6 +8,9 @@ call), after one warm-up call that compiles or loads it from the cache:
   trellis        dq.trellis(x, step, 0): the distortion-only pass
   trellis+price  dq.trellis(x, step, lam, prices, offset): a re-priced pass (order-0 prices)
   crans enc/dec  context.encode(codes, alphabet, offset, dq=True) / context.decode
+  (loops)        the compiled loops alone, without the model choice in Python: the context walk
+                 and the coder for encode, the decoder for decode (old trees: the same loops as
+                 closures in codecs/context_kernels.py)
   rans enc/dec   entropy.encode(codes, alphabet) / entropy.decode
 MB/s = 4 * rows * cols / 1e6 / seconds (float32 input, whatever the kernel reads).
 
@@ -29,7 +32,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = ("trellis", "trellis+price", "crans enc", "crans dec", "rans enc", "rans dec")
+KERNELS = ("trellis", "trellis+price", "crans enc", "crans enc (loops)", "crans dec", "crans dec (loop)",
+           "rans enc", "rans dec")
 
 
 def worker(rows: int, cols: int, reps: int) -> dict:
@@ -50,11 +54,14 @@ def worker(rows: int, cols: int, reps: int) -> dict:
     alphabet = int(codes.max()) + 1
     blob = context.encode(codes, alphabet, -offset, dq=True)
     rblob, rparams = entropy.encode(codes, alphabet)
+    loops = _crans_loops(context, codes, alphabet, -offset, blob, rows, cols)
     calls = {
         "trellis": lambda: dq.trellis(x, step, 0.0),
         "trellis+price": lambda: dq.trellis(x, step, lam, prices, offset=lo),
         "crans enc": lambda: context.encode(codes, alphabet, -offset, dq=True),
+        "crans enc (loops)": loops[0],
         "crans dec": lambda: context.decode(blob, rows, cols),
+        "crans dec (loop)": loops[1],
         "rans enc": lambda: entropy.encode(codes, alphabet),
         "rans dec": lambda: entropy.decode(rblob, rparams, codes.size),
     }
@@ -71,6 +78,61 @@ def worker(rows: int, cols: int, reps: int) -> dict:
         out["digest"][name] = hashlib.sha256(np.asarray(data).tobytes() if not isinstance(data, bytes)
                                              else data).hexdigest()[:16]
     return out
+
+
+def _crans_loops(context, codes, alphabet, offset, blob, rows, cols):
+    """(encode loops, decode loop) of crans as closures over prepared inputs, for this tree's kernels."""
+    import numpy as np
+
+    cfg = context.choose_config(codes, alphabet, offset, True)
+    split, rho, buckets, base = cfg
+    nctx = context.n_contexts(split, buckets)
+    kt = np.ascontiguousarray(codes.T)
+    n = codes.size
+    ctx = np.empty(n, np.uint8)
+    cnt = np.zeros((nctx, alphabet), np.int64)
+    try:
+        from quantcli.kernels import crans as k
+        new = True
+    except ImportError:
+        from quantcli.codecs import context_kernels
+        kk = context_kernels._load_numba()
+        new = False
+    walk = k.walk if new else kk["walk"]
+    walk(kt, offset, split, rho, buckets, base, ctx, cnt)
+    freq = np.zeros((nctx, alphabet), np.uint64)
+    prec = np.zeros(nctx, np.int64)
+    for c in range(nctx):
+        p, f, _ = context.choose_table(cnt[c])
+        if f is not None:
+            freq[c], prec[c] = f, p
+    cum = (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
+    lanes = 8
+    words, states = np.empty(n + lanes, np.uint32), np.empty(lanes, np.uint64)
+    sym = kt.reshape(-1)
+    enc = k.encode if new else kk["enc"]
+
+    def encode_loops():
+        walk(kt, offset, split, rho, buckets, base, ctx, np.zeros((nctx, alphabet), np.int64))
+        enc(sym, ctx, freq, cum, prec, lanes, words, states)
+
+    nw = enc(sym, ctx, freq, cum, prec, lanes, words, states)
+    stream = np.concatenate([words[:nw][::-1], np.zeros(1, np.uint32)])
+    fi = freq.astype(np.int64)
+    width = np.where(prec > 0, 1 << prec, 0)
+    start = np.cumsum(width) - width
+    slot2sym = np.repeat(np.tile(np.arange(alphabet, dtype=np.uint16), nctx), fi.reshape(-1))
+    if new:
+        fc = (fi | (cum.astype(np.int64) << 16)).astype(np.uint32)
+        out = np.empty((rows, cols), np.uint16)
+        args = (stream, states.copy(), fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
+        dec = k.decode
+    else:
+        out = np.empty((cols, rows), np.uint16)
+        args = (stream, states.copy(), freq, cum, prec, slot2sym, start, offset, split, rho, buckets, base, out)
+        dec = kk["dec"]
+    assert dec(*args) == 0 and np.array_equal(out if new else out.T, codes)
+    return encode_loops, lambda: dec(*args)
 
 
 def machine() -> str:

@@ -71,11 +71,11 @@ def shrunk(lv, d1, d2, step, out):
 
 # ----------------------------------------------------------------------------- trellis
 #
-# One row at a time, in three loops: (1) for every column, the cheapest even and odd candidate of
-# each quantizer and their costs (no dependence between columns: a loop LLVM vectorises, which is
-# why it divides with error_model="numpy", the step being checked > 0 by the caller, and picks by
-# selects); (2) the Viterbi recursion over the four states (a short serial chain per column);
-# (3) the traceback. Candidates of quantizer q at t = x / step (zero is always the third):
+# One row at a time: (1) for every column, the candidates and their squared errors, (2) plus
+# lam * price (table lookups), (3) the cheapest even and odd candidate of each quantizer (1 and 3
+# have no dependence between columns: loops LLVM vectorises, which is why they divide with
+# error_model="numpy", the step being checked > 0 by the caller, and pick by selects); (4) the
+# Viterbi recursion over the four states (a short serial chain per column); (5) the traceback. Candidates of quantizer q at t = x / step (zero is always the third):
 #   Q0: codes k1 = floor(t / 2) and k1 + 1, levels 2 k1 and 2 k1 + 2 (opposite parities);
 #   Q1: odd levels 2m + 1 and 2m + 3, m = floor((t - 1) / 2), codes (L + sign L) / 2, which are
 #       m + (m >= 0) and m + 1 + (m >= -1) (both odd when m = -1).
@@ -85,11 +85,11 @@ def shrunk(lv, d1, d2, step, out):
 
 @jit(inline="always")
 def _price(table, k, offset, esc):
-    """table[k - offset], or esc outside it; table holds >= 1 entry (a load, then a select)."""
+    """table[k - offset], or esc outside it (a branch that is nearly always taken the same way)."""
     i = k - offset
-    n = table.size
-    v = table[min(max(i, 0), n - 1)]
-    return v if (i >= 0 and i < n) else esc
+    if i >= 0 and i < table.size:
+        return table[i]
+    return esc
 
 
 @jit(inline="always")
@@ -132,10 +132,34 @@ def _column(xj, step):
 
 
 @jit(error_model="numpy")
-def _row_costs(xr, step, ce0, co0, ce1, co1, idx, codes):
-    """Per column: the cheapest even / odd candidate costs of Q0 and Q1 (distortion only), their
-    indices packed as i0e | i0o << 2 | i1e << 4 | i1o << 6, and the candidates' codes in
-    codes[j, 4 q + i] (codes[j, 0] and codes[j, 4] stay 0: the zero candidates)."""
+def _row_candidates(xr, step, sq, codes):
+    """Per column j: the squared errors of zero, Q0's two and Q1's two candidates in sq[0..4, j]
+    and their codes in codes[j, 4 q + i] (codes[j, 0] and codes[j, 4] stay 0: the zero
+    candidates). No dependence between columns: vectorised."""
+    for j in range(xr.size):
+        t, k1, ca0, cb0, qa, qb, ca1, cb1 = _column(xr[j], step)
+        sq[0, j], sq[1, j], sq[2, j], sq[3, j], sq[4, j] = t * t, ca0, cb0, ca1, cb1
+        codes[j, 1], codes[j, 2], codes[j, 5], codes[j, 6] = k1, k1 + 1, qa, qb
+
+
+@jit
+def _add_prices(lam, p0, p1, offset, esc, sq, codes, zero):
+    """sq[1..4, j] += lam * price of the candidate's code; zero = (lam * price of code 0 under Q0,
+    under Q1), added where the costs are picked (a table lookup per candidate: scalar)."""
+    for j in range(sq.shape[1]):
+        sq[1, j] += lam * _price(p0, codes[j, 1], offset, esc)
+        sq[2, j] += lam * _price(p0, codes[j, 2], offset, esc)
+        sq[3, j] += lam * _price(p1, codes[j, 5], offset, esc)
+        sq[4, j] += lam * _price(p1, codes[j, 6], offset, esc)
+    zero[0] = lam * _price(p0, 0, offset, esc)
+    zero[1] = lam * _price(p1, 0, offset, esc)
+
+
+@jit(error_model="numpy")
+def _row_costs_plain(xr, step, ce0, co0, ce1, co1, idx, codes):
+    """Distortion only, in one vectorised loop: the candidates and codes (as _row_candidates),
+    then the cheapest even / odd candidate of Q0 and Q1 (costs, and their indices packed as
+    i0e | i0o << 2 | i1e << 4 | i1o << 6)."""
     for j in range(xr.size):
         t, k1, ca0, cb0, qa, qb, ca1, cb1 = _column(xr[j], step)
         cz = t * t
@@ -147,18 +171,16 @@ def _row_costs(xr, step, ce0, co0, ce1, co1, idx, codes):
 
 
 @jit(error_model="numpy")
-def _row_costs_priced(xr, step, lam, p0, p1, offset, esc, ce0, co0, ce1, co1, idx, codes):
-    """_row_costs with lam * price added to every candidate's squared error."""
-    for j in range(xr.size):
-        t, k1, ca0, cb0, qa, qb, ca1, cb1 = _column(xr[j], step)
-        cz = t * t
-        e0, i0e, o0, i0o = _pick_q0(cz + lam * _price(p0, 0, offset, esc), ca0 + lam * _price(p0, k1, offset, esc),
-                                    cb0 + lam * _price(p0, k1 + 1, offset, esc), k1)
-        e1, i1e, o1, i1o = _pick_q1(cz + lam * _price(p1, 0, offset, esc), ca1 + lam * _price(p1, qa, offset, esc),
-                                    cb1 + lam * _price(p1, qb, offset, esc), qa, qb)
+def _row_costs(sq, codes, z0, z1, ce0, co0, ce1, co1, idx):
+    """_row_costs_plain's picks from priced costs: sq (with prices added), zero's costs + z0 / z1."""
+    for j in range(sq.shape[1]):
+        cz = sq[0, j]
+        cz0 = cz + z0
+        cz1 = cz + z1
+        e0, i0e, o0, i0o = _pick_q0(cz0, sq[1, j], sq[2, j], np.int64(codes[j, 1]))
+        e1, i1e, o1, i1o = _pick_q1(cz1, sq[3, j], sq[4, j], np.int64(codes[j, 5]), np.int64(codes[j, 6]))
         ce0[j], co0[j], ce1[j], co1[j] = e0, o0, e1, o1
         idx[j] = i0e | (i0o << 2) | (i1e << 4) | (i1o << 6)
-        codes[j, 1], codes[j, 2], codes[j, 5], codes[j, 6] = k1, k1 + 1, qa, qb
 
 
 @jit(error_model="numpy")
@@ -172,11 +194,15 @@ def viterbi(x, step, lam, p0, p1, offset, esc, priced, out):
     ce0, co0, ce1, co1 = np.empty(cols), np.empty(cols), np.empty(cols), np.empty(cols)
     idx = np.empty(cols, np.int64)
     codes = np.zeros((cols, 8), np.int32)  # |codes| < 2**28: the caller bounds |x / step| by 2**29
+    sq = np.empty((5, cols))
+    zero = np.zeros(2)
     for r in range(rows):
         if priced:
-            _row_costs_priced(x[r], step, lam, p0, p1, offset, esc, ce0, co0, ce1, co1, idx, codes)
+            _row_candidates(x[r], step, sq, codes)
+            _add_prices(lam, p0, p1, offset, esc, sq, codes, zero)
+            _row_costs(sq, codes, zero[0], zero[1], ce0, co0, ce1, co1, idx)
         else:
-            _row_costs(x[r], step, ce0, co0, ce1, co1, idx, codes)
+            _row_costs_plain(x[r], step, ce0, co0, ce1, co1, idx, codes)
         c0, c1, c2, c3 = 0.0, np.inf, np.inf, np.inf
         for j in range(cols):
             e0, o0, e1, o1, ix = ce0[j], co0[j], ce1[j], co1[j], idx[j]
