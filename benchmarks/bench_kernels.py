@@ -12,7 +12,8 @@ call), after one warm-up call that compiles or loads it from the cache:
                  and the coder for encode, the decoder for decode (old trees: the same loops as
                  closures in codecs/context_kernels.py)
   rans enc/dec   entropy.encode(codes, alphabet) / entropy.decode
-MB/s = 4 * rows * cols / 1e6 / seconds (float32 input, whatever the kernel reads).
+MB/s = 4 * rows * cols / 1e6 / CPU seconds of the process (float32 input, whatever the kernel
+reads; single-threaded kernels, so CPU time is the time one core spends).
 
 --against TREE:PYTHON measures another checkout (e.g. main before a change) side by side: every
 round runs one worker process per tree, alternating, and the report gives each kernel's median
@@ -70,9 +71,9 @@ def worker(rows: int, cols: int, reps: int) -> dict:
         res = fn()  # warm-up: compile or load from the cache
         times = []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # CPU time: the machine is shared, wall time measures the others too
             fn()
-            times.append(time.perf_counter() - t0)
+            times.append(time.process_time() - t0)
         out["seconds"][name] = min(times)
         data = res[0] if isinstance(res, tuple) else res
         out["digest"][name] = hashlib.sha256(np.asarray(data).tobytes() if not isinstance(data, bytes)
@@ -114,7 +115,7 @@ def _crans_loops(context, codes, alphabet, offset, blob, rows, cols):
 
     def encode_loops():
         walk(kt, offset, split, rho, buckets, base, ctx, np.zeros((nctx, alphabet), np.int64))
-        enc(sym, ctx, freq, cum, prec, lanes, words, states)
+        return words[:enc(sym, ctx, freq, cum, prec, lanes, words, states)].tobytes()
 
     nw = enc(sym, ctx, freq, cum, prec, lanes, words, states)
     stream = np.concatenate([words[:nw][::-1], np.zeros(1, np.uint32)])
@@ -132,7 +133,11 @@ def _crans_loops(context, codes, alphabet, offset, blob, rows, cols):
         args = (stream, states.copy(), freq, cum, prec, slot2sym, start, offset, split, rho, buckets, base, out)
         dec = kk["dec"]
     assert dec(*args) == 0 and np.array_equal(out if new else out.T, codes)
-    return encode_loops, lambda: dec(*args)
+    def decode_loop():
+        dec(*args)
+        return (out if new else out.T).tobytes()
+
+    return encode_loops, decode_loop
 
 
 def machine() -> str:
