@@ -14,7 +14,7 @@ import numpy as np
 
 from ._jit import jit
 from .dq import next_state
-from .rans import LOW, decode_step, encode_step
+from .rans import LOW, decode_step, encode_pushes, encode_step
 
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
@@ -84,10 +84,12 @@ def encode(sym, ctx, freq, cum, prec, lanes, words, states):
         for j in range(min(lanes, n - base) - 1, -1, -1):
             c = ctx[base + j]
             s = sym[base + j]
-            states[j], w, push = encode_step(states[j], freq[c, s], cum[c, s], np.uint64(prec[c]))
-            if push:
-                words[nw] = w
+            x, f, p = states[j], freq[c, s], np.uint64(prec[c])
+            if encode_pushes(x, f, p):
+                words[nw] = np.uint32(x & np.uint64(0xFFFFFFFF))
                 nw += 1
+                x = x >> np.uint64(32)
+            states[j] = encode_step(x, f, cum[c, s], p)
     return nw
 
 

@@ -20,14 +20,18 @@ _S32 = np.uint64(32)
 
 
 @jit
+def encode_pushes(x, f, p):
+    """Whether encoding a symbol of frequency f at precision p onto state x first pushes the
+    state's low 32-bit word out (and shifts it right by 32): x >= f << (64 - p)."""
+    return x >= (f << (np.uint64(64) - p))
+
+
+@jit
 def encode_step(x, f, c, p):
-    """(new state, word, pushed) after encoding a symbol (f, c at precision p) onto state x: when
-    pushed, `word` (the state's low 32 bits) goes out first (words come out in reverse decoding
-    order). No arrays in or out: numba inlines it without reference counting."""
-    push = x >= (f << (np.uint64(64) - p))
-    w = np.uint32(x & _MASK32)
-    x = (x >> _S32) if push else x
-    return ((x // f) << p) + (x % f) + c, w, push
+    """The state after encoding a symbol (frequency f, cumulative c, precision p) onto state x
+    (after the push, if any). Scalars in and out: numba inlines it without reference counting,
+    and the push stays a branch in the caller (faster than a select here: it is rarely taken)."""
+    return ((x // f) << p) + (x % f) + c
 
 
 @jit
@@ -61,10 +65,12 @@ def encode(sym, freq, cum, lanes, words, states):
         base = t * lanes
         for j in range(min(lanes, n - base) - 1, -1, -1):
             s = sym[base + j]
-            states[j], w, push = encode_step(states[j], freq[s], cum[s], p)
-            if push:
-                words[nw] = w
+            x, f = states[j], freq[s]
+            if encode_pushes(x, f, p):
+                words[nw] = np.uint32(x & _MASK32)
                 nw += 1
+                x = x >> _S32
+            states[j] = encode_step(x, f, cum[s], p)
     return nw
 
 
