@@ -75,7 +75,8 @@ def shrunk(lv, d1, d2, step, out):
 # lam * price (table lookups), (3) the cheapest even and odd candidate of each quantizer (1 and 3
 # have no dependence between columns: loops LLVM vectorises, which is why they divide with
 # error_model="numpy", the step being checked > 0 by the caller, and pick by selects); (4) the
-# Viterbi recursion over the four states (a short serial chain per column); (5) the traceback. Candidates of quantizer q at t = x / step (zero is always the third):
+# Viterbi recursion over the four states (a short serial chain per column); (5) the traceback.
+# Candidates of quantizer q at t = x / step (zero is always the third):
 #   Q0: codes k1 = floor(t / 2) and k1 + 1, levels 2 k1 and 2 k1 + 2 (opposite parities);
 #   Q1: odd levels 2m + 1 and 2m + 3, m = floor((t - 1) / 2), codes (L + sign L) / 2, which are
 #       m + (m >= 0) and m + 1 + (m >= -1) (both odd when m = -1).
@@ -83,7 +84,7 @@ def shrunk(lv, d1, d2, step, out):
 # predecessor state; at the row end, the lowest state. A cost must be strictly lower to win.
 
 
-@jit(inline="always")
+@jit
 def _price(table, k, offset, esc):
     """table[k - offset], or esc outside it (a branch that is nearly always taken the same way)."""
     i = k - offset
