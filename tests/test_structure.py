@@ -110,6 +110,27 @@ def test_codecs_import_no_method_and_kernels_are_the_bottom():
             assert m.startswith("quantcli.kernels.") or m in numba_ok, m
 
 
+def test_kernel_modules_change_with_the_files_they_call_into():
+    """numba's cache of a kernel is keyed by its own file only: each kernel module carries DEPENDS,
+    a digest of the kernel files it imports, so editing those changes it and its cache is rebuilt
+    (an upgrade or a dev edit never loads kernels compiled against an old rANS core or state machine)."""
+    import hashlib
+    import re
+
+    folder = os.path.join(PACKAGE, "kernels")
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py") or name.startswith("_"):
+            continue
+        text = open(os.path.join(folder, name), encoding="utf-8").read()
+        deps = ["_jit.py"] + sorted(f"{m}.py" for m in re.findall(r"^from \.(\w+) import", text, re.M) if m != "_jit")
+        h = hashlib.sha256()
+        for dep in deps:
+            h.update(open(os.path.join(folder, dep), "rb").read())
+        found = re.search(r'^DEPENDS = "(\w+)"', text, re.M)
+        assert found and found.group(1) == h.hexdigest()[:16], \
+            f"kernels/{name}: set DEPENDS = \"{h.hexdigest()[:16]}\" (digest of {', '.join(deps)})"
+
+
 def test_no_module_over_600_lines():
     for name, path in _modules().items():
         with open(path, encoding="utf-8") as f:

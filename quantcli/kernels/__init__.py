@@ -16,7 +16,8 @@ share one rANS core (rans.py).
 
 The numpy twins these replaced are in tests/oracles/: the kernels must match them bit for bit.
 
-Caveat for development: numba's cache of a kernel is keyed by the content of the file defining it,
-not of the files it calls into; after editing rans.py or dq.py, delete quantcli/kernels/__pycache__
-so crans.py's kernels recompile (an installed package never changes under its cache).
+numba keys a kernel's on-disk cache by the content of the file defining it, not of the files it
+calls into, so each module here carries DEPENDS, a digest of the kernel files it imports
+(tests/test_structure.py checks it): editing rans.py or dq.py changes crans.py too, and its
+kernels recompile instead of loading code built against the old core.
 """

@@ -16,6 +16,10 @@ from ._jit import jit
 from .dq import next_state
 from .rans import LOW, decode_step, encode_pushes, encode_step
 
+# numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
+# DEPENDS (a digest of _jit.py, dq.py, rans.py, checked by tests/test_structure.py) makes this file change with them.
+DEPENDS = "3bcd67337fee3d9f"
+
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
 

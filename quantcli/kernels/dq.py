@@ -12,6 +12,10 @@ import numpy as np
 
 from ._jit import jit
 
+# numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
+# DEPENDS (a digest of _jit.py, checked by tests/test_structure.py) makes this file change with them.
+DEPENDS = "2dbfa5bb8d804b2f"
+
 NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int8)
 QUANTIZER = np.array([0, 0, 1, 1], dtype=np.int8)
 _NEXT_FLAT = NEXT.astype(np.int64).reshape(-1)  # [2 state + parity]: a lookup, no branch on the state

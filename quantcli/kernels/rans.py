@@ -14,6 +14,10 @@ import numpy as np
 
 from ._jit import jit
 
+# numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
+# DEPENDS (a digest of _jit.py, checked by tests/test_structure.py) makes this file change with them.
+DEPENDS = "2dbfa5bb8d804b2f"
+
 LOW = np.uint64(1 << 32)  # lane states live in [LOW, 2**64)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
