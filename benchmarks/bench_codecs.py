@@ -63,11 +63,11 @@ def int_schemes(repeat, quick):
         return sum(len(d) for d, _ in enc), ce, we, cd, wd
 
     def ours_numpy(codes):
-        os.environ[entropy.ENV_VAR] = "numpy"
-        try:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+        import oracles  # the kernels' numpy twins
+
+        with oracles.swapped("rans"):
             return ours(codes, repeat=1)  # slow: one run
-        finally:
-            del os.environ[entropy.ENV_VAR]
 
     def constriction_ans(codes):
         def enc():

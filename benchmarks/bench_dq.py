@@ -6,7 +6,7 @@ equal SQNR, and the engine's speed.
 Tensors: every 2-D float tensor of the model (40, 22,682,112 weights), read with quantcli's
 Sources as float32. SQNR = 10 log10(sum x^2 / sum (x - x_hat)^2) over all of them together.
 Bits: ideal code length = empirical order-0 entropy, per tensor; for DQ per tensor AND per
-quantizer stream (split_by_quantizer: one frequency table per quantizer, the context the decoder
+quantizer stream (split_streams: one frequency table per quantizer, the context the decoder
 knows), tables counted as 0 bits for both. bpw = bits / weights.
 
 (a) plain rounding at the one global step that reaches the target (quantcli.methods.ecsq
@@ -15,8 +15,8 @@ knows), tables counted as 0 bits for both. bpw = bits / weights.
     linearly in SQNR between the two nearest trials (bpw is linear in dB to ~0.002 here).
 
 Speed: medians of --repeats runs over the whole tensor set, MB = 1e6 bytes of float32 input.
-Encode = quantize_dq (all passes, pricing included); decode = merge_streams + reconstruct; a
-single trellis pass with each backend and the study's numpy Viterbi (benchmarks/ecsq_core.py) on
+Encode = quantize_dq (all passes, pricing included); decode = reconstruct; a single trellis pass
+with the kernel and the study's numpy Viterbi (benchmarks/ecsq_core.py) on
 one 1536x384 tensor, side by side in the same run. The machine is shared: compare ratios.
 """
 
@@ -36,6 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import real_model  # noqa: E402
 
 from quantcli.methods import dq  # noqa: E402
+
+
+def split_streams(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes coded under Q0, under Q1), column-major: one symbol stream per quantizer."""
+    q = (dq.states(k) >> 1).T
+    return k.T[q == 0], k.T[q == 1]
 from quantcli.methods.ecsq import quantize, reconstruct, step_for_sqnr  # noqa: E402
 from quantcli.metrics import sum_squares  # noqa: E402
 from quantcli.sources import Sources  # noqa: E402
@@ -77,7 +83,7 @@ def dq_run(tensors, step, c, passes):
     for _, x in tensors:
         k, rec = dq.quantize_dq(x, step, c=c, passes=passes)
         err += sum_squares(x - rec)
-        bits += sum(entropy_bits(s) for s in dq.split_by_quantizer(k))
+        bits += sum(entropy_bits(s) for s in split_streams(k))
         bits_one += entropy_bits(k)
         codes.append(k)
     return err, bits, bits_one, codes
@@ -106,7 +112,7 @@ def main() -> None:
     mb = 4 * n / 1e6
     signal = sum(sum_squares(x) for _, x in tensors)
     print(f"{len(tensors)} 2-D tensors, {n} weights; {platform.processor() or platform.machine()}, "
-          f"numba: {'yes' if dq._load_numba() else 'no'}; c = {args.c}, passes = {args.passes}")
+          f"c = {args.c}, passes = {args.passes}")
     dq.trellis(tensors[0][1][:2, :8], 0.01, 0.0)  # compile outside the timings
 
     print("\n| target | round step | round SQNR | round bpw | DQ step | DQ SQNR | DQ bpw (split) | "
@@ -142,9 +148,6 @@ def main() -> None:
 
     # ------------------------------------------------------------------ speed
     step, codes = last
-    streams = [dq.split_by_quantizer(k) for k in codes]
-    for (_, x), k, (a, b) in zip(tensors, codes, streams):  # the streams decode to the same values
-        assert np.array_equal(dq.merge_streams(a, b, *x.shape), k)
 
     def encode():
         for _, x in tensors:
@@ -155,16 +158,8 @@ def main() -> None:
             dq.trellis(x, step, 0.0)
 
     def decode():
-        for (_, x), (a, b) in zip(tensors, streams):
-            dq.reconstruct(dq.merge_streams(a, b, *x.shape), step)
-
-    def decode_numpy():
-        for (_, x), (a, b) in zip(tensors, streams):
-            dq.reconstruct(dq.merge_streams(a, b, *x.shape, backend="numpy"), step, backend="numpy")
-
-    def split():
         for k in codes:
-            dq.split_by_quantizer(k)
+            dq.reconstruct(k, step)
 
     def round_encode():
         s = np.float32(step)
@@ -172,10 +167,8 @@ def main() -> None:
             reconstruct(quantize(x, s), s)
 
     print(f"\nspeed over all {len(tensors)} tensors ({mb:.1f} MB float32), median of {args.repeats}:")
-    for name, fn in [("quantize_dq (all passes)", encode), ("one trellis pass (numba if present)", one_pass),
-                     ("split_by_quantizer", split), ("decode: merge_streams + reconstruct", decode),
-                     ("decode, numpy paths", decode_numpy),
-                     ("plain rounding + reconstruct (reference)", round_encode)]:
+    for name, fn in [("quantize_dq (all passes)", encode), ("one trellis pass", one_pass),
+                     ("decode: reconstruct", decode), ("plain rounding + reconstruct (reference)", round_encode)]:
         t = timed(fn, args.repeats)
         print(f"  {name:42s} {t:7.3f} s  {mb / t:8.1f} MB/s")
 
@@ -183,9 +176,7 @@ def main() -> None:
     xmb = x.nbytes / 1e6
     print(f"\none trellis pass on one {x.shape[0]}x{x.shape[1]} tensor ({xmb:.2f} MB), same step, median of "
           f"{args.repeats}:")
-    rows = [("numpy path", lambda: dq.trellis(x, step, 0.0, backend="numpy"))]
-    if dq._load_numba():
-        rows.insert(0, ("numba kernel", lambda: dq.trellis(x, step, 0.0, backend="numba")))
+    rows = [("numba kernel", lambda: dq.trellis(x, step, 0.0))]
     import ecsq_core
     rows.append(("ecsq_core._viterbi (study, numpy)", lambda: ecsq_core.trellis_dq(x, step, 0.0)))
     base = None
@@ -193,8 +184,6 @@ def main() -> None:
         t = timed(fn, args.repeats)
         base = base or t
         print(f"  {name:36s} {t:7.3f} s  {xmb / t:8.1f} MB/s  ({t / base:.1f}x the first)")
-    same = np.array_equal(dq.trellis(x, step, 0.0, backend="numpy"), dq.trellis(x, step, 0.0))
-    print(f"  numpy and default backend codes identical: {same}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -67,14 +68,16 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads)
 
-    has_numba = lut.resolve_backend("auto") == "numba"
-    if args.threads and has_numba:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import oracles  # the kernels' numpy twins: the "numpy" columns
+
+    if args.threads:
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     rng = np.random.default_rng(0)
     n = d = args.size
     rows = []
-    print(f"machine: {machine()}; LUT backends: numpy{', numba' if has_numba else ''}; "
+    print(f"machine: {machine()}; LUT: numba kernels and their numpy twins (tests/oracles/lut.py); "
           f"threads: {args.threads or 'library defaults'}")
     print("| s | K | b | dense ms | numba ms | numba x dense | numpy ms | numpy x dense | max rel err |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -88,15 +91,16 @@ def main() -> None:
             q = rng.standard_normal((b, d)).astype(np.float32)
             ref = q @ w_hat.T
             err = 0.0
-            for backend in ["numpy"] + (["numba"] if has_numba else []):
-                out = lut.lookup_dot(q, pq, backend=backend)
+            for twin in (False, True):
+                with oracles.swapped(*(("lut",) if twin else ())):
+                    out = lut.lookup_dot(q, pq)
                 err = max(err, float(np.abs(out - ref).max() / np.abs(ref).max()))
             t = {"dense": [], "numba": [], "numpy": []}
             for _ in range(args.rounds):
                 t["dense"] += timed_block(lambda: q @ w_hat.T, args.reps, 3.0)
-                if has_numba:
-                    t["numba"] += timed_block(lambda: lut.lookup_dot(q, pq, backend="numba"), args.reps, 3.0)
-                t["numpy"] += timed_block(lambda: lut.lookup_dot(q, pq, backend="numpy"), args.reps, 3.0)
+                t["numba"] += timed_block(lambda: lut.lookup_dot(q, pq), args.reps, 3.0)
+                with oracles.swapped("lut"):
+                    t["numpy"] += timed_block(lambda: lut.lookup_dot(q, pq), args.reps, 3.0)
             med = {key: float(np.median(v)) if v else float("nan") for key, v in t.items()}
             row = {"s": s, "K": k, "b": b, "dense_ms": med["dense"], "numba_ms": med["numba"],
                    "numpy_ms": med["numpy"], "numba_speedup": med["dense"] / med["numba"],

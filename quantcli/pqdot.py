@@ -40,7 +40,7 @@ def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, output: str | None = None,
-           reference: str | None = None, repeat: int = 7, backend: str | None = None) -> PQDotReport:
+           reference: str | None = None, repeat: int = 7) -> PQDotReport:
     """`Q @ W_hat.T` for a PQ-encoded tensor W, by lookup tables, without reconstructing W.
 
     `query_path` holds a float array `[d]` or `[b, d]`. With `reference` (the original weights),
@@ -52,7 +52,7 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         >>> r.result.shape, r.relative_error < 0.5, r.speedup > 0
         ((4, 32), True, True)
     """
-    from .lut import lookup_dot, resolve_backend
+    from .lut import lookup_dot
     from .methods.pq import pq_decode, pq_from_encoding
 
     if repeat < 1:
@@ -81,9 +81,8 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
     if queries.ndim not in (1, 2) or queries.shape[-1] != pq.d:
         raise InputError(f"queries must be [{pq.d}] or [b, {pq.d}] to match {tensor} "
                          f"({'x'.join(map(str, t.shape))}), got {list(queries.shape)}", path=query_path)
-    used = resolve_backend(backend)
-    result = lookup_dot(queries, pq, backend=used)
-    report = PQDotReport(archive_path, tensor, result, used, output=output, reference=reference)
+    result = lookup_dot(queries, pq)
+    report = PQDotReport(archive_path, tensor, result, "numba", output=output, reference=reference)
     if reference is not None:
         with Sources([reference]) as sources:
             refs = {r.name: r for r in sources.refs}
@@ -100,7 +99,7 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         report.relative_error = float(np.sqrt((err ** 2).sum())) / norm if norm else None  # no scale to relate to
         w_hat = pq_decode(pq)
         report.dense_ms = _median_ms(lambda: q2 @ w_hat.T, repeat)
-        report.lut_ms = _median_ms(lambda: lookup_dot(queries, pq, backend=used), repeat)
+        report.lut_ms = _median_ms(lambda: lookup_dot(queries, pq), repeat)
     if output is not None:
         with atomic_output(output) as f:
             np.lib.format.write_array(f, np.ascontiguousarray(result), allow_pickle=False)

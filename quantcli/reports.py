@@ -175,7 +175,7 @@ class PQDotReport:
     archive: str
     tensor: str
     result: np.ndarray  # [b, n], or [n] for a single [d] query
-    backend: str
+    backend: str  # always "numba" (the only engine since numba is a dependency); kept as a JSON key
     output: str | None = None
     reference: str | None = None
     relative_error: float | None = None

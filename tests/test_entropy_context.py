@@ -1,6 +1,6 @@
-"""The `crans` codec (quantcli/codecs/context.py): round trips, both backends byte-identical, the
-division-free bucket of the kernels equal to its definition, and forged streams refused before
-anything large is allocated."""
+"""The `crans` codec (quantcli/codecs/context.py): round trips, the kernels and their numpy twins
+(tests/oracles/crans.py) byte-identical, the division-free bucket of the kernels equal to its
+definition, and forged streams refused before anything large is allocated."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from quantcli.codecs import CODECS, CodecError, context, context_kernels, entropy
+import oracles
+from quantcli.codecs import CODECS, CodecError, context, entropy
 from quantcli.methods import dq
-
-pytest.importorskip("numba")
 
 
 def backend(monkeypatch, name):
-    monkeypatch.setenv(context.ENV_VAR, name)
+    """"numpy": the crans and rans kernels swapped for their numpy twins (tests/oracles/);
+    "numba": the compiled kernels."""
+    oracles.use(monkeypatch, "crans", oracle=name == "numpy")
+    oracles.use(monkeypatch, "rans", oracle=name == "numpy")
 
 
 def dq_codes(rows, cols, seed=0, step=0.3):
@@ -41,8 +43,8 @@ def test_round_trip_both_backends_same_bytes(monkeypatch, rows, cols):
 
 
 def test_every_layout_round_trips_and_kernels_match_the_definition(monkeypatch):
-    """Forced layouts with random rho, bucket counts and bases: the numba kernels compute buckets
-    without a division, the numpy path with `bucket`'s integer log; equal bytes prove them equal."""
+    """Forced layouts with random rho, bucket counts and bases: the kernels compute buckets without
+    a division, the numpy twin with `bucket`'s integer log; equal bytes prove them equal."""
     rng = np.random.default_rng(1)
     for trial in range(40):
         rows, cols = int(rng.integers(1, 30)), int(rng.integers(1, 50))
@@ -65,7 +67,7 @@ def test_every_layout_round_trips_and_kernels_match_the_definition(monkeypatch):
 def test_bucket_definition_values():
     # mean |k| so far = S / j; level = 4 steps an octave of (16 S // j + 16) / 16
     s = np.array([0, 1, 15, 16, 48, 10**6])
-    assert list(context_kernels._level(s, 16, 2)) == [0, 0, 3, 4, 8, 63]
+    assert list(context._level(s, 16, 2)) == [0, 0, 3, 4, 8, 63]
     assert list(context.bucket(s, 16, 2, 6, 1)) == [1, 1, 3, 4, 5, 5]
     assert list(context.bucket(s, 0, 2, 6, 1)) == [0] * 6  # column 0: no scale known yet
     assert list(context.bucket(s, 16, 2, 1, 0)) == [0] * 6  # one bucket

@@ -1,12 +1,14 @@
-"""Lookup-table dot products: the seed's golden values (4.2.2) and both backends against the
-brute-force reference `queries @ pq_decode(pq).T`."""
+"""Lookup-table dot products: the seed's golden values (4.2.2), the kernels and their numpy twins
+(tests/oracles/lut.py) against the brute-force reference `queries @ pq_decode(pq).T`, and the
+kernels equal to the twins bit for bit."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import oracles
 from quantcli import lut
-from quantcli.errors import ConfigError, InputError
+from quantcli.errors import InputError
 from quantcli.methods.pq import PQCodes, column_split, pq_decode, pq_encode
 
 SEED_MATRIX = np.array([[0.1, -0.5, 0.0, 1.0],
@@ -14,8 +16,14 @@ SEED_MATRIX = np.array([[0.1, -0.5, 0.0, 1.0],
                         [0.9, 1.5, -2.0, 0.2]], dtype=np.float32)
 SEED_QUERY = np.array([0.2, -0.1, 0.5, 1.0], dtype=np.float32)
 
-HAVE_NUMBA = lut.resolve_backend("auto") == "numba"
-BACKENDS = ["numpy"] + (["numba"] if HAVE_NUMBA else [])
+
+
+@pytest.fixture(params=["kernel", "oracle"])
+def backend(request, monkeypatch):
+    """Run a test on the compiled kernels and again on their numpy twins."""
+    if request.param == "oracle":
+        oracles.use(monkeypatch, "lut")
+    return request.param
 
 
 def random_pq(rng, n, d, k, m_sub):
@@ -27,10 +35,9 @@ def random_pq(rng, n, d, k, m_sub):
     return PQCodes(codebooks=books, codes=codes, d=d)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_golden_422(backend):
     pq = pq_encode(SEED_MATRIX, subspaces=2, centroids=3, seed=0)
-    out = lut.lookup_dot(SEED_QUERY, pq, backend=backend)
+    out = lut.lookup_dot(SEED_QUERY, pq)
     assert out.shape == (3,) and out.dtype == np.float32
     np.testing.assert_allclose(out, [1.07, 0.67, -0.77], atol=1e-5)
     tables = lut.lookup_tables(SEED_QUERY, pq)
@@ -40,7 +47,6 @@ def test_golden_422(backend):
     np.testing.assert_allclose(np.sort(tables[0, 1]), [-0.8, 0.05, 1.0], atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 60), d=st.integers(1, 40), k=st.sampled_from([2, 3, 5, 16, 17, 256, 300]),
        b=st.sampled_from([1, 2, 7, 17, 33]), data=st.data())
@@ -50,14 +56,13 @@ def test_matches_bruteforce(backend, n, d, k, b, data):
     pq = random_pq(rng, n, d, k, m_sub)
     q = rng.standard_normal((b, d)).astype(np.float32)
     ref = q.astype(np.float64) @ pq_decode(pq).astype(np.float64).T
-    out = lut.lookup_dot(q, pq, backend=backend)
+    out = lut.lookup_dot(q, pq)
     assert out.shape == (b, n) and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.sqrt(d))
     tables = lut.lookup_tables(q, pq)
     assert tables.shape == (b, m_sub, k)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_trained_uneven_split_and_repeat_calls(backend):
     rng = np.random.default_rng(11)
     w = rng.standard_normal((97, 30)).astype(np.float32)
@@ -66,31 +71,21 @@ def test_trained_uneven_split_and_repeat_calls(backend):
         q = rng.standard_normal((b, 30)).astype(np.float32)
         ref = q @ pq_decode(pq).T
         for _ in range(2):  # second call uses the cached layouts
-            np.testing.assert_allclose(lut.lookup_dot(q, pq, backend=backend), ref, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(lut.lookup_dot(q, pq), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_backends_agree_and_env_override(monkeypatch):
-    rng = np.random.default_rng(12)
-    pq = random_pq(rng, 50, 24, 16, 6)
-    q = rng.standard_normal((3, 24)).astype(np.float32)
-    monkeypatch.setenv(lut.ENV_VAR, "numpy")
-    assert lut.active_backend() == "numpy"
-    a = lut.lookup_dot(q, pq)
-    monkeypatch.setenv(lut.ENV_VAR, "auto")
-    assert lut.active_backend() == ("numba" if HAVE_NUMBA else "numpy")
-    np.testing.assert_allclose(lut.lookup_dot(q, pq), a, rtol=1e-5, atol=1e-5)
-    monkeypatch.setenv(lut.ENV_VAR, "gpu")
-    with pytest.raises(ConfigError):
-        lut.active_backend()
-
-
-def test_numba_missing_falls_back(monkeypatch):
-    monkeypatch.setattr(lut, "_kernels", {})  # as if numba failed to import
-    assert lut.resolve_backend("auto") == "numpy"
-    with pytest.raises(ConfigError):
-        lut.resolve_backend("numba")
-    pq = pq_encode(SEED_MATRIX, subspaces=2, centroids=3)
-    np.testing.assert_allclose(lut.lookup_dot(SEED_QUERY, pq), [1.07, 0.67, -0.77], atol=1e-5)
+@pytest.mark.parametrize("k", [3, 16, 17, 300])
+@pytest.mark.parametrize("b", [1, 5, 40])
+def test_kernels_equal_their_twins_bit_for_bit(monkeypatch, k, b):
+    """Sums in subspace order, no fastmath: the same floats from the kernels and from numpy
+    (K <= 16 goes through the paired tables, K > 16 through the plain ones)."""
+    rng = np.random.default_rng(k * 100 + b)
+    pq = random_pq(rng, 70, 27, k, 7)
+    q = rng.standard_normal((b, 27)).astype(np.float32)
+    want = lut.lookup_dot(q, pq)
+    oracles.use(monkeypatch, "lut")
+    got = lut.lookup_dot(q, pq)
+    assert got.dtype == want.dtype == np.float32 and got.tobytes() == want.tobytes()
 
 
 def test_bad_queries():

@@ -91,6 +91,48 @@ def test_layers_point_down():
             assert not {"quantcli.pipeline", "quantcli.parallel", "quantcli.sizing", "quantcli.dequant"} & graph[m], m
 
 
+def test_codecs_import_no_method_and_kernels_are_the_bottom():
+    """codecs/ never imports methods/ (the DQ state machine both use is in kernels/); kernels/
+    imports nothing else of quantcli; numba is imported in kernels/ only, so a command that runs
+    no kernel never loads it."""
+    mods = _modules()
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    # the lossless codec's own kernels (lossless.py here, lossless_kernels.py on main), owned by the
+    # lossless work (issue 18 item 6); they join kernels/ when that work and this one meet
+    numba_ok = {"quantcli.codecs.lossless", "quantcli.codecs.lossless_kernels"}
+    for m, path in mods.items():
+        if m.startswith("quantcli.codecs"):
+            assert not any(d.startswith("quantcli.methods") for d in graph[m]), m
+        if m.startswith("quantcli.kernels"):
+            assert all(d.startswith("quantcli.kernels") for d in graph[m]), m
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+        if any(x.split(".")[0] == "numba" for x in names):
+            assert m.startswith("quantcli.kernels.") or m in numba_ok, m
+
+
+def test_kernel_modules_change_with_the_files_they_call_into():
+    """numba's cache of a kernel is keyed by its own file only: each kernel module carries DEPENDS,
+    a digest of the kernel files it imports, so editing those changes it and its cache is rebuilt
+    (an upgrade or a dev edit never loads kernels compiled against an old rANS core or state machine)."""
+    import hashlib
+    import re
+
+    folder = os.path.join(PACKAGE, "kernels")
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py") or name.startswith("_"):
+            continue
+        text = open(os.path.join(folder, name), encoding="utf-8").read()
+        deps = ["_jit.py"] + sorted(f"{m}.py" for m in re.findall(r"^from \.(\w+) import", text, re.M) if m != "_jit")
+        h = hashlib.sha256()
+        for dep in deps:
+            h.update(open(os.path.join(folder, dep), "rb").read())
+        found = re.search(r'^DEPENDS = "(\w+)"', text, re.M)
+        assert found and found.group(1) == h.hexdigest()[:16], \
+            f"kernels/{name}: set DEPENDS = \"{h.hexdigest()[:16]}\" (digest of {', '.join(deps)})"
+
+
 def test_no_module_over_600_lines():
     for name, path in _modules().items():
         with open(path, encoding="utf-8") as f:

@@ -21,6 +21,10 @@ every code's context is known when a vectorised decoder reaches it):
 A lane's state lives in [2**32, 2**64); a context of precision P codes with frequencies summing to
 2**P (rANS allows a different power of two per symbol as long as it divides 2**32).
 
+The coding loops are numba kernels (kernels/crans.py, on the rANS core and DQ state machine of
+kernels/rans.py and kernels/dq.py), imported when a stream is coded; tests/oracles/crans.py holds
+the numpy twins they must match bit for bit.
+
 Bounds: frequencies are capped at 2**P - 2**(P-6), so each code costs >= log2(64/63) bits and
 n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating.
 """
@@ -30,16 +34,69 @@ from __future__ import annotations
 import numpy as np
 
 from . import entropy
-from .context_kernels import (MAX_P, MIN_P, SUM_CAP, UNUSED, _backend, _decode_numpy, _encode_numpy, _level,
-                              _load_numba, _parse_tables_py, _quantizers, _walk_numpy, n_contexts)
-from .context_kernels import ENV_VAR, bucket, contexts, row_state  # noqa: F401  (the public helpers)
 from .errors import CodecError
 
+MIN_P, MAX_P = 6, 16
+UNUSED = 15  # P code of a context no code uses
+SUM_CAP = 1 << 40  # row sums of |k| saturate here (no overflow for any shape)
 MAX_BUCKETS = 32
 MAX_OFFSET = 1 << 24
 CODES_PER_LANE = 1 << 17  # encoder's choice: 8 bytes of final state per 131072 codes,
 MIN_LANES = 8  # and up to 8 lanes (one per 4096 codes, as rows allow): independent chains keep the kernels fast
 HEADER_MIN = 8
+
+
+# ----------------------------------------------------------------------------- contexts
+
+def _level(s: np.ndarray, j: int | np.ndarray, rho: int) -> np.ndarray:
+    """Integer log2 of the mean |k| so far, 2**rho steps an octave: with v = 16 S // j + 16,
+    e = floor(log2 v), level = (e - 4) 2**rho + the rho bits of v after its leading one."""
+    v = (16 * np.asarray(s, np.int64)) // np.maximum(j, 1) + 16
+    e = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1  # exact: v < 2**45
+    return (e - 4) * (1 << rho) + ((v >> (e - rho)) & ((1 << rho) - 1))
+
+
+def bucket(s: np.ndarray, j: int | np.ndarray, rho: int, buckets: int, base: int) -> np.ndarray:
+    """Row-scale bucket of a code in column j with row sum s of |k| before it: 0 in column 0 or
+    with one bucket, else 1 + clip(level - base, 0, buckets - 2)."""
+    if buckets == 1:
+        return np.zeros(np.shape(s), np.int64)
+    b = 1 + np.clip(_level(s, j, rho) - base, 0, buckets - 2)
+    return np.where(np.asarray(j) == 0, 0, b)
+
+
+def row_state(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row sums of |k| before each code, saturating at SUM_CAP; the quantizer of each code's DQ
+    state) for codes k [rows, cols] with the offset applied."""
+    a = np.minimum(np.abs(k), SUM_CAP)
+    s = np.minimum(np.cumsum(a, axis=1, dtype=np.int64) - a, SUM_CAP)
+    return s, _quantizers(k)
+
+
+def contexts(k: np.ndarray, cfg: tuple[int, int, int, int],
+             state: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """int64 [rows, cols]: the context of each code k (with offset applied) under
+    cfg = (split, rho, buckets, base): bucket * 2 + quantizer when split, else bucket."""
+    split, rho, buckets, base = cfg
+    s, q = state if state is not None else row_state(k)
+    ctx = bucket(s, np.arange(k.shape[1])[None, :], rho, buckets, base)
+    return 2 * ctx + q if split else ctx
+
+
+def _quantizers(k: np.ndarray) -> np.ndarray:
+    """The quantizer (state >> 1) each code of each row was coded under, rows starting in state 0
+    (the one DQ state machine: kernels/dq.py)."""
+    from ..kernels import dq
+
+    k = np.ascontiguousarray(k)
+    st = np.empty(k.shape, np.int8)
+    if k.size:
+        dq.states(k, st)
+    return (st >> 1).astype(np.int64)
+
+
+def n_contexts(split: int, buckets: int) -> int:
+    return buckets * (2 if split else 1)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -231,14 +288,12 @@ def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) 
     cfg = choose_config(codes, alphabet, offset, dq)
     split, rho, buckets, base = cfg
     nctx = n_contexts(split, buckets)
-    kern = _load_numba() if _backend() == "numba" else {}
+    from ..kernels import crans
+
     sym = np.ascontiguousarray(codes.T)  # column-major: the coding order
     cnt = np.zeros((nctx, alphabet), np.int64)
-    if kern:
-        ctx = np.empty(n, np.uint8)
-        kern["walk"](sym, offset, split, rho, buckets, base, ctx, cnt)
-    else:
-        ctx = _walk_numpy(sym, offset, cfg, cnt)
+    ctx = np.empty(n, np.uint8)
+    crans.walk(sym, offset, split, rho, buckets, base, ctx, cnt)
     sym = sym.reshape(-1)
     freq = np.zeros((nctx, alphabet), np.uint64)
     prec = np.zeros(nctx, np.int64)
@@ -252,13 +307,10 @@ def encode(codes: np.ndarray, alphabet: int, offset: int = 0, dq: bool = False) 
     cum = (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
     tbytes = _tables_bytes(tables)
     lanes = min(rows, max(min(MIN_LANES, -(-n // 4096)), -(-n // CODES_PER_LANE)))
-    if kern:
-        words = np.empty(n + lanes, np.uint32)
-        states = np.empty(lanes, np.uint64)
-        nw = kern["enc"](sym, ctx, freq, cum, prec, lanes, words, states)
-        words = words[:nw][::-1]
-    else:
-        states, words = _encode_numpy(sym, ctx, freq, cum, prec, lanes)
+    words = np.empty(n + lanes, np.uint32)
+    states = np.empty(lanes, np.uint64)
+    nw = crans.encode(sym, ctx, freq, cum, prec, lanes, words, states)
+    words = words[:nw][::-1]
     zz = 2 * offset if offset >= 0 else -2 * offset - 1
     head = bytes([split, rho, buckets, base]) + b"".join(_uleb(v) for v in (alphabet - 1, zz, lanes, len(tbytes)))
     return head + tbytes + states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
@@ -341,8 +393,9 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     bits = np.unpackbits(buf[pos:pos + tnb], bitorder="little")
     freq = np.zeros((nctx, alphabet), np.int64)
     prec = np.zeros(nctx, np.int64)
-    kern = _load_numba() if _backend() == "numba" else {}
-    status = (kern["tables"] if kern else _parse_tables_py)(bits, nctx, alphabet, freq, prec)
+    from ..kernels import crans
+
+    status = crans.tables(bits, nctx, alphabet, freq, prec)
     if status:
         raise CodecError(_TABLE_ERRORS[status - 1])
     width = np.where(prec > 0, 1 << prec, 0)
@@ -358,13 +411,9 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     dt = entropy.output_dtype(alphabet)
     start = np.cumsum(width) - width  # slot -> symbol tables back to back, one per used context
     slot2sym = np.repeat(np.tile(np.arange(alphabet, dtype=dt), nctx), freq.reshape(-1))
-    freq_u, cum = freq.astype(np.uint64), (np.cumsum(freq, axis=1) - freq).astype(np.uint64)
-    out_t = np.empty((cols, rows), dt)
-    if kern:
-        status = kern["dec"](words, states, freq_u, cum, prec, slot2sym, start, offset, split, rho, buckets, base,
-                             out_t)
-        if status:
-            raise CodecError(_STREAM_ERRORS[status - 1])
-    else:
-        _decode_numpy(words[:-1], states, freq_u, cum, prec, slot2sym, start, offset, cfg, out_t)
-    return np.ascontiguousarray(out_t.T)
+    fc = (freq | ((np.cumsum(freq, axis=1) - freq) << 16)).astype(np.uint32)  # both < 2**16: one load
+    out = np.empty((rows, cols), dt)
+    status = crans.decode(words, states, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
+    if status:
+        raise CodecError(_STREAM_ERRORS[status - 1])
+    return out

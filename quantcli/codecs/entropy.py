@@ -3,8 +3,8 @@
 Why rANS and not a library: measured on MiniLM codes (docs/BENCHMARKS.md, section 7), zstd level 1
 loses 5-37 % against the order-0 entropy at 2-7 bits/code, and constriction's ANS coder is exact
 but decodes only 35-59 M codes/s (binary search over the CDF). This coder is within 0.35 % of the
-empirical entropy and decodes at 360-470 M codes/s with numba (optional, the `fast` extra); a
-vectorised numpy path writes and reads the same bytes when numba is absent, at ~8 M codes/s.
+empirical entropy and decodes at 360-470 M codes/s; the loops are numba kernels (kernels/rans.py,
+imported when a stream is coded), checked bit for bit against numpy twins in tests/oracles/.
 
 Stream (full spec in docs/FORMAT.md section 6.3): codes are symbols 0 <= s < alphabet <= 2**16. Symbol i goes
 to lane i % lanes; each lane is a 64-bit rANS state in [2**32, 2**64) renormalised in 32-bit words,
@@ -18,13 +18,8 @@ rejects a declared count above that before allocating its output.
 
 from __future__ import annotations
 
-import os
-
-from typing import Callable
-
 import numpy as np
 
-from .. import accel
 from .errors import CodecError
 
 PRECISION = 16
@@ -37,10 +32,6 @@ MAX_FREQ = TOTAL - TOTAL // 64  # each code costs >= log2(64/63) ~ 0.0227 bits: 
 MAX_CODES_PER_WORD = 1410
 CODES_PER_LANE = 1 << 15  # encoder's choice: 64 bits of final state per 32768 codes (0.002 bit/code)
 MAX_TABLE_VALUE = 1 << 17  # table varints are < 2**17, so at most 3 bytes each
-
-BACKENDS = accel.BACKENDS
-ENV_VAR = "QUANTCLI_CODEC_BACKEND"
-_kernels: dict | None = None
 
 
 # ----------------------------------------------------------------------------- frequency table
@@ -130,129 +121,25 @@ def _parse_table(buf: np.ndarray, alphabet: int) -> np.ndarray:
     return freq
 
 
-# ----------------------------------------------------------------------------- backends
+# ----------------------------------------------------------------------------- kernels
 
-def _backend() -> str:
-    return accel.choose(os.environ.get(ENV_VAR, "auto"), _load_numba, ENV_VAR)
+def _kernels():
+    """kernels/rans.py, imported on first use (it imports numba)."""
+    from ..kernels import rans
+
+    return rans
 
 
 def _load_numba() -> dict:
-    """Compile the rANS kernels once; {} when numba is unavailable (numpy path)."""
-    global _kernels
-    if _kernels is None:
-        _kernels = accel.compile_kernels(_build)
-    return _kernels
+    """The rANS kernels by name. Kept for codecs/lossless.py, which asks for them before building
+    its own; numba is a dependency now, so this is never empty."""
+    k = _kernels()
+    return {"enc": k.encode, "dec": k.decode, "hist": k.histogram}
 
 
-def _build(jit: Callable[[Callable], Callable]) -> dict:
-    """The kernels, compiled by `jit` (accel.compile_kernels)."""
-    low = np.uint64(STATE_LOW)
-    mask16 = np.uint64(TOTAL - 1)
-    mask32 = np.uint64(0xFFFFFFFF)
-    s16, s32, s48 = np.uint64(16), np.uint64(32), np.uint64(48)
-
-    def enc(sym, freq, cum, lanes, words, states):
-        # Encodes in reverse (rANS is a stack); words come out in reverse decoding order.
-        n = sym.size
-        for j in range(lanes):
-            states[j] = low
-        nw = 0
-        steps = (n + lanes - 1) // lanes
-        for t in range(steps - 1, -1, -1):
-            base = t * lanes
-            for j in range(min(lanes, n - base) - 1, -1, -1):
-                s = sym[base + j]
-                f = freq[s]
-                x = states[j]
-                if x >= (f << s48):
-                    words[nw] = np.uint32(x & mask32)
-                    nw += 1
-                    x = x >> s32
-                states[j] = ((x // f) << s16) + (x % f) + cum[s]
-        return nw
-
-    def dec(words, init, freq, cum, slot2sym, out):
-        # `words` has one extra 0 word at the end so the renormalising read can be branch-free.
-        # Returns 0 on success, 1 if words run out, 2 if words are left or a state is not 2**32.
-        n = out.size
-        lanes = init.size
-        x = init.copy()
-        pos = 0
-        nwords = words.size - 1
-        steps = (n + lanes - 1) // lanes
-        for t in range(steps):
-            base = t * lanes
-            for j in range(min(lanes, n - base)):
-                xj = x[j]
-                slot = xj & mask16
-                s = slot2sym[slot]
-                out[base + j] = s
-                xj = freq[s] * (xj >> s16) + slot - cum[s]
-                more = xj < low
-                w = np.uint64(words[min(pos, nwords)])
-                xj = ((xj << s32) | w) if more else xj
-                pos += more
-                x[j] = xj
-        if pos > nwords:
-            return 1
-        if pos != nwords:
-            return 2
-        for j in range(lanes):
-            if x[j] != low:
-                return 2
-        return 0
-
-    def hist(sym, counts):
-        for i in range(sym.size):
-            counts[sym[i]] += 1
-
-
-    return {"enc": jit(enc), "dec": jit(dec), "hist": jit(hist)}
-
-
-def _encode_numpy(sym, freq, cum, lanes):
-    """Same stream as the numba kernel, one vectorised step (all lanes) at a time."""
-    n = sym.size
-    x = np.full(lanes, STATE_LOW, dtype=np.uint64)
-    steps = -(-n // lanes)
-    out = []
-    for t in range(steps - 1, -1, -1):
-        s = sym[t * lanes : (t + 1) * lanes]
-        a = s.size
-        f = freq[s]
-        xa = x[:a]
-        need = xa >= (f << np.uint64(48))
-        if need.any():
-            out.append((xa[need] & np.uint64(0xFFFFFFFF)).astype(np.uint32)[::-1])
-            xa[need] >>= np.uint64(32)
-        x[:a] = ((xa // f) << np.uint64(16)) + (xa % f) + cum[s]
-    words = np.concatenate(out)[::-1] if out else np.zeros(0, np.uint32)
-    return x, words
-
-
-def _decode_numpy(words, init, freq, cum, slot2sym, out):
-    n = out.size
-    lanes = init.size
-    x = init.copy()
-    pos = 0
-    w64 = words.astype(np.uint64)
-    for t in range(-(-n // lanes)):
-        a = min(lanes, n - t * lanes)
-        xa = x[:a]
-        slot = xa & np.uint64(TOTAL - 1)
-        s = slot2sym[slot]
-        xa = freq[s] * (xa >> np.uint64(16)) + slot - cum[s]
-        need = xa < np.uint64(STATE_LOW)
-        k = int(np.count_nonzero(need))
-        if k:
-            if pos + k > w64.size:
-                raise CodecError("entropy stream ends early")
-            xa[need] = (xa[need] << np.uint64(32)) | w64[pos : pos + k]
-            pos += k
-        x[:a] = xa
-        out[t * lanes : t * lanes + a] = s
-    if pos != w64.size or np.any(x != np.uint64(STATE_LOW)):
-        raise CodecError("entropy stream does not end where the declared count says")
+def _backend() -> str:
+    """Always "numba" (the numpy twins live in tests/oracles/); kept for codecs/lossless.py."""
+    return "numba"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -288,13 +175,11 @@ def encode(codes: np.ndarray, alphabet: int) -> tuple[bytes, dict]:
 
 
 def histogram(sym: np.ndarray, alphabet: int) -> np.ndarray:
-    """Counts of each symbol (numba loop when available: np.bincount widens to int64 first)."""
-    kern = _load_numba() if _backend() == "numba" else {}
-    if kern:
-        counts = np.zeros(alphabet, dtype=np.int64)
-        kern["hist"](sym, counts)
-        return counts
-    return np.bincount(sym, minlength=alphabet)
+    """Counts of each symbol (a kernel: np.bincount widens to int64 first)."""
+    counts = np.zeros(alphabet, dtype=np.int64)
+    if sym.size:
+        _kernels().histogram(sym, counts)
+    return counts
 
 
 def encode_symbols(sym: np.ndarray, alphabet: int, counts: np.ndarray) -> tuple[bytes, dict]:
@@ -304,14 +189,10 @@ def encode_symbols(sym: np.ndarray, alphabet: int, counts: np.ndarray) -> tuple[
     cum = (np.cumsum(freq) - freq).astype(np.uint64)
     table = _table_bytes(freq)
     lanes = -(-n // CODES_PER_LANE)
-    kern = _load_numba() if _backend() == "numba" else {}
-    if kern:
-        words = np.empty(n, dtype=np.uint32)
-        states = np.empty(lanes, dtype=np.uint64)
-        nw = kern["enc"](sym, freq, cum, lanes, words, states)
-        words = words[:nw][::-1]
-    else:
-        states, words = _encode_numpy(sym, freq, cum, lanes)
+    words = np.empty(n, dtype=np.uint32)
+    states = np.empty(lanes, dtype=np.uint64)
+    nw = _kernels().encode(sym, freq, cum, lanes, words, states)
+    words = words[:nw][::-1]
     data = table + states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
     return data, {"alphabet": alphabet, "lanes": lanes, "table_nbytes": len(table)}
 
@@ -362,7 +243,7 @@ def decode(data, params: dict, count: int, out: np.ndarray | None = None) -> np.
     states = buf[tnb : tnb + 8 * lanes].view("<u8").astype(np.uint64)
     if np.any(states < np.uint64(STATE_LOW)):
         raise CodecError("entropy lane state below 2**32")
-    words = np.empty(body // 4 + 1, dtype=np.uint32)  # one spare 0 word: see the numba kernel
+    words = np.empty(body // 4 + 1, dtype=np.uint32)  # one spare 0 word: see kernels/rans.decode_step
     words[:-1] = buf[tnb + 8 * lanes :].view("<u4")
     words[-1] = 0
     dt = output_dtype(alphabet)
@@ -372,15 +253,11 @@ def decode(data, params: dict, count: int, out: np.ndarray | None = None) -> np.
         out = np.empty(count, dtype=dt)
     elif out.dtype != dt or out.shape != (count,) or not out.flags.c_contiguous:
         raise ValueError(f"out must be a contiguous {dt} array of {count} elements")
-    kern = _load_numba() if _backend() == "numba" else {}
-    if kern:
-        status = kern["dec"](words, states, freq, cum, slot2sym, out)
-        if status == 1:
-            raise CodecError("entropy stream ends early")
-        if status == 2:
-            raise CodecError("entropy stream does not end where the declared count says")
-    else:
-        _decode_numpy(words[:-1], states, freq, cum, slot2sym, out)
+    status = _kernels().decode(words, states, freq, cum, slot2sym, out)
+    if status == 1:
+        raise CodecError("entropy stream ends early")
+    if status == 2:
+        raise CodecError("entropy stream does not end where the declared count says")
     return out
 
 
