@@ -1,4 +1,4 @@
-"""Plain-numpy twins of quantcli/codecs/lossless_kernels.py: the oracles the numba kernels must
+"""Plain-numpy twins of quantcli/kernels/lossless.py: the oracles the numba kernels must
 match bit for bit (tests/test_lossless_codec.py). Vectorised and slow on purpose: each is written
 from the layout in docs/FORMAT.md 6.4, not from the kernel."""
 

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lossless_oracle as oracle
-from quantcli.codecs import CodecError, lossless, lossless_kernels as K
+from quantcli.codecs import CodecError, lossless
+from quantcli.kernels import lossless as K
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32, F16, F64 = np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)
@@ -276,7 +277,8 @@ def test_kernels_come_from_the_on_disk_cache():
     """A second process compiles nothing: every kernel a round trip uses is a cache hit."""
     code = """
 import numpy as np, ml_dtypes
-from quantcli.codecs import lossless, lossless_kernels as K
+from quantcli.codecs import lossless
+from quantcli.kernels import lossless as K
 for dt in (np.float32, ml_dtypes.bfloat16, np.float16, np.float64):
     a = (np.arange(70001, dtype=np.float64) * 1e-4).astype(dt)
     data, params = lossless.encode(a)

@@ -97,9 +97,7 @@ def test_codecs_import_no_method_and_kernels_are_the_bottom():
     no kernel never loads it."""
     mods = _modules()
     graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
-    # the lossless codec's own kernels (lossless.py here, lossless_kernels.py on main), owned by the
-    # lossless work (issue 18 item 6); they join kernels/ when that work and this one meet
-    numba_ok = {"quantcli.codecs.lossless", "quantcli.codecs.lossless_kernels"}
+    numba_ok: set[str] = set()
     for m, path in mods.items():
         if m.startswith("quantcli.codecs"):
             assert not any(d.startswith("quantcli.methods") for d in graph[m]), m

@@ -130,18 +130,6 @@ def _kernels():
     return rans
 
 
-def _load_numba() -> dict:
-    """The rANS kernels by name. Kept for codecs/lossless.py, which asks for them before building
-    its own; numba is a dependency now, so this is never empty."""
-    k = _kernels()
-    return {"enc": k.encode, "dec": k.decode, "hist": k.histogram}
-
-
-def _backend() -> str:
-    """Always "numba" (the numpy twins live in tests/oracles/); kept for codecs/lossless.py."""
-    return "numba"
-
-
 # ----------------------------------------------------------------------------- public API
 
 def _check_alphabet(alphabet) -> int:

@@ -19,7 +19,7 @@ e.g. in embedding tables) or rANS makes them smaller. Every bit is kept, NaN pay
 subnormals included: decode(encode(a)) has a's exact bits. Layout: docs/FORMAT.md section 6.4;
 params = {"transform": "rotl1h10" | "rotl1" | "none", "planes": [one dict per stream]}.
 
-Speed: the split and merge are one pass each (lossless_kernels.py, numba, imported on first use).
+Speed: the split and merge are one pass each (kernels/lossless.py, numba, imported on first use).
 The split also counts every stream's histogram; the decoder reads raw streams as views of the
 archive's bytes and merges them, the bit-packed residual included, straight into the output words.
 What remains is mostly the rANS coder (entropy.py): docs/BENCHMARKS-lossless.md.
@@ -92,9 +92,9 @@ def _le(dtype: np.dtype) -> np.dtype:
 
 
 def _kernels() -> ModuleType:
-    """The numba kernels (lossless_kernels.py), imported on first use: numba loads only when a
+    """The numba kernels (kernels/lossless.py), imported on first use: numba loads only when a
     lossless stream is encoded or decoded."""
-    from . import lossless_kernels
+    from ..kernels import lossless as lossless_kernels
 
     return lossless_kernels
 

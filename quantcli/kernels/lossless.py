@@ -1,7 +1,7 @@
 """The lossless codec's numba kernels: byte-plane split/merge, the `rotl1h10` split/merge and the
 6-bit residual packing, each one pass over the data.
 
-Module-level `@njit(cache=True, nogil=True)` functions, so the on-disk cache serves every run after
+Module-level `@jit` functions, so the on-disk cache serves every run after
 the first (one compiled version per argument types: uint16/uint32/uint64 words). This module imports
 numba; lossless.py imports it only inside the functions that encode or decode. The plain-numpy
 twins these kernels must match bit for bit live in tests/lossless_oracle.py.
@@ -15,7 +15,10 @@ four to three bytes, least significant bits first (packing.pack_bits with 6 bits
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ._jit import jit
+
+# DEPENDS (a digest of _jit.py, checked by tests/test_structure.py) makes this file change with them.
+DEPENDS = "2dbfa5bb8d804b2f"
 
 HEAD_BITS, RES_BITS = 10, 6  # lossless.HEAD_BITS / RES_BITS (that module imports this one, not back)
 HEAD_MASK, RES_MASK = (1 << HEAD_BITS) - 1, (1 << RES_BITS) - 1
@@ -24,19 +27,19 @@ _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _B8 = np.uint64(0xFF)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _rotl(x, k):
     """x (a k-byte word in a uint64) rotated left by one within its 8k bits."""
     top = np.uint64(8 * k - 1)
     return ((x << _ONE) & (_ALL >> np.uint64(64 - 8 * k))) | (x >> top)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _rotr(r, k):
     return (r >> _ONE) | ((r & _ONE) << np.uint64(8 * k - 1))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def split_planes(u, rot, planes, counts):
     """planes[i][e] = byte i of word e of `u` (rotated left by one when `rot`); counts[i] is
     plane i's histogram (int64, 256 per plane, added to). `planes` is a tuple of k uint8 arrays:
@@ -52,7 +55,7 @@ def split_planes(u, rot, planes, counts):
             counts[i, b] += 1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def merge_planes(planes, rot, u):
     """The inverse of split_planes: u[e] from a tuple of k byte planes (views of the archive's
     bytes, or decoded), rotated right by one when `rot`."""
@@ -66,7 +69,7 @@ def merge_planes(planes, rot, u):
         u[e] = x
 
 
-@njit(cache=True, nogil=True)
+@jit
 def split_head(u, planes, res, head, counts_low, counts_res, counts_head):
     """`rotl1h10` streams of the 2 or 4-byte words `u`: low byte planes [k - 2, n], 6-bit
     residuals (uint8) and 10-bit heads (uint16), with their histograms (int64, added to):
@@ -90,7 +93,7 @@ def split_head(u, planes, res, head, counts_low, counts_res, counts_head):
             counts_low[1, b1] += 1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def merge_head(p0, p1, res, head, u):
     """The inverse of split_head for 2 or 4-byte words, with the residuals one per byte (a
     rANS-coded residual stream); p0, p1 are the low byte planes (unread, may be empty, for k = 2).
@@ -104,7 +107,7 @@ def merge_head(p0, p1, res, head, u):
         u[e] = (x >> 1) | ((x & 1) << top)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def merge_head_packed(p0, p1, packed, head, u):
     """merge_head reading the residuals bit-packed (a raw residual stream): four values per three
     bytes, so the unpacking costs no pass of its own."""
@@ -130,7 +133,7 @@ def merge_head_packed(p0, p1, packed, head, u):
         u[e] = (x >> 1) | ((x & 1) << top)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def pack6(res, packed):
     """pack_bits(res, 6) into `packed`: one 24-bit word per four values, then the tail."""
     n = res.size
