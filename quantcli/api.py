@@ -13,7 +13,7 @@ from .inspection import archive_report, inspect_paths, tensor_stats, verify_arch
 from .methods import get_method
 from .output import check_output
 from .parallel import default_jobs
-from .pipeline import Progress, dry_run, open_importance, quantize, resolve_ecsq_steps
+from .pipeline import Progress, dry_run, open_importance, quantize, resolve
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
@@ -72,7 +72,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         check_output(output, sources.files + ([importance] if importance else []), ".safetensors")
         refuse_archives(sources)
         stats = open_importance(importance, sources)
-        plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe), stats)
+        plan = resolve(plan_tensors(sources.refs, spec, selection, recipe), stats)
         return quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
                         progress=progress, base=spec, importance=stats)
 

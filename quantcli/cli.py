@@ -217,6 +217,7 @@ class Candidates(str, Enum):
 
     default = "default"
     fast = "fast"
+    all = "all"
 
 
 SAMPLE = 1 << 16  # planner.SAMPLE, spelled here for the same reason

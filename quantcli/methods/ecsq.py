@@ -23,7 +23,7 @@ and, when they lower the error, shrink: reconstruction offsets toward zero in 1/
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..metrics import sqnr_db, sum_squares
 from ..spec import Spec
 from . import dq
 from ..importance import TensorImportance
-from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param
+from .base import ArrayLayout, Encoding, Method, StorageHint, code_dtype, code_layout, matrix_shape, param
 from .compensate import compensate
 from . import register
 
@@ -372,6 +372,65 @@ class ECSQ(Method):
     def describe(self, params: dict[str, Any]) -> str:
         scaled = " scaled" if "row_scale" in params or "column_scale" in params else ""
         return f"ecsq{' trellis' if params.get('dq') else ''}{scaled} step {params['step']:.3g}"
+
+    # -- life-cycle hooks (base.Method)
+
+    def storage_hint(self, role: str, params: dict[str, Any]) -> StorageHint | None:
+        """Codes through `crans` (contexts from the trellis state and the row's scale so far),
+        else rans; the row and column scales stay plain."""
+        if role == "codes":
+            return StorageHint("crans", {"offset": int(params["offset"]), "dq": bool(params.get("dq"))})
+        return StorageHint(None)
+
+    def resolve(self, specs: list[Spec], load: Callable[[int], np.ndarray],
+                importance: Callable[[int], TensorImportance | None]) -> list[Spec]:
+        """Tensors asking for --sqnr D share ONE step (the MSE-optimal allocation), chosen over all
+        of them together (a pass over their data per step tried); different targets are resolved
+        per target. Tensors with statistics are measured as they will be encoded (weighted, Gram
+        compensation included): D is what the archive gets."""
+        out = list(specs)
+        for target in sorted({s.sqnr for s in specs if s.sqnr is not None}):
+            chosen = [i for i, s in enumerate(out) if s.sqnr == target]
+
+            def tensors(idx: list[int] = chosen) -> Iterator[np.ndarray]:
+                return (load(i) for i in idx)
+
+            def error_of(k: int, x: np.ndarray, step: float, idx: list[int] = chosen) -> float | None:
+                stats = importance(idx[k])
+                if stats is None:
+                    return None
+                enc = self.encode_importance(x, out[idx[k]].with_options(step=step, sqnr=None), stats)
+                return sum_squares(x - self.decode(enc, tuple(x.shape)))
+
+            step = step_for_sqnr(tensors, target, trellis=bool(out[chosen[0]].trellis), error_of=error_of)
+            for i in chosen:
+                out[i] = out[i].with_options(step=step, sqnr=None)
+        return out
+
+    def planner_candidates(self, level: str) -> list[Spec]:
+        """Steps at 2^(-k/4) of each tensor's RMS, k = -2 .. 24: about 1.5 to 8 bits per weight in
+        quarter-octave steps; the planner re-solves the chosen steps continuously (`step`)."""
+        return [Spec(method=self.name, step_rms=float(2.0 ** (-k / 4))) for k in range(-2, 25)]
+
+    def candidate_label(self, spec: Spec) -> str:
+        if spec.step_rms is not None:
+            return f"ecsq step {spec.step_rms:.3g} rms"
+        return super().candidate_label(spec)
+
+    def candidate_family(self, spec: Spec) -> str:
+        return self.name
+
+    def planner_spec(self, spec: Spec, shape: tuple[int, ...], x: np.ndarray) -> Spec:
+        """A step relative to the RMS becomes this tensor's step (a row sample has its own RMS)."""
+        if spec.step_rms is None:
+            return spec
+        return spec.with_options(step=float(step_from_rms(spec.step_rms, x)), step_rms=None)
+
+    def step(self, params: dict[str, Any]) -> float | None:
+        return float(params["step"])
+
+    def at_step(self, spec: Spec, step: float, fine: bool) -> Spec:
+        return spec.with_options(step=float(np.float32(step)), step_rms=None, sqnr=None, trellis=fine)
 
 
 __all__ = ["ECSQ", "quantize", "reconstruct", "rounding_error", "step_for_sqnr", "sqnr_db"]
