@@ -151,6 +151,27 @@ def _progress(enabled: bool, items: Callable[[], list[tuple[str, int]]]
         yield update
 
 
+@contextmanager
+def _phase_progress(enabled: bool) -> Iterator[Callable[[Any], None] | None]:
+    """The planner's phases (planner.PhaseEvent: "measuring 37/111 tensors", ETA) on stderr, only
+    on a terminal and only when asked."""
+    console = _stderr()
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.fields[eta]}"),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("planning", total=None, eta="")
+
+        def update(event: Any) -> None:
+            eta = "" if event.eta_seconds is None else f"ETA {int(event.eta_seconds) // 60}:{int(event.eta_seconds) % 60:02d}"
+            bar.update(task, description=event.describe(), completed=event.done, total=event.total or None, eta=eta)
+
+        yield update
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"quant {__version__}")
@@ -362,7 +383,7 @@ def quantize(
                 if show:
                     plan_render.print_plan(_stdout(), planned_plan)
                 return
-            with _progress(show, lambda: source_items(paths)) as progress:
+            with _phase_progress(show) as progress:
                 planned = planner.quantize_budget(paths, output, budget, spec, progress=progress,
                                                   **kw)  # type: ignore[arg-type]
             out.emit(plan_render.planned_json(planned))

@@ -1,0 +1,256 @@
+"""The planned write: every tensor encoded ONCE with its chosen setting (`--jobs` worker processes
+or in this process, stored arrays spilled to a file beside the output, never all in memory),
+then sized exactly, corrected if over the budget, and published.
+
+The budget holds whatever the samples predicted: after the write the archive's exact size is
+known (the header sized as the writer builds it, every metric at its longest, and padded to that).
+If it is over the limit, at most two correction passes follow before anything is published:
+
+1. the fewest tensors with a continuous step (ecsq) are encoded again at a coarser step, chosen
+   from their sample's measured bytes per unit of ln step to free the excess (with 10% to spare);
+2. if still over, tensors move to fixed-rate settings whose sizes are exact before encoding (params
+   resolved on the whole tensor), the least distortion added per byte saved first, until the
+   exact total fits. If no such moves fit, the budget is too small (ConfigError), nothing written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from ..errors import ConfigError, WorkError
+from ..importance import Importance
+from ..methods import KEEP, get_method
+from ..metrics import ErrorStats
+from ..parallel import PARALLEL_MIN_BYTES, Spill, Spilled, Workers
+from ..pipeline import Encoded, encode_tensor, storage_codec
+from ..safetensors_io import DTYPES
+from ..selection import PlanItem
+from ..sizing import Sized, header_bytes
+from ..spec import Spec
+from .measure import load
+from .model import Point, TensorPlan
+from .progress import PhaseClock, PhaseProgress
+from .solve import Solved
+
+SPARE = 1.10       # correction pass 1 frees this much more than the excess
+SLACK_BYTES = 256  # ... plus this much (the header changes with the new params)
+
+
+@dataclass
+class Written:
+    """One tensor as written: where its stored arrays are, its error and its exact size."""
+
+    spilled: Spilled
+    err: ErrorStats | None
+    note: str
+    fd: int
+    sized: Sized
+
+
+def _sized(t: TensorPlan, s: Spilled, note: str) -> Sized:
+    if s.method == KEEP:
+        return Sized.kept(t.ref, note)
+    layout = {role: (np.dtype(DTYPES[code]), tuple(shape)) for role, (code, shape, _, _) in s.pieces.items()}
+    return Sized(t.ref, s.method, s.params, layout, note if t.role == "kept" else "", s.codecs or None)
+
+
+class Writer:
+    """Encodes plan tensors into spill files (workers or in process) and keeps where they are."""
+
+    def __init__(self, tensors: list[TensorPlan], output: str, inputs: list[str], jobs: int, keep_nonfinite: bool,
+                 importance: Importance | None):
+        encode = encode_tensor if importance is None else partial(encode_tensor, importance=importance)
+        codec = partial(_codec)
+        big = sum(t.ref.nbytes for t in tensors) >= PARALLEL_MIN_BYTES
+        self.engine: Workers | Spill = (Workers(inputs, output, jobs, keep_nonfinite, encode, codec)
+                                        if jobs > 1 and len(tensors) > 1 and big
+                                        else Spill(output, keep_nonfinite, encode, codec))
+        self.tensors = tensors
+        self.done: dict[int, Written] = {}
+
+    def write(self, idx: list[int], specs: Mapping[int, Spec | None], clock: PhaseClock) -> None:
+        items = [PlanItem(self.tensors[i].ref, specs[i], self.tensors[i].note) for i in idx]
+        for i, (_, (spilled, err, note)) in zip(idx, self.engine.run(items)):
+            t = self.tensors[i]
+            self.done[i] = Written(spilled, err, note, self.engine.spill_fd(spilled), _sized(t, spilled, note))
+            clock.step(t.ref.nbytes, t.ref.name)
+
+    def total(self) -> tuple[int, int]:
+        """(exact archive bytes, exact header bytes) of what is written so far (all tensors)."""
+        sizes = [self.done[i].sized for i in range(len(self.tensors))]
+        header = header_bytes(sizes)
+        return header + sum(s.nbytes for s in sizes), header
+
+    def results(self) -> Iterator[Encoded]:
+        for i, t in enumerate(self.tensors):
+            w = self.done[i]
+            yield Encoded(t.ref, w.spilled, w.err, w.note, w.fd)
+
+    def close(self, ok: bool) -> None:
+        self.engine.close(ok)
+
+
+def _codec(item: PlanItem) -> str:
+    return storage_codec(item.spec, Spec())
+
+
+def _rel(err: ErrorStats | None) -> float:
+    return err.error / err.signal if err is not None and err.signal > 0 else 0.0
+
+
+def _pass_steps(w: Writer, solved: Solved | None, over: int) -> dict[int, Spec]:
+    """Correction pass 1: the fewest stepped tensors, each coarsened by at most an octave, whose
+    measured bytes per ln step free `over` x SPARE + SLACK_BYTES; the least distortion added."""
+    if solved is None:
+        return {}
+    need = over * SPARE + SLACK_BYTES
+    index = {id(t): i for i, t in enumerate(w.tensors)}
+    options = []
+    for t, wt, curve in zip(solved.tensors, solved.weights, solved.curves):
+        i = index[id(t)]
+        written = w.done[i]
+        method = get_method(written.spilled.method)
+        step = method.step(written.spilled.params)
+        if step is None or t.choice is None:
+            continue
+        pts = sorted(set(curve))
+        slope = 0.0
+        if len(pts) >= 2:
+            here = math.log(step)
+            (a0, b0), (a1, b1) = min(zip(pts, pts[1:]), key=lambda pq: abs(pq[0][0] - here))
+            slope = (b0 - b1) / (a1 - a0) if a1 > a0 else 0.0
+        if not slope > 0:
+            slope = t.elements / (8 * math.log(2)) * 0.5
+        options.append((i, t, wt, step, slope, written.sized.nbytes))
+    single = []
+    for i, t, wt, step, slope, nbytes in options:
+        delta = need / slope
+        if delta <= math.log(2) and need < nbytes:
+            single.append((wt * _rel(w.done[i].err) * (math.exp(2 * delta) - 1), i, t, step * math.exp(delta)))
+    if single:
+        _, i, t, step = min(single, key=lambda x: (x[0], x[1]))
+        assert t.choice is not None
+        return {i: get_method(t.choice.spec.method).at_step(t.choice.spec, step, bool(t.choice.spec.trellis))}
+    out: dict[int, Spec] = {}
+    freed = 0.0
+    for i, t, _, step, slope, _ in sorted(options, key=lambda o: -o[4]):  # largest savings first
+        if freed >= need:
+            break
+        assert t.choice is not None
+        out[i] = get_method(t.choice.spec.method).at_step(t.choice.spec, step * 2, bool(t.choice.spec.trellis))
+        freed += slope * math.log(2)
+    return out
+
+
+def _pass_exact(w: Writer, weights: dict[int, float], limit: int, keep_nonfinite: bool) -> dict[int, Spec]:
+    """Correction pass 2: fixed-rate moves with exact sizes (params resolved on the whole tensor),
+    the least distortion added per byte saved first, until the exact total fits `limit`."""
+    moves: list[tuple[float, int, Point]] = []
+    for i, t in enumerate(w.tensors):
+        if t.role != "planned" or i not in weights:
+            continue
+        written = w.done[i]
+        now, d0 = written.sized.nbytes, weights[i] * _rel(written.err)
+        for p in t.points:
+            if get_method(p.spec.method).entropy_coded or p.nbytes >= now:
+                continue
+            moves.append(((weights[i] * p.rel - d0) / (now - p.nbytes), i, p))
+    moves.sort(key=lambda m: (m[0], m[1]))
+    chosen: dict[int, Sized] = {}
+    specs: dict[int, Spec] = {}
+    for _, i, p in moves:
+        if i in chosen:
+            continue
+        t = w.tensors[i]
+        xf, _ = load(t.ref, keep_nonfinite)
+        if xf is None:
+            continue
+        method = get_method(p.spec.method)
+        spec = method.planner_spec(p.spec, tuple(t.ref.shape), xf)
+        params = method.params_for(tuple(t.ref.shape), spec, xf)
+        del xf
+        chosen[i] = Sized.stored(t.ref, spec.method, params)
+        specs[i] = spec
+        sizes = [chosen[j] if j in chosen else w.done[j].sized for j in range(len(w.tensors))]
+        if header_bytes(sizes) + sum(s.nbytes for s in sizes) <= limit:
+            return specs
+    raise ConfigError(f"the budget of {limit} bytes is too small: even the smallest settings the planner has "
+                      "for the tensors written over it do not fit")
+
+
+def write_planned(tensors: list[TensorPlan], output: str, inputs: list[str], limit: int | None, weights: dict[int, float],
+                  solved: Solved | None, jobs: int, keep_nonfinite: bool, importance: Importance | None,
+                  floor: float | None, progress: PhaseProgress | None) -> tuple[Writer, int, int]:
+    """Encode every tensor once, correct (at most 2 passes) if over `limit`; with a `floor`
+    (--min-sqnr) move each tensor short of it to its next cheapest setting instead. Returns the
+    writer holding the spilled tensors (the caller publishes and closes it), the exact header
+    bytes and the number of correction passes."""
+    w = Writer(tensors, output, inputs, jobs, keep_nonfinite, importance)
+    ok = False
+    try:
+        specs = {i: t.choice.spec if t.choice is not None else None for i, t in enumerate(tensors)}
+        clock = PhaseClock(progress, "writing", len(tensors), sum(t.ref.nbytes for t in tensors))
+        w.write(list(range(len(tensors))), specs, clock)
+        passes = 0
+        if floor is not None:
+            passes = _floor_passes(w, floor)
+        total, header = w.total()
+        while limit is not None and total > limit:
+            if passes >= 2:
+                raise WorkError(f"internal: the archive would take {total} bytes after two correction passes, "
+                                f"over the budget {limit}; nothing was written")
+            fix = _pass_steps(w, solved, total - limit) if passes == 0 else {}
+            if not fix:
+                passes = max(passes, 1)
+                fix = _pass_exact(w, weights, limit, keep_nonfinite)
+            passes += 1
+            w.write(sorted(fix), fix, PhaseClock(progress, "correcting", len(fix),
+                                                 sum(tensors[i].ref.nbytes for i in fix)))
+            for i, spec in fix.items():
+                _record(tensors[i], spec, w.done[i])
+            total, header = w.total()
+        ok = True
+    finally:
+        if not ok:
+            w.close(False)
+    return w, header, passes
+
+
+def _record(t: TensorPlan, spec: Spec, written: Written) -> None:
+    """The tensor's choice becomes what was written (for the report)."""
+    s = written.spilled
+    point = Point(spec, spec, get_method(s.method).describe(s.params), written.sized, _rel(written.err))
+    t.points.append(point)
+    t.choice = point
+
+
+def _floor_passes(w: Writer, floor: float) -> int:
+    """--min-sqnr: a tensor whose written SQNR falls short moves to its next cheapest setting
+    estimated to meet the floor, until each meets it (the floor holds on the whole tensor)."""
+    passes = 0
+    while True:
+        fix: dict[int, Spec] = {}
+        for i, t in enumerate(w.tensors):
+            err = w.done[i].err
+            if t.role != "planned" or t.choice is None or err is None or err.sqnr_db >= floor:
+                continue
+            order = sorted((p for p in t.points if p.sqnr_db >= floor), key=lambda p: (p.cost, p.rel))
+            ids = [id(p) for p in order]
+            later = order[ids.index(id(t.choice)) + 1:] if id(t.choice) in ids else []
+            if not later:
+                raise ConfigError(f"no candidate setting reaches {floor:g} dB (measured {err.sqnr_db:.2f} dB "
+                                  "on the whole tensor)", path=t.ref.path, tensor=t.ref.name)
+            t.choice = later[0]
+            fix[i] = later[0].spec
+        if not fix:
+            return passes
+        passes += 1
+        w.write(sorted(fix), fix, PhaseClock(None, "checking", len(fix), len(fix)))
+
+
+__all__ = ["write_planned", "Writer"]
