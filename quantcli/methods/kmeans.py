@@ -372,8 +372,8 @@ class KMeans(Method):
 
     def planner_candidates(self, level: str) -> list[Spec]:
         """normalize=group 2-4 bits at g64/g128 (one learned codebook over group-absmax normalised
-        values): the best measured 2-4 bit fixed-rate setting, but ~5x the measuring time of all
-        other candidates together, so only at level "all"."""
+        values): the best measured 2-4 bit fixed-rate setting, but several times the measuring
+        time of all other candidates together, so only at level "all"."""
         if level != "all":
             return []
         return [Spec(method=self.name, bits=bits, normalize="group", group_size=g)

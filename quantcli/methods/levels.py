@@ -189,8 +189,8 @@ class NormalFloat(_Levels):
 
     def planner_candidates(self, level: str) -> list[Spec]:
         """2-5 bits at g32/g64/g128 (fixed normal-float levels, +0.6-0.9 dB over uniform at 4
-        bits for ~4x its time); not at level "fast"."""
-        if level == "fast":
+        bits for ~4x its time); only at level "all" (ecsq takes those rates by 1-3 dB)."""
+        if level != "all":
             return []
         return [Spec(method=self.name, bits=bits, granularity="group", group_size=g)
                 for bits in range(2, 6) for g in (32, 64, 128)]

@@ -13,10 +13,10 @@ LEVELS = ("default", "fast", "all")
 def default_candidates(level: str = "default") -> list[Spec]:
     """The settings the planner measures per tensor, from every registered method.
 
-    default: uniform asymmetric 2-8 bits at g32/g64/g128/channel, nf 2-5 bits at g32/g64/g128,
-    fp16, and ecsq steps of 2^0.5 .. 2^-6 of the tensor's RMS (re-solved continuously after the
-    allocation). fast: uniform at g64/g128/channel only, no nf. all: default plus kmeans
-    normalize=group 2-4 bits at g64/g128 (about 5x the measuring time; docs/PLANNER.md).
+    default: uniform asymmetric 2-8 bits at g32/g64/g128/channel, fp16, and ecsq steps of 2^0.5 ..
+    2^-6 of the tensor's RMS (re-solved continuously after the allocation). fast: uniform at
+    g64/g128/channel only. all: default plus nf 2-5 bits at g32/g64/g128 and kmeans
+    normalize=group 2-4 bits at g64/g128 (several times the measuring time; docs/PLANNER.md).
     """
     if level not in LEVELS:
         raise ConfigError(f"--candidates must be {', '.join(LEVELS[:-1])} or {LEVELS[-1]}, got {level!r}")

@@ -34,6 +34,7 @@ from .model import Point, TensorPlan
 
 SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER.md
 TABLE_SLACK = 16         # bytes a coded array's estimate adds for its codec's own header
+RANK_ROWS = 8            # below 4x this many sample rows, candidates are ranked on all of them
 
 
 def sample_rows(rows: int, cols: int, sample: int, energy: np.ndarray | None = None) -> np.ndarray | None:
@@ -177,8 +178,11 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         if top not in set(idx.tolist()):
             peak = np.concatenate([xs.reshape(len(idx), cols), m[top:top + 1]]).reshape((len(idx) + 1,) + shape[1:])
     del m
+    rank = xs  # the candidates are ranked on a quarter of the sample rows (the re-solve uses them all)
+    if idx is not None and len(idx) >= 4 * RANK_ROWS:
+        rank = np.ascontiguousarray(xs.reshape(len(idx), cols)[::4]).reshape((-(-len(idx) // 4),) + shape[1:])
     for candidate, shown in zip(ctx.candidates, ctx.labels):
-        point = _probe(t, candidate, shown, xs, peak)
+        point = _probe(t, candidate, shown, rank, peak)
         if point is not None:
             t.points.append(point)
     if any(get_method(p.spec.method).step(p.params) is not None for p in t.points):

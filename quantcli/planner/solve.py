@@ -33,9 +33,9 @@ from .measure import predicted
 from .model import Point, Refined, TensorPlan
 from .progress import PhaseClock, PhaseProgress
 
-FINE_RATIO = 0.56   # a fine (trellis) step gives about the bytes of plain rounding at this fraction of its step
-EVALS = 6           # passes over the samples, at most
-TOLERANCE = 5e-4    # stop once the bytes left unused are below this fraction of the budget
+FINE_RATIO = 0.52   # a fine (trellis) step gives about the bytes of plain rounding at this fraction of its step
+EVALS = 5           # passes over the samples, at most
+TOLERANCE = 1e-3    # stop once the bytes left unused are below this fraction of the budget
 # Gram compensation costs about one bit per weight at an equal step (measured on MiniLM's layers:
 # +0.9-1.0 bit) and buys 4-6 dB of output SQNR at an equal rate with a step twice as large: a
 # compensated tensor takes twice the step of the allocation's rule

@@ -7,7 +7,7 @@ known (the header sized as the writer builds it, every metric at its longest, an
 If it is over the limit, at most two correction passes follow before anything is published:
 
 1. the fewest tensors with a continuous step (ecsq) are encoded again at a coarser step, chosen
-   from their sample's measured bytes per unit of ln step to free the excess (with 10% to spare);
+   from their sample's measured bytes per unit of ln step to free the excess (with 5% to spare);
 2. if still over, tensors move to fixed-rate settings whose sizes are exact before encoding (params
    resolved on the whole tensor), the least distortion added per byte saved first, until the
    exact total fits. If no such moves fit, the budget is too small (ConfigError), nothing written.
@@ -37,8 +37,8 @@ from .model import Point, TensorPlan
 from .progress import PhaseClock, PhaseProgress
 from .solve import Solved
 
-SPARE = 1.10       # correction pass 1 frees this much more than the excess
-SLACK_BYTES = 256  # ... plus this much (the header changes with the new params)
+SPARE = 1.05       # correction pass 1 frees this much more than the excess
+SLACK_BYTES = 64   # ... plus this much (the header changes with the new params)
 
 
 @dataclass
