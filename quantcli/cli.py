@@ -153,22 +153,9 @@ def _progress(enabled: bool, items: Callable[[], list[tuple[str, int]]]
 
 @contextmanager
 def _phase_progress(enabled: bool) -> Iterator[Callable[[Any], None] | None]:
-    """The planner's phases (planner.PhaseEvent: "measuring 37/111 tensors", ETA) on stderr, only
-    on a terminal and only when asked."""
-    console = _stderr()
-    if not enabled or not console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.fields[eta]}"),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("planning", total=None, eta="")
-
-        def update(event: Any) -> None:
-            eta = "" if event.eta_seconds is None else f"ETA {int(event.eta_seconds) // 60}:{int(event.eta_seconds) % 60:02d}"
-            bar.update(task, description=event.describe(), completed=event.done, total=event.total or None, eta=eta)
-
+    """The planner's phases with counts and ETA on stderr, only on a terminal and only when asked."""
+    from .plan_render import phase_bar
+    with phase_bar(_stderr() if enabled else None) as update:
         yield update
 
 
