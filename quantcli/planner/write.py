@@ -161,24 +161,27 @@ def _pass_exact(w: Writer, weights: dict[int, float], limit: int, keep_nonfinite
                 continue
             moves.append(((weights[i] * p.rel - d0) / (now - p.nbytes), i, p))
     moves.sort(key=lambda m: (m[0], m[1]))
-    chosen: dict[int, Sized] = {}
-    specs: dict[int, Spec] = {}
+    exact: dict[int, dict[int, tuple[Spec, Sized]]] = {}  # tensor -> point -> its exact setting and size
+    chosen: dict[int, tuple[Spec, Sized]] = {}
     for _, i, p in moves:
-        if i in chosen:
+        if i not in exact:  # the tensor's params resolved on its whole data, once
+            t = w.tensors[i]
+            xf, _ = load(t.ref, keep_nonfinite)
+            exact[i] = {}
+            for q in t.points:
+                method = get_method(q.spec.method)
+                if xf is not None and not method.entropy_coded:
+                    spec = method.planner_spec(q.spec, tuple(t.ref.shape), xf)
+                    params = method.params_for(tuple(t.ref.shape), spec, xf)
+                    exact[i][id(q)] = spec, Sized.stored(t.ref, spec.method, params)
+            del xf
+        move = exact[i].get(id(p))
+        if move is None or i in chosen and move[1].nbytes >= chosen[i][1].nbytes:
             continue
-        t = w.tensors[i]
-        xf, _ = load(t.ref, keep_nonfinite)
-        if xf is None:
-            continue
-        method = get_method(p.spec.method)
-        spec = method.planner_spec(p.spec, tuple(t.ref.shape), xf)
-        params = method.params_for(tuple(t.ref.shape), spec, xf)
-        del xf
-        chosen[i] = Sized.stored(t.ref, spec.method, params)
-        specs[i] = spec
-        sizes = [chosen[j] if j in chosen else w.done[j].sized for j in range(len(w.tensors))]
+        chosen[i] = move
+        sizes = [chosen[j][1] if j in chosen else w.done[j].sized for j in range(len(w.tensors))]
         if header_bytes(sizes) + sum(s.nbytes for s in sizes) <= limit:
-            return specs
+            return {j: spec for j, (spec, _) in chosen.items()}
     raise ConfigError(f"the budget of {limit} bytes is too small: even the smallest settings the planner has "
                       "for the tensors written over it do not fit")
 
