@@ -174,7 +174,7 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
     t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
     peak = xs
     if idx is not None and xf.size:
-        top = int(np.argmax(np.abs(m).max(axis=1)))
+        top = int(np.argmax(np.maximum(m.max(axis=1), -m.min(axis=1))))
         if top not in set(idx.tolist()):
             peak = np.concatenate([xs.reshape(len(idx), cols), m[top:top + 1]]).reshape((len(idx) + 1,) + shape[1:])
     del m
