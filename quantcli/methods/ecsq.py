@@ -77,23 +77,35 @@ def best_shrink(x: np.ndarray, levels: np.ndarray, step: float) -> tuple[int, in
     to [-128, 128]. Rounding to 1/256 keeps the error below the unshrunk one: the error is a
     parabola in d with its minimum at the exact optimum, and a nonzero rounded d is no farther
     from it than 0 is."""
-    sums = dq.shrink_sums(np.asarray(x, np.float32).reshape(-1), np.asarray(levels).reshape(-1), step)
+    return _shrink(dq.shrink_sums(np.asarray(x, np.float32).reshape(-1), np.asarray(levels).reshape(-1), step))
+
+
+def _shrink(sums: np.ndarray) -> tuple[int, int]:
     out = [int(np.clip(round(sums[g] / sums[2 + g] * SHRINK_UNIT), -128, 128)) if sums[2 + g] else 0
            for g in (0, 1)]
     return out[0], out[1]
 
 
+CHUNK_VALUES = 1 << 22  # levels and reconstruction are made in row chunks of about this many values
+
+
 def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int64, float32
+    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int32, float32
     reconstruction, both in x's shape, and the reconstruction offsets). Each row is one trellis,
-    starting in state 0."""
+    starting in state 0, so levels and the reconstruction are made a chunk of rows at a time (the
+    int64 levels of the whole tensor would take twice its float32 size)."""
     rows, cols = matrix_shape(np.shape(x))
     x2 = np.asarray(x, np.float32).reshape(rows, cols)
     k, _ = dq.quantize_dq(x2, float(step), c=TRELLIS_C, recon=False)
-    lv = dq.levels(k)
-    shrink = best_shrink(x2, lv, float(step)) if k.size else (0, 0)
-    recon = shrunk(lv, float(step), shrink)
-    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
+    chunk = max(1, CHUNK_VALUES // max(cols, 1))
+    sums = np.zeros(4)
+    for r0 in range(0, rows if k.size else 0, chunk):
+        sums += dq.shrink_sums(x2[r0:r0 + chunk].reshape(-1), dq.levels(k[r0:r0 + chunk]).reshape(-1), float(step))
+    shrink = _shrink(sums) if k.size else (0, 0)
+    recon = np.empty((rows, cols), np.float32)
+    for r0 in range(0, rows if k.size else 0, chunk):
+        recon[r0:r0 + chunk] = shrunk(dq.levels(k[r0:r0 + chunk]), float(step), shrink)
+    return k.reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
 
 
 def trellis_error(x: np.ndarray, step: float) -> float:
@@ -277,7 +289,9 @@ class ECSQ(Method):
             params["dq"] = True
         if shrink != (0, 0):
             params["shrink"] = list(shrink)
-        codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
+        codes = np.empty(np.shape(q), code_dtype(params["bits"]))  # q - offset, without an int64 temporary
+        np.subtract(q, np.asarray(params["offset"], q.dtype), out=codes, casting="unsafe")
+        codes = codes.reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
     def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
