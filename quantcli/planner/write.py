@@ -11,6 +11,8 @@ If it is over the limit, at most two correction passes follow before anything is
 2. if still over, tensors move to fixed-rate settings whose sizes are exact before encoding (params
    resolved on the whole tensor), the least distortion added per byte saved first, until the
    exact total fits. If no such moves fit, the budget is too small (ConfigError), nothing written.
+   (With --importance, Gram compensation may widen a fixed-rate setting's scales beyond what was
+   resolved, so there pass 2 may run once more.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..errors import ConfigError, WorkError
-from ..importance import Importance
+from ..importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..methods import KEEP, get_method
 from ..metrics import ErrorStats
 from ..parallel import PARALLEL_MIN_BYTES, Spill, Spilled, Workers
@@ -172,7 +174,11 @@ def _pass_exact(w: Writer, weights: dict[int, float], limit: int, keep_nonfinite
                 method = get_method(q.spec.method)
                 if xf is not None and not method.entropy_coded:
                     spec = method.planner_spec(q.spec, tuple(t.ref.shape), xf)
-                    params = method.params_for(tuple(t.ref.shape), spec, xf)
+                    if t.stats is not None and method.weighs_importance:  # encoded with the statistics
+                        params = {**method.params_for(tuple(t.ref.shape), method.importance_spec(spec), xf),
+                                  IMPORTANCE_PARAM: t.record}
+                    else:
+                        params = method.params_for(tuple(t.ref.shape), spec, xf)
                     exact[i][id(q)] = spec, Sized.stored(t.ref, spec.method, params)
             del xf
         move = exact[i].get(id(p))
@@ -203,9 +209,12 @@ def write_planned(tensors: list[TensorPlan], output: str, inputs: list[str], lim
         if floor is not None:
             passes = _floor_passes(w, floor)
         total, header = w.total()
+        # with statistics a Gram-compensated fixed-rate encoding may widen its scales beyond what
+        # was resolved, so there the exact pass may run once more
+        most = 2 if importance is None else 3
         while limit is not None and total > limit:
-            if passes >= 2:
-                raise WorkError(f"internal: the archive would take {total} bytes after two correction passes, "
+            if passes >= most:
+                raise WorkError(f"internal: the archive would take {total} bytes after {passes} correction passes, "
                                 f"over the budget {limit}; nothing was written")
             fix = _pass_steps(w, solved, total - limit) if passes == 0 else {}
             if not fix:
