@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..importance import TensorImportance
 import numpy as np
 
+from ..importance import TensorImportance
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..reports import QuantizeReport
 from ..sizing import Sized
