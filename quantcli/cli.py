@@ -318,8 +318,8 @@ def quantize(
     sample: Annotated[int, typer.Option("--sample", metavar="N", help="Planner: values per tensor measured for "
                                                                       "each candidate (whole rows; 0 = whole "
                                                                       "tensors).")] = SAMPLE,
-    candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = no kmeans, ~4x "
-                                                                        "quicker.")] = Candidates.default,
+    candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = uniform g64/g128/"
+                                                                        "channel; all = + nf, kmeans.")] = Candidates.default,
     objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative-emb = element-weighted "
                                                                      "relative error, an encoder's input token "
                                                                      "embeddings 4x coarser (docs/PLANNER.md); "
@@ -565,7 +565,7 @@ def curve(
     include_1d: Annotated[bool, typer.Option("--include-1d", help="Measure 1-D float tensors too.")] = False,
     sample: Annotated[int, typer.Option("--sample", metavar="N", help="Values per tensor measured for each setting "
                                                                       "(whole rows; 0 = whole tensors).")] = SAMPLE,
-    candidates: Annotated[Candidates, typer.Option("--candidates", help="fast = no kmeans.")] = Candidates.default,
+    candidates: Annotated[Candidates, typer.Option("--candidates", help="all = + nf, kmeans.")] = Candidates.default,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", metavar="N", help="Tensors measured at once; "
                                                 "default: the machine's cores.", show_default=False)] = None,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,
