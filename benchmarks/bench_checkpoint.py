@@ -178,7 +178,9 @@ def planner_benchmark(folder: str, repeat: int) -> None:
             out = os.path.join(folder, "a.qnt.safetensors")
             wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", *extra])
             walls[label].append(wall)
-            print(f"{label}: {wall:.1f} s wall, peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
+            planning = doc.get("plan", {}).get("totals", {}).get("planning_seconds")
+            print(f"{label}: {wall:.1f} s wall" + (f" (planning {planning:.1f} s, the rest writing)" if planning else "")
+                  + f", peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
                   f"{doc['totals']['bits_per_weight']:.3f} bits/weight, SQNR {doc['totals']['overall_sqnr_db']:.2f} dB",
                   flush=True)
             os.unlink(out)

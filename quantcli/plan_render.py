@@ -59,7 +59,7 @@ def _refined_json(p: Plan) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"tensors": r.tensors, "trellis": r.trellis, "objective_before": _num(r.before),
-            "objective_after": _num(r.after), "passes": r.passes}
+            "objective_after": _num(r.after), "passes": r.passes, "corrections": r.corrections}
 
 
 def _refined_line(p: Plan) -> str:
