@@ -68,19 +68,26 @@ def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None,
         return None, None
     quant_n = sum(t.elements for t in tensors if t.quantized)
     kept = sum(t.kept_bytes for t in tensors if not t.quantized)
+    by_candidate: list[dict[Spec, Point]] = []
+    for t in tensors:
+        first: dict[Spec, Point] = {}
+        for p in t.points:
+            first.setdefault(p.candidate, p)
+        by_candidate.append(first)
     for candidate in dict.fromkeys(candidates):
         picks: list[Point | None] = []
-        for t in tensors:
+        for t, first in zip(tensors, by_candidate):
             if t.role != "planned":
                 picks.append(t.choice)
                 continue
-            match = [p for p in t.points if p.candidate == candidate]
-            if not match:
+            if candidate not in first:
                 break
-            picks.append(match[0])
+            picks.append(first[candidate])
         else:
-            size = exact_header(tensors, picks) + sum(
-                p.nbytes if p is not None else t.kept_bytes for t, p in zip(tensors, picks))
+            arrays = sum(p.nbytes if p is not None else t.kept_bytes for t, p in zip(tensors, picks))
+            if budget.kind != "sqnr" and limit is not None and arrays > limit:
+                continue  # the header only adds
+            size = exact_header(tensors, picks) + arrays
             q = [(t, p) for t, p in zip(tensors, picks) if t.quantized and p is not None]
             if budget.kind == "sqnr":
                 if any(p.sqnr_db < budget.value for t, p in q if t.role == "planned"):
