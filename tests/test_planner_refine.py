@@ -69,7 +69,8 @@ def test_trellis_plan_within_budget_and_predicted(model, tmp_path, objective, bp
     assert len(steps) == 3 and all(p.get("dq") for p in steps.values())
     assert os.path.getsize(out) == real.plan.predicted_archive_bytes
     assert abs(dry.predicted_archive_bytes - os.path.getsize(out)) <= 0.03 * os.path.getsize(out)  # 15 KB: tables weigh
-    assert 8 * (real.plan.limit_bytes - os.path.getsize(out)) / real.plan.quantized_elements < 0.02  # budget used
+    # budget used (a correction pass frees up to twice the excess: on 15 KB that is ~0.04 bpw)
+    assert 8 * (real.plan.limit_bytes - os.path.getsize(out)) / real.plan.quantized_elements < 0.05
 
 
 def test_step_rule(model):

@@ -37,6 +37,13 @@ TABLE_SLACK = 16         # bytes a coded array's estimate adds for its codec's o
 RANK_ROWS = 8            # below 4x this many sample rows, candidates are ranked on all of them
 
 
+def sample_size(sample: int, n: int) -> int:
+    """Values to sample from a tensor of n: `sample`, and up to 4x that for tensors over 64x it
+    (n / 64): a size predicted from s values extrapolates the sample's coded bytes n / s times, so
+    its noise grows with n / s; this keeps n / s at most 64 up to 256 x `sample` values."""
+    return sample if sample <= 0 else max(sample, min(4 * sample, n // 64))
+
+
 def sample_rows(rows: int, cols: int, sample: int, energy: np.ndarray | None = None) -> np.ndarray | None:
     """Indices (ascending) of the rows to measure on, or None for the whole tensor: evenly spaced,
     or, given each row's `energy` (sum of squares), evenly spaced in the order of their energy
@@ -94,11 +101,11 @@ def order0_bits(codes: np.ndarray) -> float:
 
 
 def predicted(t: TensorPlan, enc: Encoding, sample_values: int,
-              coded_bytes: Callable[[str, np.ndarray], int] | None = None) -> Sized:
+              coded_bytes: Callable[[str, np.ndarray], int | None] | None = None) -> Sized:
     """How tensor `t` would be stored with the params of `enc`, an entropy-coded encoding of
     `sample_values` of its values: plain arrays exactly (from the layout of the whole tensor),
-    coded arrays predicted from the sample (`coded_bytes(role, array)`, by default order-0
-    entropy scaled to the tensor)."""
+    coded arrays predicted from the sample (`coded_bytes(role, array)`, None for an array kept on
+    its default codec; by default order-0 entropy scaled to the tensor)."""
     method = get_method(enc.method)
     shape = tuple(t.ref.shape)
     scale = t.elements / max(sample_values, 1)
@@ -110,6 +117,8 @@ def predicted(t: TensorPlan, enc: Encoding, sample_values: int,
         a = enc.arrays[role]
         nbytes = coded_bytes(role, a) if coded_bytes is not None else \
             math.ceil(order0_bits(a) * scale / 8) + 2 * int(a.max(initial=0)) + TABLE_SLACK
+        if nbytes is None:  # stored with its default codec (coding would not have been smaller)
+            continue
         codecs[role] = {"codec": hint.codec if hint is not None else "rans", "nbytes": int(nbytes)}
     layout = storage.stored_layout(enc.method, shape, enc.params, codecs)
     return Sized(t.ref, enc.method, enc.params, layout, "", codecs or None, exact=False)
@@ -169,7 +178,8 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
         return t
     m = xf.reshape(rows, cols)
-    idx = sample_rows(rows, cols, ctx.sample, np.einsum("ij,ij->i", m, m, dtype=np.float64) if xf.size else None)
+    idx = sample_rows(rows, cols, sample_size(ctx.sample, xf.size),
+                      np.einsum("ij,ij->i", m, m, dtype=np.float64) if xf.size else None)
     xs = xf if idx is None else np.ascontiguousarray(m[idx]).reshape((len(idx),) + shape[1:])
     t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
     peak = xs

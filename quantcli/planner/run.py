@@ -6,7 +6,6 @@ import math
 import time
 
 from ..errors import ConfigError
-from ..methods import get_method
 from ..importance import Importance
 from ..metrics import archive_bits_per_weight
 from ..output import check_output
@@ -151,11 +150,12 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
                               "(headers counted)") from None
         for t, i in zip(planned, choices):
             t.choice = t.points[i]
-        stepped = [t for t in planned if t.choice is not None and t.sample is not None
-                   and get_method(t.choice.spec.method).step(t.choice.params) is not None]
-        others = sum(t.choice.cost for t in planned if t.choice is not None and not any(t is u for u in stepped))
-        refined, solved = solve(planned, ws, limit - _fixed_bound(tensors) - others, len(str(limit)), jobs,
-                                trellis, progress)
+        def total(ts: list[TensorPlan], pts: list[Point]) -> int:
+            swap = {id(t): p for t, p in zip(ts, pts)}
+            picks = [swap.get(id(t), t.choice) for t in tensors]
+            return exact_header(tensors, picks) + sum(p.nbytes if p is not None else t.kept_bytes
+                                                      for t, p in zip(tensors, picks))
+        refined, solved = solve(planned, ws, limit, len(str(limit)), jobs, trellis, progress, total)
     for t in tensors:
         t.sample = None  # the samples' work is done: only statistics stay
     labels = list(dict.fromkeys(label(c) for c in candidates))

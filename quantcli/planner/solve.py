@@ -18,7 +18,7 @@ per tensor from the sample and half of it. The write then encodes each tensor on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -104,7 +104,7 @@ def _measured_scale(t: TensorPlan, w: float, p: Point | None) -> float:
 
 
 def _coded(t: TensorPlan, enc_bytes: dict[str, int], half: Callable[[], tuple[dict[str, int], int]] | None,
-           s: int) -> Callable[[str, np.ndarray], int]:
+           s: int) -> Callable[[str, np.ndarray], int | None]:
     """Predicted bytes of each coded array of tensor t from its bytes on the s-value sample."""
     if half is not None and any(role not in t.tables for role in enc_bytes):
         h, s2 = half()
@@ -116,7 +116,12 @@ def _coded(t: TensorPlan, enc_bytes: dict[str, int], half: Callable[[], tuple[di
             per = (b - b2) / (s - s2)
             t.tables[role] = float(min(max(b - s * per, 0.0), b))
     scale = t.elements / max(s, 1)
-    return lambda role, a: math.ceil(t.tables.get(role, 0.0) + (enc_bytes[role] - t.tables.get(role, 0.0)) * scale)
+    def coded(role: str, a: np.ndarray) -> int | None:
+        if role not in enc_bytes:  # the sample's codes were not worth coding: stored bit-packed
+            return None
+        fixed = t.tables.get(role, 0.0)
+        return math.ceil(fixed + (enc_bytes[role] - fixed) * scale)
+    return coded
 
 
 def _point(t: TensorPlan, base: Point, step: float, fine: bool, digits: int) -> Point | None:
@@ -157,14 +162,16 @@ class Solved:
     weights: list[float]
     scale: list[float]
     theta: float
-    curves: list[list[tuple[float, int]]] = field(default_factory=list)  # per tensor (ln step, bytes)
 
 
 def solve(planned: list[TensorPlan], weights: list[float], budget: int, digits: int, jobs: int,
-          fine: bool = True, progress: PhaseProgress | None = None) -> tuple[Refined | None, Solved | None]:
-    """Re-solve the steps of the planned tensors whose choice has one, within `budget` bytes (the
-    limit less every other cost, header bounds included), on their samples; updates the choices
-    in place when that lowers the objective."""
+          fine: bool = True, progress: PhaseProgress | None = None,
+          total: Callable[[list[TensorPlan], list[Point]], int] | None = None
+          ) -> tuple[Refined | None, Solved | None]:
+    """Re-solve the steps of the planned tensors whose choice has one, on their samples; updates
+    the choices in place when that lowers the objective. `total(tensors, points)`, when given,
+    is the predicted archive with those tensors at those points (the header sized as the writer
+    will size it), held to `budget` (the limit); else their costs (bytes + header bounds) are."""
     items = [(t, w) for t, w in zip(planned, weights)
              if t.choice is not None and t.sample is not None
              and get_method(t.choice.spec.method).step(t.choice.params) is not None]
@@ -189,7 +196,6 @@ def solve(planned: list[TensorPlan], weights: list[float], budget: int, digits: 
             logs.append((t.elements, math.log(step / a)))
     theta0 = math.exp(sum(k * v for k, v in logs) / sum(k for k, _ in logs)) * (FINE_RATIO if fine else 1.0)
     per_lnstep = sum(t.elements for t in ts) / (8 * math.log(2))
-    curves: list[list[tuple[float, int]]] = [[] for _ in ts]
     clock = PhaseClock(progress, "solving", EVALS, EVALS, "passes")
 
     def evaluate(theta: float) -> Trial:
@@ -199,17 +205,15 @@ def solve(planned: list[TensorPlan], weights: list[float], budget: int, digits: 
                 return p0
             return _point(ts[i], p0, theta * scale[i], fine, digits)
         pts = list(ordered_map(one, list(range(len(ts))), jobs))
-        for i, p in enumerate(pts):
-            if p is not None and live[i]:
-                curves[i].append((math.log(theta * scale[i]), p.nbytes))
         clock.step()
         if any(p is None for p in pts):
             return Trial(theta, pts, math.inf, math.inf)
-        return Trial(theta, pts, float(sum(p.cost for p in pts if p is not None)),
-                     float(sum(w * p.rel for w, p in zip(ws, pts) if p is not None)))
+        chosen = [p for p in pts if p is not None]
+        cost = total(ts, chosen) if total is not None else sum(p.cost for p in chosen)
+        return Trial(theta, pts, float(cost), float(sum(w * p.rel for w, p in zip(ws, chosen))))
 
     best, passes = search(evaluate, theta0, float(budget), per_lnstep, EVALS)
-    solved = Solved(ts, ws, scale, best.theta if best is not None else theta0, curves)
+    solved = Solved(ts, ws, scale, best.theta if best is not None else theta0)
     if best is None or best.dist >= before and not any(t.stats is not None and t.stats.gram is not None
                                                        for t in ts):
         return Refined(len(ts), False, before, before, passes), solved

@@ -4,10 +4,12 @@ then sized exactly, corrected if over the budget, and published.
 
 The budget holds whatever the samples predicted: after the write the archive's exact size is
 known (the header sized as the writer builds it, every metric at its longest, and padded to that).
-If it is over the limit, at most two correction passes follow before anything is published:
+If it is under the limit by more than 0.05% (the samples over-predicted), one fill pass encodes
+one stepped tensor again at a finer step that spends 80% of what is left (chosen as below). If
+it is over the limit, at most two correction passes follow before anything is published:
 
-1. the fewest tensors with a continuous step (ecsq) are encoded again at a coarser step, chosen
-   from their sample's measured bytes per unit of ln step to free the excess (with 5% to spare);
+1. the fewest tensors with a continuous step (ecsq) are encoded again at a coarser step that
+   frees the excess (plus 5% and 64 bytes) at half the high-rate rule's bytes per ln step;
 2. if still over, tensors move to fixed-rate settings whose sizes are exact before encoding (params
    resolved on the whole tensor), the least distortion added per byte saved first, until the
    exact total fits. If no such moves fit, the budget is too small (ConfigError), nothing written.
@@ -41,6 +43,8 @@ from .solve import Solved
 
 SPARE = 1.05       # correction pass 1 frees this much more than the excess
 SLACK_BYTES = 64   # ... plus this much (the header changes with the new params)
+FILL_MIN = 5e-4    # a written archive this far under its budget gets one fill pass ...
+FILL_USE = 0.8     # ... spending this much of what is left on one tensor's finer step
 
 
 @dataclass
@@ -105,43 +109,44 @@ def _rel(err: ErrorStats | None) -> float:
     return err.error / err.signal if err is not None and err.signal > 0 else 0.0
 
 
-def _pass_steps(w: Writer, solved: Solved | None, over: int) -> dict[int, Spec]:
-    """Correction pass 1: the fewest stepped tensors, each coarsened by at most an octave, whose
-    measured bytes per ln step free `over` x SPARE + SLACK_BYTES; the least distortion added."""
+def _restep(w: Writer, solved: Solved | None, change: float) -> dict[int, Spec]:
+    """New steps for the fewest stepped tensors so that their bytes change by about `change`
+    (negative: free bytes, a coarser step; positive: spend them, a finer one), each moved by at
+    most an octave. The bytes per unit of ln step are taken as the high-rate rule's n / (8 ln 2)
+    when spending (the true slope is at most that: never spends more than asked, near enough) and
+    half of it when freeing (frees at least what is asked down to ~2 bits per weight). One tensor
+    when one can: among those whose weighted distortion changes best (within 25%; to first order
+    all do at the Lagrangian optimum), the smallest, the quickest to encode again."""
     if solved is None:
         return {}
-    need = over * SPARE + SLACK_BYTES
     index = {id(t): i for i, t in enumerate(w.tensors)}
     options = []
-    for t, wt, curve in zip(solved.tensors, solved.weights, solved.curves):
+    for t, wt in zip(solved.tensors, solved.weights):
         i = index[id(t)]
         written = w.done[i]
-        method = get_method(written.spilled.method)
-        step = method.step(written.spilled.params)
+        step = get_method(written.spilled.method).step(written.spilled.params)
         if step is None or t.choice is None:
             continue
-        pts = sorted(set(curve))
-        slope = 0.0
-        if len(pts) >= 2:
-            here = math.log(step)
-            (a0, b0), (a1, b1) = min(zip(pts, pts[1:]), key=lambda pq: abs(pq[0][0] - here))
-            slope = (b0 - b1) / (a1 - a0) if a1 > a0 else 0.0
-        if not slope > 0:
-            slope = t.elements / (8 * math.log(2)) * 0.5
+        slope = t.elements / (8 * math.log(2)) * (1.0 if change > 0 else 0.5)
         options.append((i, t, wt, step, slope, written.sized.nbytes))
     single = []
     for i, t, wt, step, slope, nbytes in options:
-        delta = need / slope
-        if delta <= math.log(2) and need < nbytes:
-            single.append((wt * _rel(w.done[i].err) * (math.exp(2 * delta) - 1), i, t, step * math.exp(delta)))
+        delta = -change / slope  # ln step change
+        if abs(delta) <= math.log(2) and abs(change) < nbytes / 2:
+            worse = wt * _rel(w.done[i].err) * (math.exp(2 * delta) - 1)  # > 0 coarser, < 0 finer
+            single.append((worse, t.elements, i, t, step * math.exp(delta)))
     if single:
-        _, i, t, step = min(single, key=lambda x: (x[0], x[1]))
+        best = min(x[0] for x in single)
+        band = [x for x in single if x[0] <= best + 0.25 * abs(best)]
+        _, _, i, t, step = min(band, key=lambda x: (x[1], x[2]))
         assert t.choice is not None
         return {i: get_method(t.choice.spec.method).at_step(t.choice.spec, step, bool(t.choice.spec.trellis))}
+    if change >= 0:
+        return {}
     out: dict[int, Spec] = {}
     freed = 0.0
     for i, t, _, step, slope, _ in sorted(options, key=lambda o: -o[4]):  # largest savings first
-        if freed >= need:
+        if freed >= -change:
             break
         assert t.choice is not None
         out[i] = get_method(t.choice.spec.method).at_step(t.choice.spec, step * 2, bool(t.choice.spec.trellis))
@@ -209,6 +214,14 @@ def write_planned(tensors: list[TensorPlan], output: str, inputs: list[str], lim
         if floor is not None:
             passes = _floor_passes(w, floor)
         total, header = w.total()
+        if limit is not None and limit - total > FILL_MIN * limit:  # the samples over-predicted: fill
+            fix = _restep(w, solved, (limit - total) * FILL_USE)
+            if fix:
+                w.write(sorted(fix), fix, PhaseClock(progress, "filling", len(fix),
+                                                     sum(tensors[i].ref.nbytes for i in fix)))
+                for i, spec in fix.items():
+                    _record(tensors[i], spec, w.done[i])
+                total, header = w.total()
         # with statistics a Gram-compensated fixed-rate encoding may widen its scales beyond what
         # was resolved, so there the exact pass may run once more
         most = 2 if importance is None else 3
@@ -216,7 +229,7 @@ def write_planned(tensors: list[TensorPlan], output: str, inputs: list[str], lim
             if passes >= most:
                 raise WorkError(f"internal: the archive would take {total} bytes after {passes} correction passes, "
                                 f"over the budget {limit}; nothing was written")
-            fix = _pass_steps(w, solved, total - limit) if passes == 0 else {}
+            fix = _restep(w, solved, -((total - limit) * SPARE + SLACK_BYTES)) if passes == 0 else {}
             if not fix:
                 passes = max(passes, 1)
                 fix = _pass_exact(w, weights, limit, keep_nonfinite)
