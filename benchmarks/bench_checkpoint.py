@@ -1,11 +1,18 @@
-"""A 4 GB bf16 checkpoint in 3 shards (4096x11008 and 4096x4096 tensors), quantized to 4-bit
-group-64: peak RSS and wall time for --jobs 1 and --jobs 2, run as real `quant` processes under
-/usr/bin/time -v (issue 5).
+"""Checkpoint-scale benchmarks, run as real `quant` processes (the installed command, or
+`python -m quantcli`) under /usr/bin/time -v, with the whole process tree's RSS sampled every 20 ms.
 
-    python benchmarks/bench_checkpoint.py [--dir /tmp/quant-ckpt] [--layers 10] [--repeat 2]
+Default (issue 18): a deterministic Llama-shaped bf16 checkpoint of about 1.5 GB (hidden 2048,
+intermediate 5632, 12 layers, vocabulary 32000, untied head; 3 shards + model.safetensors.index.json)
+built in a temporary folder and removed afterwards. Runs plain int4 g64 and `--target-bpw 4`, both
+`--jobs 2` (wall time, side by side, alternating), then `--target-bpw 4 --jobs 1` (peak RSS), and
+prints the ratios against the targets (planner <= 6x plain wall; RSS <= 3x the largest tensor as
+float32 + 400 MB).
 
-The checkpoint is generated once (deterministic, float32 math per tensor, written shard by shard,
-so generation itself stays under ~1 GB of memory) and kept in --dir for reruns.
+    python benchmarks/bench_checkpoint.py [--dir DIR] [--repeat 1]
+    python benchmarks/bench_checkpoint.py --issue5 [--layers 10]   # the 4 GB int4 jobs 1/2 study
+
+The --issue5 mode is the earlier one: a 4 GB bf16 checkpoint (4096x11008 and 4096x4096 tensors)
+quantized to 4-bit group-64, peak RSS and wall time for --jobs 1 and --jobs 2 (issue 5).
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 
 import ml_dtypes
@@ -57,6 +66,49 @@ def make_checkpoint(folder: str, layers: int) -> None:
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
 
 
+def make_llama(folder: str, layers: int = 12, hidden: int = 2048, inter: int = 5632, vocab: int = 32000) -> int:
+    """A Llama-shaped bf16 checkpoint in 3 shards + index; returns the largest tensor's element
+    count. Deterministic: each tensor from its own seed, rows with log-normal scales (so tensors
+    and rows differ, as in trained weights), float32 math per tensor."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    names = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        names += [(p + f"self_attn.{n}_proj.weight", (hidden, hidden)) for n in "qkvo"]
+        names += [(p + "mlp.gate_proj.weight", (inter, hidden)), (p + "mlp.up_proj.weight", (inter, hidden)),
+                  (p + "mlp.down_proj.weight", (hidden, inter)),
+                  (p + "input_layernorm.weight", (hidden,)), (p + "post_attention_layernorm.weight", (hidden,))]
+    names += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+    largest = max(int(np.prod(shape)) for _, shape in names)
+    if os.path.exists(index):
+        return largest
+    os.makedirs(folder, exist_ok=True)
+    total = sum(int(np.prod(shape)) for _, shape in names)
+    weight_map: dict[str, str] = {}
+    shard, done, writer = 0, 0, None
+    for seed, (name, shape) in enumerate(names):
+        if writer is None or done >= (shard * total) // 3 and shard < 3:
+            if writer is not None:
+                writer.finish({"format": "pt"})
+            shard += 1
+            writer = SafetensorsWriter(os.path.join(folder, f"model-{shard:05d}-of-00003.safetensors"))
+        rng = np.random.default_rng(seed)
+        if len(shape) == 1:
+            x = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        else:
+            x = rng.standard_normal(shape, dtype=np.float32)
+            x *= (0.02 * np.exp(0.3 * rng.standard_normal((shape[0], 1)))).astype(np.float32)
+        writer.add(name, x.astype(ml_dtypes.bfloat16))
+        weight_map[name] = f"model-{shard:05d}-of-00003.safetensors"
+        done += int(np.prod(shape))
+        del x
+    assert writer is not None
+    writer.finish({"format": "pt"})
+    with open(index, "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    return largest
+
+
 def _tree_rss_mb(root: int) -> float:
     """Sum of VmRSS over `root` and all its descendants (the worker processes too)."""
     children: dict[int, list[int]] = {}
@@ -85,7 +137,10 @@ def _tree_rss_mb(root: int) -> float:
 def timed_run(args: list[str]) -> tuple[float, float, float, dict]:
     """(wall seconds, peak RSS MB of the main process from /usr/bin/time -v, peak summed RSS MB of
     the whole process tree sampled every 20 ms, JSON report) of one `quant quantize` run."""
-    p = subprocess.Popen(["/usr/bin/time", "-v", sys.executable, "-m", "quantcli", "quantize", *args],
+    beside = os.path.join(os.path.dirname(sys.executable), "quant")  # this environment's installed command
+    quant = beside if os.path.exists(beside) else shutil.which("quant")
+    cmd = [quant] if quant else [sys.executable, "-m", "quantcli"]
+    p = subprocess.Popen(["/usr/bin/time", "-v", *cmd, "quantize", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
     done = threading.Event()
@@ -107,12 +162,58 @@ def timed_run(args: list[str]) -> tuple[float, float, float, dict]:
     return seconds, rss_kb / 1024, peak[0], json.loads(out)
 
 
+def planner_benchmark(folder: str, repeat: int) -> None:
+    ckpt = os.path.join(folder, "llama")
+    t = time_now()
+    largest = make_llama(ckpt)
+    size = sum(os.path.getsize(os.path.join(ckpt, f)) for f in os.listdir(ckpt))
+    bound = 3 * 4 * largest / 2**20 + 400
+    print(f"checkpoint: {size / 1e9:.2f} GB bf16, 3 shards + index (built in {time_now() - t:.0f} s); largest "
+          f"tensor {largest} values = {4 * largest / 2**20:.0f} MiB as float32; RSS target {bound:.0f} MB")
+    plain = ["--bits", "4", "--scheme", "asymmetric", "--granularity", "group", "--group-size", "64"]
+    runs = {"int4 g64 --jobs 2": plain + ["--jobs", "2"], "--target-bpw 4 --jobs 2": ["--target-bpw", "4", "--jobs", "2"]}
+    walls: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeat):
+        for label, extra in runs.items():  # alternating, so both see the same machine load
+            out = os.path.join(folder, "a.qnt.safetensors")
+            wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", *extra])
+            walls[label].append(wall)
+            planning = doc.get("plan", {}).get("totals", {}).get("planning_seconds")
+            print(f"{label}: {wall:.1f} s wall" + (f" (planning {planning:.1f} s, the rest writing)" if planning else "")
+                  + f", peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
+                  f"{doc['totals']['bits_per_weight']:.3f} bits/weight, SQNR {doc['totals']['overall_sqnr_db']:.2f} dB",
+                  flush=True)
+            os.unlink(out)
+    out = os.path.join(folder, "a.qnt.safetensors")
+    wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", "--target-bpw", "4", "--jobs", "1"])
+    print(f"--target-bpw 4 --jobs 1: {wall:.1f} s wall, peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
+          f"{doc['totals']['bits_per_weight']:.3f} bits/weight, SQNR {doc['totals']['overall_sqnr_db']:.2f} dB")
+    plain_wall = statistics.median(walls["int4 g64 --jobs 2"])
+    plan_wall = statistics.median(walls["--target-bpw 4 --jobs 2"])
+    print(f"\nplanner / plain wall (--jobs 2): {plan_wall / plain_wall:.2f}x (target <= 6x); "
+          f"peak RSS --jobs 1: {rss:.0f} MB (target <= {bound:.0f} MB)")
+
+
+def time_now() -> float:
+    import time
+    return time.perf_counter()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/quant-ckpt")
+    ap.add_argument("--dir", default=None, help="where to build the checkpoint (default: a temporary folder)")
+    ap.add_argument("--issue5", action="store_true", help="the 4 GB int4 --jobs 1/2 study instead")
     ap.add_argument("--layers", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
+    if not args.issue5:
+        if args.dir:
+            planner_benchmark(args.dir, args.repeat)
+        else:
+            with tempfile.TemporaryDirectory(prefix="quant-llama-") as tmp:
+                planner_benchmark(tmp, args.repeat)
+        return
+    args.dir = args.dir or "/tmp/quant-ckpt"
     ckpt = os.path.join(args.dir, "ckpt")
     make_checkpoint(ckpt, args.layers)
     size = sum(os.path.getsize(os.path.join(ckpt, f)) for f in os.listdir(ckpt))

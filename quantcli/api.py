@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .archive import Archive, open_archive
 from .dequant import OUTPUT_DTYPES, dequantize_file, parse_size
@@ -18,7 +18,7 @@ from .methods import METHODS, get_method
 from .output import check_output
 from .parallel import default_jobs
 from . import pipeline
-from .pipeline import Progress, open_importance, resolve_ecsq_steps
+from .pipeline import Progress, open_importance, resolve
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
@@ -81,7 +81,7 @@ def quantize_file(inputs: list[str], output: str, spec: Spec | None = None, *, o
         check_output(output, sources.files + ([importance] if importance else []), ".safetensors")
         refuse_archives(sources)
         stats = open_importance(importance, sources)
-        plan = resolve_ecsq_steps(plan_tensors(sources.refs, spec, selection, recipe), stats)
+        plan = resolve(plan_tensors(sources.refs, spec, selection, recipe), stats)
         report = pipeline.quantize(sources, list(inputs), plan, output, jobs=jobs, keep_nonfinite=keep_nonfinite,
                                    progress=progress, base=spec, importance=stats)
     report.seconds = time.perf_counter() - start
@@ -113,14 +113,15 @@ def quantize(inputs: list[str], output: str = "", *, dry_run: bool = False, targ
              recipe: str | Recipe | None = None, jobs: int | None = None, importance: str | None = None,
              sample: int | None = None, candidates: str = "default", objective: str | None = None,
              preset: str | None = None, typed: frozenset[str] | set[str] = frozenset(),
-             progress: Progress | None = None, **spec_fields: Any) -> Any:
+             progress: Callable[..., None] | None = None, **spec_fields: Any) -> Any:
     """THE front door of `quant quantize`: a plain run, a budgeted run (`target_bpw`, `max_size` or
     `min_sqnr`: the planner) or either's dry run, from options named as the command names them.
 
     `spec_fields` are `Spec` fields (method, bits, ...). `preset` fills options by name
     (quantcli.presets). `typed`: the options the user set explicitly; an explicit option that would
     change nothing (a method's option it does not read, a per-tensor option with a budget) is a
-    ConfigError rather than a silent no-op. Returns a QuantizeReport, PlanReport (plain dry run),
+    ConfigError rather than a silent no-op. `progress` gets (bytes done, total, tensor) for a plain
+    run and the planner's PhaseEvents for a planned one (`is_planned`). Returns a QuantizeReport, PlanReport (plain dry run),
     planner Plan (budgeted dry run) or PlannedQuantizeReport."""
     from . import planner, presets
 
@@ -139,17 +140,27 @@ def quantize(inputs: list[str], output: str = "", *, dry_run: bool = False, targ
         raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
                           f"{', '.join(m for m in METHODS if METHODS[m].weighs_importance)})")
     select = dict(only=only, skip=skip, include_1d=include_1d, recipe=recipe, importance=importance)
-    if budget is not None:
+    if budget is not None:  # `progress` receives the planner's phase events (planner.PhaseEvent)
         kw = dict(select, keep_nonfinite=keep_nonfinite, candidates=planner.default_candidates(candidates),
-                  sample=planner.SAMPLE if sample is None else sample, jobs=jobs,
+                  sample=planner.SAMPLE if sample is None else sample, jobs=jobs, progress=progress,
                   **({"objective": objective} if objective is not None else {}))  # else the planner's default
         if dry_run:
             return planner.plan_budget(inputs, budget, spec, **kw)  # type: ignore[arg-type]
-        return planner.quantize_budget(inputs, output, budget, spec, progress=progress, **kw)  # type: ignore[arg-type]
+        return planner.quantize_budget(inputs, output, budget, spec, **kw)  # type: ignore[arg-type]
     if dry_run:
         return plan_file(inputs, spec, **select)  # type: ignore[arg-type]
     return quantize_file(inputs, output, spec, keep_nonfinite=keep_nonfinite, jobs=jobs, progress=progress,
                          **select)  # type: ignore[arg-type]
+
+
+def is_planned(*, target_bpw: float | None = None, max_size: str | None = None, min_sqnr: float | None = None,
+               preset: str | None = None, **_: Any) -> bool:
+    """Whether `quantize` with these options runs the planner (a budget, or a budget preset): its
+    progress is then phase events, not bytes."""
+    from . import presets
+
+    chosen = presets.get(preset).options if preset is not None else {}
+    return any(v is not None for v in (target_bpw, max_size, min_sqnr, chosen.get("target_bpw")))
 
 
 def refuse_ignored(spec: Spec, typed: set[str], *, planned: bool, pinned: bool) -> None:

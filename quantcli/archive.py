@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .storage import check_codecs, logical_arrays, stored_arrays, stored_layout
 from .errors import ArchiveError, InputError
-from .methods import METHODS, Encoding
+from .methods import KEEP, METHODS, Encoding
 from .methods.base import ANY, check_values
 from .output import SafetensorsWriter
 from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, json_number_problem, shape_problem, strict_json
@@ -29,14 +29,13 @@ FORMAT = "quant-archive"
 VERSION = 2  # 2: arrays may name a codec (entropy-coded); an archive without any is written as 1
 SUPPORTED_VERSIONS = (1, 2)
 # methods that exist only in format 2 (their archives are always version 2)
-VERSION_2_METHODS = frozenset({"ecsq", "lossless"})
 KEY_FORMAT, KEY_VERSION, KEY_PRODUCER = "quant.format", "quant.version", "quant.producer"
 KEY_MANIFEST, KEY_MANIFEST_SHA = "quant.manifest", "quant.manifest.sha256"
 
 
 def stored_name(tensor: str, role: str, method: str) -> str:
     """Kept tensors keep their own name; a quantized tensor's arrays are `<tensor>/<role>`."""
-    return tensor if method == "keep" else f"{tensor}/{role}"
+    return tensor if method == KEEP else f"{tensor}/{role}"
 
 
 def _json_number(value: float) -> float | str:
@@ -79,7 +78,7 @@ class ArchiveTensor:
 
 def _layout_params(t: ArchiveTensor) -> dict[str, Any]:
     """The params a tensor's layout is read from: a kept tensor's is its own dtype."""
-    return {"dtype": t.dtype} if t.method == "keep" else t.params
+    return {"dtype": t.dtype} if t.method == KEEP else t.params
 
 
 def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
@@ -175,7 +174,7 @@ def manifest_metadata(tensors: list[ArchiveTensor]) -> dict[str, str]:
     for doc in docs:
         doc["metrics"] = {k: _compact_metric(v) for k, v in doc["metrics"].items()}
     manifest = json.dumps({"tensors": docs}, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    version = 2 if any(t.codecs or t.method in VERSION_2_METHODS for t in tensors) else 1
+    version = 2 if any(t.codecs or METHODS[t.method].format_version(t.params) >= 2 for t in tensors) else 1
     return {KEY_SAFETENSORS_FORMAT: FORMAT, KEY_FORMAT: FORMAT, KEY_VERSION: str(version),
             KEY_PRODUCER: f"quantcli {__version__}", KEY_MANIFEST: manifest,
             KEY_MANIFEST_SHA: hashlib.sha256(manifest.encode("utf-8")).hexdigest()}
@@ -252,7 +251,7 @@ class Archive:
             raise self._fail(problem, name)
         if not isinstance(method, str) or method not in METHODS:
             raise self._fail(f"unknown method {method!r} (this quantcli knows {', '.join(sorted(METHODS))})", name)
-        if method != "keep" and code not in FLOAT_CODES:
+        if method != KEEP and code not in FLOAT_CODES:
             raise self._fail(f"method {method} needs a float original dtype, not {code}", name)
         if not isinstance(params, dict) or not isinstance(arrays, dict) or not isinstance(sha, str):
             raise self._fail("malformed manifest entry", name)

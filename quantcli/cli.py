@@ -13,7 +13,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -115,6 +115,14 @@ def _progress(enabled: bool, items: Callable[[], list[tuple[str, int]]]
         yield update
 
 
+@contextmanager
+def _phase_progress(enabled: bool) -> Iterator[Callable[[Any], None] | None]:
+    """The planner's phases with counts and ETA on stderr, only on a terminal and only when asked."""
+    from .plan_render import phase_bar
+    with phase_bar(_stderr() if enabled else None) as update:
+        yield update
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"quant {__version__}")
@@ -181,6 +189,7 @@ class Candidates(str, Enum):
 
     default = "default"
     fast = "fast"
+    all = "all"
 
 
 SAMPLE = 1 << 16  # planner.SAMPLE, spelled here for the same reason
@@ -263,8 +272,8 @@ def quantize(
     sample: Annotated[int, typer.Option("--sample", metavar="N", help="Planner: values per tensor measured for "
                                                                       "each candidate (whole rows; 0 = whole "
                                                                       "tensors).")] = SAMPLE,
-    candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = no kmeans, ~4x "
-                                                                        "quicker.")] = Candidates.default,
+    candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = uniform g64/g128/"
+                                                                        "channel; all = + nf, kmeans.")] = Candidates.default,
     objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative-emb = element-weighted "
                                                                      "relative error, an encoder's input token "
                                                                      "embeddings 4x coarser (docs/PLANNER.md); "
@@ -296,7 +305,9 @@ def quantize(
         options = {k: getattr(v, "value", v) for k, v in ctx.params.items() if k not in _OUTPUT_FLAGS}
         check_report(report, paths + [p for p in (output, importance) if p])
         show = not quiet and not json_out
-        with _progress(show and not dry_run, lambda: source_items(paths)) as progress:
+        display = (_phase_progress(show) if api.is_planned(**options) else
+                   _progress(show and not dry_run, lambda: source_items(paths)))
+        with display as progress:
             result = api.quantize(options.pop("paths"), typed=_typed(ctx), progress=progress, **options)
         out.emit(report_json(result))
         if show:
@@ -461,7 +472,7 @@ def curve(
     include_1d: Annotated[bool, typer.Option("--include-1d", help="Measure 1-D float tensors too.")] = False,
     sample: Annotated[int, typer.Option("--sample", metavar="N", help="Values per tensor measured for each setting "
                                                                       "(whole rows; 0 = whole tensors).")] = SAMPLE,
-    candidates: Annotated[Candidates, typer.Option("--candidates", help="fast = no kmeans.")] = Candidates.default,
+    candidates: Annotated[Candidates, typer.Option("--candidates", help="all = + nf, kmeans.")] = Candidates.default,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", metavar="N", help="Tensors measured at once; "
                                                 "default: the machine's cores.", show_default=False)] = None,
     json_out: JsonOpt = False, report: ReportOpt = None, quiet: QuietOpt = False, debug: DebugOpt = False,

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .archive import Archive, open_archive
+from .methods import KEEP
 from .errors import ConfigError, InputError
 from .output import WEIGHT_FILE, FolderOutput, SafetensorsWriter, atomic_output, check_output
 from .reports import DequantizeReport
@@ -151,7 +152,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         targets: list[str] = []
         for t in archive.tensors:
             wanted = OUTPUT_DTYPES[dtype]
-            target = wanted if t.dtype in FLOAT_CODES and wanted and t.method != "keep" else t.dtype  # kept: as stored
+            target = wanted if t.dtype in FLOAT_CODES and wanted and t.method != KEEP else t.dtype  # kept: as stored
             targets.append("F32" if kind != ".safetensors" and target == "BF16" else target)
         total = sum(t.original_nbytes for t in archive.tensors)
         written: list[tuple[str, str, tuple[int, ...]]] = []

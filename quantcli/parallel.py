@@ -119,10 +119,15 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
     into the archive with copy_file_range instead of receiving, unpickling and writing them again."""
     ref = _worker["refs"][name]
     enc, err, note = _worker["encode"](ref, spec, note, keep_nonfinite)
-    stored, codecs = stored_arrays(enc, tuple(ref.shape), codec)
-    spill = _worker["spill"]
+    return spill_encoding(_worker["spill"], enc, tuple(ref.shape), codec), err, note
+
+
+def spill_encoding(spill: Any, enc: Encoding, shape: tuple[int, ...], codec: str) -> Spilled:
+    """Store `enc` (codecs applied) at the end of the open file `spill`, hashed on the way."""
+    stored, codecs = stored_arrays(enc, shape, codec)
     digest = hashlib.sha256()
     pieces = {}
+    spill.seek(0, os.SEEK_END)
     for role in sorted(stored):
         a = np.require(stored[role], requirements="C")  # keeps 0-d arrays 0-d
         raw = a.reshape(-1).view(np.uint8).data if a.size else memoryview(b"")
@@ -134,7 +139,29 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
             raise WorkError(f"cannot write: {e.strerror or e}", path=spill.name) from None
         pieces[role] = (dtype_code(a.dtype), tuple(a.shape), offset, a.nbytes)
     spill.flush()
-    return Spilled(enc.method, enc.params, pieces, digest.hexdigest(), spill.name, codecs), err, note
+    return Spilled(enc.method, enc.params, pieces, digest.hexdigest(), spill.name, codecs)
+
+
+class Spill:
+    """In-process twin of `Workers`: encode plan items here, one at a time, into one spill file
+    beside the output (unnamed once created), so a caller can hold many tensors' stored arrays
+    without holding them in memory."""
+
+    def __init__(self, output: str, keep_nonfinite: bool, encode: EncodeFn, codec: Callable[[PlanItem], str]):
+        folder = os.path.dirname(os.path.abspath(output))
+        self.file = tempfile.NamedTemporaryFile(dir=folder, prefix=temp_prefix(output) + "p", suffix=".spill")
+        self.encode, self.codec, self.keep_nonfinite = encode, codec, keep_nonfinite
+
+    def run(self, plan: list[PlanItem]) -> Iterator[tuple[PlanItem, tuple[Spilled, ErrorStats | None, str]]]:
+        for item in plan:
+            enc, err, note = self.encode(item.ref, item.spec, item.note, self.keep_nonfinite)
+            yield item, (spill_encoding(self.file, enc, tuple(item.ref.shape), self.codec(item)), err, note)
+
+    def spill_fd(self, spilled: Spilled) -> int:
+        return self.file.fileno()
+
+    def close(self, ok: bool) -> None:
+        self.file.close()
 
 
 class Workers:

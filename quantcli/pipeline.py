@@ -14,11 +14,10 @@ import numpy as np
 from .archive import ArchiveTensor, ArchiveWriter
 from .storage import stored_arrays
 from .errors import ConfigError, InputError, NonFiniteError, QuantError
-from .methods import Encoding, get_method
-from .methods import ecsq
+from .methods import KEEP, Encoding, get_method
 from .methods.base import to_float32
 from .importance import PARAM as IMPORTANCE_PARAM, Importance, TensorImportance
-from .metrics import ZERO, ErrorStats, measure, sum_squares
+from .metrics import ZERO, ErrorStats, measure
 from . import parallel
 from .parallel import Spilled, Workers
 from .reports import ImportanceUse, PlanReport, QuantizeReport, TensorReport
@@ -62,8 +61,8 @@ def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: 
     """Load and encode one tensor (spec None: keep it as it is): (encoding, error stats or None
     when kept, note). With `importance` holding statistics for it, the method chooses for the
     weighted error and the stats carry the weighted sums too."""
-    if spec is None or spec.method == "keep":  # stored as it is, in its own dtype
-        return get_method("keep").encode(ref.load(), spec or Spec()), None, note
+    if spec is None or spec.method == KEEP:  # stored as it is, in its own dtype
+        return get_method(KEEP).encode(ref.load(), spec or Spec()), None, note
     imp = None
     if importance is not None and weighted_by(importance, ref, spec):
         imp = importance.for_tensor(ref.name, tuple(ref.shape))
@@ -78,7 +77,7 @@ def encode_tensor(ref: TensorRef, spec: Spec | None, note: str, keep_nonfinite: 
                 enc, err = encode_and_measure(load_float32(ref), spec, ref)
     except NonFiniteError as e:
         if keep_nonfinite:
-            return get_method("keep").encode(ref.load(), Spec()), None, nonfinite_note(e.count)
+            return get_method(KEEP).encode(ref.load(), Spec()), None, nonfinite_note(e.count)
         raise nonfinite_error(ref, e.count) from None
     try:  # what the reader would refuse is never written: its params (ecsq's grid within float32), and
         get_method(enc.method).layout(tuple(ref.shape), enc.params)
@@ -117,7 +116,7 @@ def encode_weighted(x: np.ndarray, spec: Spec, ref: TensorRef, imp: TensorImport
 
 
 def tensor_report(t: ArchiveTensor, stored: int, err: ErrorStats | None) -> TensorReport:
-    label = "kept" if t.method == "keep" else get_method(t.method).describe(t.params)
+    label = "kept" if t.method == KEEP else get_method(t.method).describe(t.params)
     e = err or ErrorStats(t.size, 0.0, 0.0, 0.0)
     return TensorReport(t.name, t.dtype, t.shape, t.method, label, t.params, t.size, t.original_nbytes, stored,
                         e.mse, e.sqnr_db if err else float("inf"), e.max_abs, t.note, e.output_sqnr_db)
@@ -264,47 +263,34 @@ def dry_run(sources: Sources, inputs: list[str], plan: list[PlanItem],
                               "data (run quantize: its report gives the exact sizes)", path=item.ref.path,
                               tensor=item.ref.name)
     tensors = [sized(item, importance) for item in plan]
-    labels = ["kept" if s.method == "keep" else get_method(s.method).describe(s.params) for s in tensors]
+    labels = ["kept" if s.method == KEEP else get_method(s.method).describe(s.params) for s in tensors]
     return PlanReport(list(inputs), plan, labels, [s.nbytes for s in tensors], sources.input_bytes,
                       header_bytes(tensors))
 
 
-def resolve_ecsq_steps(plan: list[PlanItem], importance: Importance | None = None) -> list[PlanItem]:
-    """ecsq items asking for --sqnr D share ONE step (the MSE-optimal allocation), chosen over
-    all of them together before anything is written (a pass over their data per step tried).
-    Items with different targets are resolved per target. Tensors compensated with a Gram matrix
-    (--importance) are measured so: D is what the archive gets."""
-    targets = sorted({item.spec.sqnr for item in plan
-                      if item.spec is not None and item.spec.method == "ecsq" and item.spec.sqnr is not None})
+def resolve(plan: list[PlanItem], importance: Importance | None = None) -> list[PlanItem]:
+    """Every method's model-wide resolution (`Method.resolve`) over the items it encodes, before
+    anything is written: e.g. one common step for all tensors asking for an SQNR."""
     out = list(plan)
-    for target in targets:
-        chosen = [i for i, item in enumerate(out) if item.spec is not None and item.spec.method == "ecsq"
-                  and item.spec.sqnr == target]
+    for name in dict.fromkeys(item.spec.method for item in plan if item.spec is not None):
+        idx = [i for i, item in enumerate(out) if item.spec is not None and item.spec.method == name]
 
-        def tensors(idx: list[int] = chosen) -> Iterator[np.ndarray]:
-            for i in idx:
-                try:
-                    yield load_float32(out[i].ref)
-                except NonFiniteError as e:
-                    raise nonfinite_error(out[i].ref, e.count) from None
+        def load(k: int, idx: list[int] = idx) -> np.ndarray:
+            ref = out[idx[k]].ref
+            try:
+                return load_float32(ref)
+            except NonFiniteError as e:
+                raise nonfinite_error(ref, e.count) from None
 
-        def error_of(i: int, x: np.ndarray, step: float, idx: list[int] = chosen) -> float | None:
-            item = out[idx[i]]
+        def stats(k: int, idx: list[int] = idx) -> TensorImportance | None:
+            item = out[idx[k]]
             if importance is None or item.spec is None or not weighted_by(importance, item.ref, item.spec):
                 return None
-            stats = importance.for_tensor(item.ref.name, tuple(item.ref.shape))
-            if stats is None:
-                return None
-            method = get_method("ecsq")
-            enc = method.encode_importance(x, item.spec.with_options(step=step, sqnr=None), stats)
-            return sum_squares(x - method.decode(enc, tuple(x.shape)))
+            return importance.for_tensor(item.ref.name, tuple(item.ref.shape))
 
-        first = out[chosen[0]].spec
         with np.errstate(all="ignore"):  # steps that overflow measure as inf error: not chosen, not warned about
-            step = ecsq.step_for_sqnr(tensors, target, trellis=bool(first is not None and first.trellis),
-                                      error_of=error_of)
-        for i in chosen:
-            spec = out[i].spec
-            assert spec is not None
-            out[i] = out[i]._replace_spec(spec.with_options(step=step, sqnr=None))
+            specs = get_method(name).resolve([out[i].spec for i in idx], load, stats)  # type: ignore[misc]
+        for i, spec in zip(idx, specs):
+            if spec != out[i].spec:
+                out[i] = out[i]._replace_spec(spec)
     return out

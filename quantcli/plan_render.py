@@ -4,7 +4,8 @@ rich tables for people, JSON documents for scripts. No math here."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from rich.console import Console
 
@@ -58,7 +59,7 @@ def _refined_json(p: Plan) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"tensors": r.tensors, "trellis": r.trellis, "objective_before": _num(r.before),
-            "objective_after": _num(r.after), "passes": r.passes}
+            "objective_after": _num(r.after), "passes": r.passes, "corrections": r.corrections}
 
 
 def _refined_line(p: Plan) -> str:
@@ -155,3 +156,24 @@ def print_curve(console: Console, c: Curve) -> None:
     console.print(f"\nbits/w: stored arrays of the quantized tensors over their weights; SQNR estimated on samples "
                   f"of {c.sample:,} values per tensor ({'whole tensors' if c.sample == 0 else 'whole rows'}); "
                   f"pareto: no other setting is both smaller and better (weighted); {c.seconds:.1f} s")
+
+
+@contextmanager
+def phase_bar(console: Any) -> Iterator[Callable[[Any], None] | None]:
+    """A transient bar for the planner's phase events (planner.PhaseEvent): "measuring 37/111
+    tensors", its bar and ETA. Nothing (None) without a console or off a terminal."""
+    if console is None or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.fields[eta]}"),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("planning", total=None, eta="")
+
+        def update(event: Any) -> None:
+            left = event.eta_seconds
+            eta = "" if left is None else f"ETA {int(left) // 60}:{int(left) % 60:02d}"
+            bar.update(task, description=event.describe(), completed=event.done, total=event.total or None, eta=eta)
+
+        yield update

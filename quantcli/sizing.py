@@ -18,6 +18,7 @@ import numpy as np
 from . import storage
 from .archive import ArchiveTensor, manifest_metadata, stored_name
 from .importance import PARAM as IMPORTANCE_PARAM
+from .methods import KEEP
 from .metrics import ErrorStats
 from .output import predict_header
 from .safetensors_io import dtype_code
@@ -44,7 +45,7 @@ def metrics_doc(err: ErrorStats | None) -> dict[str, Any]:
 def stored_layout(method: str, ref: TensorRef, params: dict[str, Any]) -> Layout:
     """What the file will hold for one tensor stored with `method` and `params`; a kept tensor is
     stored in its own dtype, which is its layout's one param."""
-    return storage.stored_layout(method, tuple(ref.shape), {"dtype": ref.dtype} if method == "keep" else params)
+    return storage.stored_layout(method, tuple(ref.shape), {"dtype": ref.dtype} if method == KEEP else params)
 
 
 def layout_nbytes(layout: Layout) -> int:
@@ -67,7 +68,7 @@ class Sized:
 
     @classmethod
     def kept(cls, ref: TensorRef, note: str) -> "Sized":
-        return cls(ref, "keep", {}, stored_layout("keep", ref, {}), note)
+        return cls(ref, KEEP, {}, stored_layout(KEEP, ref, {}), note)
 
     @classmethod
     def stored(cls, ref: TensorRef, method: str, params: dict[str, Any], note: str = "") -> "Sized":
@@ -81,7 +82,7 @@ class Sized:
         """The manifest entry the writer will make, every metric float at its longest."""
         arrays = {role: stored_name(self.ref.name, role, self.method) for role in sorted(self.layout)}
         metrics: dict[str, Any] = {}
-        if self.method != "keep":
+        if self.method != KEEP:
             weighted = 1.0 if IMPORTANCE_PARAM in self.params else 0.0
             doc = metrics_doc(ErrorStats(self.ref.size, 1.0, 1.0, 1.0, weighted, weighted))
             metrics = {k: WORST_FLOAT for k in doc}

@@ -35,8 +35,8 @@ from .codecs import entropy
 from .codecs import lossless as lossless_codec
 from .codecs.bounds import check_codes
 from .errors import ArchiveError
-from .methods import METHODS, Encoding
-from .methods.base import ArrayLayout
+from .methods import KEEP, METHODS, Encoding
+from .methods.base import ArrayLayout, StorageHint
 from .packing import pack_bits, packed_nbytes, unpack_bits
 
 # What the file holds for one array: (numpy dtype, shape).
@@ -129,17 +129,17 @@ def _manifest_cost(params: dict[str, Any], lay: ArrayLayout) -> int:
     return len(json.dumps(json.dumps(params, separators=(",", ":")))) + len(f'"{lay.dtype}":,')
 
 
-def _context_coded(a: np.ndarray, lay: ArrayLayout, params: dict[str, Any], default_nbytes: int
-                   ) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """ecsq codes through `crans` when its bytes stay within the bound the planner relies on
-    (entropy.size_bound of the codes' histogram: what `rans` could take at most) and, with its
-    manifest bytes, below the default codec's."""
-    if a.size == 0:
+def _hinted(a: np.ndarray, lay: ArrayLayout, hint: StorageHint, default_nbytes: int
+            ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Codes through the codec their method prefers (`Method.storage_hint`, e.g. a context model)
+    when its bytes stay within the bound the planner relies on (entropy.size_bound of the codes'
+    histogram: what `rans` could take at most) and, with its manifest bytes, below the default
+    codec's."""
+    if a.size == 0 or hint.codec is None:
         return None
     alphabet = max(2, int(a.max()) + 1)
-    data, cp = CODECS["crans"].encode(a, alphabet=alphabet, offset=int(params["offset"]),
-                                      dq=bool(params.get("dq")))
-    cp = {"codec": "crans", **cp}
+    data, cp = CODECS[hint.codec].encode(a, alphabet=alphabet, **hint.options)
+    cp = {"codec": hint.codec, **cp}
     if len(data) + _manifest_cost(cp, lay) >= default_nbytes or \
             len(data) > entropy.size_bound(entropy.histogram(a.reshape(-1), alphabet)):
         return None
@@ -163,7 +163,7 @@ def _entropy_coded(a: np.ndarray, lay: ArrayLayout, default_nbytes: int) -> tupl
 
 
 def _encoding_layout(enc: Encoding, shape: tuple[int, ...]) -> dict[str, ArrayLayout]:
-    if enc.method == "keep":  # kept: stored as it is, in its own dtype (its params record nothing)
+    if enc.method == KEEP:  # kept: stored as it is, in its own dtype (its params record nothing)
         return {role: ArrayLayout(a.dtype, tuple(a.shape)) for role, a in enc.arrays.items()}
     return logical_layout(enc.method, shape, enc.params)
 
@@ -180,16 +180,16 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
     if codec not in STORAGE_CODECS:
         raise ValueError(f"unknown storage codec {codec!r}")
     out, codecs = {}, {}
+    method = METHODS[enc.method]
     for role, lay in layout.items():
         a = enc.arrays[role]
         if a.dtype != lay.dtype or tuple(a.shape) != tuple(lay.shape):
             raise ValueError(f"{enc.method} {role} is {a.dtype}{list(a.shape)}, declared {lay.dtype}{list(lay.shape)}")
         if codec == "entropy":  # sized, not packed, first: packing wide codes takes memory
             default_nbytes = a.nbytes if lay.bits is None else packed_nbytes(a.size, lay.bits)
-            coded = None
-            if enc.method == "ecsq" and role == "codes":
-                coded = _context_coded(np.ascontiguousarray(a), lay, enc.params, default_nbytes)
-            if coded is None and not (enc.method == "ecsq" and role != "codes"):  # ecsq's scales: plain
+            hint = method.storage_hint(role, enc.params)
+            coded = _hinted(np.ascontiguousarray(a), lay, hint, default_nbytes) if hint is not None else None
+            if coded is None and (hint is None or hint.codec is not None):  # codec None: default only
                 coded = _entropy_coded(np.ascontiguousarray(a), lay, default_nbytes)
             if coded is not None:
                 out[role], codecs[role] = coded

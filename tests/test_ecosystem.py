@@ -475,7 +475,7 @@ def test_candidates_is_a_choice_and_choices_match_the_registry():
     from quantcli import planner
     from quantcli.methods import METHODS
 
-    assert "--candidates [default|fast]" in run("quantize", "--help").stdout.replace("<", "[").replace(">", "]")
+    assert "--candidates [default|fast|all]" in run("quantize", "--help").stdout.replace("<", "[").replace(">", "]")
     assert {m.value for m in cli.Method} == set(METHODS) - {"keep"}
     assert {c.value for c in cli.Candidates} == set(planner.LEVELS) and cli.SAMPLE == planner.SAMPLE
 

@@ -1,6 +1,6 @@
-"""The planner's continuous re-solve of ecsq steps (planner/refine.py) and the objectives' weights
-(planner/weights.py): never over budget, exact with the trellis, the closed-form step rule, the
-embedding rule's names."""
+"""The planner's continuous re-solve of ecsq steps on samples (planner/solve.py) and the
+objectives' weights (planner/weights.py): never over budget, the prediction close, the
+closed-form step rule, the embedding rule's names."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import pytest
 
 from quantcli import ConfigError, Spec, open_archive
 from quantcli.planner import Budget, plan_budget, quantize_budget
-from quantcli.planner.candidates import ecsq_ladder
-from quantcli.planner.refine import Trial, _search
+from quantcli.methods import get_method
+from quantcli.planner.solve import Trial, search
 from quantcli.planner.weights import EMBED_FACTOR, input_embeddings, objective_weights
 
 # ecsq's ladder plus a few fixed-rate settings: the allocation can still leave ecsq for small tensors
 CANDS = [Spec(method="uniform", bits=b, scheme="asymmetric", granularity="group", group_size=64)
-         for b in (2, 4, 8)] + [Spec(method="fp16", bits=16)] + ecsq_ladder()
+         for b in (2, 4, 8)] + [Spec(method="fp16", bits=16)] + get_method("ecsq").planner_candidates("default")
 KW = dict(candidates=CANDS, sample=4096)
 
 
@@ -54,9 +54,10 @@ def _steps(path: str) -> dict[str, dict]:
 
 @pytest.mark.parametrize("objective", ["mse", "relative", "relative-emb"])
 @pytest.mark.parametrize("bpw", [2.5, 4.0])
-def test_trellis_plan_exact_and_within_budget(model, tmp_path, objective, bpw):
-    """With the trellis every ecsq size is measured by storing the encoding: the dry run predicts
-    the file's size exactly, the file fits, and the re-solve lowered the objective."""
+def test_trellis_plan_within_budget_and_predicted(model, tmp_path, objective, bpw):
+    """The re-solve sizes trellis steps by coding samples: the dry run predicts the file's size
+    within 3% (tables weigh on a 15 KB archive), the file fits, the written plan states its size exactly, and the re-solve lowered
+    the objective."""
     budget = Budget("bpw", bpw)
     dry = plan_budget([model], budget, objective=objective, **KW)
     out = str(tmp_path / "a.qnt.safetensors")
@@ -66,22 +67,25 @@ def test_trellis_plan_exact_and_within_budget(model, tmp_path, objective, bpw):
     assert dry.refined is not None and dry.refined.trellis and dry.refined.after < dry.refined.before
     steps = _steps(out)
     assert len(steps) == 3 and all(p.get("dq") for p in steps.values())
-    assert os.path.getsize(out) == dry.predicted_archive_bytes == real.plan.predicted_archive_bytes
-    assert 8 * (real.plan.limit_bytes - os.path.getsize(out)) / real.plan.quantized_elements < 0.02  # budget used
+    assert os.path.getsize(out) == real.plan.predicted_archive_bytes
+    assert abs(dry.predicted_archive_bytes - os.path.getsize(out)) <= 0.03 * os.path.getsize(out)  # 15 KB: tables weigh
+    # budget used (a correction pass frees up to twice the excess: on 15 KB that is ~0.04 bpw)
+    assert 8 * (real.plan.limit_bytes - os.path.getsize(out)) / real.plan.quantized_elements < 0.05
 
 
-def test_step_rule(model, tmp_path):
+def test_step_rule(model):
     """mse: one common step; relative: steps proportional to each tensor's RMS; relative-emb: the
-    token table's step EMBED_FACTOR times coarser relative to its RMS."""
+    token table's step EMBED_FACTOR times coarser relative to its RMS. (The plan's steps: a
+    correction pass of the write may coarsen one tensor's step after it.)"""
     from safetensors.numpy import load_file
     w = load_file(model)
     rms = {k: float(np.sqrt(np.mean(v.astype(np.float64) ** 2))) for k, v in w.items()}
     ratios = {}
     for objective in ("mse", "relative", "relative-emb"):
-        out = str(tmp_path / f"{objective}.qnt.safetensors")
-        quantize_budget([model], out, Budget("bpw", 3.0), objective=objective, trellis=False, **KW)
-        steps = {k: p["step"] for k, p in _steps(out).items()}
-        assert len(steps) == 3 and not any(p.get("dq") for p in _steps(out).values())
+        plan = plan_budget([model], Budget("bpw", 3.0), objective=objective, trellis=False, **KW)
+        chosen = {t.ref.name: t.choice.params for t in plan.tensors if t.choice and t.choice.spec.method == "ecsq"}
+        steps = {k: p["step"] for k, p in chosen.items()}
+        assert len(steps) == 3 and not any(p.get("dq") for p in chosen.values())
         ratios[objective] = {k: s / rms[k] for k, s in steps.items()}
         if objective == "mse":
             assert len(set(steps.values())) == 1
@@ -130,10 +134,10 @@ def test_search_finds_the_smallest_feasible_theta():
 
     for budget in (9e5, 1.2e6, 1.5e6):
         for start in (0.05, 1.0, 20.0):
-            found, n = _search(evaluate, start, budget, 1.44e5, 12)
+            found, n = search(evaluate, start, budget, 1.44e5, 12)
             assert found is not None and found.cost <= budget and n <= 12
             assert budget - found.cost <= 2e-3 * budget
-    found, _ = _search(lambda t: Trial(t, [None], math.inf, math.inf), 1.0, 1e6, 1e5, 5)
+    found, _ = search(lambda t: Trial(t, [None], math.inf, math.inf), 1.0, 1e6, 1e5, 5)
     assert found is None
 
 
@@ -163,8 +167,8 @@ def test_objective_weights():
 
 
 def test_cli_objective_relative_emb(model, tmp_path):
-    """The CLI takes the new objective; the JSON reports it and the re-solve; the file matches the
-    dry run to the byte (trellis choices are sized by storing them)."""
+    """The CLI takes the new objective; the JSON reports it and the re-solve; the file fits and is
+    within 3% of the dry run's prediction (trellis choices are sized by coding their samples)."""
     import json
 
     from typer.testing import CliRunner
@@ -180,6 +184,7 @@ def test_cli_objective_relative_emb(model, tmp_path):
     out = str(tmp_path / "c.qnt.safetensors")
     res = runner.invoke(app, ["quantize", "-o", out, *args])
     assert res.exit_code == 0, res.output
-    assert os.path.getsize(out) == doc["totals"]["predicted_archive_bytes"]
+    assert abs(os.path.getsize(out) - doc["totals"]["predicted_archive_bytes"]) <= 0.03 * os.path.getsize(out)
+    assert os.path.getsize(out) == json.loads(res.stdout)["plan"]["totals"]["predicted_archive_bytes"]
     bad = runner.invoke(app, ["quantize", model, "--target-bpw", "3", "--objective", "cosine", "--dry-run"])
     assert bad.exit_code == 2

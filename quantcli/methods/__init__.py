@@ -7,6 +7,7 @@ from typing import TypeVar
 from ..errors import ConfigError
 
 METHODS: dict[str, "Method"] = {}
+KEEP = "keep"  # the method that stores a tensor as it is (kept tensors: biases, norms, integers)
 _M = TypeVar("_M", bound=type)
 
 
@@ -29,4 +30,4 @@ def get_method(name: str) -> "Method":
 from .base import Encoding, Method  # noqa: E402
 from . import keep, uniform, floats, levels, kmeans, vq, pq, ecsq, lossless  # noqa: E402,F401
 
-__all__ = ["METHODS", "Encoding", "Method", "get_method", "register"]
+__all__ = ["KEEP", "METHODS", "Encoding", "Method", "get_method", "register"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import ml_dtypes
 import numpy as np
@@ -207,6 +207,69 @@ class Method(ABC):
         """Raise ConfigError when `spec` asks for something this method cannot do (a method
         whose every setting is valid, like the float casts, keeps this default)."""
         return None
+
+    # -- life-cycle hooks beyond encode/decode: what the pipeline, storage, the archive and the
+    # planner ask a method instead of naming it
+
+    def storage_hint(self, role: str, params: dict[str, Any]) -> StorageHint | None:
+        """How entropy storage should store the logical array `role`: None for the default choice
+        (rans for codes, lossless for plain arrays, each only where smaller), `StorageHint(None)`
+        for the default fixed-rate codec only, or a codec name and its encode options, tried first."""
+        return None
+
+    def format_version(self, params: dict[str, Any]) -> int:
+        """The archive format version an encoding with `params` needs (2: its arrays are always
+        entropy-coded, so no version-1 reader could decode it)."""
+        return 2 if self.entropy_coded else 1
+
+    def resolve(self, specs: list[Spec], load: Callable[[int], np.ndarray],
+                importance: Callable[[int], TensorImportance | None]) -> list[Spec]:
+        """Model-wide resolution before anything is written: the specs of every tensor this method
+        encodes, in plan order, made final (ecsq's --sqnr becomes one step for all of them).
+        `load(i)` gives tensor i as float32 (one at a time), `importance(i)` its statistics when
+        the method weighs them. The default has nothing to resolve."""
+        return specs
+
+    def planner_candidates(self, level: str) -> list[Spec]:
+        """The settings of this method the planner measures per tensor at `level` ("fast",
+        "default" or "all"); none by default."""
+        return []
+
+    def candidate_label(self, spec: Spec) -> str:
+        """A candidate's display name, independent of the tensor (e.g. 'int4 asym g64')."""
+        return self.describe(self.params_for((1, 1), spec))
+
+    def candidate_family(self, spec: Spec) -> str:
+        """The candidate without its bits (one line of a rate-distortion plot)."""
+        grouping = f"g{spec.group_size}" if spec.granularity == "group" else spec.granularity
+        return f"{self.name} {grouping}"
+
+    def planner_spec(self, spec: Spec, shape: tuple[int, ...], x: np.ndarray) -> Spec:
+        """The candidate as it will be encoded on this whole tensor `x`: where the data would
+        make `encode` record other params than the shape predicts (float16 scales that overflow),
+        the candidate asks for them outright, so a row sample encodes with the same params."""
+        if self.params_for(shape, spec, x) != self.params_for(shape, spec):
+            return spec.with_options(scale_dtype="float32")
+        return spec
+
+    def step(self, params: dict[str, Any]) -> float | None:
+        """The continuous knob of an encoding with `params` (a grid step), or None for methods
+        whose settings are discrete. The planner re-solves such steps across tensors."""
+        return None
+
+    def at_step(self, spec: Spec, step: float, fine: bool) -> Spec:
+        """`spec` at grid step `step`, with the method's rate-distortion-optimised rounding when
+        `fine` (only for methods whose `step` is not None)."""
+        raise NotImplementedError(f"{self.name} has no continuous step")
+
+
+class StorageHint(NamedTuple):
+    """A method's wish for one logical array under entropy storage: `codec` None keeps the array
+    on its default fixed-rate codec; else that codec (with `options` for its encode) is tried
+    first, and the default entropy codec after it."""
+
+    codec: str | None
+    options: dict[str, Any] = {}
 
 
 def param(params: dict[str, Any], key: str, kind: type, *, lo: int | None = None, hi: int | None = None,

@@ -23,7 +23,7 @@ and, when they lower the error, shrink: reconstruction offsets toward zero in 1/
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..metrics import sqnr_db, sum_squares
 from ..spec import Spec
 from . import dq
 from ..importance import TensorImportance
-from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param
+from .base import ArrayLayout, Encoding, Method, StorageHint, code_dtype, code_layout, matrix_shape, param
 from .compensate import compensate
 from . import register
 
@@ -77,23 +77,35 @@ def best_shrink(x: np.ndarray, levels: np.ndarray, step: float) -> tuple[int, in
     to [-128, 128]. Rounding to 1/256 keeps the error below the unshrunk one: the error is a
     parabola in d with its minimum at the exact optimum, and a nonzero rounded d is no farther
     from it than 0 is."""
-    sums = dq.shrink_sums(np.asarray(x, np.float32).reshape(-1), np.asarray(levels).reshape(-1), step)
+    return _shrink(dq.shrink_sums(np.asarray(x, np.float32).reshape(-1), np.asarray(levels).reshape(-1), step))
+
+
+def _shrink(sums: np.ndarray) -> tuple[int, int]:
     out = [int(np.clip(round(sums[g] / sums[2 + g] * SHRINK_UNIT), -128, 128)) if sums[2 + g] else 0
            for g in (0, 1)]
     return out[0], out[1]
 
 
+CHUNK_VALUES = 1 << 22  # levels and reconstruction are made in row chunks of about this many values
+
+
 def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int64, float32
+    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int32, float32
     reconstruction, both in x's shape, and the reconstruction offsets). Each row is one trellis,
-    starting in state 0."""
+    starting in state 0, so levels and the reconstruction are made a chunk of rows at a time (the
+    int64 levels of the whole tensor would take twice its float32 size)."""
     rows, cols = matrix_shape(np.shape(x))
     x2 = np.asarray(x, np.float32).reshape(rows, cols)
     k, _ = dq.quantize_dq(x2, float(step), c=TRELLIS_C, recon=False)
-    lv = dq.levels(k)
-    shrink = best_shrink(x2, lv, float(step)) if k.size else (0, 0)
-    recon = shrunk(lv, float(step), shrink)
-    return k.astype(np.int64).reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
+    chunk = max(1, CHUNK_VALUES // max(cols, 1))
+    sums = np.zeros(4)
+    for r0 in range(0, rows if k.size else 0, chunk):
+        sums += dq.shrink_sums(x2[r0:r0 + chunk].reshape(-1), dq.levels(k[r0:r0 + chunk]).reshape(-1), float(step))
+    shrink = _shrink(sums) if k.size else (0, 0)
+    recon = np.empty((rows, cols), np.float32)
+    for r0 in range(0, rows if k.size else 0, chunk):
+        recon[r0:r0 + chunk] = shrunk(dq.levels(k[r0:r0 + chunk]), float(step), shrink)
+    return k.reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
 
 
 def trellis_error(x: np.ndarray, step: float) -> float:
@@ -285,7 +297,9 @@ class ECSQ(Method):
             params["dq"] = True
         if shrink != (0, 0):
             params["shrink"] = list(shrink)
-        codes = (q - params["offset"]).astype(code_dtype(params["bits"])).reshape(np.shape(x))
+        codes = np.empty(np.shape(q), code_dtype(params["bits"]))  # q - offset, without an int64 temporary
+        np.subtract(q, np.asarray(params["offset"], q.dtype), out=codes, casting="unsafe")
+        codes = codes.reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
     def _encode_importance(self, x: np.ndarray, spec: Spec, imp: TensorImportance) -> Encoding:
@@ -380,6 +394,65 @@ class ECSQ(Method):
     def describe(self, params: dict[str, Any]) -> str:
         scaled = " scaled" if "row_scale" in params or "column_scale" in params else ""
         return f"ecsq{' trellis' if params.get('dq') else ''}{scaled} step {params['step']:.3g}"
+
+    # -- life-cycle hooks (base.Method)
+
+    def storage_hint(self, role: str, params: dict[str, Any]) -> StorageHint | None:
+        """Codes through `crans` (contexts from the trellis state and the row's scale so far),
+        else rans; the row and column scales stay plain."""
+        if role == "codes":
+            return StorageHint("crans", {"offset": int(params["offset"]), "dq": bool(params.get("dq"))})
+        return StorageHint(None)
+
+    def resolve(self, specs: list[Spec], load: Callable[[int], np.ndarray],
+                importance: Callable[[int], TensorImportance | None]) -> list[Spec]:
+        """Tensors asking for --sqnr D share ONE step (the MSE-optimal allocation), chosen over all
+        of them together (a pass over their data per step tried); different targets are resolved
+        per target. Tensors with statistics are measured as they will be encoded (weighted, Gram
+        compensation included): D is what the archive gets."""
+        out = list(specs)
+        for target in sorted({s.sqnr for s in specs if s.sqnr is not None}):
+            chosen = [i for i, s in enumerate(out) if s.sqnr == target]
+
+            def tensors(idx: list[int] = chosen) -> Iterator[np.ndarray]:
+                return (load(i) for i in idx)
+
+            def error_of(k: int, x: np.ndarray, step: float, idx: list[int] = chosen) -> float | None:
+                stats = importance(idx[k])
+                if stats is None:
+                    return None
+                enc = self.encode_importance(x, out[idx[k]].with_options(step=step, sqnr=None), stats)
+                return sum_squares(x - self.decode(enc, tuple(x.shape)))
+
+            step = step_for_sqnr(tensors, target, trellis=bool(out[chosen[0]].trellis), error_of=error_of)
+            for i in chosen:
+                out[i] = out[i].with_options(step=step, sqnr=None)
+        return out
+
+    def planner_candidates(self, level: str) -> list[Spec]:
+        """Steps at 2^(-k/4) of each tensor's RMS, k = -2 .. 24: about 1.5 to 8 bits per weight in
+        quarter-octave steps; the planner re-solves the chosen steps continuously (`step`)."""
+        return [Spec(method=self.name, step_rms=float(2.0 ** (-k / 4))) for k in range(-2, 25)]
+
+    def candidate_label(self, spec: Spec) -> str:
+        if spec.step_rms is not None:
+            return f"ecsq step {spec.step_rms:.3g} rms"
+        return super().candidate_label(spec)
+
+    def candidate_family(self, spec: Spec) -> str:
+        return self.name
+
+    def planner_spec(self, spec: Spec, shape: tuple[int, ...], x: np.ndarray) -> Spec:
+        """A step relative to the RMS becomes this tensor's step (a row sample has its own RMS)."""
+        if spec.step_rms is None:
+            return spec
+        return spec.with_options(step=float(step_from_rms(spec.step_rms, x)), step_rms=None)
+
+    def step(self, params: dict[str, Any]) -> float | None:
+        return float(params["step"])
+
+    def at_step(self, spec: Spec, step: float, fine: bool) -> Spec:
+        return spec.with_options(step=float(np.float32(step)), step_rms=None, sqnr=None, trellis=fine)
 
 
 __all__ = ["ECSQ", "quantize", "reconstruct", "rounding_error", "step_for_sqnr", "sqnr_db"]

@@ -32,12 +32,24 @@ class _Cast(Method):
     def layout(self, shape: tuple[int, ...], params: dict[str, Any]) -> dict[str, ArrayLayout]:
         return {"values": ArrayLayout(np.dtype(self.dtype), tuple(shape))}
 
+    def candidate_family(self, spec: Spec) -> str:
+        return self.name
+
 
 @register
 class Float16(_Cast):
     name = "fp16"
     summary = "cast to IEEE float16 (1+5+10 bits); range +-65504"
     dtype = np.dtype(np.float16)
+
+    def planner_candidates(self, level: str) -> list[Spec]:
+        return [Spec(method=self.name, bits=16)]  # for high budgets and floors
+
+    def planner_spec(self, spec: Spec, shape: tuple[int, ...], x: np.ndarray) -> Spec:
+        """bfloat16 where the tensor exceeds float16's range."""
+        if x.size and float(max(-x.min(), x.max())) > float(ml_dtypes.finfo(self.dtype).max):
+            return spec.with_options(method=BFloat16.name)
+        return spec
 
 
 @register

@@ -9,12 +9,12 @@ import numpy as np
 from ..spec import Spec
 from ..safetensors_io import DTYPES
 from .base import ANY, ArrayLayout, Encoding, Method, param
-from . import register
+from . import KEEP, register
 
 
 @register
 class Keep(Method):
-    name = "keep"
+    name = KEEP
     summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
 

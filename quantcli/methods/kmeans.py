@@ -370,6 +370,20 @@ class KMeans(Method):
     value_rules = {"scale": NONNEGATIVE}  # normalize group: absmax scales
     weighs_importance = True
 
+    def planner_candidates(self, level: str) -> list[Spec]:
+        """normalize=group 2-4 bits at g64/g128 (one learned codebook over group-absmax normalised
+        values): the best measured 2-4 bit fixed-rate setting, but several times the measuring
+        time of all other candidates together, so only at level "all"."""
+        if level != "all":
+            return []
+        return [Spec(method=self.name, bits=bits, normalize="group", group_size=g)
+                for bits in range(2, 5) for g in (64, 128)]
+
+    def candidate_family(self, spec: Spec) -> str:
+        if spec.normalize == "group":
+            return f"{self.name} g{spec.group_size}"
+        return super().candidate_family(spec)
+
     def check_spec(self, spec: Spec) -> None:
         if not 1 <= spec.bits <= 8:
             raise ConfigError(f"kmeans quantization takes --bits 1 to 8, got {spec.bits}")

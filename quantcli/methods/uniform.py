@@ -196,6 +196,22 @@ class Uniform(BlockScaled):
     def extra_params(self, spec: Spec) -> dict[str, Any]:
         return {"scheme": spec.scheme}
 
+    def planner_candidates(self, level: str) -> list[Spec]:
+        """Asymmetric 2-8 bits at g32/g64/g128 and per channel (cheap; covers every rate; "fast"
+        leaves out g32). Symmetric is left out: with groups, asymmetric is as small and better."""
+        groups = (64, 128) if level == "fast" else (32, 64, 128)
+        out = []
+        for bits in range(2, 9):
+            out += [Spec(method=self.name, bits=bits, scheme="asymmetric", granularity="group", group_size=g)
+                    for g in groups]
+            out.append(Spec(method=self.name, bits=bits, scheme="asymmetric", granularity="channel"))
+        return out
+
+    def candidate_family(self, spec: Spec) -> str:
+        scheme = " asym" if spec.scheme == "asymmetric" else ""
+        grouping = f"g{spec.group_size}" if spec.granularity == "group" else spec.granularity
+        return f"{self.name}{scheme} {grouping}"
+
     def extra_layout(self, params: dict[str, Any], sshape: tuple[int, ...]) -> dict[str, ArrayLayout]:
         scheme = param(params, "scheme", str, choices=SCHEMES)
         return {"zero": ArrayLayout(np.dtype(np.uint8), sshape)} if scheme == "asymmetric" else {}

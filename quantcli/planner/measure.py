@@ -1,77 +1,63 @@
-"""Measuring: each tensor to plan is loaded once and every candidate setting is encoded on a
-sample of whole rows (groups run along rows, so a row sample is quantized exactly as in the full
-tensor). Stored sizes are exact; the error is the sample's relative error."""
+"""Measuring: each tensor to plan is loaded once, and every candidate setting is encoded on a
+sample of whole rows (groups and trellises run along rows, so a sampled row is quantized exactly
+as in the full tensor). What stays in memory afterwards is per-tensor: the candidates' points
+(sizes, sample errors) and, for tensors a method may re-solve continuously, the sample rows
+(at most `sample` values), never the tensor.
+
+Sizes: a fixed-rate candidate's stored bytes are exact from its params and layout (shapes only).
+An entropy-coded candidate's bytes are predicted from the sample: order-0 entropy of its codes,
+scaled to the tensor (the allocation only ranks methods with it; the re-solve then sizes the
+chosen steps by coding samples with the real codec, `solve.py`)."""
 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ..errors import NonFiniteError
+from ..errors import InputError, NonFiniteError, QuantError
+from ..importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..methods import Encoding, get_method
-from ..codecs import entropy
-from ..methods import ecsq
 from ..methods.base import matrix_shape
-from ..packing import packed_nbytes
 from ..metrics import ErrorStats, sum_squares
 from ..parallel import ordered_map
-from ..importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..pipeline import encode_and_measure, encode_weighted, load_float32, nonfinite_error, nonfinite_note, weighted_by
 from ..selection import PlanItem
-from ..sizing import Layout, Sized, entry_bound
+from ..sizing import Sized, entry_bound
 from ..sources import TensorRef
 from ..spec import Spec
-from .allocate import pareto_front
+from .. import storage
 from .candidates import label
 from .model import Point, TensorPlan
 
-# the writer stores rans codes only when they beat bit-packing by more than their manifest entry's
-# bytes; a bound of the array must allow for that margin
-MANIFEST_SLACK = 256
 SAMPLE = 1 << 16         # values measured per tensor and candidate (whole rows); see docs/PLANNER.md
-CACHE_BYTES = 1 << 28    # encodings of fully measured tensors kept for the final write, at most this much
+TABLE_SLACK = 16         # bytes a coded array's estimate adds for its codec's own header
+RANK_ROWS = 8            # below 4x this many sample rows, candidates are ranked on all of them
 
 
-def sample_rows(rows: int, cols: int, sample: int) -> np.ndarray | None:
-    """Indices of the evenly spaced rows to measure on, or None for the whole tensor."""
+def sample_size(sample: int, n: int) -> int:
+    """Values to sample from a tensor of n: `sample`, and up to 4x that for tensors over 64x it
+    (n / 64): a size predicted from s values extrapolates the sample's coded bytes n / s times, so
+    its noise grows with n / s; this keeps n / s at most 64 up to 256 x `sample` values."""
+    return sample if sample <= 0 else max(sample, min(4 * sample, n // 64))
+
+
+def sample_rows(rows: int, cols: int, sample: int, energy: np.ndarray | None = None) -> np.ndarray | None:
+    """Indices (ascending) of the rows to measure on, or None for the whole tensor: evenly spaced,
+    or, given each row's `energy` (sum of squares), evenly spaced in the order of their energy
+    (a stratified sample: a row's rate and error go with its scale, so the sample spans the
+    scales of the tensor's rows in proportion instead of by chance)."""
     if sample <= 0 or rows * cols <= sample or rows <= 1:
         return None
     r = max(1, min(rows, -(-sample // max(cols, 1))))
     if r >= rows:
         return None
-    return ((2 * np.arange(r, dtype=np.int64) + 1) * rows) // (2 * r)
-
-
-def resolve(spec: Spec, shape: tuple[int, ...], xf: np.ndarray) -> Spec:
-    """The candidate as it will be encoded on the whole tensor: narrow scales or codebooks that
-    would not fit this tensor fall back to float32 (the method says so, from the data), and the
-    candidate then asks for float32 outright so that a row sample encodes with the same params."""
-    method = get_method(spec.method)
-    if method.params_for(shape, spec, xf) != method.params_for(shape, spec):
-        return spec.with_options(scale_dtype="float32")
-    return spec
-
-
-@dataclass
-class _Context:
-    candidates: list[Spec]
-    labels: list[str]
-    sample: int
-    keep_nonfinite: bool
-    cache_left: list[int]
-    lock: threading.Lock
-    importance: Importance | None = None
-
-
-def weighted_params(t: TensorPlan, spec: Spec, params: dict) -> dict:
-    """The params a tensor with statistics records when its method weighs them (else as given)."""
-    method = get_method(spec.method)
-    if t.stats is None or not method.weighs_importance:
-        return params
-    return {**method.params_for(tuple(t.ref.shape), method.importance_spec(spec)), IMPORTANCE_PARAM: t.record}
+    picks = ((2 * np.arange(r, dtype=np.int64) + 1) * rows) // (2 * r)
+    if energy is None:
+        return picks
+    return np.sort(np.argsort(energy, kind="stable")[picks])
 
 
 def load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]:
@@ -84,17 +70,79 @@ def load(ref: TensorRef, keep_nonfinite: bool) -> tuple[np.ndarray | None, str]:
         raise nonfinite_error(ref, e.count) from None
 
 
+@dataclass
+class _Context:
+    candidates: list[Spec]
+    labels: list[str]
+    sample: int
+    keep_nonfinite: bool
+    importance: Importance | None = None
+
+
+def weighted_params(t: TensorPlan, spec: Spec, params: dict) -> dict:
+    """The params a tensor with statistics records when its method weighs them (else as given)."""
+    method = get_method(spec.method)
+    if t.stats is None or not method.weighs_importance:
+        return params
+    return {**method.params_for(tuple(t.ref.shape), method.importance_spec(spec)), IMPORTANCE_PARAM: t.record}
+
+
 def _keep_plan(ref: TensorRef, note: str) -> TensorPlan:
     return TensorPlan(ref, "kept", note, kept=Sized.kept(ref, note))
 
 
-def _offer_cache(t: TensorPlan, point: Point, enc: Encoding, err: ErrorStats, ctx: _Context) -> None:
-    """Keep the encoding (and its whole-tensor error) of a fully measured tensor for the final
-    write, within CACHE_BYTES in all."""
-    with ctx.lock:
-        if enc.nbytes <= ctx.cache_left[0]:
-            ctx.cache_left[0] -= enc.nbytes
-            t.cache[point.candidate] = (enc, err)
+def order0_bits(codes: np.ndarray) -> float:
+    """Order-0 code length of `codes` in bits (their empirical entropy times their number)."""
+    if not codes.size:
+        return 0.0
+    counts = np.bincount(codes.reshape(-1).astype(np.int64) - int(codes.min())).astype(np.float64)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / codes.size)).sum())
+
+
+def predicted(t: TensorPlan, enc: Encoding, sample_values: int,
+              coded_bytes: Callable[[str, np.ndarray], int | None] | None = None) -> Sized:
+    """How tensor `t` would be stored with the params of `enc`, an entropy-coded encoding of
+    `sample_values` of its values: plain arrays exactly (from the layout of the whole tensor),
+    coded arrays predicted from the sample (`coded_bytes(role, array)`, None for an array kept on
+    its default codec; by default order-0 entropy scaled to the tensor)."""
+    method = get_method(enc.method)
+    shape = tuple(t.ref.shape)
+    scale = t.elements / max(sample_values, 1)
+    codecs: dict[str, dict] = {}
+    for role, lay in method.layout(shape, enc.params).items():
+        hint = method.storage_hint(role, enc.params)
+        if lay.bits is None or hint is not None and hint.codec is None:
+            continue
+        a = enc.arrays[role]
+        nbytes = coded_bytes(role, a) if coded_bytes is not None else \
+            math.ceil(order0_bits(a) * scale / 8) + 2 * int(a.max(initial=0)) + TABLE_SLACK
+        if nbytes is None:  # stored with its default codec (coding would not have been smaller)
+            continue
+        codecs[role] = {"codec": hint.codec if hint is not None else "rans", "nbytes": int(nbytes)}
+    layout = storage.stored_layout(enc.method, shape, enc.params, codecs)
+    return Sized(t.ref, enc.method, enc.params, layout, "", codecs or None, exact=False)
+
+
+def _probe(t: TensorPlan, candidate: Spec, shown: str, xs: np.ndarray, peak: np.ndarray) -> Point | None:
+    """One candidate on the sample rows `xs`; `peak` (the sample plus the row holding the tensor's
+    largest magnitude) decides data-dependent params (`Method.planner_spec`)."""
+    shape = tuple(t.ref.shape)
+    spec = get_method(candidate.method).planner_spec(candidate, shape, peak)
+    method = get_method(spec.method)
+    if spec.method != candidate.method:
+        shown = method.candidate_label(spec)
+    try:
+        enc, err = encode_and_measure(xs, spec, t.ref)
+    except (InputError, QuantError):  # e.g. more levels than the coder's alphabet at this step
+        return None
+    rel = err.error / err.signal if err.signal > 0 else 0.0
+    if method.entropy_coded:
+        sized = predicted(t, enc, xs.size)
+    else:
+        params = enc.params if t.exact else method.params_for(shape, spec)
+        sized = Sized.stored(t.ref, spec.method, weighted_params(t, spec, params))
+    return Point(candidate, spec, shown, sized, rel)
 
 
 def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
@@ -119,90 +167,37 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         else:
             enc, err = encode_and_measure(xf, item.spec, ref)
         rel = err.error / err.signal if err.signal > 0 else 0.0
-        desc = get_method(item.spec.method).describe(enc.params)
-        t.points = [Point(item.spec, item.spec, desc, Sized.stored(ref, item.spec.method, enc.params), rel)]
-        t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
-        _offer_cache(t, t.points[0], enc, err, ctx)
-        return t
-    idx = sample_rows(rows, cols, ctx.sample)
-    xs = xf if idx is None else xf.reshape(rows, cols)[idx]
-    t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
-    absmax = float(max(-xf.min(), xf.max())) if xf.size else 0.0
-    encodings: list[tuple[Encoding, ErrorStats] | None] = []
-    for candidate, shown in zip(ctx.candidates, ctx.labels):
-        if candidate.method == "ecsq":  # measured whole: exact error, a bound of its coded size
-            point = ecsq_point(t, candidate, shown, xf)
-            if point is not None:
-                t.points.append(point)
-                encodings.append(None)
-            continue
-        spec = candidate
-        if spec.method in ("fp16", "bf16"):
-            if spec.method == "fp16" and absmax > 65504.0:
-                spec, shown = spec.with_options(method="bf16"), "bf16"
+        method = get_method(item.spec.method)
+        if method.entropy_coded:
+            arrays, codecs = storage.stored_arrays(enc, shape, "entropy")
+            sized = Sized(ref, enc.method, enc.params, storage.stored_layout(enc.method, shape, enc.params, codecs),
+                          "", codecs or None)
         else:
-            spec = resolve(spec, shape, xf)
-        params = get_method(spec.method).params_for(shape, spec)
-        enc, err = encode_and_measure(xs, spec, ref)
-        if t.exact:
-            params = enc.params  # the truth, when measured on the whole tensor
-        rel = err.error / err.signal if err.signal > 0 else 0.0
-        if t.stats is not None:  # measured plainly; encoded with the statistics at the write
-            params = weighted_params(t, spec, params)
-        t.points.append(Point(candidate, spec, shown, Sized.stored(ref, spec.method, params), rel))
-        encodings.append((enc, err) if t.exact and t.stats is None else None)
-    if t.exact:
-        for i in pareto_front([p.nbytes for p in t.points], [p.rel for p in t.points]):
-            enc_err = encodings[i]
-            if enc_err is not None:  # ecsq points are cheap to encode again at the write
-                _offer_cache(t, t.points[i], *enc_err, ctx)
+            sized = Sized.stored(ref, item.spec.method, enc.params)
+        t.points = [Point(item.spec, item.spec, method.describe(enc.params), sized, rel)]
+        t.choice, t.exact, t.sample_rows, t.actual = t.points[0], True, rows, err
+        return t
+    m = xf.reshape(rows, cols)
+    idx = sample_rows(rows, cols, sample_size(ctx.sample, xf.size),
+                      np.einsum("ij,ij->i", m, m, dtype=np.float64) if xf.size else None)
+    xs = xf if idx is None else np.ascontiguousarray(m[idx]).reshape((len(idx),) + shape[1:])
+    t.exact, t.sample_rows = idx is None, rows if idx is None else len(idx)
+    peak = xs
+    if idx is not None and xf.size:
+        top = int(np.argmax(np.maximum(m.max(axis=1), -m.min(axis=1))))
+        if top not in set(idx.tolist()):
+            peak = np.concatenate([xs.reshape(len(idx), cols), m[top:top + 1]]).reshape((len(idx) + 1,) + shape[1:])
+    del m
+    rank = xs  # the candidates are ranked on a quarter of the sample rows (the re-solve uses them all)
+    if idx is not None and len(idx) >= 4 * RANK_ROWS:
+        rank = np.ascontiguousarray(xs.reshape(len(idx), cols)[::4]).reshape((-(-len(idx) // 4),) + shape[1:])
+    for candidate, shown in zip(ctx.candidates, ctx.labels):
+        point = _probe(t, candidate, shown, rank, peak)
+        if point is not None:
+            t.points.append(point)
+    if any(get_method(p.spec.method).step(p.params) is not None for p in t.points):
+        t.sample = np.array(xs, np.float32, copy=True)  # for the continuous re-solve: the rows only
     return t
-
-
-def ecsq_point(t: TensorPlan, candidate: Spec, shown: str, xf: np.ndarray) -> Point | None:
-    """An ecsq candidate on the whole tensor (rounding is cheap): its exact error, and an upper
-    bound of its stored bytes from the codes' histogram (`entropy.size_bound`), so a plan never
-    exceeds its budget; None when the step needs more levels than the coder's alphabet. (With a
-    Gram the write compensates the rounding; should that not fit this bound, plain rounding at the
-    same step, which does, is written instead.)"""
-    ref, signal = t.ref, t.signal
-    rs = cs = None
-    y = xf
-    if t.stats is not None:  # as ecsq encodes with statistics: steps per row and column
-        rs, cs = ecsq.importance_scales(t.stats.rows), ecsq.importance_scales(t.stats.cols)
-        y = ecsq.scale_matrix(xf.reshape(matrix_shape(tuple(ref.shape))), rs, cs, divide=True).reshape(xf.shape)
-    step = ecsq.step_from_rms(candidate.step_rms, y) if candidate.step_rms is not None \
-        else np.float32(candidate.step)
-    q = ecsq.quantize(y, step)
-    lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
-    levels = hi - lo + 1
-    if levels > ecsq.MAX_LEVELS:
-        return None
-    if t.stats is None:
-        rel = sum_squares(xf - ecsq.reconstruct(q, step)) / signal if signal > 0 else 0.0
-    else:
-        recon = ecsq.scale_matrix(ecsq.reconstruct(q, step).reshape(matrix_shape(tuple(ref.shape))), rs, cs,
-                                  divide=False)
-        rel = sum_squares(xf - recon.reshape(xf.shape)) / signal if signal > 0 else 0.0
-    bits = max(1, math.ceil(math.log2(levels)))
-    alphabet = max(2, levels)
-    counts = np.bincount((q - lo).reshape(-1), minlength=alphabet)
-    del q
-    bound = min(packed_nbytes(xf.size, bits), entropy.size_bound(counts) + MANIFEST_SLACK)
-    params: dict = {"step": float(step), "offset": lo, "levels": levels, "bits": bits}
-    layout: Layout = {"codes": (np.dtype(np.uint8), (bound,))}
-    for key, scale in (("row_scale", rs), ("column_scale", cs)):
-        if scale is not None:  # stored plain (storage.py), float16
-            params[key] = True
-            layout[key] = (np.dtype(np.float16), (scale.size,))
-    if t.stats is not None:
-        params[IMPORTANCE_PARAM] = t.record
-    codecs = {"codes": {"codec": "rans", "alphabet": alphabet, "lanes": -(-xf.size // entropy.CODES_PER_LANE),
-                        "table_nbytes": entropy.table_nbytes(counts),
-                        "nbytes": bound}}
-    sized = Sized(ref, "ecsq", params, layout, "", codecs, exact=False)
-    spec = candidate.with_options(step=float(step), step_rms=None)
-    return Point(candidate, spec, shown, sized, rel)
 
 
 def bound_headers(tensors: list[TensorPlan]) -> None:
@@ -224,9 +219,17 @@ def roles(items: list[PlanItem]) -> list[tuple[PlanItem, str]]:
 
 
 def measure_all(items: list[PlanItem], candidates: list[Spec], sample: int, keep_nonfinite: bool,
-                jobs: int, importance: Importance | None = None) -> list[TensorPlan]:
-    ctx = _Context(candidates, [label(c) for c in candidates], sample, keep_nonfinite,
-                   [CACHE_BYTES], threading.Lock(), importance)
-    tensors = list(ordered_map(lambda ir: _measure(ir[0], ir[1], ctx), roles(items), jobs))
+                jobs: int, importance: Importance | None = None,
+                step: Callable[[TensorPlan], None] | None = None) -> list[TensorPlan]:
+    """Every tensor measured (`jobs` at a time); `step(t)` after each, in order."""
+    ctx = _Context(candidates, [label(c) for c in candidates], sample, keep_nonfinite, importance)
+    tensors = []
+    for t in ordered_map(lambda ir: _measure(ir[0], ir[1], ctx), roles(items), jobs):
+        tensors.append(t)
+        if step is not None:
+            step(t)
     bound_headers(tensors)
     return tensors
+
+
+__all__ = ["SAMPLE", "sample_rows", "load", "measure_all", "predicted", "order0_bits", "ErrorStats"]

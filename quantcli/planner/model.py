@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..importance import TensorImportance
-from ..methods import Encoding
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..reports import QuantizeReport
 from ..sizing import Sized
@@ -62,7 +63,9 @@ class TensorPlan:
     exact: bool = False          # measured on the whole tensor
     kept: Sized | None = None
     kept_header: int = 0
-    cache: dict[Spec, tuple[Encoding, ErrorStats]] = field(default_factory=dict, repr=False)  # by candidate
+    # the sample rows (float32, at most --sample values) kept for a continuous re-solve (solve.py)
+    sample: np.ndarray | None = field(default=None, repr=False)
+    tables: dict[str, float] = field(default_factory=dict, repr=False)  # coded arrays' fixed bytes, by role
     actual: ErrorStats | None = None  # measured on the whole tensor (--min-sqnr check, or the write)
     stats: TensorImportance | None = field(default=None, repr=False)  # --importance statistics for it
     record: str = ""             # what its params record of those statistics (importance.PARAM)
@@ -105,14 +108,15 @@ class Baseline:
 
 @dataclass
 class Refined:
-    """What the re-solve did, for the report: the trellis or not, the objective before
-    and after (lower is better) and the number of whole-model passes."""
+    """What the re-solve did, for the report: the trellis or not, the objective before and after
+    (lower is better), the passes over the samples, and the write's correction passes."""
 
     tensors: int
     trellis: bool
     before: float
     after: float
     passes: int
+    corrections: int = 0
 
 
 @dataclass
