@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from quantcli import collect as collect_lib
@@ -369,3 +370,43 @@ def test_torch_path_matches_numpy_path_on_minilm(tmp_path):
 def read_after(args: list[str], out) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     assert main([*args, "-o", str(out)]) == 0
     return read(str(out))
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+def test_sensitivity_entries_are_scalars_for_every_tensor_the_pass_uses(tiny, tmp_path):
+    model, text = tiny
+    got, meta = collect(model, text, str(tmp_path / "imp.safetensors"), "--sensitivity")
+    sens = {n[:-len(".sensitivity")]: a for n, a in got.items() if n.endswith(".sensitivity")}
+    assert sorted(sens) == sorted([*LINEARS, *TABLES])  # no pooler: mean pooling never runs it
+    assert all(a.shape == () and a.dtype == np.float32 and np.isfinite(a) and a >= 0 for a in sens.values())
+    assert float(sens["embeddings.token_type_embeddings.weight"]) > 0  # row 0 is read by every token
+    again, _ = collect(model, text, str(tmp_path / "again.safetensors"), "--sensitivity")
+    assert all(np.array_equal(got[n], again[n]) for n in got)  # seeded: the same file twice
+    plain, _ = collect(model, text, str(tmp_path / "plain.safetensors"))
+    assert sorted(plain) == sorted(n for n in got if not n.endswith(".sensitivity"))
+    from quantcli.importance import Importance
+    shapes = {n: a.shape for n, a in minilm.load_weights(model).items()}
+    assert Importance.open(str(tmp_path / "imp.safetensors"), shapes).sensitivity.keys() == sens.keys()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.01, 100.0))
+def test_sensitivity_of_a_linear_map_with_white_inputs_is_one(seed, scale):
+    """y = x @ W.T with inputs whose Gram is a multiple of the identity: a relative weight error e
+    moves that part of the output by e exactly in expectation, at any scale of W. The output here
+    is [x a.T, 2 x t.T] normalised so the two parts carry 1/5 and 4/5 of its energy: a weighs 0.2,
+    t (read twice as strongly) 0.8, an unused tensor 0."""
+    rng = np.random.default_rng(seed)
+    x = np.linalg.qr(rng.normal(size=(256, 64)))[0] * 8.0  # orthogonal columns: x.T @ x = 64 I
+    w = {"a": rng.normal(size=(48, 64)) * scale, "unused": rng.normal(size=(8, 8)), "t": rng.normal(size=(48, 64))}
+
+    def run(name, delta):
+        a = w["a"] + (delta if name == "a" else 0)
+        t = w["t"] + (delta if name == "t" else 0)
+        return np.concatenate([x @ a.T / np.linalg.norm(w["a"]), 2 * x @ t.T / np.linalg.norm(w["t"])], axis=1)
+
+    s = collect_lib.sensitivities(w, run, draws=4)
+    assert s["unused"] == 0.0
+    assert s["a"] == pytest.approx(0.2, rel=0.1)
+    assert s["t"] == pytest.approx(0.8, rel=0.1)
