@@ -128,6 +128,9 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
           importance: Importance | None = None) -> Plan:
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective must be {', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}, got {objective!r}")
+    if objective == "sensitivity" and (importance is None or not importance.sensitivity):
+        raise ConfigError("--objective sensitivity needs --importance with NAME.sensitivity entries "
+                          "(quant collect-importance --sensitivity)")
     items = plan_tensors(sources.refs, base, selection, recipe)
     tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs, importance)
     quant_n = sum(t.elements for t in tensors if t.quantized)
@@ -150,7 +153,9 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         assert limit is not None
         planned = [t for t in tensors if t.role == "planned"]
         weights = objective_weights([t.elements for t in planned], [t.signal for t in planned],
-                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs))
+                                    [t.ref.name for t in planned], objective, (r.name for r in sources.refs),
+                                    shapes={r.name: r.shape for r in sources.refs},
+                                    sensitivity=importance.sensitivity if importance is not None else None)
         try:
             choices, _ = allocate([[p.cost for p in t.points] for t in planned],
                                   [[w * p.rel for p in t.points] for t, w in zip(planned, weights)],
