@@ -210,7 +210,7 @@ class Scorer:
     """Teacher-forced next-token distributions of the float model on spoken sentences; `score`
     compares another set of weights against them."""
 
-    def __init__(self, weights: dict[str, np.ndarray], sentences: list[str], audio_dir: str):
+    def __init__(self, weights: dict[str, np.ndarray], sentences: list[str], audio_dir: str, reference: bool = True):
         import torch
         from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor
@@ -221,7 +221,7 @@ class Scorer:
         waves = speak(sentences, audio_dir)
         fe = WhisperFeatureExtractor(feature_size=MELS)
         self.features = torch.from_numpy(fe(waves, sampling_rate=16000, return_tensors="np")["input_features"])
-        self.reference = self.log_probs(weights)
+        self.reference = self.log_probs(weights) if reference else []
 
     def log_probs(self, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Per sentence, float64 log-probabilities [text positions, vocab]."""
@@ -245,6 +245,60 @@ class Scorer:
             correct += int((got.argmax(-1) == np.array(ids[self.start + 1:])).sum())
             n += len(ref)
         return {"kl": kl / n, "top1": agree / n, "teacher_top1": correct / n}
+
+
+def kl_divergence(reference: np.ndarray, output: np.ndarray) -> float:
+    """Mean KL(reference || output) over rows of log-probabilities."""
+    return float((np.exp(reference) * (reference - output)).sum(-1).mean())
+
+
+def collect_sensitivity(out: str, sentences: list[str], audio_dir: str, draws: int = 1) -> str:
+    """A statistics file holding NAME.sensitivity for every tensor of 2 or more dimensions:
+    `quantcli.collect.sensitivities` with the teacher-forced next-token KL as the divergence (per
+    unit of relative error), on spoken calibration sentences. The encoder's output is computed once
+    for the perturbations of decoder tensors, which cannot change it. Returns `out`."""
+    import torch
+
+    from quantcli.collect import Statistics, sensitivities, write
+    weights = fetch_weights()
+    scorer = Scorer(weights, sentences, audio_dir, reference=False)  # the inputs only
+    net = build(weights)
+    params = dict(net.named_parameters())
+    with torch.inference_mode():
+        encoded = [net.model.encoder(scorer.features[i:i + 1]).last_hidden_state for i in range(len(sentences))]
+
+    def run(name: str | None, delta: np.ndarray | None) -> np.ndarray:
+        with torch.inference_mode():
+            p = params[name] if name is not None else None
+            saved = p.detach().clone() if p is not None else None
+            try:
+                if p is not None and delta is not None:
+                    p.add_(torch.from_numpy(delta).to(p.dtype))
+                rows = []
+                for i, ids in enumerate(scorer.ids):
+                    enc = (encoded[i] if name is None or not name.startswith("model.encoder.")
+                           else net.model.encoder(scorer.features[i:i + 1]).last_hidden_state)
+                    logits = net(encoder_outputs=(enc,), decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
+                    rows.append(torch.log_softmax(logits[scorer.start:].double(), -1).numpy())
+                return np.concatenate(rows)
+            finally:
+                if p is not None and saved is not None:
+                    p.copy_(saved)
+
+    tensors = {name: a for name, a in weights.items() if a.ndim >= 2 and name in params}
+    stats = Statistics()
+    stats.sensitivity = sensitivities(tensors, run, draws=draws, divergence=kl_divergence)
+    stats.tokens = sum(len(ids) - scorer.start - 1 for ids in scorer.ids)
+    write(out, stats, f"whisper-base, teacher-forced KL on {len(sentences)} spoken calibration sentences")
+    return out
+
+
+def fetch_weights() -> dict[str, np.ndarray]:
+    """The converted checkpoint's tensors, float32."""
+    from quantcli.bert import as_float32
+    from quantcli.safetensors_io import SafetensorsFile
+    with SafetensorsFile(fetch()) as f:
+        return {name: as_float32(f.read(name)) for name in f.entries}
 
 
 def main() -> int:
