@@ -15,8 +15,8 @@ Loss is what must be small: 1 - cos for an encoder, KL for a decoder. The last t
 acceptance of issue 20: the default within 10% of the better of `relative` and `mse`.
 `--statistics` adds rows with sensitivities measured on benchmarks/sentences_calib.txt (disjoint
 from the eval sentences; `quant collect-importance --sensitivity` for MiniLM, the same estimator with
-the next-token KL in benchmarks/whisper.py for Whisper): `--importance` with the default objective,
-and `objective="sensitivity"` (through the library: the command's --objective does not list it yet).
+the next-token KL in benchmarks/whisper.py for Whisper): `objective="sensitivity"` with those
+statistics as `--importance` (through the library: the command's --objective does not list it yet).
 
     python benchmarks/bench_generalize.py [--models minilm,whisper] [--rates 2.5,3.5]
         [--objectives default,relative,mse] [--sentences N] [--statistics]
@@ -136,7 +136,7 @@ def main() -> int:
         runs = [(o, []) for o in args.objectives.split(",")]
         if args.statistics:
             stats = statistics(bench)
-            runs += [("default", ["--importance", stats]), ("sensitivity", ["--importance", stats])]
+            runs += [("sensitivity", ["--importance", stats])]
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "a.qnt.safetensors")
             for rate in args.rates.split(","):

@@ -122,6 +122,22 @@ def test_unknown_objective(model):
         plan_budget([model], Budget("bpw", 3.0), objective="cosine", **KW)
 
 
+def test_sensitivity_objective_needs_sensitivities(model, tmp_path):
+    with pytest.raises(ConfigError, match="needs --importance with NAME.sensitivity"):
+        plan_budget([model], Budget("bpw", 3.0), objective="sensitivity", **KW)
+    from safetensors.numpy import save_file
+    stats = str(tmp_path / "s.safetensors")
+    save_file({"encoder.layer.0.attention.self.query.weight.sensitivity": np.array(50.0, np.float32),
+               "embeddings.word_embeddings.weight.sensitivity": np.array(0.01, np.float32)}, stats)
+    auto = plan_budget([model], Budget("bpw", 3.0), objective="auto", **KW)
+    sens = plan_budget([model], Budget("bpw", 3.0), objective="sensitivity", importance=stats, **KW)
+    q, emb = "encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"
+    a = {t.ref.name: t.choice.cost for t in auto.tensors if t.choice}
+    b = {t.ref.name: t.choice.cost for t in sens.tensors if t.choice}
+    assert b[q] > a[q] and b[emb] < a[emb]  # the sensitive matrix takes bytes from the insensitive table
+    assert sens.predicted_archive_bytes <= sens.limit_bytes
+
+
 def test_search_finds_the_smallest_feasible_theta():
     """Cost falling smoothly with theta: the search ends within the tolerance below the budget
     and never returns an infeasible trial; a cost that never fits gives None."""
