@@ -113,8 +113,15 @@ def statistics(bench: Bench) -> str:
             whisper.collect_sensitivity(out, minilm.read_sentences(minilm.CALIB_SENTENCES)[:12],
                                         os.path.join(whisper.DIR, "audio-calib"))
         else:
-            subprocess.run(QUANT + ["collect-importance", bench.path, minilm.CALIB_SENTENCES, "-o", out,
-                                    "--sensitivity", "--numpy-minilm"], check=True)
+            full = os.path.join(CACHE, f"{bench.name}_calib_full.safetensors")
+            if not os.path.exists(full):
+                subprocess.run(QUANT + ["collect-importance", bench.path, minilm.CALIB_SENTENCES, "-o", full,
+                                        "--sensitivity", "--numpy-minilm"], check=True)
+            # the sensitivities alone: the rows then show what the allocation gains, without the
+            # per-row/column weighting inside tensors that the other statistics bring (issue 14)
+            from safetensors.numpy import load_file, save_file
+            save_file({k: v for k, v in load_file(full).items() if k.endswith(".sensitivity")}, out,
+                      metadata={"format": "quant-importance"})
     return out
 
 
