@@ -110,7 +110,7 @@ def statistics(bench: Bench) -> str:
     if not os.path.exists(out):
         if bench.name == "whisper":  # audio in, text out: the benchmark's own forward pass (benchmarks/whisper.py)
             import whisper
-            whisper.collect_sensitivity(out, minilm.read_sentences(minilm.CALIB_SENTENCES)[:12],
+            whisper.collect_sensitivity(out, minilm.read_sentences(minilm.CALIB_SENTENCES)[:8],
                                         os.path.join(whisper.DIR, "audio-calib"))
         else:
             full = os.path.join(CACHE, f"{bench.name}_calib_full.safetensors")
