@@ -9,6 +9,8 @@ times. The file (docs/IMPORTANCE.md) is safetensors with, per weight NAME:
     NAME        [in]      mean x_j^2
     NAME.gram   [in, in]  mean x x^T (symmetric, positive semi-definite; enables compensation)
     NAME.rows   [out]     fraction of tokens reading each row (lookup tables)
+    NAME.sensitivity  []  the model output's relative change per unit of NAME's relative error
+                          (any tensor of 2 or more dimensions; `quant collect-importance --sensitivity`)
 
 Everything is validated when the file is opened (one entry in memory at a time), so a malformed
 file is refused before anything is encoded. Weights are normalised to a mean of 1, so a weighted
@@ -31,6 +33,7 @@ from .safetensors_io import FLOAT_CODES, SafetensorsFile
 FORMAT = "quant-importance"
 PARAM = "importance"  # the param recording, per tensor, the digest of the statistics it was encoded with
 SUFFIXES = (".gram", ".rows")
+SENSITIVITY = ".sensitivity"
 SYMMETRY_TOLERANCE = 1e-4  # |G - G^T| <= this x max|G|: float32 accumulation noise, not asymmetry
 DIAGONAL_TOLERANCE = 1e-3  # NAME and the diagonal of NAME.gram must agree to this relative error
 
@@ -98,11 +101,13 @@ class Importance:
     statistics in memory at a time), so an Importance is cheap to keep and to send to worker
     processes (it pickles as its path, digest and names)."""
 
-    def __init__(self, path: str, digest: str, tensors: dict[str, tuple[str, ...]], tokens: int | None):
+    def __init__(self, path: str, digest: str, tensors: dict[str, tuple[str, ...]], tokens: int | None,
+                 sensitivity: dict[str, float] | None = None):
         self.path = path
         self.digest = digest
-        self.tensors = tensors  # tensor name -> its entry names in the file
+        self.tensors = tensors  # tensor name -> its entry names in the file (sensitivities apart)
         self.tokens = tokens
+        self.sensitivity = sensitivity or {}  # tensor name -> NAME.sensitivity (the planner's objective weights)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], shapes: dict[str, tuple[int, ...]]) -> "Importance":
@@ -116,18 +121,22 @@ class Importance:
                 raise InputError(f"__metadata__ format is {meta['format']!r}, not {FORMAT!r}", path=path)
             tokens = _tokens(meta.get("tokens"), path)
             groups: dict[str, list[str]] = {}
+            sensitivity: dict[str, float] = {}
             for name in f.entries:
+                if name.endswith(SENSITIVITY) and name[:-len(SENSITIVITY)] in shapes:
+                    sensitivity[name[:-len(SENSITIVITY)]] = _sensitivity(f, name, shapes[name[:-len(SENSITIVITY)]])
+                    continue
                 base = next((name[:-len(s)] for s in SUFFIXES if name.endswith(s) and name[:-len(s)] in shapes),
                             name)
                 if base not in shapes:
                     raise InputError("names no tensor of the inputs", path=path, tensor=name)
                 groups.setdefault(base, []).append(name)
-            if not groups:
+            if not groups and not sensitivity:
                 raise InputError("holds no importance entries", path=path)
             for base, names in groups.items():
                 with np.errstate(all="ignore"):  # 1e308 overflows to inf: refused as too large, not warned about
                     _load(f, base, shapes[base], names, tokens)  # validates values; the result is dropped
-        return cls(path, _sha256(path), {k: tuple(sorted(v)) for k, v in groups.items()}, tokens)
+        return cls(path, _sha256(path), {k: tuple(sorted(v)) for k, v in groups.items()}, tokens, sensitivity)
 
     def for_tensor(self, name: str, shape: tuple[int, ...]) -> TensorImportance | None:
         """The tensor's statistics, or None when the file has none for it."""
@@ -180,6 +189,24 @@ def _read(f: SafetensorsFile, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if not np.isfinite(v).all():
         raise InputError("holds NaN or Inf values", path=f.path, tensor=name)
     return v
+
+
+def _sensitivity(f: SafetensorsFile, name: str, shape: tuple[int, ...]) -> float:
+    """NAME.sensitivity: one finite, non-negative float scalar, for a tensor of 2 or more dimensions."""
+    if len(shape) < 2:
+        raise InputError(f"a sensitivity is for a tensor of 2 or more dimensions; the tensor has shape {list(shape)}",
+                         path=f.path, tensor=name)
+    e = f.entries[name]
+    if e.dtype not in FLOAT_CODES:
+        raise InputError(f"dtype {e.dtype} is not a float type", path=f.path, tensor=name)
+    if int(np.prod(e.shape)) != 1 or len(e.shape) > 1:
+        raise InputError(f"shape {list(e.shape)} is not one scalar (needs [] or [1])", path=f.path, tensor=name)
+    value = float(f.read(name).astype(np.float64).reshape(()))
+    if not math.isfinite(value):
+        raise InputError("is NaN or Inf", path=f.path, tensor=name)
+    if value < 0:
+        raise InputError(f"is negative ({value:g}); a sensitivity is >= 0", path=f.path, tensor=name)
+    return value
 
 
 def smoothed_rows(fractions: np.ndarray, tokens: int | None) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""tools/collect_importance.py: the calibration statistics `--importance FILE` reads.
+"""quant collect-importance (quantcli/collect.py): the calibration statistics `--importance FILE` reads.
 
 Most tests run the numpy path on a tiny random model of MiniLM's architecture (2 layers, 24 wide,
 12 heads of 2) with its own small vocabulary; the statistics are checked against sums computed
-here from the forward pass's own inputs. The torch tests compare the transformers path with the
-numpy one and skip when torch or transformers is not installed (they are not test dependencies).
+here from the forward pass's own inputs. They run the installed command through typer's runner.
+The torch tests compare the transformers path with the numpy one and skip when torch or
+transformers is not installed (they are not test dependencies).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from typer.testing import CliRunner
 
+from quantcli import collect as collect_lib
+from quantcli.cli import app
+from quantcli.errors import InputError
 from quantcli.output import SafetensorsWriter
 from quantcli.safetensors_io import SafetensorsFile
 
@@ -23,10 +29,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import minilm  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("collect_importance", os.path.join(ROOT, "tools", "collect_importance.py"))
-assert _spec is not None and _spec.loader is not None
-ci = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ci)
+
+def main(argv: list[str]) -> int:
+    """`quant collect-importance ARGV`: its exit status; its stderr is passed on to capsys."""
+    result = CliRunner().invoke(app, ["collect-importance", *argv])
+    sys.stderr.write(result.stderr)
+    return result.exit_code
+
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "far", "away", "big", "small", "red", "blue",
          "##s", "##ed", ".", ",", "!"]
@@ -93,7 +102,7 @@ def close(got: np.ndarray, expect: np.ndarray) -> None:
 
 
 def collect(model: str, text: str, out: str, *extra: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    assert ci.main(["--numpy-minilm", model, text, "-o", out, *extra]) == 0
+    assert main(["--numpy-minilm", model, text, "-o", out, *extra]) == 0
     return read(out)
 
 
@@ -187,7 +196,7 @@ def test_max_tokens_takes_leading_sentences(tiny, tmp_path):
     assert meta["tokens"] == str(lengths[0] + lengths[1]) and "2 sentences" in meta["source"]
     positions = np.bincount(np.concatenate([np.arange(n) for n in lengths[:2]]), minlength=POSITIONS)
     np.testing.assert_allclose(got["embeddings.position_embeddings.weight.rows"], positions / sum(lengths[:2]), rtol=1e-6)
-    assert ci.main(["--numpy-minilm", model, text, "-o", str(tmp_path / "x.safetensors"), "--max-tokens", "3"]) == 2
+    assert main(["--numpy-minilm", model, text, "-o", str(tmp_path / "x.safetensors"), "--max-tokens", "3"]) == 2
 
 
 def test_record_does_not_change_the_forward_pass(tiny):
@@ -224,10 +233,10 @@ def test_errors_are_one_line_and_leave_no_file(tiny, tmp_path, capsys):
              ([str(tmp_path / "calib.txt"), text], "not a safetensors file"),
              ([model, text, "--batch", "0"], "--batch must be at least 1")]
     for args, message in cases:
-        assert ci.main(["--numpy-minilm", *args, "-o", str(out)]) == 2
+        assert main(["--numpy-minilm", *args, "-o", str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
-    assert ci.main(["--numpy-minilm", model, text, "-o", model]) == 2  # never overwrites an input
+    assert main(["--numpy-minilm", model, text, "-o", model]) == 2  # never overwrites an input
     assert "inputs are never overwritten" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["calib.txt", "empty.txt", "model.safetensors", "vocab.txt"]
 
@@ -243,7 +252,7 @@ def test_output_is_atomic(tiny, tmp_path, monkeypatch, capsys):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(quantcli.output.os, "replace", refuse)
-    assert ci.main(["--numpy-minilm", model, text, "-o", str(out)]) == 1
+    assert main(["--numpy-minilm", model, text, "-o", str(out)]) == 1
     assert "disk full" in capsys.readouterr().err
     assert out.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["calib.txt", "imp.safetensors", "model.safetensors", "vocab.txt"]
@@ -252,7 +261,7 @@ def test_output_is_atomic(tiny, tmp_path, monkeypatch, capsys):
 def test_torch_missing_names_what_to_install(tiny, tmp_path, monkeypatch, capsys):
     model, text = tiny
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    assert ci.main([os.path.dirname(model), text, "-o", str(tmp_path / "imp.safetensors")]) == 2
+    assert main([os.path.dirname(model), text, "-o", str(tmp_path / "imp.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "pip install torch transformers" in err and err.count("\n") == 1
     assert not (tmp_path / "imp.safetensors").exists()
@@ -260,14 +269,14 @@ def test_torch_missing_names_what_to_install(tiny, tmp_path, monkeypatch, capsys
 
 def test_name_map_adapts_prefixes():
     names = ["encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"]
-    got, absent = ci.name_map(["bert.encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight",
+    got, absent = collect_lib.name_map(["bert.encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight",
                                "pooler.dense.weight"], names)
     assert got == {"bert.encoder.layer.0.attention.self.query.weight": names[0],
                    "embeddings.word_embeddings.weight": names[1]} and absent == ["pooler.dense.weight"]
-    got, _ = ci.name_map(["encoder.layer.0.output.dense.weight"], ["model.encoder.layer.0.output.dense.weight"])
+    got, _ = collect_lib.name_map(["encoder.layer.0.output.dense.weight"], ["model.encoder.layer.0.output.dense.weight"])
     assert got == {"encoder.layer.0.output.dense.weight": "model.encoder.layer.0.output.dense.weight"}
-    with pytest.raises(ci.InputError, match="matches 2 tensors"):
-        ci.name_map(["dense.weight"], ["a.dense.weight", "b.dense.weight"])
+    with pytest.raises(InputError, match="matches 2 tensors"):
+        collect_lib.name_map(["dense.weight"], ["a.dense.weight", "b.dense.weight"])
 
 
 # ----------------------------------------------------------------------------- torch path
@@ -312,7 +321,7 @@ def test_torch_path_matches_numpy_path(tiny, tmp_path):
               "intermediate_size": INTER, "max_position_embeddings": POSITIONS}
     folder = hf_folder(str(tmp_path / "hf"), config, os.path.join(os.path.dirname(model), "vocab.txt"), model)
     np_stats, np_meta = collect(model, text, str(tmp_path / "np.safetensors"), "--gram")
-    assert ci.main([folder, text, "-o", str(tmp_path / "pt.safetensors"), "--gram", "--batch", "4"]) == 0
+    assert main([folder, text, "-o", str(tmp_path / "pt.safetensors"), "--gram", "--batch", "4"]) == 0
     pt_stats, pt_meta = read(str(tmp_path / "pt.safetensors"))
     assert pt_meta["tokens"] == np_meta["tokens"]
     # BertModel runs its pooler on each sentence's [CLS] row; the numpy pass mean-pools instead
@@ -335,7 +344,7 @@ def test_torch_path_keeps_the_checkpoint_prefix(tiny, tmp_path, capsys):
               "num_hidden_layers": LAYERS, "intermediate_size": INTER, "max_position_embeddings": POSITIONS}
     hf_folder(folder, config, os.path.join(os.path.dirname(model), "vocab.txt"))
     np_stats, _ = collect(model, text, str(tmp_path / "np.safetensors"))
-    assert ci.main([folder, text, "-o", str(tmp_path / "pt.safetensors")]) == 0
+    assert main([folder, text, "-o", str(tmp_path / "pt.safetensors")]) == 0
     assert "not recorded: pooler.dense.weight" in capsys.readouterr().err
     pt_stats, _ = read(str(tmp_path / "pt.safetensors"))
     compare({"bert." + n: a for n, a in np_stats.items()}, pt_stats)
@@ -359,5 +368,45 @@ def test_torch_path_matches_numpy_path_on_minilm(tmp_path):
 
 
 def read_after(args: list[str], out) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    assert ci.main([*args, "-o", str(out)]) == 0
+    assert main([*args, "-o", str(out)]) == 0
     return read(str(out))
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+def test_sensitivity_entries_are_scalars_for_every_tensor_the_pass_uses(tiny, tmp_path):
+    model, text = tiny
+    got, meta = collect(model, text, str(tmp_path / "imp.safetensors"), "--sensitivity")
+    sens = {n[:-len(".sensitivity")]: a for n, a in got.items() if n.endswith(".sensitivity")}
+    assert sorted(sens) == sorted([*LINEARS, *TABLES])  # no pooler: mean pooling never runs it
+    assert all(a.shape == () and a.dtype == np.float32 and np.isfinite(a) and a >= 0 for a in sens.values())
+    assert float(sens["embeddings.token_type_embeddings.weight"]) > 0  # row 0 is read by every token
+    again, _ = collect(model, text, str(tmp_path / "again.safetensors"), "--sensitivity")
+    assert all(np.array_equal(got[n], again[n]) for n in got)  # seeded: the same file twice
+    plain, _ = collect(model, text, str(tmp_path / "plain.safetensors"))
+    assert sorted(plain) == sorted(n for n in got if not n.endswith(".sensitivity"))
+    from quantcli.importance import Importance
+    shapes = {n: a.shape for n, a in minilm.load_weights(model).items()}
+    assert Importance.open(str(tmp_path / "imp.safetensors"), shapes).sensitivity.keys() == sens.keys()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.01, 100.0))
+def test_sensitivity_of_a_linear_map_with_white_inputs_is_one(seed, scale):
+    """y = x @ W.T with inputs whose Gram is a multiple of the identity: a relative weight error e
+    moves that part of the output by e exactly in expectation, at any scale of W. The output here
+    is [x a.T, 2 x t.T] normalised so the two parts carry 1/5 and 4/5 of its energy: a weighs 0.2,
+    t (read twice as strongly) 0.8, an unused tensor 0."""
+    rng = np.random.default_rng(seed)
+    x = np.linalg.qr(rng.normal(size=(256, 64)))[0] * 8.0  # orthogonal columns: x.T @ x = 64 I
+    w = {"a": rng.normal(size=(48, 64)) * scale, "unused": rng.normal(size=(8, 8)), "t": rng.normal(size=(48, 64))}
+
+    def run(name, delta):
+        a = w["a"] + (delta if name == "a" else 0)
+        t = w["t"] + (delta if name == "t" else 0)
+        return np.concatenate([x @ a.T / np.linalg.norm(w["a"]), 2 * x @ t.T / np.linalg.norm(w["t"])], axis=1)
+
+    s = collect_lib.sensitivities(w, run, draws=4)
+    assert s["unused"] == 0.0
+    assert s["a"] == pytest.approx(0.2, rel=0.1)
+    assert s["t"] == pytest.approx(0.8, rel=0.1)

@@ -294,6 +294,20 @@ BAD = {
     "rows": ({"emb.weight.rows": np.ones(49, np.float32)}, None, "emb.weight.rows", "does not fit"),
     "format": ({"a.weight": np.ones(64, np.float32)}, {"format": "pt"}, "", "format"),
     "tokens": ({"a.weight": np.ones(64, np.float32)}, {"tokens": "-3"}, "", "tokens"),
+    "sensitivity nan": ({"a.weight.sensitivity": np.array(np.nan, np.float32)}, None, "a.weight.sensitivity", "NaN"),
+    "sensitivity inf": ({"a.weight.sensitivity": np.array(np.inf, np.float64)}, None, "a.weight.sensitivity", "Inf"),
+    "sensitivity negative": ({"a.weight.sensitivity": np.array(-0.5, np.float32)}, None, "a.weight.sensitivity",
+                             "negative"),
+    "sensitivity vector": ({"a.weight.sensitivity": np.ones(2, np.float32)}, None, "a.weight.sensitivity",
+                           "not one scalar"),
+    "sensitivity matrix": ({"a.weight.sensitivity": np.ones((1, 1), np.float32)}, None, "a.weight.sensitivity",
+                           "not one scalar"),
+    "sensitivity integer": ({"a.weight.sensitivity": np.array(3, np.int32)}, None, "a.weight.sensitivity",
+                            "not a float"),
+    "sensitivity of a 1-D tensor": ({"b.bias.sensitivity": np.array(1.0, np.float32)}, None, "b.bias.sensitivity",
+                                    "2 or more dimensions"),
+    "sensitivity of no tensor": ({"c.weight.sensitivity": np.array(1.0, np.float32)}, None, "c.weight.sensitivity",
+                                 "names no tensor"),
 }
 
 
@@ -333,6 +347,22 @@ def test_open_validates_every_entry_before_work(model):
     assert t.cols.mean() == pytest.approx(1.0) and np.allclose(np.diagonal(t.gram), t.cols)
     e = opened.for_tensor("emb.weight", (50, 64))
     assert e is not None and e.rows is not None and e.rows.mean() == pytest.approx(1.0) and e.kind == "rows"
+
+
+def test_sensitivities_are_read_apart_from_the_other_statistics(model, tmp_path):
+    path, imp, _ = model
+    shapes = {"a.weight": (128, 64), "b.weight": (32, 128), "emb.weight": (50, 64), "b.bias": (32,)}
+    both = _write(tmp_path / "both.safetensors", {**load_file(str(imp)), "a.weight.sensitivity": np.array(2.5, np.float32),
+                                                  "b.weight.sensitivity": np.array([0.0], np.float16)},
+                  {"format": "quant-importance", "tokens": "3000"})
+    opened = Importance.open(str(both), shapes)
+    assert opened.sensitivity == {"a.weight": 2.5, "b.weight": 0.0}
+    assert opened.tensors == {"a.weight": ("a.weight", "a.weight.gram"), "emb.weight": ("emb.weight.rows",)}
+    assert opened.for_tensor("b.weight", (32, 128)) is None  # a sensitivity alone weighs nothing inside a tensor
+    only = _write(tmp_path / "only.safetensors", {"b.weight.sensitivity": np.array(1.0, np.float32)})
+    assert Importance.open(str(only), shapes).sensitivity == {"b.weight": 1.0}
+    out = tmp_path / "o.qnt.safetensors"
+    assert cli("quantize", path, "-o", out, "--target-bpw", "4", "--importance", only, "-q").exit_code == 0
 
 
 def test_real_model_layer(real_model):

@@ -114,6 +114,9 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
     the objective's weight of each planned tensor (by index) and the re-solve's state."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective must be {', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}, got {objective!r}")
+    if objective == "sensitivity" and (importance is None or not importance.sensitivity):
+        raise ConfigError("--objective sensitivity needs --importance with NAME.sensitivity entries "
+                          "(quant collect-importance --sensitivity)")
     items = plan_tensors(sources.refs, base, selection, recipe)
     clock = PhaseClock(progress, "measuring", len(items), sum(i.ref.nbytes for i in items))
     tensors = measure_all(items, candidates, sample, keep_nonfinite, jobs, importance,
@@ -136,7 +139,9 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         idx = [i for i, t in enumerate(tensors) if t.role == "planned"]
         planned = [tensors[i] for i in idx]
         ws = objective_weights([t.elements for t in planned], [t.signal for t in planned],
-                               [t.ref.name for t in planned], objective, (r.name for r in sources.refs))
+                               [t.ref.name for t in planned], objective, (r.name for r in sources.refs),
+                               shapes={r.name: r.shape for r in sources.refs},
+                               sensitivity=importance.sensitivity if importance is not None else None)
         weights = dict(zip(idx, ws))
         try:
             choices, _ = allocate([[p.cost for p in t.points] for t in planned],
