@@ -78,7 +78,8 @@ def test_trellis_plan_within_budget_and_predicted(model, tmp_path, objective, bp
 
 
 def test_step_rule(model):
-    """mse: one common step; relative: steps proportional to each tensor's RMS; relative-emb: the
+    """(At 3.25 bits: at 3.0 this small model's ladder points happen to beat the re-solve, which the
+    planner then rightly declines.) mse: one common step; relative: steps proportional to each tensor's RMS; relative-emb: the
     token table's step EMBED_FACTOR times coarser relative to its RMS. (The plan's steps: a
     correction pass of the write may coarsen one tensor's step after it.)"""
     from safetensors.numpy import load_file
@@ -86,7 +87,7 @@ def test_step_rule(model):
     rms = {k: float(np.sqrt(np.mean(v.astype(np.float64) ** 2))) for k, v in w.items()}
     ratios = {}
     for objective in ("mse", "relative", "relative-emb"):
-        plan = plan_budget([model], Budget("bpw", 3.0), objective=objective, trellis=False, **KW)
+        plan = plan_budget([model], Budget("bpw", 3.25), objective=objective, trellis=False, **KW)
         chosen = {t.ref.name: t.choice.params for t in plan.tensors if t.choice and t.choice.spec.method == "ecsq"}
         steps = {k: p["step"] for k, p in chosen.items()}
         assert len(steps) == 3 and not any(p.get("dq") for p in chosen.values())
@@ -98,9 +99,8 @@ def test_step_rule(model):
     assert max(rel) / min(rel) == pytest.approx(1, rel=1e-5)
     r = ratios["relative-emb"]
     others = [v for k, v in r.items() if k != emb]
-    # the fill pass may give one tensor a finer step with what the prediction left over
-    assert 1 <= max(others) / min(others) <= 1.5
-    assert r[emb] / max(others) == pytest.approx(EMBED_FACTOR, rel=1e-5)
+    assert max(others) / min(others) == pytest.approx(1, rel=1e-5)
+    assert r[emb] / others[0] == pytest.approx(EMBED_FACTOR, rel=1e-5)
 
 
 def test_trellis_beats_plain_and_deterministic(model, tmp_path):
