@@ -19,7 +19,8 @@ def _baseline_json(b: Baseline | None) -> dict[str, Any] | None:
     if b is None:
         return None
     return {"label": b.label, "archive_bytes": b.archive_bytes, "bits_per_weight": b.bits_per_weight,
-            "weighted_sqnr_db": _num(b.weighted_sqnr_db), "overall_sqnr_db": _num(b.overall_sqnr_db)}
+            "weighted_sqnr_db": _num(b.weighted_sqnr_db), "overall_sqnr_db": _num(b.overall_sqnr_db),
+            "objective_sqnr_db": _num(b.objective_sqnr_db) if b.objective_sqnr_db is not None else None}
 
 
 def plan_doc(p: Plan) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def plan_doc(p: Plan) -> dict[str, Any]:
         "totals": {"predicted_archive_bytes": p.predicted_archive_bytes, "header_bytes": p.header_bytes,
                    "input_bytes": p.input_bytes, "quantized_elements": p.quantized_elements,
                    "bits_per_weight": p.bits_per_weight, "weighted_sqnr_db": _num(p.weighted_sqnr_db),
+                   "objective_sqnr_db": _num(p.objective_sqnr_db) if p.objective_sqnr_db is not None else None,
                    "overall_sqnr_db": _num(p.overall_sqnr_db), "planning_seconds": p.planning_seconds,
                    "sample_values": p.sample, "candidates": p.candidates, "objective": p.objective,
                    "ecsq_resolved": _refined_json(p)},
@@ -90,9 +92,12 @@ def _baseline_line(p: Plan) -> str:
         elif what == "best single setting" and p.baseline_uniform and b.label == p.baseline_uniform.label:
             continue
         else:
+            quality = (f"objective SQNR {_db(b.objective_sqnr_db)} dB against the plan's {_db(p.objective_sqnr_db)} dB "
+                       f"(both weighed by the objective {p.objective})"
+                       if b.objective_sqnr_db is not None and p.objective_sqnr_db is not None
+                       else f"weighted SQNR {_db(b.weighted_sqnr_db)} dB")
             lines.append(f"{what} for the same budget: {b.label}, {_bytes(b.archive_bytes)} "
-                         f"({b.bits_per_weight:.3f} bits/w), weighted SQNR {_db(b.weighted_sqnr_db)} dB "
-                         f"(estimated as for the plan)")
+                         f"({b.bits_per_weight:.3f} bits/w), {quality}, estimated as for the plan")
     return "\n".join(lines)
 
 
@@ -100,6 +105,7 @@ def _totals_line(p: Plan) -> str:
     limit = f" of {_bytes(p.limit_bytes)} allowed" if p.limit_bytes is not None else ""
     return (f"{p.budget.describe()}: archive {p.predicted_archive_bytes:,} bytes{limit} (exact, header "
             f"{p.header_bytes:,}), {p.bits_per_weight:.4f} bits per quantized weight (archive less kept arrays), "
+            f"{f'objective SQNR {_db(p.objective_sqnr_db)} dB, ' if p.objective_sqnr_db is not None else ''}"
             f"weighted SQNR {_db(p.weighted_sqnr_db)} dB, overall {_db(p.overall_sqnr_db)} dB (estimated on "
             f"samples of {p.sample:,} values), objective {p.objective}{_refined_line(p)}, planned in "
             f"{p.planning_seconds:.1f} s")

@@ -104,6 +104,7 @@ class Baseline:
     bits_per_weight: float
     weighted_sqnr_db: float
     overall_sqnr_db: float
+    objective_sqnr_db: float | None = None  # under the plan's own objective weights: the like-for-like figure
 
 
 @dataclass
@@ -135,7 +136,10 @@ class Plan:
     objective: str = "relative-emb"
     baseline_uniform: Baseline | None = None
     baseline_any: Baseline | None = None
-    refined: Refined | None = None   # the ecsq steps' re-solve (planner/refine.py)
+    refined: Refined | None = None   # the ecsq steps' re-solve (planner/solve.py)
+    # -10 log10(sum w_t rel_t / sum w_t) over the planned tensors with the objective's weights w_t:
+    # what the plan maximises, and what its baselines are chosen and compared by (None for --min-sqnr)
+    objective_sqnr_db: float | None = None
 
     @property
     def quantized(self) -> list[TensorPlan]:
@@ -164,6 +168,16 @@ class Plan:
     @property
     def overall_sqnr_db(self) -> float:
         return overall_sqnr([(t.signal, t.choice.rel) for t in self.quantized if t.choice])
+
+
+def objective_sqnr(items: Iterable[tuple[float, float]]) -> float:
+    """-10 log10(sum w_t rel_t / sum w_t) over (objective weight, relative error) pairs."""
+    pairs = list(items)
+    w = sum(a for a, _ in pairs)
+    err = sum(a * r for a, r in pairs)
+    if w <= 0 or err <= 0:
+        return math.inf
+    return -10 * math.log10(err / w)
 
 
 def weighted_sqnr(items: Iterable[tuple[int, float]]) -> float:

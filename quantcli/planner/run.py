@@ -25,7 +25,8 @@ from .progress import PhaseClock, PhaseProgress, announce
 from .solve import Solved, solve
 from .weights import OBJECTIVES, objective_weights
 from .write import write_planned
-from .model import Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, overall_sqnr, weighted_sqnr
+from .model import (Baseline, Plan, PlannedQuantizeReport, Point, TensorPlan, objective_sqnr, overall_sqnr,
+                    weighted_sqnr)
 
 
 def exact_header(tensors: list[TensorPlan], choices: list[Point | None] | None = None) -> int:
@@ -57,10 +58,12 @@ def _no_candidate(t: TensorPlan, floor_db: float) -> ConfigError:
                        path=t.ref.path, tensor=t.ref.name)
 
 
-def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None,
-               candidates: list[Spec]) -> tuple[Baseline | None, Baseline | None]:
+def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None, candidates: list[Spec],
+               weights: dict[int, float]) -> tuple[Baseline | None, Baseline | None]:
     """The best single setting for every planned tensor that fits the budget: among the uniform
-    candidates, and among all candidates. Sizes exact, quality estimated as for the plan."""
+    candidates, and among all candidates. Sizes exact, quality estimated as for the plan, and
+    chosen and compared under the plan's own objective weights (`weights`, by tensor index), so
+    that a baseline never looks better only because it is weighed differently."""
     best: dict[bool, Baseline | None] = {True: None, False: None}
     planned = [t for t in tensors if t.role == "planned"]
     if not planned:
@@ -95,15 +98,21 @@ def _baselines(tensors: list[TensorPlan], budget: Budget, limit: int | None,
                 continue
             b = Baseline(label(candidate), size, archive_bits_per_weight(size, kept, quant_n),
                          weighted_sqnr((t.elements, p.rel) for t, p in q),
-                         overall_sqnr((t.signal, p.rel) for t, p in q))
+                         overall_sqnr((t.signal, p.rel) for t, p in q),
+                         objective_sqnr((weights[i], p.rel) for i, p in enumerate(picks)
+                                        if i in weights and p is not None) if weights else None)
             for uniform_only in (True, False):
                 if uniform_only and candidate.method != Spec().method:  # the default method's best
                     continue
                 cur = best[uniform_only]
                 if cur is None or (b.archive_bytes < cur.archive_bytes if budget.kind == "sqnr"
-                                   else b.weighted_sqnr_db > cur.weighted_sqnr_db):
+                                   else _quality(b) > _quality(cur)):
                     best[uniform_only] = b
     return best[True], best[False]
+
+
+def _quality(b: Baseline) -> float:
+    return b.objective_sqnr_db if b.objective_sqnr_db is not None else b.weighted_sqnr_db
 
 
 def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Selection, recipe: Recipe | None,
@@ -167,7 +176,10 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
     plan = Plan(inputs, budget, tensors, sources.input_bytes, exact_header(tensors), limit, 0.0, sample, labels,
                 objective)
     plan.refined = refined
-    plan.baseline_uniform, plan.baseline_any = _baselines(tensors, budget, limit, candidates)
+    plan.baseline_uniform, plan.baseline_any = _baselines(tensors, budget, limit, candidates, weights)
+    if weights:
+        chosen = {i: tensors[i].choice for i in weights}
+        plan.objective_sqnr_db = objective_sqnr((weights[i], p.rel) for i, p in chosen.items() if p is not None)
     plan.planning_seconds = time.perf_counter() - start
     return plan, weights, solved
 
