@@ -26,7 +26,6 @@ from .output import SafetensorsWriter
 from .safetensors_io import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, json_number_problem, shape_problem, strict_json
 
 FORMAT = "quant-archive"
-VERSION = 2  # 2: arrays may name a codec (entropy-coded); an archive without any is written as 1
 SUPPORTED_VERSIONS = (1, 2)
 # methods that exist only in format 2 (their archives are always version 2)
 KEY_FORMAT, KEY_VERSION, KEY_PRODUCER = "quant.format", "quant.version", "quant.producer"

@@ -93,7 +93,6 @@ class BitPack(DefaultCodec):
 
 
 PLAIN, BITPACK = Plain(), BitPack()
-DEFAULTS: dict[str, DefaultCodec] = {c.name: c for c in (PLAIN, BITPACK)}
 
 
 def codec_for(layout: ArrayLayout) -> DefaultCodec:

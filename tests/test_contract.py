@@ -56,7 +56,7 @@ def test_contract(name, weights, tmp_path):
     again = method.encode(weights, spec)
     assert again.params == enc.params
     assert all(np.array_equal(again.arrays[r], enc.arrays[r]) for r in enc.arrays)
-    assert isinstance(method.describe(enc.params), str) and method.summary
+    assert isinstance(method.describe(enc.params), str) and method.describe(enc.params)
     assert method.options <= {f.name for f in dataclasses.fields(Spec)} and isinstance(method.options, frozenset)
     # the plan (--dry-run, the planner) predicts exactly what encode stores, from the shape alone,
     # and exactly what encode records when it is given the data

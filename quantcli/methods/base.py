@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, NamedTuple
 import ml_dtypes
 import numpy as np
 
+from ..codecs import matrix_view
 from ..errors import ArchiveError, ConfigError, InputError
 from ..importance import TensorImportance
 from ..metrics import ErrorStats, measure
@@ -95,7 +96,6 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
-    summary: ClassVar[str] = ""
     # the Spec fields this method reads (the CLI, recipes and planner refuse the others)
     options: ClassVar[frozenset[str]] = frozenset()
     # role -> FINITE / NONNEGATIVE / ANY: what the reader accepts in each stored float array
@@ -297,12 +297,9 @@ def param(params: dict[str, Any], key: str, kind: type, *, lo: int | None = None
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The [rows, cols] view of a tensor: rows = shape[0], cols = the rest (a scalar is 1x1)."""
-    if len(shape) == 0:
-        return 1, 1
-    rows = int(shape[0])
-    cols = math.prod(shape[1:]) if len(shape) > 1 else 1
-    return rows, int(cols)
+    """The [rows, cols] view of a tensor: rows = shape[0], cols = the rest (a scalar is 1x1); the
+    one definition is the codecs' (docs/FORMAT.md section 3), which the context model shares."""
+    return matrix_view(shape)
 
 
 def group_width(group_size: int, cols: int) -> int:

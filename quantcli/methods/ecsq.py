@@ -230,7 +230,6 @@ class _StepGrid:
 @register
 class ECSQ(Method):
     name = "ecsq"
-    summary = "entropy-coded scalar quantization: one uniform grid step, no clipping, codes entropy-coded"
     options = frozenset({"step", "sqnr", "step_rms", "trellis"})
     entropy_coded = True
     weighs_importance = True

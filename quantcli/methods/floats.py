@@ -39,7 +39,6 @@ class _Cast(Method):
 @register
 class Float16(_Cast):
     name = "fp16"
-    summary = "cast to IEEE float16 (1+5+10 bits); range +-65504"
     dtype = np.dtype(np.float16)
 
     def planner_candidates(self, level: str) -> list[Spec]:
@@ -55,5 +54,4 @@ class Float16(_Cast):
 @register
 class BFloat16(_Cast):
     name = "bf16"
-    summary = "cast to bfloat16 (1+8+7 bits); float32's range, 3 significant digits"
     dtype = np.dtype(ml_dtypes.bfloat16)

@@ -15,7 +15,6 @@ from . import KEEP, register
 @register
 class Keep(Method):
     name = KEEP
-    summary = "stored verbatim (biases, norms, integer tensors, skipped tensors)"
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:

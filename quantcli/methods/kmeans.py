@@ -365,7 +365,6 @@ def kmeans_quantize(x: np.ndarray, bits: int, granularity: str = "tensor", group
 @register
 class KMeans(Method):
     name = "kmeans"
-    summary = "scalar k-means codebook of 2^bits learned levels per tensor, channel or row group"
     options = frozenset({"bits", "granularity", "codebook_rows", "group_size", "scale_dtype", "normalize", "seed"})
     value_rules = {"scale": NONNEGATIVE}  # normalize group: absmax scales
     weighs_importance = True

@@ -173,7 +173,6 @@ class _Levels(BlockScaled):
 @register
 class Log(_Levels):
     name = "log"
-    summary = "signed powers of two times an absmax scale, 2-8 bits; per tensor, channel or group"
 
     def table(self, bits: int) -> np.ndarray:
         return log_levels(bits)
@@ -182,7 +181,6 @@ class Log(_Levels):
 @register
 class NormalFloat(_Levels):
     name = "nf"
-    summary = "normal-float levels (NF4-style quantiles) times an absmax scale, 2-8 bits"
 
     def table(self, bits: int) -> np.ndarray:
         return nf_levels(bits)

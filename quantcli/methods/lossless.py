@@ -57,7 +57,6 @@ def finite_sum_squares(x: np.ndarray) -> float:
 @register
 class Lossless(Method):
     name = "lossless"
-    summary = "exact: the tensor in its own dtype, entropy-coded byte planes (NaN/Inf kept)"
     entropy_coded = True
     reads_narrow_floats = True  # takes any float dtype as it is; never refuses NaN/Inf
     value_rules = {"values": ANY}  # the data itself, NaN and Inf included, bit for bit

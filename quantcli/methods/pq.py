@@ -217,7 +217,6 @@ def pq_from_encoding(enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
 class ProductQuantization(Method):
     name = "pq"
     weighs_importance = True
-    summary = "product quantization: M sub-vector codebooks of K centroids, log2(K)-bit codes per sub-vector"
     options = frozenset({"iters", "seed", "scale_dtype", "subvector_dim", "subspaces", "centroids"})
 
     def check_spec(self, spec: Spec) -> None:

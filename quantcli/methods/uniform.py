@@ -190,7 +190,6 @@ def uniform_quantize(x: np.ndarray, bits: int, scheme: str = "symmetric", granul
 class Uniform(BlockScaled):
     name = "uniform"
     reads_narrow_floats = True  # widens bfloat16/float16 chunk by chunk, and refuses NaN/Inf itself
-    summary = "integer grid, 2-8 bits; symmetric or asymmetric; per tensor, channel or group"
     options = BlockScaled.options | {"scheme"}
 
     def extra_params(self, spec: Spec) -> dict[str, Any]:

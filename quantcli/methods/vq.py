@@ -42,7 +42,6 @@ def _vq_geometry(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
 class VQ(Method):
     name = "vq"
     weighs_importance = True
-    summary = "vector quantization: row pieces of --vector-dim values, one codebook of 2^bits centroids"
     options = frozenset({"bits", "vector_dim", "iters", "seed", "scale_dtype"})
 
     def check_spec(self, spec: Spec) -> None:
