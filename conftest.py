@@ -12,7 +12,7 @@ def _doctest_folder(request, tmp_path, monkeypatch):
         yield
         return
     from quantcli import Spec, quantize_file
-    from quantcli.output import SafetensorsWriter
+    from quantcli.io.output import SafetensorsWriter
 
     rng = np.random.default_rng(0)
     monkeypatch.chdir(tmp_path)

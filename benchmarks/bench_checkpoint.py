@@ -34,7 +34,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from quantcli.output import SafetensorsWriter  # noqa: E402
+from quantcli.io.output import SafetensorsWriter  # noqa: E402
 
 
 def make_checkpoint(folder: str, layers: int) -> None:

@@ -44,7 +44,7 @@ def split_streams(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k.T[q == 0], k.T[q == 1]
 from quantcli.methods.ecsq import quantize, reconstruct, step_for_sqnr  # noqa: E402
 from quantcli.metrics import sum_squares  # noqa: E402
-from quantcli.sources import Sources  # noqa: E402
+from quantcli.io.sources import Sources  # noqa: E402
 
 
 def load_tensors(path: str) -> list[tuple[str, np.ndarray]]:

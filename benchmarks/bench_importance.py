@@ -41,7 +41,7 @@ def statistics(model: str) -> dict[str, str]:
     if not os.path.exists(diag):
         from safetensors.numpy import load_file, save_file
 
-        from quantcli.safetensors_io import SafetensorsFile
+        from quantcli.io.safetensors import SafetensorsFile
         with SafetensorsFile(gram) as f:
             meta = f.metadata
         save_file({k: v for k, v in load_file(gram).items() if not k.endswith(".gram")}, diag, metadata=meta)

@@ -43,7 +43,7 @@ from common import real_model  # noqa: E402
 
 from quantcli import Spec, quantize_file  # noqa: E402
 from quantcli.codecs import entropy, lossless  # noqa: E402
-from quantcli.dequant import dequantize_file  # noqa: E402
+from quantcli.archive.dequant import dequantize_file  # noqa: E402
 
 QUANT = os.path.join(os.path.dirname(sys.executable), "quant")
 ZIPNN_DTYPE = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}

@@ -54,7 +54,7 @@ def peak_kib(args: list[str]) -> tuple[int, int]:
 
 
 def write_input(folder: str, name: str, x: np.ndarray) -> str:
-    from quantcli.output import SafetensorsWriter
+    from quantcli.io.output import SafetensorsWriter
     path = os.path.join(folder, f"{name}.safetensors")
     w = SafetensorsWriter(path)
     w.add("w", x)

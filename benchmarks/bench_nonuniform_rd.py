@@ -19,7 +19,7 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
-from quantcli.storage import stored_nbytes
+from quantcli.archive.storage import stored_nbytes
 from quantcli.methods import get_method
 from quantcli.methods import kmeans as _km  # noqa: F401  (registers kmeans, vq)
 from quantcli.methods import levels as _lv  # noqa: F401  (registers log, nf)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
-from quantcli.storage import stored_arrays
+from quantcli.archive.storage import stored_arrays
 from quantcli.methods import get_method
 import quantcli.methods.pq  # noqa: F401  (registers the pq method)
 from quantcli.spec import Spec

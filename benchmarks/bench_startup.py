@@ -26,7 +26,7 @@ import numpy as np
 COMMANDS = {
     "python -c pass": None,
     "python -c 'import numpy'": ["-c", "import numpy"],
-    "import quantcli.cli": ["-c", "import quantcli.cli"],
+    "import quantcli.cli.commands": ["-c", "import quantcli.cli.commands"],
     "quant --version": ["--version"],
     "quant inspect small.npy": ["inspect", "{small}"],
     "quant inspect small.npy --json": ["inspect", "{small}", "--json"],

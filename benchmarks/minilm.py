@@ -32,10 +32,10 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from quantcli.bert import (HEADS, LN_EPS, MAX_TOKENS, MAX_WORD_CHARS, Tokenizer, _dense,  # noqa: E402,F401
+from quantcli.calibration.bert import (HEADS, LN_EPS, MAX_TOKENS, MAX_WORD_CHARS, Tokenizer, _dense,  # noqa: E402,F401
                            _layer_norm, _linear_ready, hidden_states, pad_batch)
-from quantcli.bert import as_float32 as _f32  # noqa: E402
-from quantcli.safetensors_io import SafetensorsFile  # noqa: E402
+from quantcli.calibration.bert import as_float32 as _f32  # noqa: E402
+from quantcli.io.safetensors import SafetensorsFile  # noqa: E402
 
 MODEL_DIR = os.path.join(ROOT, ".cache", "all-minilm-l6-v2")
 MODEL = os.path.join(MODEL_DIR, "model.safetensors")

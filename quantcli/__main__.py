@@ -6,7 +6,7 @@ Ctrl-C or SIGTERM at any moment, start-up included, ends in one line and exit 13
 import os
 import sys
 
-from .signals import Interrupted, exit_interrupted, install
+from .io.signals import Interrupted, exit_interrupted, install
 
 
 def _version_only() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         return
     try:
         install()
-        from .entry import main as cli_main
+        from .cli.entry import main as cli_main
     except (KeyboardInterrupt, Interrupted) as e:
         exit_interrupted(e)
     cli_main()

@@ -10,21 +10,21 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-from .archive import Archive, open_archive
-from .dequant import OUTPUT_DTYPES, dequantize_file, parse_size
+from .archive.container import Archive, open_archive
+from .archive.dequant import OUTPUT_DTYPES, dequantize_file, parse_size
 from .errors import ConfigError
-from .inspection import archive_report, inspect_paths, tensor_stats, verify_archive
+from .archive.inspection import archive_report, inspect_paths, tensor_stats, verify_archive
 from .methods import METHODS, get_method
-from .output import check_output
-from .parallel import default_jobs
-from . import pipeline
-from .pipeline import Progress, open_importance, resolve
+from .io.output import check_output
+from .pipeline.parallel import default_jobs
+from .pipeline import write as pipeline
+from .pipeline.write import Progress, open_importance, resolve
 from .pqdot import pq_dot
 from .recipe import Recipe, load_recipe
 from .reports import (DequantizeReport, Inspection, PlanReport, PQDotReport, QuantizeReport, TensorReport,
                       TensorStats, VerifyReport)
-from .selection import Selection, plan_tensors, refuse_archives
-from .sources import Sources
+from .pipeline.selection import Selection, plan_tensors, refuse_archives
+from .io.sources import Sources
 from .spec import Spec
 
 __all__ = [

@@ -8,12 +8,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .archive import open_archive
+from .archive.container import open_archive
 from .errors import ArchiveError, ConfigError, InputError
 from .methods.base import to_float32
-from .output import atomic_output, check_output
+from .io.output import atomic_output, check_output
 from .reports import PQDotReport
-from .sources import Sources
+from .io.sources import Sources
 
 
 def _single_tensor(path: str, what: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from .metrics import ZERO, ErrorStats, archive_bits_per_weight, bits_per_weight
 
 if TYPE_CHECKING:  # an annotation only: importing selection would import every method
-    from .selection import PlanItem
+    from .pipeline.selection import PlanItem
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 
-from .loader import ArchiveReader, to_tensor
+from .archive.loader import ArchiveReader, to_tensor
 
 _TORCH_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 

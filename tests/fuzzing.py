@@ -9,7 +9,7 @@ deep nesting), or, for archives, an edit of the manifest or of stored values *re
 checksums so that the validation behind the checksums is exercised too (a NaN, an Inf, or a
 negative scale in any stored float array of any method; codes and zero points beyond their range).
 
-Each case runs the real command line (the click command built from `quantcli.cli.app`, invoked the
+Each case runs the real command line (the click command built from `quantcli.cli.commands.app`, invoked the
 way typer's CliRunner does) with a time limit, and `check_case` judges it:
 
 * exit 1 or 2: exactly one stderr line starting `quant: error:`, no traceback, and the work folder
@@ -49,11 +49,11 @@ import typer
 from typer.testing import CliRunner
 
 from quantcli import Spec, quantize_file
-from quantcli.archive import KEY_MANIFEST, KEY_MANIFEST_SHA, KEY_PRODUCER
-from quantcli.cli import app
+from quantcli.archive.container import KEY_MANIFEST, KEY_MANIFEST_SHA, KEY_PRODUCER
+from quantcli.cli.commands import app
 from quantcli.methods import METHODS
 from quantcli.methods.base import NONNEGATIVE
-from quantcli.safetensors_io import dtype_code, header_bytes
+from quantcli.io.safetensors import dtype_code, header_bytes
 
 CLI = typer.main.get_command(app)  # built once: typer rebuilds it on every CliRunner.invoke (18 ms)
 RUNNER = CliRunner()
@@ -444,7 +444,7 @@ def _resign(seed: Seed, edit: Callable[[dict[str, Any], dict[str, np.ndarray], d
     n, header = st_layout(seed.data)
     base = 8 + n
     meta = header.pop("__metadata__")
-    from quantcli.safetensors_io import DTYPES
+    from quantcli.io.safetensors import DTYPES
     arrays = {}
     for k, info in header.items():
         b, e = info["data_offsets"]
@@ -561,7 +561,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
                                                                    10**400, -(2**64)])
         elif kind == "codes-beyond":
             from quantcli.codecs import CODECS
-            from quantcli.storage import logical_layout
+            from quantcli.archive.storage import logical_layout
             lay = logical_layout(t["method"], tuple(t["shape"]), t["params"])["codes"]
             codes = np.zeros(lay.shape, dtype=np.uint16)
             value = c.choice([2 ** lay.bits, 2 ** lay.bits + 1, 255, 256, 65535])
@@ -859,7 +859,7 @@ def _round_trip(out: str, expected: dict[str, tuple[str, tuple[int, ...]]], fini
 
 def nonfinite_output(path: str) -> str:
     """What of a dequantized .safetensors is NaN or Inf (every seed's values are finite), or ''."""
-    from quantcli.safetensors_io import SafetensorsFile
+    from quantcli.io.safetensors import SafetensorsFile
     with SafetensorsFile(path) as f:
         for name in f.entries:
             a = f.read(name)

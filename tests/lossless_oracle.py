@@ -1,12 +1,12 @@
 """Plain-numpy twins of quantcli/kernels/lossless.py: the oracles the numba kernels must
-match bit for bit (tests/test_lossless_codec.py). Vectorised and slow on purpose: each is written
+match bit for bit (tests/codecs/test_lossless_codec.py). Vectorised and slow on purpose: each is written
 from the layout in docs/FORMAT.md 6.4, not from the kernel."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from quantcli.packing import pack_bits, unpack_bits
+from quantcli.codecs.bitpack import pack_bits, unpack_bits
 
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 

@@ -6,7 +6,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from quantcli import ConfigError, InputError, Spec, dequantize_file, inspect_paths, open_archive, quantize_file
-from quantcli.safetensors_io import SafetensorsFile
+from quantcli.io.safetensors import SafetensorsFile
 
 
 def test_default_policy_and_report(tiny_model, tmp_path):

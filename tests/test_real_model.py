@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from quantcli import Spec, dequantize_file, quantize_file
-from quantcli.safetensors_io import SafetensorsFile
+from quantcli.io.safetensors import SafetensorsFile
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Issue 12, in-process: outputs never replace inputs, folder outputs are published as a whole,
 the writer refuses what the reader would, options are typed, errors are one line with the
-documented status. Signals, SIGKILL leftovers and dying workers: tests/test_signals.py."""
+documented status. Signals, SIGKILL leftovers and dying workers: tests/io/test_signals.py."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from safetensors.numpy import save_file
 
 import fuzzing as fz
-import quantcli.output as output
-import quantcli.safetensors_io as sio
+import quantcli.io.output as output
+import quantcli.io.safetensors as sio
 from quantcli.errors import ConfigError, InputError
-from quantcli.safetensors_io import SafetensorsFile, header_bytes
-from quantcli.signals import Interrupted, held, install
+from quantcli.io.safetensors import SafetensorsFile, header_bytes
+from quantcli.io.signals import Interrupted, held, install
 from quantcli.spec import Spec
 
 
@@ -300,7 +300,7 @@ def test_huge_numbers_are_usage_errors(tiny_model, tmp_path, args, message):
 def test_huge_shard_size_is_a_usage_error(archive, tmp_path):
     run = fz.invoke(["dequantize", str(archive), "-o", str(tmp_path / "o"), "--shard-size", "1" * 400, "-q"])
     assert run.exit_code == 2 and "--shard-size" in run.stderr and run.stderr.count("\n") == 1
-    from quantcli.dequant import parse_size
+    from quantcli.archive.dequant import parse_size
     assert parse_size("1.5GB") == 1_500_000_000 and parse_size("0.1KiB") == 102
     assert parse_size("9223372036854775807") == 2**63 - 1
     with pytest.raises(ConfigError):
@@ -364,8 +364,8 @@ def test_float16_overflow_is_refused_not_written_as_inf(tmp_path):
 
 
 def test_catastrophic_regex_is_bounded(tmp_path, monkeypatch):
-    import quantcli.selection
-    monkeypatch.setattr(quantcli.selection, "REGEX_CPU_SECONDS", 0.2)  # 1 s in use; the bound is what counts
+    import quantcli.pipeline.selection
+    monkeypatch.setattr(quantcli.pipeline.selection, "REGEX_CPU_SECONDS", 0.2)  # 1 s in use; the bound is what counts
     src = tmp_path / "a.safetensors"
     save_file({"a" * 40 + "b": np.ones((2, 2), np.float32)}, str(src))
     run = fz.invoke(["quantize", str(src), "-o", str(tmp_path / "m.qnt.safetensors"), "--only", "(a+)+$", "-q"])

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from quantcli.archive import KEY_MANIFEST
-from quantcli.safetensors_io import SafetensorsFile
+from quantcli.archive.container import KEY_MANIFEST
+from quantcli.io.safetensors import SafetensorsFile
 
 OPTIONS = [
     ["--bits", "4", "--scheme", "asymmetric", "--granularity", "group", "--group-size", "16"],

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from quantcli import ConfigError, InputError, Spec, dequantize_file, quantize_file
 from quantcli.api import parse_size, plan_file
-from quantcli.cli import app
+from quantcli.cli.commands import app
 from quantcli.recipe import load_recipe
-from quantcli.safetensors_io import SafetensorsFile
-from quantcli.sources import Sources
+from quantcli.io.safetensors import SafetensorsFile
+from quantcli.io.sources import Sources
 
 
 @pytest.fixture
@@ -94,8 +94,8 @@ def test_parse_size_rejects(text):
 @pytest.fixture
 def workers_always(monkeypatch):
     """Use worker processes even for the small test inputs."""
-    import quantcli.parallel
-    monkeypatch.setattr(quantcli.parallel, "PARALLEL_MIN_BYTES", 0)
+    import quantcli.pipeline.parallel
+    monkeypatch.setattr(quantcli.pipeline.parallel, "PARALLEL_MIN_BYTES", 0)
 
 
 def test_jobs_do_not_change_bytes(sharded, tmp_path, workers_always):
@@ -196,8 +196,8 @@ def test_cli_dry_run_writes_nothing(sharded, tmp_path):
 def test_parallel_reads_of_one_file_get_their_own_tensor(tmp_path, monkeypatch, processes):
     """Many tensors of one shard read at once (threads of the planner, or worker processes):
     positional reads, no shared file offset."""
-    import quantcli.parallel
-    monkeypatch.setattr(quantcli.parallel, "PARALLEL_MIN_BYTES", 0 if processes else 10**18)
+    import quantcli.pipeline.parallel
+    monkeypatch.setattr(quantcli.pipeline.parallel, "PARALLEL_MIN_BYTES", 0 if processes else 10**18)
     rng = np.random.default_rng(5)
     tensors = {f"w{i:02d}": rng.normal(0, 1 + i, (256, 192)).astype(np.float32) for i in range(24)}
     save_file(tensors, str(tmp_path / "m.safetensors"))

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import quantcli
-import quantcli.inspection
-from quantcli import cli, entry
+import quantcli.archive.inspection
+from quantcli.cli import commands as cli, entry
 
 PACKAGE = os.path.dirname(quantcli.__file__)
 COMMANDS = ["inspect", "quantize", "dequantize", "verify", "curve", "pq-encode", "pq-dot"]
@@ -79,16 +79,17 @@ def test_no_import_cycle_lazy_imports_included():
 def test_layers_point_down():
     mods = _modules()
     graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
-    below_api = [m for m in mods if m not in ("quantcli", "quantcli.cli", "quantcli.entry", "quantcli.cliutil",
+    below_api = [m for m in mods if m not in ("quantcli", "quantcli.cli.commands", "quantcli.cli.entry", "quantcli.cli.util",
                                               "quantcli.api", "quantcli.__main__",
-                                              "quantcli.render", "quantcli.plan_render")
+                                              "quantcli.cli.render", "quantcli.cli.plan_render")
                  and not m.startswith("quantcli.planner")]
     for m in below_api:
-        assert not {"quantcli.api", "quantcli.cli"} & graph[m], m
+        assert not {"quantcli.api", "quantcli.cli.commands"} & graph[m], m
         assert not any(d.startswith("quantcli.planner") for d in graph[m]), m
     for m in mods:
-        if m.startswith("quantcli.methods") or m in ("quantcli.archive", "quantcli.sources"):
-            assert not {"quantcli.pipeline", "quantcli.parallel", "quantcli.sizing", "quantcli.dequant"} & graph[m], m
+        if m.startswith("quantcli.methods") or m in ("quantcli.archive.container", "quantcli.io.sources"):
+            assert not {"quantcli.pipeline.write", "quantcli.pipeline.parallel", "quantcli.archive.sizing",
+                        "quantcli.archive.dequant"} & graph[m], m
 
 
 def test_codecs_import_no_method_and_kernels_are_the_bottom():
@@ -167,7 +168,7 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
     def boom(*a, **k):
         raise ValueError("a bug\nwith a second line")
 
-    monkeypatch.setattr(quantcli.inspection, "inspect_paths", boom)
+    monkeypatch.setattr(quantcli.archive.inspection, "inspect_paths", boom)
     code, out, err = _main(monkeypatch, capsys, ["inspect", str(tmp_path)])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("quant: internal error: ValueError: a bug\\nwith")
@@ -175,7 +176,7 @@ def test_unexpected_exception_is_one_line_and_exit_1(monkeypatch, capsys, tmp_pa
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(quantcli.inspection, "inspect_paths", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(quantcli.archive.inspection, "inspect_paths", lambda *a, **k: 1 / 0)
     monkeypatch.setattr(sys, "argv", ["quant", "inspect", str(tmp_path), "--debug"])
     with pytest.raises(ZeroDivisionError):
         entry.main()
@@ -228,16 +229,16 @@ def test_codebook_rows_is_kmeans_row_groups(tmp_path, seed_matrix):
 # list may only shrink: a method's knowledge belongs in its module, reached through the registry.
 NAMED_METHODS_ALLOWED: dict[str, set[str]] = {
     # the Method enum of --method, and pq-encode
-    "quantcli.cli": {"bf16", "ecsq", "fp16", "kmeans", "log", "lossless", "nf", "pq", "uniform", "vq"},
-    "quantcli.render": {"keep"},
-    "quantcli.plan_render": {"keep"},
-    "quantcli.inspection": {"keep"},
+    "quantcli.cli.commands": {"bf16", "ecsq", "fp16", "kmeans", "log", "lossless", "nf", "pq", "uniform", "vq"},
+    "quantcli.cli.render": {"keep"},
+    "quantcli.cli.plan_render": {"keep"},
+    "quantcli.archive.inspection": {"keep"},
     "quantcli.recipe": {"keep"},        # the recipe keyword `method = "keep"`
     "quantcli.reports": {"keep"},
     "quantcli.spec": {"uniform"},       # Spec's default method
     "quantcli.pqdot": {"pq", "methods.pq"},
     "quantcli.lut": {"methods.pq"},
-    "quantcli.storage": {"lossless"},   # the lossless CODEC's name, which the lossless method shares
+    "quantcli.archive.storage": {"lossless"},   # the lossless CODEC's name, which the lossless method shares
     "quantcli.codecs": {"lossless"},    # the same codec name, inside codecs/
     "quantcli.presets": {"kmeans", "lossless", "nf", "uniform"},  # named option sets: data, spelled as typed
 }
@@ -261,3 +262,22 @@ def test_no_method_named_outside_methods():
             found[mod] = hits
     extra = {m: sorted(h - NAMED_METHODS_ALLOWED.get(m, set())) for m, h in found.items()}
     assert not {m: h for m, h in extra.items() if h}, "method names or method imports outside methods/"
+
+
+def test_at_most_twelve_modules_at_the_top():
+    """The folders show the architecture (docs/ARCHITECTURE.md): io/, archive/, methods/, codecs/,
+    kernels/, pipeline/, planner/, calibration/, cli/; only the facade and leaves stay on top."""
+    top = sorted(f for f in os.listdir(PACKAGE) if f.endswith(".py") and f not in ("__init__.py", "__main__.py"))
+    assert len(top) <= 12, top
+
+
+def test_the_cli_parses_calls_one_function_and_renders():
+    """The quantize command's body (after its docstring) is at most 40 lines, and no command
+    module imports a method, the planner or the pipeline: business rules live in the library."""
+    path = os.path.join(PACKAGE, "cli", "commands.py")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "quantize")
+    body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body
+    assert fn.end_lineno is not None and fn.end_lineno - body[0].lineno + 1 <= 40
+    deps = _imports("quantcli.cli.commands", path, set(_modules()))
+    assert not [d for d in deps if d.startswith(("quantcli.methods", "quantcli.planner", "quantcli.pipeline"))], deps

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from quantcli.cli import app  # noqa: E402
+from quantcli.cli.commands import app  # noqa: E402
 
 if __name__ == "__main__":
     app(["collect-importance", *sys.argv[1:]], prog_name="quant")

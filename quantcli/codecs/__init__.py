@@ -24,7 +24,7 @@ Codecs here:
             DQ state and the row's scale so far; encode options `alphabet`, `offset`, `dq`.
   lossless  byte planes for any 1/2/4/8-byte dtype, floats rotated so the exponent has its own
             plane; each plane raw, rANS or zstd (lossless.py). Bit-exact, NaN payloads included.
-A `bitpack` codec (today's quantcli.packing) plugs in by subclassing Codec and calling register().
+A `bitpack` codec (today's quantcli.codecs.bitpack) plugs in by subclassing Codec and calling register().
 Byte layouts: docs/FORMAT.md section 6.
 """
 

@@ -32,7 +32,7 @@ from typing import Union
 
 import numpy as np
 
-from ..packing import packed_nbytes
+from .bitpack import packed_nbytes
 from . import entropy
 from .errors import CodecError
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..codecs import matrix_view
 from ..errors import ArchiveError, ConfigError, InputError
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..metrics import ErrorStats, measure
 from ..spec import Spec
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..spec import GRANULARITIES, Spec
 from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, block_grid, code_layout, from_blocks, group_width,
                    matrix_shape, param, scale_shape)

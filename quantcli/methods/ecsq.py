@@ -31,7 +31,7 @@ from ..errors import ArchiveError, ConfigError, InputError
 from ..metrics import sqnr_db, sum_squares
 from ..spec import Spec
 from . import dq
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from .base import ArrayLayout, Encoding, Method, StorageHint, code_dtype, code_layout, matrix_shape, param
 from .compensate import compensate
 from . import register

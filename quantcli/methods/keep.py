@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..spec import Spec
-from ..safetensors_io import DTYPES
+from ..io.safetensors import DTYPES
 from .base import ANY, ArrayLayout, Encoding, Method, param
 from . import KEEP, register
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..spec import GRANULARITIES, NORMALIZE, Spec
 from .base import (NONNEGATIVE, ArrayLayout, Encoding, Method, code_layout, group_width, matrix_shape,
                    param, scale_shape, to_blocks)

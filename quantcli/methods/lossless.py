@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ArchiveError, InputError
 from ..metrics import ErrorStats, sum_squares
-from ..safetensors_io import DTYPES, FLOAT_CODES, dtype_code
+from ..io.safetensors import DTYPES, FLOAT_CODES, dtype_code
 from ..spec import Spec
 from .base import ANY, ArrayLayout, Encoding, Method, param, to_float32
 from . import register

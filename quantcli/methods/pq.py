@@ -3,7 +3,7 @@ per subspace, and a row stored as M centroid indices.
 
 The tensor is viewed as `[n, d]` (`matrix_shape`: rows are the vectors). Stored arrays:
   codes      the `[n, M]` code matrix of ceil(log2 K)-bit codes (uint8, or uint16 above 256
-             centroids); the archive bit-packs it row-major (`quantcli.packing` bit order), so
+             centroids); the archive bit-packs it row-major (`quantcli.codecs.bitpack` bit order), so
              for K = 16 byte j of row r holds the codes of subspaces 2j (low nibble) and 2j+1
              (high nibble) when M is even.
   codebooks  `[M, K, s]` in float32 by default (see `resolve_codebook_dtype`).
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..spec import Spec
 from .base import ArrayLayout, Encoding, Method, check_finite_input, code_dtype, code_layout, matrix_shape, param
 from .scales import STORAGE, store_narrow

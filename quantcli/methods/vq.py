@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError, ConfigError
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..spec import Spec
 from .base import ArrayLayout, Encoding, Method, code_dtype, code_layout, matrix_shape, param
 from .kmeans import codebook_dtype

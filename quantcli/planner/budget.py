@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..dequant import parse_size
+from ..archive.dequant import parse_size
 from ..errors import ConfigError
 
 

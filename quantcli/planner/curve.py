@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from ..errors import ConfigError
-from ..selection import Selection, plan_tensors, refuse_archives
-from ..sources import Sources
+from ..pipeline.selection import Selection, plan_tensors, refuse_archives
+from ..io.sources import Sources
 from ..spec import Spec
 from .allocate import pareto_front
 from .candidates import default_candidates, family, label

@@ -18,17 +18,17 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, NonFiniteError, QuantError
-from ..importance import PARAM as IMPORTANCE_PARAM, Importance
+from ..calibration.importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..methods import Encoding, get_method
 from ..methods.base import matrix_shape
 from ..metrics import ErrorStats, sum_squares
-from ..parallel import ordered_map
-from ..pipeline import encode_and_measure, encode_weighted, load_float32, nonfinite_error, nonfinite_note, weighted_by
-from ..selection import PlanItem
-from ..sizing import Sized, entry_bound
-from ..sources import TensorRef
+from ..pipeline.parallel import ordered_map
+from ..pipeline.write import encode_and_measure, encode_weighted, load_float32, nonfinite_error, nonfinite_note, weighted_by
+from ..pipeline.selection import PlanItem
+from ..archive.sizing import Sized, entry_bound
+from ..io.sources import TensorRef
 from ..spec import Spec
-from .. import storage
+from ..archive import storage
 from .candidates import label
 from .model import Point, TensorPlan
 

@@ -8,11 +8,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..importance import TensorImportance
+from ..calibration.importance import TensorImportance
 from ..metrics import ErrorStats, archive_bits_per_weight
 from ..reports import QuantizeReport
-from ..sizing import Sized
-from ..sources import TensorRef
+from ..archive.sizing import Sized
+from ..io.sources import TensorRef
 from ..spec import Spec
 from .budget import Budget
 

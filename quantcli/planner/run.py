@@ -6,16 +6,16 @@ import math
 import time
 
 from ..errors import ConfigError
-from ..importance import Importance
+from ..calibration.importance import Importance
 from ..metrics import archive_bits_per_weight
-from ..output import check_output
-from ..parallel import default_jobs
-from ..pipeline import importance_use, open_importance, write_archive
+from ..io.output import check_output
+from ..pipeline.parallel import default_jobs
+from ..pipeline.write import importance_use, open_importance, write_archive
 from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
-from ..selection import Selection, plan_tensors, refuse_archives
-from ..sizing import fixed_header_bound, header_bytes
-from ..sources import Sources
+from ..pipeline.selection import Selection, plan_tensors, refuse_archives
+from ..archive.sizing import fixed_header_bound, header_bytes
+from ..io.sources import Sources
 from ..spec import Spec
 from .allocate import TooSmall, allocate
 from .budget import Budget

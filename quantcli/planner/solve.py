@@ -25,10 +25,10 @@ import numpy as np
 
 from ..errors import InputError, QuantError
 from ..methods import get_method
-from ..parallel import ordered_map
-from ..pipeline import encode_and_measure
-from ..sizing import entry_bound
-from .. import storage
+from ..pipeline.parallel import ordered_map
+from ..pipeline.write import encode_and_measure
+from ..archive.sizing import entry_bound
+from ..archive import storage
 from .measure import predicted
 from .model import Point, Refined, TensorPlan
 from .progress import PhaseClock, PhaseProgress

@@ -27,14 +27,14 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..errors import ConfigError, WorkError
-from ..importance import PARAM as IMPORTANCE_PARAM, Importance
+from ..calibration.importance import PARAM as IMPORTANCE_PARAM, Importance
 from ..methods import KEEP, get_method
 from ..metrics import ErrorStats
-from ..parallel import PARALLEL_MIN_BYTES, Spill, Spilled, Workers
-from ..pipeline import Encoded, encode_tensor, storage_codec
-from ..safetensors_io import DTYPES
-from ..selection import PlanItem
-from ..sizing import Sized, header_bytes
+from ..pipeline.parallel import PARALLEL_MIN_BYTES, Spill, Spilled, Workers
+from ..pipeline.write import Encoded, encode_tensor, storage_codec
+from ..io.safetensors import DTYPES
+from ..pipeline.selection import PlanItem
+from ..archive.sizing import Sized, header_bytes
 from ..spec import Spec
 from .measure import load
 from .model import Point, TensorPlan
