@@ -3,11 +3,12 @@
 relative      n_t: element-weighted relative error (n_t x MSE_t / mean x_t^2).
 mse           sum x_t^2: the total squared error (what SQNR over the model measures).
 auto          the default, data-free and structural (docs/PLANNER.md, "The default objective"):
-              relative, with two measured exceptions that look at shapes and magnitudes only,
-              never at names:
+              relative, with two measured exceptions:
               * the token table (`token_table`): the tensor with the most rows, a vocabulary
                 (at least TABLE_MIN_ROWS rows and TABLE_ASPECT x more rows than columns) that no
-                other tensor of the checkpoint mirrors in shape (no separate or copied head)
+                other tensor of the checkpoint mirrors in shape (no separate or copied head), and
+                that `input_only` knows to be read only by index (the shapes cannot tell it from a
+                tied table whose head is not stored: coarsening Whisper's was measured to ruin it),
                 weighs 1 / EMBED_FACTOR^2 of its elements, so its step is EMBED_FACTOR times
                 coarser relative to its RMS (a weighted tensor's best step goes as
                 sqrt(signal / weight)). A token's row is read once per token, while a layer's
@@ -22,7 +23,7 @@ sensitivity   with statistics that hold NAME.sensitivity (`quant collect-importa
               error, kept within SENSITIVITY_CLAMP x of the `auto` weight (rescaled to the same
               total); tensors without a sensitivity keep their `auto` weight.
 relative-emb  the name of the default before issue 20, kept as a synonym of `auto` (scripts that
-              spell it get the default, which gives all-MiniLM-L6-v2 what it gave).
+              spell it get the default, which gives all-MiniLM-L6-v2 exactly what it gave).
 """
 
 from __future__ import annotations
