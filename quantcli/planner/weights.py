@@ -141,7 +141,7 @@ def objective_weights(elements: list[int], signals: list[float], names: list[str
     tensor of the checkpoint to its shape (the `auto` rule looks at it; without it the token
     table rule is off); `sensitivity` maps tensor names to NAME.sensitivity from the statistics
     (`Importance.sensitivity`; `sensitivity` without it is `auto`)."""
-    del all_names  # no rule reads names any more; kept in the signature for callers
+    del all_names  # `shapes` names every tensor too (the table rule reads them); kept for callers
     if objective == "mse":
         return [float(s) for s in signals]
     if objective == "relative":
