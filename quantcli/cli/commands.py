@@ -181,8 +181,10 @@ Method = Enum("Method", {name: name for name in METHOD_NAMES}, type=str)  # type
 class Objective(str, Enum):
     """What the planner minimises (planner.OBJECTIVES)."""
 
+    auto = "auto"
     relative = "relative"
     mse = "mse"
+    sensitivity = "sensitivity"
     relative_emb = "relative-emb"
 
 
@@ -276,14 +278,14 @@ def quantize(
                                                                       "tensors).")] = SAMPLE,
     candidates: Annotated[Candidates, typer.Option("--candidates", help="Planner: fast = uniform g64/g128/"
                                                                         "channel; all = + nf, kmeans.")] = Candidates.default,
-    objective: Annotated[Objective, typer.Option("--objective", help="Planner: relative-emb = element-weighted "
-                                                                     "relative error, an encoder's input token "
-                                                                     "embeddings 4x coarser (docs/PLANNER.md); "
-                                                                     "relative = without that rule; mse = total "
-                                                                     "squared error (what SQNR over the model "
-                                                                     "measures). With --importance: the layers' "
-                                                                     "output error.")]
-    = Objective.relative_emb,
+    objective: Annotated[Objective, typer.Option("--objective", help="Planner: auto = element-weighted relative "
+                                                 "error with two structural exceptions (an input token table 4x "
+                                                 "coarser, tensors of outlying scale as mse; docs/PLANNER.md); "
+                                                 "relative = without them; mse = total squared error (what SQNR "
+                                                 "over the model measures); sensitivity = each tensor's measured "
+                                                 "output change (--importance with NAME.sensitivity); "
+                                                 "relative-emb = auto. With --importance: the layers' output "
+                                                 "error.")] = Objective.auto,
     importance: Annotated[Optional[str], typer.Option("--importance", metavar="FILE", help="Calibration "
                                                       "statistics (safetensors; docs/IMPORTANCE.md): the tensors "
                                                       "they cover are quantized for their layer's output error.",
@@ -500,32 +502,6 @@ def curve(
             plan_render.print_curve(_stdout(), result)
 
 
-@app.command("collect-importance", cls=QuantCommand)
-def collect_importance(
-    model: Annotated[str, typer.Argument(help="Hugging Face model folder or id (with --numpy-minilm: a .safetensors file).")],
-    text: Annotated[str, typer.Argument(help="Calibration text, one sentence a line.")],
-    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="The statistics file to write (.safetensors).")],
-    gram: Annotated[bool, typer.Option("--gram", help="Also store NAME.gram, the [in, in] mean of x x^T.")] = False,
-    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Also store NAME.sensitivity: the output's "
-                                              "relative change per unit of the tensor's relative error.")] = False,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", metavar="N", help="Use the leading sentences "
-                                                      "that fit in N tokens.", show_default=False)] = None,
-    batch: Annotated[int, typer.Option("--batch", metavar="B", help="Sentences per forward pass.")] = 32,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", metavar="L", help="Tokens per sentence at most "
-                                                      "(default: the model's).", show_default=False)] = None,
-    numpy_minilm: Annotated[bool, typer.Option("--numpy-minilm", help="The numpy forward pass of a BERT encoder "
-                                               "like all-MiniLM-L6-v2 (no torch).")] = False,
-    vocab: Annotated[Optional[str], typer.Option("--vocab", metavar="FILE", help="With --numpy-minilm: vocab.txt "
-                                                 "(default: beside the model).", show_default=False)] = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Record calibration statistics for --importance by running the float model on sample text.
+from .collect import make_collect_command  # noqa: E402  (the command's options live beside it)
 
-    Example: quant collect-importance model/ calib.txt -o imp.safetensors --sensitivity
-    """
-    with _errors(debug):
-        from ..calibration.collect import collect_importance as collect
-
-        _stderr().print(collect(model, text, output, gram=gram, sensitivity=sensitivity, max_tokens=max_tokens,
-                                batch=batch, max_length=max_length, numpy_minilm=numpy_minilm, vocab=vocab),
-                        markup=False, soft_wrap=True)
+app.command("collect-importance", cls=QuantCommand)(make_collect_command(_errors, _stderr))

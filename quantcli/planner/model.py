@@ -133,7 +133,7 @@ class Plan:
     planning_seconds: float
     sample: int
     candidates: list[str]
-    objective: str = "relative-emb"
+    objective: str = "auto"
     baseline_uniform: Baseline | None = None
     baseline_any: Baseline | None = None
     refined: Refined | None = None   # the ecsq steps' re-solve (planner/solve.py)

@@ -198,7 +198,7 @@ def setup(recipe: str | Recipe | None, jobs: int | None, sample: int) -> tuple[R
 def plan_budget(inputs: list[str], budget: Budget, spec: Spec | None = None, *, only: str | None = None,
                 skip: str | None = None, include_1d: bool = False, keep_nonfinite: bool = False,
                 recipe: str | Recipe | None = None, candidates: list[Spec] | None = None, sample: int = SAMPLE,
-                jobs: int | None = 1, objective: str = "relative-emb", trellis: bool = True,
+                jobs: int | None = 1, objective: str = "auto", trellis: bool = True,
                 importance: str | None = None, progress: PhaseProgress | None = None) -> Plan:
     """The dry run: measure on samples, allocate, re-solve, and PREDICT the archive's size
     (nothing written). Fixed-rate choices are sized exactly; entropy-coded ones are predicted
@@ -219,7 +219,7 @@ def quantize_budget(inputs: list[str], output: str, budget: Budget, spec: Spec |
                     only: str | None = None, skip: str | None = None, include_1d: bool = False,
                     keep_nonfinite: bool = False, recipe: str | Recipe | None = None,
                     candidates: list[Spec] | None = None, sample: int = SAMPLE, jobs: int | None = 1,
-                    objective: str = "relative-emb", progress: PhaseProgress | None = None,
+                    objective: str = "auto", progress: PhaseProgress | None = None,
                     trellis: bool = True, importance: str | None = None) -> PlannedQuantizeReport:
     """Plan on samples, then write every tensor once with its chosen setting; the archive never
     exceeds the budget (a bounded correction pass on the written sizes, `write.py`).

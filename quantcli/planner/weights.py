@@ -3,11 +3,12 @@
 relative      n_t: element-weighted relative error (n_t x MSE_t / mean x_t^2).
 mse           sum x_t^2: the total squared error (what SQNR over the model measures).
 auto          the default, data-free and structural (docs/PLANNER.md, "The default objective"):
-              relative, with two measured exceptions that look at shapes and magnitudes only,
-              never at names:
+              relative, with two measured exceptions:
               * the token table (`token_table`): the tensor with the most rows, a vocabulary
                 (at least TABLE_MIN_ROWS rows and TABLE_ASPECT x more rows than columns) that no
-                other tensor of the checkpoint mirrors in shape (no separate or copied head)
+                other tensor of the checkpoint mirrors in shape (no separate or copied head), and
+                that `input_only` knows to be read only by index (the shapes cannot tell it from a
+                tied table whose head is not stored: coarsening Whisper's was measured to ruin it),
                 weighs 1 / EMBED_FACTOR^2 of its elements, so its step is EMBED_FACTOR times
                 coarser relative to its RMS (a weighted tensor's best step goes as
                 sqrt(signal / weight)). A token's row is read once per token, while a layer's
@@ -22,11 +23,12 @@ sensitivity   with statistics that hold NAME.sensitivity (`quant collect-importa
               error, kept within SENSITIVITY_CLAMP x of the `auto` weight (rescaled to the same
               total); tensors without a sensitivity keep their `auto` weight.
 relative-emb  the name of the default before issue 20, kept as a synonym of `auto` (scripts that
-              spell it get the default, which gives all-MiniLM-L6-v2 what it gave).
+              spell it get the default, which gives all-MiniLM-L6-v2 exactly what it gave).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,6 +41,23 @@ TABLE_ASPECT = 8  # rows >= 8 x columns: MiniLM's words 30522 x 384 (79x), Whisp
 # not positional tables: MiniLM's 512 x 384, GPT-2's 1024 x 768, Whisper's 1500 x 512 and 448 x 512
 OUTLIER_RATIO = 4.0  # mean square > 4 x the median's, i.e. RMS > 2 x the median RMS
 SENSITIVITY_CLAMP = 16.0
+
+# The evidence that a token table is read only by index, which shapes cannot give (measured: a tied
+# table whose head is not stored, Whisper's, has the same shape signature and must not be coarsened):
+# a BERT-family input table in a checkpoint with no tensor of a head or a decoder stack.
+_ENCODER_EMBEDDING = re.compile(r"(^|\.)embeddings\.word_embeddings\.weight$")
+_HEAD_OR_DECODER = re.compile(r"(^|\.)(lm_head|cls|generator_lm_head|generator_predictions|decoder|output_embeddings|"
+                              r"embed_out|lm_loss)(\.|$)|^output\.weight$")
+
+
+def input_only(names: Iterable[str]) -> set[str]:
+    """Names of tables known to be inputs only: a BERT-style `...embeddings.word_embeddings.weight`
+    in a checkpoint with no tensor of an output head or a decoder (`lm_head`, `cls.predictions`,
+    `decoder`, ...). The token-table rule needs this besides the shapes (docs/PLANNER.md)."""
+    names = list(names)
+    if any(_HEAD_OR_DECODER.search(n) for n in names):
+        return set()
+    return {n for n in names if _ENCODER_EMBEDDING.search(n)}
 
 
 def token_table(shapes: Mapping[str, Sequence[int]], planned: Iterable[str]) -> str | None:
@@ -86,8 +105,10 @@ def scale_outliers(elements: Sequence[int], signals: Sequence[float]) -> list[fl
 def auto_weights(elements: Sequence[int], signals: Sequence[float], names: Sequence[str],
                  shapes: Mapping[str, Sequence[int]] | None) -> list[float]:
     """The default objective's weights (module docstring). Without `shapes` the token-table rule
-    cannot look and is left out."""
+    cannot look and is left out; it also needs `input_only` evidence for the table."""
     table = token_table(shapes, names) if shapes is not None else None
+    if table is not None and shapes is not None and table not in input_only(shapes):
+        table = None
     return [float(n) * f / (EMBED_FACTOR ** 2 if name == table else 1.0)
             for n, f, name in zip(elements, scale_outliers(elements, signals), names)]
 
@@ -120,7 +141,7 @@ def objective_weights(elements: list[int], signals: list[float], names: list[str
     tensor of the checkpoint to its shape (the `auto` rule looks at it; without it the token
     table rule is off); `sensitivity` maps tensor names to NAME.sensitivity from the statistics
     (`Importance.sensitivity`; `sensitivity` without it is `auto`)."""
-    del all_names  # no rule reads names any more; kept in the signature for callers
+    del all_names  # `shapes` names every tensor too (the table rule reads them); kept for callers
     if objective == "mse":
         return [float(s) for s in signals]
     if objective == "relative":

@@ -139,8 +139,10 @@ def test_weighted_sqnr_definition(model, tmp_path):
 
 
 def test_plan_beats_best_single_setting(model, tmp_path):
+    # weighted SQNR is the `relative` objective's figure; the default (`auto`) weighs this
+    # fixture's large-scale tensors more (docs/PLANNER.md), so it is compared under `relative`
     for bpw in (3.2, 4.0, 5.0):
-        p = plan_budget([model], Budget("bpw", bpw), candidates=CANDS, sample=0)
+        p = plan_budget([model], Budget("bpw", bpw), candidates=CANDS, sample=0, objective="relative")
         assert p.baseline_uniform is not None and p.baseline_any is not None
         # like with like: the plan and its baselines under the plan's own objective weights
         plan, best, uniform = p.objective_sqnr_db, p.baseline_any.objective_sqnr_db, p.baseline_uniform.objective_sqnr_db

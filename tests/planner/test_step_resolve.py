@@ -244,8 +244,9 @@ def test_sensitivity_weights_properties(rows):
 
 
 def test_objective_weights():
-    names = ["emb", "q", "pos"]
-    shapes = {"emb": (2048, 64), "q": (64, 64), "pos": (32, 64)}
+    emb = "embeddings.word_embeddings.weight"
+    names = [emb, "encoder.layer.0.attention.self.query.weight", "pos"]
+    shapes = {emb: (2048, 64), names[1]: (64, 64), "pos": (32, 64)}
     elements = [2048 * 64, 64 * 64, 32 * 64]
     signals = [elements[0] * 1.0, elements[1] * 1.5, elements[2] * 400.0]  # pos: RMS 20x the median
     assert objective_weights(elements, signals, names, "relative", names, shapes=shapes) == [float(n) for n in elements]
@@ -257,8 +258,16 @@ def test_objective_weights():
     assert objective_weights(elements, signals, names, "auto", names)[0] == float(elements[0])
     assert objective_weights(elements, signals, names, "auto", names, shapes={**shapes, "head": (2048, 64)})[0] \
         == float(elements[0])
+    # the same shapes without evidence that the table is an input only (Whisper's tied table, GPT-2's
+    # wte): measured to lose when coarsened, so left alone; a decoder stack's tensor turns it off too
+    other = ["tok", names[1], "pos"]
+    tok_shapes = {"tok": (2048, 64), names[1]: (64, 64), "pos": (32, 64)}
+    assert objective_weights(elements, signals, other, "auto", other, shapes=tok_shapes)[0] == float(elements[0])
+    with_decoder = {**shapes, "decoder.layers.0.fc1.weight": (64, 64)}
+    assert objective_weights(elements, signals, names, "auto", names, shapes=with_decoder)[0] == float(elements[0])
     # sensitivity: auto where there is none; the measured ratios (within the clamp) where there are
-    sens = objective_weights(elements, signals, names, "sensitivity", names, shapes=shapes, sensitivity={"q": 2.0, "emb": 1.0})
+    sens = objective_weights(elements, signals, names, "sensitivity", names, shapes=shapes,
+                             sensitivity={names[1]: 2.0, emb: 1.0})
     assert sens[2] == auto[2] and sens[1] / sens[0] == pytest.approx(2.0) and sens[0] + sens[1] == auto[0] + auto[1]
     assert objective_weights(elements, signals, names, "sensitivity", names, shapes=shapes) == auto
 
