@@ -296,7 +296,7 @@ def test_a_worker_ends_with_the_process_it_watches(pidfd):
     watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     code = ("import os, sys, time\n"
             + ("" if pidfd else "del os.pidfd_open  # the polling fallback\n")
-            + "from quantcli import parallel\nparallel._exit_with(int(sys.argv[1]))\ntime.sleep(60)\n")
+            + "from quantcli.pipeline import parallel\nparallel._exit_with(int(sys.argv[1]))\ntime.sleep(60)\n")
     worker = subprocess.Popen([sys.executable, "-c", code, str(watched.pid)])
     try:
         time.sleep(1.5)

@@ -351,7 +351,8 @@ def test_archive_written_before_the_kernel_rewrite_still_decodes():
     from quantcli import Spec, open_archive, quantize_file
     from quantcli.io.output import SafetensorsWriter
     from quantcli.io.safetensors import SafetensorsFile
-    golden = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "lossless-bc1329b.qnt.safetensors")
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    golden = os.path.join(tests, "golden", "lossless-bc1329b.qnt.safetensors")
     want = old_archive_inputs()
     with SafetensorsFile(golden) as st:
         manifest = json.loads(st.metadata["quant.manifest"])

@@ -77,7 +77,7 @@ def test_second_process_compiles_nothing(trellis_archive, where):
 
 def test_inspect_never_imports_numba(tmp_path):
     np.save(tmp_path / "tiny.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
-    code = ("import sys; from quantcli import entry; sys.argv = ['quant', 'inspect', sys.argv[1]]\n"
+    code = ("import sys; from quantcli.cli import entry; sys.argv = ['quant', 'inspect', sys.argv[1]]\n"
             "try:\n    entry.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numba' or m.startswith('quantcli.kernels')))")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tiny.npy")], capture_output=True, text=True, cwd=ROOT)
