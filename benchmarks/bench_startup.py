@@ -26,7 +26,7 @@ import numpy as np
 COMMANDS = {
     "python -c pass": None,
     "python -c 'import numpy'": ["-c", "import numpy"],
-    "import quantcli.cli.commands": ["-c", "import quantcli.cli.commands"],
+    "import the CLI module": ["-c", "exec('try:\\n import quantcli.cli.commands\\nexcept ImportError:\\n import quantcli.cli')"],
     "quant --version": ["--version"],
     "quant inspect small.npy": ["inspect", "{small}"],
     "quant inspect small.npy --json": ["inspect", "{small}", "--json"],
