@@ -262,7 +262,14 @@ def test_workers_and_their_forkserver_exit_after_sigkill_of_the_parent(tmp_path)
     import signal
     import time
     from safetensors.numpy import save_file
-    from test_signals import _SLOW_WORKERS, TESTS, _alive, _child, _wait_for
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "io", "test_signals.py")
+    spec = importlib.util.spec_from_file_location("signal_helpers", path)
+    assert spec is not None and spec.loader is not None
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    _SLOW_WORKERS, TESTS, _alive, _child, _wait_for = (helpers._SLOW_WORKERS, helpers.TESTS, helpers._alive,
+                                                        helpers._child, helpers._wait_for)
     model = tmp_path / "model.safetensors"
     save_file({f"l{i}.weight": np.ones((8, 16), np.float32) for i in range(4)}, str(model))
     markers = tmp_path / "markers"

@@ -194,7 +194,27 @@ def stored_arrays(enc: Encoding, shape: tuple[int, ...], codec: str = "bitpack"
                 out[role], codecs[role] = coded
                 continue
         out[role] = codec_for(lay).encode(a, lay)
+    if codecs and _not_worth_recording(out, codecs, layout):
+        for role in codecs:
+            out[role] = codec_for(layout[role]).encode(enc.arrays[role], layout[role])
+        codecs = {}
     return out, codecs
+
+
+def _not_worth_recording(out: dict[str, np.ndarray], codecs: dict[str, dict[str, Any]],
+                         layout: dict[str, ArrayLayout]) -> bool:
+    """Whether the entropy-coded arrays of one tensor save fewer bytes than recording them costs in
+    the header: the whole `codecs` entry of the manifest (which the header holds as an escaped JSON
+    string) and up to 7 bytes of the header's 8-byte alignment. Then the tensor is stored with its
+    default codecs, so `--codec entropy` never makes an archive larger than bitpack."""
+    saved = 0
+    for role in codecs:
+        lay = layout[role]
+        default = math.prod(lay.shape) * np.dtype(lay.dtype).itemsize if lay.bits is None else \
+            packed_nbytes(math.prod(lay.shape), lay.bits)
+        saved += default - out[role].nbytes
+    record = len(json.dumps(json.dumps({"codecs": codecs}, separators=(",", ":")))) + 7
+    return saved <= record
 
 
 STORAGE_CODECS = ("bitpack", "entropy")

@@ -133,3 +133,26 @@ def test_sqnr_db_is_total(signal, error, want):
     got = sqnr_db(signal, error)
     assert math.isnan(got) if math.isnan(want) else got == want
     assert ErrorStats(4, signal, error, 1.0).sqnr_db == got or math.isnan(got)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_codec_entropy_never_makes_an_archive_larger_than_bitpack(tmp_path, seed):
+    """Whole files, header included: an entropy-coded array must save more than recording its
+    codec costs in the manifest (and the header's alignment), or the tensor keeps its defaults
+    (the red team's case: nf4 g64 on a small matrix grew by 6-16 bytes)."""
+    import os
+
+    from quantcli import api
+
+    rng = np.random.default_rng(seed)
+    shapes = [(51, 213), (69, 87), (33, 164), (53, 220), (8, 64), (96, 300)]
+    x = rng.standard_normal(shapes[seed]).astype(np.float32)
+    np.save(tmp_path / "w.npy", x)
+    for spec in (dict(method="nf", bits=4, granularity="group", group_size=64),
+                 dict(bits=4, scheme="asymmetric", granularity="group", group_size=64), dict(method="kmeans", bits=3)):
+        sizes = {}
+        for codec in ("bitpack", "entropy"):
+            out = str(tmp_path / f"{codec}.qnt.safetensors")
+            api.quantize([str(tmp_path / "w.npy")], out, codec=codec, **spec)
+            sizes[codec] = os.path.getsize(out)
+        assert sizes["entropy"] <= sizes["bitpack"], (spec, sizes)
