@@ -135,6 +135,10 @@ def quantize(inputs: list[str], output: str = "", *, dry_run: bool = False, targ
     if not output and not dry_run:
         raise ConfigError("quantize needs --output/-o (or --dry-run)")
     budget = planner.budget_from_options(target_bpw, max_size, min_sqnr)
+    fixed = sorted(set(presets.get(preset).options) & SPEC_FIELDS) if preset is not None else []
+    if budget is not None and recipe is None and fixed:  # a preset's setting the planner would ignore
+        raise ConfigError(f"--preset {preset} is a fixed setting and a budget lets the planner choose each "
+                          f"tensor's; give one or the other (a budget preset: best-B)")
     refuse_ignored(spec, set(typed), planned=budget is not None, pinned=recipe is not None)
     if importance is not None and budget is None and recipe is None and not weighs_importance(spec.method):
         raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "

@@ -31,6 +31,8 @@ def test_dry_runs_and_budgets_return_their_reports(tmp_path):
     ({"target_bpw": 3.5, "bits": 4}, {"bits"}, "--bits has no effect with a budget"),
     ({"method": "fp16", "bits": 4}, {"method", "bits"}, "--bits"),
     ({"preset": "int4-g64", "bits": 3}, {"bits"}, "--preset int4-g64 sets --bits"),
+    ({"preset": "int8", "target_bpw": 3.0}, {"target_bpw"}, "--preset int8 is a fixed setting"),
+    ({"preset": "lossless", "max_size": "1MB"}, {"max_size"}, "--preset lossless is a fixed setting"),
     ({"method": "fp16", "importance": "imp.safetensors"}, {"method"}, "--importance has no effect"),
     ({}, set(), "needs --output"),
 ])
