@@ -119,3 +119,20 @@ def test_contract_edge_shapes(name):
         assert out.shape == x.shape and np.isfinite(out).all()
         if not x.any():
             assert not out.any()
+
+
+def test_a_method_with_a_continuous_step_can_be_moved_along_it():
+    """`step` and `at_step` come as a pair: the planner asks `at_step` only of methods whose
+    `step` is not None, so every method that overrides one overrides the other, and the base
+    `at_step` (which refuses) is unreachable from the planner."""
+    from quantcli.methods import METHODS
+    from quantcli.methods.base import Method
+
+    for name, method in METHODS.items():
+        cls = type(method)
+        assert (cls.step is Method.step) == (cls.at_step is Method.at_step), name
+    ecsq = METHODS["ecsq"]
+    spec = ecsq.at_step(Spec(method="ecsq", step=0.1), 0.05, fine=True)
+    assert ecsq.step({**ecsq.params_for((4, 8), spec), "step": 0.05}) == pytest.approx(0.05) and spec.trellis
+    with pytest.raises(NotImplementedError):
+        METHODS["uniform"].at_step(Spec(), 0.1, fine=False)
