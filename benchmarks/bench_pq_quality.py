@@ -16,7 +16,7 @@ import time
 import numpy as np
 from safetensors.numpy import load_file
 
-from quantcli.archive.storage import stored_arrays
+from quantcli.archive.storage import store
 from quantcli.methods import get_method
 import quantcli.methods.pq  # noqa: F401  (registers the pq method)
 from quantcli.spec import Spec
@@ -54,7 +54,7 @@ def main() -> None:
                 enc, err = pq.encode_measured(x, spec)
                 signal += err.signal
                 noise += err.error
-                stored, _ = stored_arrays(enc, x.shape)  # codes as the archive holds them: bit-packed
+                stored, _ = store(enc, x.shape)  # codes as the archive holds them: bit-packed
                 code_bytes += stored["codes"].nbytes
                 book_bytes += stored["codebooks"].nbytes
             secs = time.perf_counter() - start

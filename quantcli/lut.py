@@ -12,10 +12,27 @@ numpy twin it must match bit for bit.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from .errors import InputError
-from .methods.pq import PQCodes
+
+
+class PQCodes(Protocol):
+    """What the products read of a product-quantized `[n, d]` matrix (the pq method's `PQCodes`,
+    reached through `Method.lookup_codes`): float32 codebooks `[M, K, s]`, codes `[n, M]`, the
+    column count `d`, and `_cache` for layouts built on first use."""
+
+    codebooks: np.ndarray
+    codes: np.ndarray
+    d: int
+    _cache: dict
+
+    @property
+    def n(self) -> int: ...
+
+    def pad_columns(self, x: np.ndarray) -> np.ndarray: ...
 
 _QUERY_TILE = 16  # queries per kernel pass: keeps one table tile near the cache for large b
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .archive.container import open_archive
 from .errors import ArchiveError, ConfigError, InputError
+from .methods import LOOKUP, get_method
 from .methods.base import to_float32
 from .io.output import atomic_output, check_output
 from .reports import PQDotReport
@@ -53,14 +54,13 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         ((4, 32), True, True)
     """
     from .lut import lookup_dot
-    from .methods.pq import pq_decode, pq_from_encoding
 
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {repeat}")
     if output is not None:
         check_output(output, [archive_path, query_path] + ([reference] if reference else []), ".npy")
     with open_archive(archive_path) as archive:
-        pq_names = [t.name for t in archive.tensors if t.method == "pq"]
+        pq_names = [t.name for t in archive.tensors if t.method == LOOKUP]
         if tensor is None:
             if len(pq_names) != 1:
                 listed = ", ".join(pq_names[:5]) + (" ..." if len(pq_names) > 5 else "")
@@ -70,11 +70,13 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         t = archive.by_name.get(tensor)
         if t is None:
             raise ConfigError("no such tensor in the archive", path=archive_path, tensor=tensor)
-        if t.method != "pq":
-            raise ConfigError(f"is stored with method {t.method}, not pq; pq-dot needs a pq-encode archive",
-                              path=archive_path, tensor=tensor)
+        if t.method != LOOKUP:
+            raise ConfigError(f"is stored with method {t.method}, not {LOOKUP}; pq-dot needs a pq-encode "
+                              "archive", path=archive_path, tensor=tensor)
+        method = get_method(t.method)
         try:
-            pq = pq_from_encoding(archive.encoding(t), t.shape)
+            enc = archive.encoding(t)
+            pq = method.lookup_codes(enc, t.shape)
         except ArchiveError as e:  # the method's own check names neither file nor tensor
             raise ArchiveError(e.message, path=archive_path, tensor=tensor) from None
     queries = _single_tensor(query_path, "the query file")
@@ -97,7 +99,7 @@ def pq_dot(archive_path: str, query_path: str, tensor: str | None = None, *, out
         err = result.reshape(exact.shape).astype(np.float64) - exact
         norm = float(np.sqrt((exact ** 2).sum()))
         report.relative_error = float(np.sqrt((err ** 2).sum())) / norm if norm else None  # no scale to relate to
-        w_hat = pq_decode(pq)
+        w_hat = method.decode(enc, tuple(t.shape)).reshape(pq.n, pq.d)
         report.dense_ms = _median_ms(lambda: q2 @ w_hat.T, repeat)
         report.lut_ms = _median_ms(lambda: lookup_dot(queries, pq), repeat)
     if output is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
-from .methods import get_method
+from .methods import KEEP, get_method
 from .spec import Spec
 
 if sys.version_info >= (3, 11):
@@ -107,7 +107,7 @@ def load_recipe(path: str) -> Recipe:
             compiled = re.compile(pattern)
         except re.error as e:
             raise ConfigError(f"rule {i}: {pattern!r} is not a valid regular expression: {e}", path=path) from None
-        keep = raw.pop("keep", False)
+        keep = raw.pop(KEEP, False)
         if not isinstance(keep, bool):
             raise ConfigError(f"rule {i}: keep must be true or false", path=path)
         rules.append(Rule(compiled, keep, _options(raw, path, f"rule {i}")))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .methods import KEEP
 from .metrics import ZERO, ErrorStats, archive_bits_per_weight, bits_per_weight
 
 if TYPE_CHECKING:  # an annotation only: importing selection would import every method
@@ -39,7 +40,7 @@ class TensorReport:
 
     @property
     def quantized(self) -> bool:
-        return self.method != "keep"
+        return self.method != KEEP
 
     @property
     def bits_per_weight(self) -> float:

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import ConfigError
+from .methods import DEFAULT as DEFAULT_METHOD
 
 
 class Scheme(str, Enum):
@@ -83,7 +84,7 @@ class Spec:
     The default is the safe one: 8-bit symmetric uniform, one scale per output channel.
     """
 
-    method: str = "uniform"
+    method: str = DEFAULT_METHOD
     bits: int = 8
     scheme: str = "symmetric"
     granularity: str = "channel"

@@ -224,24 +224,20 @@ def test_codebook_rows_is_kmeans_row_groups(tmp_path, seed_matrix):
     assert r.exit_code == 2 and "--codebook-rows needs granularity group" in r.stderr
 
 
-# Places outside quantcli/methods/ that still name a method (a string literal equal to a
-# registered method's name) or import a method module, as of the method life-cycle work. This
-# list may only shrink: a method's knowledge belongs in its module, reached through the registry.
+# Places outside quantcli/methods/ that name a method (a string literal equal to a registered
+# method's name) or import a method module. This list may only shrink: a method's knowledge
+# belongs in its module, reached through the registry (methods.KEEP, DEFAULT, LOOKUP, CHOICES).
 NAMED_METHODS_ALLOWED: dict[str, set[str]] = {
-    # the Method enum of --method, and pq-encode
-    "quantcli.cli.commands": {"bf16", "ecsq", "fp16", "kmeans", "log", "lossless", "nf", "pq", "uniform", "vq"},
-    "quantcli.cli.render": {"keep"},
-    "quantcli.cli.plan_render": {"keep"},
-    "quantcli.archive.inspection": {"keep"},
-    "quantcli.recipe": {"keep"},        # the recipe keyword `method = "keep"`
-    "quantcli.reports": {"keep"},
-    "quantcli.spec": {"uniform"},       # Spec's default method
-    "quantcli.pqdot": {"pq", "methods.pq"},
-    "quantcli.lut": {"methods.pq"},
-    "quantcli.archive.storage": {"lossless"},   # the lossless CODEC's name, which the lossless method shares
-    "quantcli.codecs": {"lossless"},    # the same codec name, inside codecs/
-    "quantcli.presets": {"kmeans", "lossless", "nf", "uniform"},  # named option sets: data, spelled as typed
+    # named option sets, spelled as a user types them (data like a shipped recipe file; adding a
+    # method never touches them; tests/cli checks each preset's method is registered)
+    "quantcli.presets": {"kmeans", "lossless", "nf", "uniform"},
+    "quantcli.codecs": {"lossless"},    # the lossless CODEC's name, inside codecs/ (the method shares it)
 }
+
+
+def _string_constants(path: str) -> set[str]:
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
 
 
 def test_no_method_named_outside_methods():
@@ -253,8 +249,7 @@ def test_no_method_named_outside_methods():
     for mod, path in _modules().items():
         if mod == "quantcli.methods" or mod.startswith("quantcli.methods."):
             continue
-        tree = ast.parse(open(path, encoding="utf-8").read())
-        hits = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names}
+        hits = _string_constants(path) & names
         for dep in _imports(mod, path, set(_modules())):
             if dep.startswith("quantcli.methods.") and dep != "quantcli.methods.base":
                 hits.add(dep.removeprefix("quantcli."))
@@ -262,6 +257,46 @@ def test_no_method_named_outside_methods():
             found[mod] = hits
     extra = {m: sorted(h - NAMED_METHODS_ALLOWED.get(m, set())) for m, h in found.items()}
     assert not {m: h for m, h in extra.items() if h}, "method names or method imports outside methods/"
+    stale = {m: sorted(a - found.get(m, set())) for m, a in NAMED_METHODS_ALLOWED.items()}
+    assert not {m: a for m, a in stale.items() if a}, "shrink NAMED_METHODS_ALLOWED"
+
+
+def test_the_registry_names_cost_no_method_import():
+    """Reading the registry's names (the CLI's --method choices, Spec's default) imports no method
+    module: `quant --help` and `quant inspect x.npy` pay for none. A method module is imported when
+    that method is first asked for, and the registry's names are exactly what is registered."""
+    import subprocess
+    code = ("import sys, quantcli.cli.commands, quantcli.spec, quantcli.methods as m; "
+            "print(sorted(k for k in sys.modules if k.startswith('quantcli.methods.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from quantcli.methods import CHOICES, DEFAULT, KEEP, LOOKUP, METHODS, NAMES
+    assert [METHODS[n].name for n in NAMES] == list(NAMES) and len(METHODS) == len(NAMES)
+    assert [n for n in NAMES if METHODS[n].kept] == [KEEP] and set(CHOICES) == set(NAMES) - {KEEP}
+    assert {DEFAULT, LOOKUP} <= set(CHOICES) and {m.value for m in cli.Method} == set(CHOICES)
+
+
+def test_codecs_are_one_interface_registered_in_one_place():
+    """Every codec (plain and bitpack included) is a `Codec` registered in codecs/__init__.py;
+    each kind of array has exactly one default codec and one entropy codec; the archive layer
+    names no codec: storage and the container ask the registry."""
+    import inspect
+    from quantcli import codecs
+    classes = {c for m in _modules() if m.startswith("quantcli.codecs")
+               for _, c in inspect.getmembers(__import__(m, fromlist=["_"]), inspect.isclass)
+               if issubclass(c, codecs.Codec) and not inspect.isabstract(c)}
+    assert classes == {type(c) for c in codecs.CODECS.values()}
+    for bits in (None, 4):
+        for role in (codecs.DEFAULT, codecs.ENTROPY):
+            assert len([c for c in codecs.CODECS.values() if c.role == role and c.accepts(bits)]) == 1
+    assert codecs.default_for(None).recorded is False and codecs.default_for(4).recorded is False
+    names = set(codecs.CODECS)
+    for mod, path in _modules().items():
+        if mod.startswith("quantcli.archive"):
+            assert not _string_constants(path) & names, mod
+    register_calls = [m for m, p in _modules().items() if "register(" in open(p, encoding="utf-8").read()
+                      and m.startswith("quantcli.codecs")]
+    assert register_calls == ["quantcli.codecs"]
 
 
 def test_at_most_twelve_modules_at_the_top():
@@ -273,11 +308,12 @@ def test_at_most_twelve_modules_at_the_top():
 
 def test_the_cli_parses_calls_one_function_and_renders():
     """The quantize command's body (after its docstring) is at most 40 lines, and no command
-    module imports a method, the planner or the pipeline: business rules live in the library."""
+    module imports a method module, the planner or the pipeline: business rules live in the
+    library (the registry `quantcli.methods`, whose names cost no method import, is allowed)."""
     path = os.path.join(PACKAGE, "cli", "commands.py")
     tree = ast.parse(open(path, encoding="utf-8").read())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "quantize")
     body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body
     assert fn.end_lineno is not None and fn.end_lineno - body[0].lineno + 1 <= 40
     deps = _imports("quantcli.cli.commands", path, set(_modules()))
-    assert not [d for d in deps if d.startswith(("quantcli.methods", "quantcli.planner", "quantcli.pipeline"))], deps
+    assert not [d for d in deps if d.startswith(("quantcli.methods.", "quantcli.planner", "quantcli.pipeline"))], deps

@@ -2,7 +2,8 @@
 
 See docs/FORMAT.md for the complete specification. This module never imports a method's math:
 encodings hold logical arrays (codes unpacked); storage.py maps them to the arrays the file stores
-and back, from each method's declared `layout`, which is also what validates what it reads.
+(`store`, whose `Stored` is the writer's one input) and back, from each method's declared
+`layout`, which is also what validates what it reads.
 Checksums are over the stored bytes.
 """
 
@@ -18,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from .storage import check_codecs, logical_arrays, stored_arrays, stored_layout
+from .storage import Stored, check_codecs, logical_arrays, stored_layout
 from ..errors import ArchiveError, InputError
-from ..methods import KEEP, METHODS, Encoding
+from ..methods import METHODS, Encoding, get_method
 from ..methods.base import ANY, check_values
 from ..io.output import SafetensorsWriter
 from ..io.safetensors import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, json_number_problem, shape_problem, strict_json
@@ -34,7 +35,7 @@ KEY_MANIFEST, KEY_MANIFEST_SHA = "quant.manifest", "quant.manifest.sha256"
 
 def stored_name(tensor: str, role: str, method: str) -> str:
     """Kept tensors keep their own name; a quantized tensor's arrays are `<tensor>/<role>`."""
-    return tensor if method == KEEP else f"{tensor}/{role}"
+    return tensor if get_method(method).kept else f"{tensor}/{role}"
 
 
 def _json_number(value: float) -> float | str:
@@ -77,7 +78,7 @@ class ArchiveTensor:
 
 def _layout_params(t: ArchiveTensor) -> dict[str, Any]:
     """The params a tensor's layout is read from: a kept tensor's is its own dtype."""
-    return {"dtype": t.dtype} if t.method == KEEP else t.params
+    return {"dtype": t.dtype} if get_method(t.method).kept else t.params
 
 
 def tensor_digest(arrays: dict[str, np.ndarray]) -> "hashlib._Hash":
@@ -116,29 +117,23 @@ class ArchiveWriter:
         self.tensors.append(t)
         return t
 
-    def add(self, name: str, code: str, shape: tuple[int, ...], enc: Encoding,
-            metrics: dict[str, Any] | None = None, note: str = "", codec: str = "bitpack") -> ArchiveTensor:
-        """Add one tensor's encoding: its logical arrays are stored through their codecs
-        (`codec`: "bitpack", fixed-rate, or "entropy"; see storage.py)."""
-        stored, codecs = stored_arrays(enc, tuple(shape), codec)
-        return self.add_stored(name, code, shape, enc.method, enc.params, stored, codecs, metrics, note)
-
-    def add_stored(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
-                   stored: dict[str, np.ndarray], codecs: dict[str, dict[str, Any]],
-                   metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
-        """Add one tensor's arrays as stored (`storage.stored_arrays`), with their recorded codecs."""
-        arrays = self._names_for(name, method, sorted(stored))
+    def add(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
+            stored: Stored, metrics: dict[str, Any] | None = None, note: str = "") -> ArchiveTensor:
+        """Add one tensor: its arrays as `storage.store` made them, with their recorded codecs."""
+        arrays = self._names_for(name, method, sorted(stored.arrays))
         digest = hashlib.sha256()
-        for role in sorted(stored):
-            self._out.add(arrays[role], stored[role], digest)
-        return self._entry(name, code, shape, method, params, arrays, digest.hexdigest(), metrics, note, codecs)
+        for role in sorted(stored.arrays):
+            self._out.add(arrays[role], stored.arrays[role], digest)
+        return self._entry(name, code, shape, method, params, arrays, digest.hexdigest(), metrics, note,
+                           stored.codecs)
 
     def add_spilled(self, name: str, code: str, shape: tuple[int, ...], method: str, params: dict[str, Any],
                     pieces: dict[str, tuple[str, tuple[int, ...], int, int]], sha256: str, fd: int,
                     metrics: dict[str, Any] | None = None, note: str = "",
                     codecs: dict[str, dict[str, Any]] | None = None) -> ArchiveTensor:
-        """Add one tensor whose stored arrays another process already wrote (and hashed) into the
-        file open as `fd`: role -> (dtype code, shape, offset, nbytes). They are copied where they are."""
+        """Add one tensor whose stored arrays (`storage.store`'s, in a worker process) are already
+        written and hashed into the file open as `fd`: role -> (dtype code, shape, offset, nbytes).
+        They are copied where they are, never read back into memory."""
         arrays = self._names_for(name, method, sorted(pieces))
         for role in sorted(pieces):
             dcode, ashape, offset, nbytes = pieces[role]
@@ -250,7 +245,7 @@ class Archive:
             raise self._fail(problem, name)
         if not isinstance(method, str) or method not in METHODS:
             raise self._fail(f"unknown method {method!r} (this quantcli knows {', '.join(sorted(METHODS))})", name)
-        if method != KEEP and code not in FLOAT_CODES:
+        if not get_method(method).kept and code not in FLOAT_CODES:
             raise self._fail(f"method {method} needs a float original dtype, not {code}", name)
         if not isinstance(params, dict) or not isinstance(arrays, dict) or not isinstance(sha, str):
             raise self._fail("malformed manifest entry", name)

@@ -25,9 +25,9 @@ def archive_report(archive: Archive) -> list[TensorReport]:
     for t in archive.tensors:
         m = t.metrics
         sq = m.get("sqnr_db", "inf")
+        method = get_method(t.method)
         out.append(TensorReport(
-            t.name, t.dtype, t.shape, t.method,
-            "kept" if t.method == "keep" else get_method(t.method).describe(t.params), t.params, t.size,
+            t.name, t.dtype, t.shape, t.method, "kept" if method.kept else method.describe(t.params), t.params, t.size,
             t.original_nbytes, archive.stored_nbytes(t), float(m.get("mse", 0.0)),
             float(sq) if not isinstance(sq, str) else float(sq.replace("inf", "Infinity")),
             float(m.get("max_abs_err", 0.0)), t.note))

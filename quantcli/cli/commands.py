@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 from rich.console import Console
 
-from .. import __version__, presets
+from .. import __version__, methods, presets
 from .util import (
     ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json, print_report,
     report_json, source_items, stderr_line)
@@ -172,10 +172,8 @@ def inspect(paths: Paths,
             render.print_inspect(_stdout(), items)
 
 
-# The choices are spelled here, not read from the registry, so that `quant --version` does not
-# import every method; tests/cli/test_reports_and_loading.py checks they match METHODS and planner.LEVELS.
-METHOD_NAMES = ("bf16", "ecsq", "fp16", "kmeans", "log", "lossless", "nf", "pq", "uniform", "vq")
-Method = Enum("Method", {name: name for name in METHOD_NAMES}, type=str)  # type: ignore[misc]
+# The registry's names (reading them imports no method module, so start-up stays cheap).
+Method = Enum("Method", {name: name for name in sorted(methods.CHOICES)}, type=str)  # type: ignore[misc]
 
 
 class Objective(str, Enum):
@@ -196,7 +194,7 @@ class Candidates(str, Enum):
     all = "all"
 
 
-SAMPLE = 1 << 16  # planner.SAMPLE, spelled here for the same reason
+SAMPLE = 1 << 16  # planner.SAMPLE, spelled here so that `--help` imports no planner
 
 
 def _typed(ctx: typer.Context) -> set[str]:
@@ -211,7 +209,7 @@ def quantize(
     paths: Paths,
     output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="The archive to write "
                                         "(.qnt.safetensors).", show_default=False)] = "",
-    method: Annotated[Method, typer.Option(help="Quantization method.")] = "uniform",  # type: ignore[assignment]
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = methods.DEFAULT,  # type: ignore[assignment]
     bits: Annotated[int, typer.Option(metavar="N", help="Bits per code (uniform, nf, log: 2-8; kmeans 1-8; "
                                                         "vq 1-16).")] = 8,
     scheme: Annotated[Scheme, typer.Option(help="symmetric (zero maps to zero) or asymmetric (zero point).")]
@@ -424,7 +422,7 @@ def pq_encode(
         from . import render
 
         check_report(report, paths + [output])
-        spec = Spec(method="pq", subvector_dim=subvector_dim, subspaces=subspaces, centroids=centroids, iters=iters,
+        spec = Spec(method=methods.LOOKUP, subvector_dim=subvector_dim, subspaces=subspaces, centroids=centroids, iters=iters,
                     seed=seed, scale_dtype=codebook_dtype.value)
         with _progress(not quiet and not json_out, lambda: source_items(paths)) as progress:
             result = api.quantize_file(paths, output, spec, only=only, skip=skip, jobs=jobs,

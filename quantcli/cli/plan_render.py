@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from rich.console import Console
 
+from ..methods import KEEP
+
 from .render import Col, _bytes, _db, _num, _shape, _width, document, fit_table, print_quantize, quantize_json
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ def plan_doc(p: Plan) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": t.ref.name, "dtype": t.ref.dtype, "shape": list(t.ref.shape),
                                "elements": t.elements, "role": t.role}
         if t.choice is None:
-            doc.update(method="keep", label="kept", predicted_bytes=t.kept_bytes, note=t.note)
+            doc.update(method=KEEP, label="kept", predicted_bytes=t.kept_bytes, note=t.note)
         else:
             c = t.choice
             doc.update(method=c.spec.method, label=c.label, params=c.params, bits=c.params.get("bits", c.spec.bits),

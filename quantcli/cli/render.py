@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import one_line
+from ..methods import KEEP
 
 if TYPE_CHECKING:  # annotations only: rendering needs no numpy or method code at import
     from ..metrics import ErrorStats
@@ -336,7 +337,7 @@ def plan_json(p: PlanReport) -> dict[str, Any]:
     for item, label, size in zip(p.items, p.labels, p.stored_bytes):
         ref = item.ref
         doc = {"name": ref.name, "dtype": ref.dtype, "shape": list(ref.shape), "elements": ref.size,
-               "method": item.spec.method if item.spec is not None else "keep", "label": label, "predicted_bytes": size,
+               "method": item.spec.method if item.spec is not None else KEEP, "label": label, "predicted_bytes": size,
                "bits_per_weight": size * 8 / ref.size if ref.size else 0.0}
         if item.note:
             doc["note"] = item.note

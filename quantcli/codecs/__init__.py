@@ -1,15 +1,14 @@
-"""Codecs: how a stored array's logical values become bytes, and back. Nothing imports this yet.
+"""Codecs: how a logical array (a method's integer codes, scales, kept values) becomes the array an
+archive stores, and back. Every codec is a `Codec` in CODECS, registered at the bottom of this
+module, looked up by the name an archive records next to the array:
 
-Each codec is an object in CODECS, looked up by the name an archive records next to the array:
+    data, params = codec.encode(array, **options)        # stored bytes (or array) and a JSON-able dict
+    codec.check(params, dtype, shape, bits)               # a recorded entry, before decoding: CodecError
+    array = codec.decode(data, params, dtype, shape)      # exactly `shape`, or CodecError
 
-    codec = get(name)
-    data, params = codec.encode(array, **options)   # bytes and a JSON-serialisable dict
-    n = codec.max_decoded_nbytes(params, shape)      # check before decoding: raises CodecError
-    array = codec.decode(data, params, dtype, shape) # exactly `shape`, or CodecError
-
-Contract every codec keeps (so the archive can treat them alike):
+Contract every codec keeps (so storage treats them alike, archive/storage.py):
 - encode is deterministic: the same array (and options) gives the same bytes and params.
-- params hold plain ints, strings, lists and dicts, including the stored byte count(s), so
+- params hold plain ints, strings, lists and dicts, including the stored byte count `nbytes`, so
   `max_decoded_nbytes(params, shape)` can tell from the params alone whether `shape` is justified:
   it raises CodecError when the bytes cannot hold that many values (every codec bounds its
   expansion: see MAX_RATIO / MAX_CODES_PER_WORD) and otherwise returns the bytes of the decoded
@@ -17,29 +16,42 @@ Contract every codec keeps (so the archive can treat them alike):
 - decode validates params and the byte length against `shape` before allocating from `shape`,
   and raises CodecError (a ValueError and an ArchiveError) for anything malformed.
 
+Each codec says what it stores (`stores`: integer codes, plain arrays, or any) and its part in
+storage (`role`): the DEFAULT codec of a kind is implied by the logical layout and recorded
+nowhere (format version 1 bytes); the ENTROPY codec of a kind is what `--codec entropy` tries
+where smaller; a codec with no role is used when a method asks for it (`Method.storage_hint`).
+
 Codecs here:
-  rans      order-0 interleaved rANS for integer codes 0 <= c < alphabet <= 2**16 (entropy.py);
-            encode option `alphabet` (default max(code) + 1, at least 2).
+  plain     the array as it is (default for plain arrays).
+  bitpack   codes of `bits` bits packed little-endian, ceil(n * bits / 8) bytes (bitpack.py; default
+            for codes; its params {"bits"} come from the layout, never from the file).
+  rans      order-0 interleaved rANS for integer codes 0 <= c < alphabet <= 2**16 (entropy.py; the
+            entropy codec for codes); encode option `alphabet` (default max(code) + 1, at least 2).
   crans     context-modelled rANS for the integer codes of a matrix (context.py): contexts from the
             DQ state and the row's scale so far; encode options `alphabet`, `offset`, `dq`.
   lossless  byte planes for any 1/2/4/8-byte dtype, floats rotated so the exponent has its own
-            plane; each plane raw, rANS or zstd (lossless.py). Bit-exact, NaN payloads included.
-A `bitpack` codec (today's quantcli.codecs.bitpack) plugs in by subclassing Codec and calling register().
+            plane; each plane raw, rANS or zstd (lossless.py; the entropy codec for plain arrays).
 Byte layouts: docs/FORMAT.md section 6.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from . import bounds, context, entropy, lossless
+from . import bitpack, bounds, context, entropy, lossless
 from .errors import CodecError
 
-__all__ = ["Codec", "CodecError", "CODECS", "get", "register", "RansCodec", "CransCodec", "LosslessCodec"]
+__all__ = ["Codec", "CodecError", "CODECS", "get", "register", "default_for", "entropy_for",
+           "PlainCodec", "BitpackCodec", "RansCodec", "CransCodec", "LosslessCodec", "CODES", "PLAIN", "ANY"]
+
+# what a codec stores (`Codec.stores`): integer codes (a logical array with `bits`), plain arrays, or any
+CODES, PLAIN, ANY = "codes", "plain", "any"
+# its part in storage (`Codec.role`): implied by the layout, or tried by entropy storage where smaller
+DEFAULT, ENTROPY = "default", "entropy"
 
 
 def _count(shape) -> int:
@@ -56,13 +68,24 @@ def _nbytes(data) -> int:
 
 
 class Codec(ABC):
-    """One way of turning an array into bytes; see the module docstring for the contract."""
+    """One way of turning an array into stored bytes; see the module docstring for the contract."""
 
-    name: str
+    name: ClassVar[str]
+    stores: ClassVar[str] = ANY   # CODES, PLAIN or ANY
+    role: ClassVar[str] = ""      # DEFAULT, ENTROPY or "" (only when a method asks for it)
+
+    def accepts(self, bits: int | None) -> bool:
+        """Whether this codec can store a logical array of `bits` (None: a plain array)."""
+        return self.stores == ANY or (self.stores == CODES) == (bits is not None)
+
+    @property
+    def recorded(self) -> bool:
+        """False for a default codec: implied by the layout, so nothing about it is written."""
+        return self.role != DEFAULT
 
     @abstractmethod
-    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
-        """(bytes, params) for `array` in C order."""
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes | np.ndarray, dict]:
+        """(bytes or the stored array, params) for `array` in C order."""
 
     @abstractmethod
     def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
@@ -72,11 +95,71 @@ class Codec(ABC):
     def max_decoded_nbytes(self, params: dict, shape) -> int:
         """Bytes of the decoded values for `shape`; CodecError if the params cannot justify it."""
 
+    def stored(self, params: dict, dtype, shape, bits: int | None) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, shape) of the stored array: uint8 [nbytes] for a recorded codec."""
+        nbytes = params.get("nbytes", -1) if isinstance(params, dict) else -1
+        return np.dtype(np.uint8), (nbytes if isinstance(nbytes, int) and not isinstance(nbytes, bool) else -1,)
+
+    def check(self, params: dict, dtype, shape, bits: int | None) -> None:
+        """Refuse (CodecError) a recorded entry's params that cannot decode to this logical array,
+        before anything is decoded (its `nbytes` already checked): by default, the bound on
+        what its bytes can hold."""
+        self.max_decoded_nbytes(params, shape)
+
+
+class PlainCodec(Codec):
+    """The array as it is: the default for plain arrays (scales, codebooks, kept values)."""
+
+    name, stores, role = "plain", PLAIN, DEFAULT
+
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes | np.ndarray, dict]:
+        return np.require(array, requirements="C"), {}  # ascontiguousarray would make a 0-d array 1-d
+
+    def stored(self, params: dict, dtype, shape, bits: int | None) -> tuple[np.dtype, tuple[int, ...]]:
+        return np.dtype(dtype), tuple(shape)
+
+    def max_decoded_nbytes(self, params: dict, shape) -> int:
+        return 0  # decoding allocates nothing: the stored array, checked against its layout, is the value
+
+    def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
+        return data
+
+
+class BitpackCodec(Codec):
+    """Codes of `bits` bits (params {"bits"}, from the layout) packed into a bit stream (bitpack.py):
+    the default for codes, so an archive of default codecs is format version 1 byte for byte."""
+
+    name, stores, role = "bitpack", CODES, DEFAULT
+
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes | np.ndarray, dict]:
+        bits = int(options["bits"])
+        a = np.asarray(array)
+        # a code beyond the alphabet would spill into its neighbour's bits: a method's bug, never written
+        if bits < 8 * a.dtype.itemsize and a.size and int(a.max()) >> bits:
+            raise ValueError(f"code {int(a.max())} does not fit {bits} bits")
+        return bitpack.pack_bits(a, bits), {"bits": bits}
+
+    def stored(self, params: dict, dtype, shape, bits: int | None) -> tuple[np.dtype, tuple[int, ...]]:
+        return np.dtype(np.uint8), (bitpack.packed_nbytes(_count(shape), int(params["bits"])),)
+
+    def max_decoded_nbytes(self, params: dict, shape) -> int:
+        return _count(shape) * (1 if int(params["bits"]) <= 8 else 2)
+
+    def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
+        return bitpack.unpack_bits(data, int(params["bits"]), _count(shape)).reshape(tuple(shape))
+
 
 class RansCodec(Codec):
     """Integer codes through entropy.py; params = entropy params plus the stored `nbytes`."""
 
-    name = "rans"
+    name, stores, role = "rans", CODES, ENTROPY
+
+    def check(self, params: dict, dtype, shape, bits: int | None) -> None:
+        alphabet = params.get("alphabet") if isinstance(params, dict) else None
+        if not isinstance(alphabet, int) or isinstance(alphabet, bool) or \
+                not 2 <= alphabet <= max(2, 1 << (bits or 0)):
+            raise CodecError(f"alphabet {alphabet!r} does not fit codes of {bits} bits")
+        super().check(params, dtype, shape, bits)
 
     def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
         """options: `alphabet` (default max(code) + 1, at least 2)."""
@@ -126,7 +209,7 @@ def matrix_view(shape) -> tuple[int, int]:
 class CransCodec(Codec):
     """Codes of a matrix through context.py; params = {"nbytes"} (the rest is in the stream)."""
 
-    name = "crans"
+    name, stores = "crans", CODES
 
     def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
         """options: `alphabet` (default max(code) + 1, at least 2), `offset` (k = code + offset,
@@ -171,15 +254,32 @@ class CransCodec(Codec):
 
 
 class LosslessCodec(Codec):
-    """Any 1/2/4/8-byte dtype, bit-exact, through lossless.py."""
+    """Any 1/2/4/8-byte dtype, bit-exact, through lossless.py; params = its planes and transform
+    plus the stored `nbytes` (the planes' lengths sum to it)."""
 
-    name = "lossless"
+    name, stores, role = "lossless", PLAIN, ENTROPY
 
-    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes, dict]:
-        return lossless.encode(array)
+    def encode(self, array: np.ndarray, **options: Any) -> tuple[bytes | np.ndarray, dict]:
+        data, params = lossless.encode(array)
+        return data, {**params, "nbytes": len(data)}
+
+    @staticmethod
+    def _inner(params: dict) -> dict:
+        """The params lossless.py reads: all but the stored length."""
+        if not isinstance(params, dict):
+            raise CodecError("lossless params must be a dict")
+        return {k: v for k, v in params.items() if k != "nbytes"}
+
+    def check(self, params: dict, dtype, shape, bits: int | None) -> None:
+        super().check(params, dtype, shape, bits)
+        inner = self._inner(params)
+        lossless.max_decoded_count(inner, np.dtype(dtype))  # planes and transform of the declared dtype
+        if sum(p["nbytes"] for p in inner["planes"]) != params["nbytes"]:
+            raise CodecError(f"nbytes {params['nbytes']} is not the sum of its planes' bytes")
 
     def max_decoded_nbytes(self, params: dict, shape) -> int:
-        planes = params.get("planes") if isinstance(params, dict) else None
+        params = self._inner(params)
+        planes = params.get("planes")
         if not isinstance(planes, list) or len(planes) not in (1, 2, 4, 8):
             raise CodecError("lossless params need 1, 2, 4 or 8 planes")
         count = _count(shape)
@@ -191,7 +291,7 @@ class LosslessCodec(Codec):
         return count * len(planes)
 
     def decode(self, data, params: dict, dtype, shape) -> np.ndarray:
-        return lossless.decode(data, params, dtype, _count(shape)).reshape(tuple(shape))
+        return lossless.decode(data, self._inner(params), dtype, _count(shape)).reshape(tuple(shape))
 
 
 CODECS: dict[str, Codec] = {}
@@ -211,6 +311,19 @@ def get(name: str) -> Codec:
         raise CodecError(f"unknown codec {name!r}; known: {', '.join(sorted(CODECS))}") from None
 
 
-register(RansCodec())
-register(CransCodec())
-register(LosslessCodec())
+def _with_role(role: str, bits: int | None) -> Codec:
+    return next(c for c in CODECS.values() if c.role == role and c.accepts(bits))
+
+
+def default_for(bits: int | None) -> Codec:
+    """The codec a logical array of `bits` (None: plain) is stored with when none is recorded."""
+    return _with_role(DEFAULT, bits)
+
+
+def entropy_for(bits: int | None) -> Codec:
+    """The codec entropy storage tries for a logical array of `bits` (None: plain)."""
+    return _with_role(ENTROPY, bits)
+
+
+for _codec in (PlainCodec(), BitpackCodec(), RansCodec(), CransCodec(), LosslessCodec()):
+    register(_codec)

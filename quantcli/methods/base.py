@@ -29,7 +29,7 @@ class ArrayLayout(NamedTuple):
 
     `bits` is None for a plain array (stored as it is) and the code width for integer codes: an
     alphabet of 2**bits values, one code per element, dtype uint8 (bits <= 8) or uint16. How the
-    archive stores an array (bit-packed codes, for now) is the business of quantcli/storage.py.
+    archive stores an array (a codec of quantcli/codecs) is the business of archive/storage.py.
     """
 
     dtype: np.dtype
@@ -75,7 +75,7 @@ class Encoding:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in memory (logical arrays; the archive's size is `storage.stored_nbytes`)."""
+        """Bytes held in memory (logical arrays; the archive's size is `archive.storage.stored_nbytes`)."""
         return sum(int(a.nbytes) for a in self.arrays.values())
 
 
@@ -108,6 +108,9 @@ class Method(ABC):
     reads_narrow_floats: ClassVar[bool] = False
     # True: `encode_importance` chooses something for the weighted error (--importance acts here)
     weighs_importance: ClassVar[bool] = False
+    # True: the method stores a tensor as it is, under its own name and in its own dtype (its
+    # params record nothing; the manifest's dtype is its layout): reports call such tensors kept
+    kept: ClassVar[bool] = False
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""
@@ -251,6 +254,11 @@ class Method(ABC):
         if self.params_for(shape, spec, x) != self.params_for(shape, spec):
             return spec.with_options(scale_dtype="float32")
         return spec
+
+    def lookup_codes(self, enc: Encoding, shape: tuple[int, ...]) -> Any:
+        """The encoding as quantcli/lut.py's lookup-table products read it (codebooks and codes),
+        for the registry's LOOKUP method; ArchiveError for arrays that do not fit `shape`."""
+        raise NotImplementedError(f"{self.name} has no lookup-table form")
 
     def step(self, params: dict[str, Any]) -> float | None:
         """The continuous knob of an encoding with `params` (a grid step), or None for methods

@@ -15,6 +15,7 @@ from . import KEEP, register
 @register
 class Keep(Method):
     name = KEEP
+    kept = True
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:

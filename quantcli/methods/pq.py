@@ -270,5 +270,8 @@ class ProductQuantization(Method):
     def decode(self, enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
         return pq_decode(pq_from_encoding(enc, shape), tuple(shape))
 
+    def lookup_codes(self, enc: Encoding, shape: tuple[int, ...]) -> PQCodes:
+        return pq_from_encoding(enc, shape)
+
     def describe(self, params: dict[str, Any]) -> str:
         return f"pq M{params['subspaces']}x{params['subvector_dim']} K{params['centroids']}"

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
-from ..archive.storage import stored_arrays
+from ..archive.storage import store
 from ..errors import WorkError
 from ..methods import Encoding
 from ..metrics import ErrorStats
@@ -124,7 +124,7 @@ def _worker_encode(name: str, spec: Spec | None, note: str, keep_nonfinite: bool
 
 def spill_encoding(spill: Any, enc: Encoding, shape: tuple[int, ...], codec: str) -> Spilled:
     """Store `enc` (codecs applied) at the end of the open file `spill`, hashed on the way."""
-    stored, codecs = stored_arrays(enc, shape, codec)
+    stored, codecs = store(enc, shape, codec)
     digest = hashlib.sha256()
     pieces = {}
     spill.seek(0, os.SEEK_END)

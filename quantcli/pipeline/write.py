@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from ..archive.container import ArchiveTensor, ArchiveWriter
-from ..archive.storage import stored_arrays
+from ..archive.storage import Stored, store
 from ..errors import ConfigError, InputError, NonFiniteError, QuantError
 from ..methods import KEEP, Encoding, get_method
 from ..methods.base import to_float32
@@ -164,10 +164,10 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
                                        r.enc.sha256, r.spill_fd, metrics_doc(r.err), r.note,
                                        r.enc.codecs)
             else:
-                arrays, codecs = r.stored or stored_arrays(r.enc, tuple(ref.shape), r.codec)
-                stored = sum(int(a.nbytes) for a in arrays.values())
-                t = writer.add_stored(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, arrays, codecs,
-                                      metrics_doc(r.err), r.note)
+                s = Stored(*r.stored) if r.stored else store(r.enc, tuple(ref.shape), r.codec)
+                stored = sum(int(a.nbytes) for a in s.arrays.values())
+                t = writer.add(ref.name, ref.dtype, ref.shape, r.enc.method, r.enc.params, s, metrics_doc(r.err),
+                               r.note)
             reports.append(tensor_report(t, stored, r.err))
             if r.err is not None:
                 stats = stats + r.err

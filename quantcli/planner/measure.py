@@ -169,7 +169,7 @@ def _measure(item: PlanItem, role: str, ctx: _Context) -> TensorPlan:
         rel = err.error / err.signal if err.signal > 0 else 0.0
         method = get_method(item.spec.method)
         if method.entropy_coded:
-            arrays, codecs = storage.stored_arrays(enc, shape, "entropy")
+            arrays, codecs = storage.store(enc, shape, "entropy")
             sized = Sized(ref, enc.method, enc.params, storage.stored_layout(enc.method, shape, enc.params, codecs),
                           "", codecs or None)
         else:

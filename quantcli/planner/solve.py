@@ -134,13 +134,13 @@ def _point(t: TensorPlan, base: Point, step: float, fine: bool, digits: int) -> 
         enc, err = encode_and_measure(xs, spec, t.ref)
     except (InputError, QuantError):  # more levels than the coder's alphabet at this step
         return None
-    arrays, codecs = storage.stored_arrays(enc, tuple(xs.shape), "entropy")
+    arrays, codecs = storage.store(enc, tuple(xs.shape), "entropy")
     coded = {role: int(arrays[role].nbytes) for role in codecs}
     half = None
     if not t.exact and xs.shape[0] >= 4:
         def half() -> tuple[dict[str, int], int]:
             h = np.ascontiguousarray(xs[::2])  # every other row: as representative as the sample
-            arrays2, codecs2 = storage.stored_arrays(encode_and_measure(h, spec, t.ref)[0], tuple(h.shape),
+            arrays2, codecs2 = storage.store(encode_and_measure(h, spec, t.ref)[0], tuple(h.shape),
                                                      "entropy")
             return {role: int(arrays2[role].nbytes) for role in codecs2}, h.size
     sized = predicted(t, enc, xs.size, _coded(t, coded, half, xs.size if not t.exact else t.elements))

@@ -8,16 +8,18 @@ from hypothesis.extra import numpy as hnp
 
 from quantcli import ArchiveError, Spec, open_archive, quantize_file
 from quantcli.archive.container import ArchiveWriter, Archive, KEY_MANIFEST, KEY_MANIFEST_SHA
-from quantcli.methods import get_method
+from quantcli.archive.storage import store
+from quantcli.methods import KEEP, get_method
 from quantcli.io.safetensors import SafetensorsFile, header_bytes
 
 
 def write(path, tensors, spec=Spec()):
     w = ArchiveWriter(str(path))
     for name, x in tensors.items():
-        method = get_method("keep" if x.ndim < 2 or x.dtype.kind != "f" else spec.method)
-        enc = method.encode(x if method.name == "keep" else x.astype(np.float32), spec)
-        w.add(name, {"f": "F32", "i": "I64"}.get(x.dtype.kind, "F32"), x.shape, enc)
+        method = get_method(KEEP if x.ndim < 2 or x.dtype.kind != "f" else spec.method)
+        enc = method.encode(x if method.kept else x.astype(np.float32), spec)
+        w.add(name, {"f": "F32", "i": "I64"}.get(x.dtype.kind, "F32"), x.shape, enc.method, enc.params,
+              store(enc, x.shape))
     return w.finish()
 
 
@@ -142,13 +144,12 @@ def test_plain_safetensors_is_not_an_archive(tiny_model):
 
 def test_checksum_is_over_stored_bytes_and_reading_gives_logical_codes(tmp_path):
     from quantcli.archive.container import tensor_digest
-    from quantcli.archive.storage import stored_arrays
     x = np.random.default_rng(2).standard_normal((6, 10)).astype(np.float32)
     spec = Spec(bits=3, scheme="asymmetric", granularity="group", group_size=4)
     enc = get_method("uniform").encode(x, spec)
     path = tmp_path / "a.qnt.safetensors"
     write(path, {"w": x}, spec)
-    stored, _ = stored_arrays(enc, x.shape)
+    stored, _ = store(enc, x.shape)
     assert stored["codes"].shape == (-(-60 * 3 // 8),) and enc.arrays["codes"].shape == (6, 10)
     with Archive(str(path)) as a:
         t = a.by_name["w"]

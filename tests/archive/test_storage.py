@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from quantcli import InputError, Spec, open_archive, quantize_file
+from quantcli import ArchiveError, InputError, Spec, open_archive, quantize_file
 from quantcli.methods import get_method
 from quantcli.methods.scales import fits, store_narrow
 from quantcli.metrics import ErrorStats, sqnr_db
@@ -156,3 +156,40 @@ def test_codec_entropy_never_makes_an_archive_larger_than_bitpack(tmp_path, seed
             api.quantize([str(tmp_path / "w.npy")], out, codec=codec, **spec)
             sizes[codec] = os.path.getsize(out)
         assert sizes["entropy"] <= sizes["bitpack"], (spec, sizes)
+
+
+# --- the one codec interface: defaults are codecs too, implied and never recorded ---------------
+
+def test_default_codecs_through_the_registry_are_the_format_1_bytes(seed_matrix):
+    """`store` with default codecs gives exactly bitpack.pack_bits for codes and the array itself
+    for plain arrays (the version-1 bytes), records nothing, and decodes back through the same
+    registry to the logical arrays."""
+    from quantcli import codecs
+    from quantcli.archive.storage import logical_arrays, store, stored_layout
+    from quantcli.codecs.bitpack import pack_bits
+    spec = Spec(bits=3, scheme="asymmetric", granularity="group", group_size=4)
+    enc = get_method("uniform").encode(seed_matrix, spec)
+    stored = store(enc, seed_matrix.shape)
+    assert stored.codecs == {}
+    assert stored.arrays["codes"].tobytes() == pack_bits(enc.arrays["codes"], 3).tobytes()
+    assert stored.arrays["scale"].tobytes() == enc.arrays["scale"].tobytes()
+    layout = stored_layout("uniform", seed_matrix.shape, enc.params)
+    assert {r: (a.dtype, a.shape) for r, a in stored.arrays.items()} == layout
+    back = logical_arrays("uniform", seed_matrix.shape, enc.params, stored.arrays)
+    assert all(np.array_equal(back[r], enc.arrays[r]) for r in enc.arrays)
+    assert codecs.default_for(3).name == "bitpack" and codecs.default_for(None).name == "plain"
+    assert codecs.entropy_for(3).name == "rans" and codecs.entropy_for(None).name == "lossless"
+
+
+@pytest.mark.parametrize("entry", [
+    {"codec": "bitpack", "nbytes": 3},   # a default codec is implied, never recorded
+    {"codec": "plain", "nbytes": 3},
+    {"codec": "zstd", "nbytes": 3},      # not a codec of the registry
+    {"codec": ["rans"], "nbytes": 3},    # not even a name
+    {"codec": "lossless", "nbytes": 3},  # a plain-array codec for codes
+])
+def test_a_recorded_entry_must_name_a_recorded_codec_that_can_store_the_array(entry):
+    from quantcli.archive.storage import check_codecs
+    params = get_method("uniform").params_for((4, 6), Spec(bits=4))
+    with pytest.raises(ArchiveError, match="codes"):
+        check_codecs("uniform", (4, 6), params, {"codes": entry})

@@ -57,3 +57,16 @@ def test_help_lists_every_preset_with_its_figures():
     for p in presets.PRESETS.values():
         assert p.name in text and " ".join(p.measured.split()) in text
     assert "best-3.5" in text
+
+
+def test_every_preset_names_a_registered_method_and_options_it_reads():
+    """Presets are data spelled as a user types them: each names a method of the registry and
+    sets only options a Spec has and that method reads (or the command's own)."""
+    from quantcli import Spec
+    from quantcli.methods import CHOICES, get_method
+    from quantcli.methods.base import ALWAYS_READ
+    for p in presets.PRESETS.values():
+        spec_options = {k: v for k, v in p.options.items() if k not in ("include_1d", "target_bpw")}
+        assert spec_options.get("method", "") in CHOICES, p.name
+        spec = Spec(**spec_options)
+        assert set(spec_options) - ALWAYS_READ <= get_method(spec.method).reads(spec), p.name

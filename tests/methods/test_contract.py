@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from quantcli import QuantError, Spec, open_archive, quantize_file
-from quantcli.archive.storage import logical_arrays, stored_arrays, stored_layout, stored_nbytes
+from quantcli.archive.storage import logical_arrays, store, stored_layout, stored_nbytes
 from quantcli.methods import METHODS
 from quantcli.metrics import measure
 from quantcli.codecs.bitpack import pack_bits
@@ -87,7 +87,7 @@ def test_logical_codes_and_stored_layout(name, weights):
             continue
         enc = method.encode(x, spec_for(name))
         layout = method.layout(x.shape, enc.params)
-        stored, _ = stored_arrays(enc, x.shape)
+        stored, _ = store(enc, x.shape)
         declared = stored_layout(name, x.shape, enc.params)
         assert {r: (a.dtype, a.shape) for r, a in stored.items()} == {r: (d, tuple(s)) for r, (d, s) in declared.items()}
         assert stored_nbytes(enc, x.shape) == sum(a.nbytes for a in stored.values())

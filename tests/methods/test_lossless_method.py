@@ -17,6 +17,7 @@ from fuzzing import cli, one_error
 import quantcli
 from quantcli import Spec, open_archive, quantize_file, verify_archive
 from quantcli.archive.container import ArchiveWriter, KEY_MANIFEST, KEY_VERSION
+from quantcli.archive.storage import store
 from quantcli.methods import get_method
 from quantcli.io.safetensors import SafetensorsFile, dtype_code
 from make_samples import transformer_like
@@ -119,7 +120,7 @@ def test_method_and_archive_writer_on_every_shape(tmp_path, dtype, shape):
     assert same_bits(method.decode(enc, shape), x)
     path = str(tmp_path / "a.qnt.safetensors")
     w = ArchiveWriter(path)
-    w.add("t", dtype_code(dtype), shape, enc, codec="entropy")
+    w.add("t", dtype_code(dtype), shape, enc.method, enc.params, store(enc, shape, "entropy"))
     w.finish()
     with open_archive(path) as a:
         assert same_bits(a.decode(a.by_name["t"]), x)

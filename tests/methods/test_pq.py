@@ -37,8 +37,8 @@ def test_golden_421_through_method_and_archive_arrays():
     enc = PQ.encode(SEED_MATRIX, spec)
     assert enc.params["bits"] == 2 and enc.arrays["codes"].dtype == np.uint8
     assert enc.arrays["codes"].shape == (3, 2)  # logical: [rows, M]
-    from quantcli.archive.storage import stored_arrays
-    assert stored_arrays(enc, SEED_MATRIX.shape)[0]["codes"].shape == (2,)  # 6 codes x 2 bits = 12 bits -> 2 bytes
+    from quantcli.archive.storage import store
+    assert store(enc, SEED_MATRIX.shape).arrays["codes"].shape == (2,)  # 6 codes x 2 bits = 12 bits -> 2 bytes
     out = PQ.decode(enc, SEED_MATRIX.shape)
     assert out.dtype == np.float32 and out.shape == (3, 4)
     np.testing.assert_allclose(out, SEED_MATRIX, atol=1e-6)
