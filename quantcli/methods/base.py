@@ -108,6 +108,9 @@ class Method(ABC):
     reads_narrow_floats: ClassVar[bool] = False
     # True: `encode_importance` chooses something for the weighted error (--importance acts here)
     weighs_importance: ClassVar[bool] = False
+    # True: decode gives back the tensor's own bytes (keep, lossless): an archive of such tensors only
+    # records the input file's header, to give the file back byte for byte (archive/original.py)
+    exact: ClassVar[bool] = False
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""

@@ -16,6 +16,7 @@ from . import KEEP, register
 class Keep(Method):
     name = KEEP
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
+    exact = True
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         return Encoding(self.name, {}, {"values": np.require(x, requirements="C")}), x  # 0-d stays 0-d
