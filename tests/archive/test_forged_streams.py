@@ -124,7 +124,7 @@ def test_forged_streams_stay_within_the_bounds(archives, tmp_path, codec, change
     _assert_bounded(*_decode(forged, tmp_path))
 
 
-def crans_wide_tables(nbytes_before: int, codes: int) -> bytes:
+def crans_wide_tables(codes: int) -> bytes:
     """A crans stream of a few hundred bytes whose header declares 64 contexts (DQ split, 32 buckets)
     of a 65,536-symbol alphabet, each table holding two symbols at the lowest precision: the tables
     the decoder allocates (contexts x alphabet) are then 64 n entries for n codes, whatever the bytes."""
@@ -142,7 +142,7 @@ def test_crans_tables_of_a_wide_alphabet_stay_within_the_bounds(archives, tmp_pa
     """The red team's class: a stream of a few hundred bytes that makes the decoder allocate tables
     of 64 x 65,536 entries for a 256 kB output."""
     def change(record, arrays, stored):
-        data = crans_wide_tables(record["nbytes"], SHAPE[0] * SHAPE[1])
+        data = crans_wide_tables(SHAPE[0] * SHAPE[1])
         arrays[stored] = np.frombuffer(data, np.uint8).copy()
         record["nbytes"] = len(data)
 
