@@ -130,3 +130,18 @@ def test_no_case_leaves_files(seeds, workdir):
     seed = seeds["archive-fp16"]
     fz.run_case(seed, "truncate", Exhaustive(0, 3), workdir)
     assert os.listdir(workdir) == ["in.qnt.safetensors"]
+
+
+def test_the_naming_and_cost_rules_notice_what_they_look_for(seeds):
+    """The oracle itself: a refusal that names no file, or a decoding refusal that names no tensor,
+    is a failure; a run over its time or memory bound is a failure."""
+    seed = seeds["stream-int8"]
+    line = "quant: error: /x/in.qnt.safetensors: tensor 'w': its codes array: entropy stream ends early\n"
+    assert fz._naming_problem(seed, "/x/in.qnt.safetensors", "dequantize", "forged", line) == ""
+    assert "does not name the file" in fz._naming_problem(seed, "/y/in.qnt.safetensors", "verify", "forged", line)
+    untensored = line.replace("tensor 'w': ", "")
+    assert "does not name the tensor" in fz._naming_problem(seed, "/x/in.qnt.safetensors", "verify", "forged",
+                                                            untensored)
+    assert fz._naming_problem(seed, "/x/in.qnt.safetensors", "inspect", "forged", untensored) == ""
+    assert "peak RSS" in fz.cost_problem(fz.Run(2, "", line, rss_rise=100 << 20), 10_000)
+    assert "took" in fz.cost_problem(fz.Run(2, "", line, seconds=60.0), 10_000)
