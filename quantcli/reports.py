@@ -68,6 +68,8 @@ class QuantizeReport:
     seconds: float
     quantized: ErrorStats = ZERO
     importance: ImportanceUse | None = None
+    # when `dequantize -o FILE` gives the input file back byte for byte: {"format": "safetensors" or "npy", "sha256"}
+    restores_file: dict[str, str] | None = None
 
     @property
     def quantized_elements(self) -> int:
@@ -104,6 +106,7 @@ class DequantizeReport:
     output_bytes: int
     seconds: float
     copied: list[str] | None = None  # with --like: the model folder's other files copied beside the weights
+    restored: str | None = None  # sha256 of the original file, written back byte for byte and checked
 
 
 @dataclass

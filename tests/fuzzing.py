@@ -38,6 +38,7 @@ import shutil
 import signal
 import struct
 import sys
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ from quantcli.io.safetensors import dtype_code, header_bytes
 CLI = typer.main.get_command(app)  # built once: typer rebuilds it on every CliRunner.invoke (18 ms)
 RUNNER = CliRunner()
 TIME_LIMIT = 20.0  # seconds per command: far above any legitimate run on these tiny files
+# The cost promise (docs/SECURITY.md, "Decode cost"): a command's time and peak memory are linear in
+# the bytes it reads and writes, with a small constant, whatever a stream declares. Generous here
+# (2 shared cores): an honest run on these files takes milliseconds and raises RSS by under 2 MB.
+TIME_BASE, TIME_PER_BYTE = 5.0, 1e-6  # seconds, seconds per byte
+RSS_BASE, RSS_PER_BYTE = 24 << 20, 64  # bytes, bytes per byte
 
 
 class Hang(BaseException):
@@ -70,6 +76,42 @@ class Run:
     stdout: str
     stderr: str
     crash: str = ""  # an exception that escaped the CLI (a traceback), or "hang"
+    seconds: float = 0.0
+    rss_rise: int | None = None  # peak resident bytes above the start of the run (None: not measurable here)
+
+
+def _hwm() -> int | None:
+    """This process's peak resident set (VmHWM), in bytes; None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> int | None:
+    """Reset the peak resident set to the current one (Linux: /proc/self/clear_refs "5"); returns it,
+    or None when the kernel does not allow it (then a run's own peak cannot be told apart)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _hwm()
+
+
+def cost_problem(run: Run, nbytes: int) -> str:
+    """Why a run broke the cost promise for `nbytes` read and written, or ''."""
+    limit = TIME_BASE + TIME_PER_BYTE * nbytes
+    if run.seconds > limit:
+        return f"took {run.seconds:.1f} s for {nbytes} bytes (bound {limit:.1f} s)"
+    limit = RSS_BASE + RSS_PER_BYTE * nbytes
+    if run.rss_rise is not None and run.rss_rise > limit:
+        return f"peak RSS rose {run.rss_rise / 2**20:.1f} MB for {nbytes} bytes (bound {limit / 2**20:.1f} MB)"
+    return ""
 
 
 def invoke(args: list[str]) -> Run:
@@ -78,6 +120,8 @@ def invoke(args: list[str]) -> Run:
         raise Hang()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
+    base = _reset_hwm()
+    start = time.perf_counter()
     signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
     crash = ""
     code = 0
@@ -100,7 +144,10 @@ def invoke(args: list[str]) -> Run:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    return Run(code, sys_out.decode("utf-8", "replace"), sys_err.decode("utf-8", "replace"), crash)
+    seconds = time.perf_counter() - start
+    peak = _hwm() if base is not None else None
+    return Run(code, sys_out.decode("utf-8", "replace"), sys_err.decode("utf-8", "replace"), crash, seconds,
+               None if peak is None or base is None else max(0, peak - base))
 
 
 def cli(*args: Any) -> Run:
@@ -278,6 +325,35 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         seed = Seed(name, "archive", ".qnt.safetensors", data, st_regions(data, True), owners)
         seed.reference = archive_results(path, os.path.join(folder, f"{name}.out.safetensors"))
         seeds[name] = seed
+    # entropy-coded streams need more values than `w` to pay for their tables: every codec (rans, crans,
+    # lossless planes) under every method that stores one, from a 64 x 256 tensor with outlier columns
+    big = (rng.standard_normal((64, 256)) * 0.05).astype(np.float32)
+    big[:, :8] *= 20
+    entropy_src = os.path.join(folder, "src-entropy.safetensors")
+    with open(entropy_src, "wb") as f:
+        f.write(header_bytes([("w", "F32", big.shape, big.nbytes), ("ids", "I64", ids.shape, ids.nbytes)],
+                             {"format": "pt"}) + big.tobytes() + ids.tobytes())
+    streams = {
+        "stream-ecsq": Spec(method="ecsq", step=0.01),  # crans
+        "stream-ecsq-trellis": Spec(method="ecsq", step=0.01, trellis=True),  # crans, DQ contexts
+        "stream-int4-group": Spec(bits=4, scheme="asymmetric", granularity="group", group_size=32, codec="entropy"),
+        "stream-int8": Spec(bits=8, codec="entropy"),  # rans codes
+        "stream-nf4": Spec(method="nf", bits=4, granularity="group", group_size=32, codec="entropy"),
+        "stream-kmeans": Spec(method="kmeans", bits=3, codec="entropy"),
+        "stream-vq": Spec(method="vq", bits=6, vector_dim=2, codec="entropy"),
+        "stream-pq": Spec(method="pq", subvector_dim=4, centroids=16, codec="entropy"),  # lossless codebooks
+        "stream-fp16": Spec(method="fp16", codec="entropy"),  # lossless planes of float16
+        "stream-lossless": Spec(method="lossless"),  # lossless planes of float32, the file restored
+    }
+    for name, spec in streams.items():
+        path = os.path.join(folder, f"{name}.qnt.safetensors")
+        quantize_file([entropy_src], path, spec)
+        data = open(path, "rb").read()
+        seed = Seed(name, "archive", ".qnt.safetensors", data, st_regions(data, True))
+        seed.tensors = {stored: t["name"] for t in _manifest(seed)["tensors"] for stored in t["arrays"].values()}
+        assert _coded(seed), f"seed {name} stores no entropy-coded stream"
+        seed.reference = archive_results(path, os.path.join(folder, f"{name}.out.safetensors"))
+        seeds[name] = seed
     data = open(src, "rb").read()
     # calibration statistics for `w` (--importance): mutated, they must be refused or harmless
     diag = (w * w).mean(axis=0).astype(np.float32)
@@ -298,7 +374,21 @@ def build_seeds(folder: str) -> dict[str, Seed]:
         buf = io.BytesIO()
         save(buf, w=w, bias=bias)
         seeds[name] = Seed(name, "input", ".npz", buf.getvalue(), npz_regions(buf.getvalue()))
+    warm_up(folder, src)
     return seeds
+
+
+def warm_up(folder: str, src: str) -> None:
+    """Run every option set the fuzzer draws once, so each kernel is loaded (numba's cache) before
+    the cost oracle measures a case: loading one costs memory and time once per process."""
+    out, back = os.path.join(folder, "warm.qnt.safetensors"), os.path.join(folder, "warm-back")
+    for options in QUANTIZE_OPTIONS:
+        for args in (["quantize", src, "-o", out, "-q", *options], ["dequantize", out, "-o", back + ".safetensors", "-q"],
+                     ["dequantize", out, "-o", back + ".npz", "-q"]):
+            invoke(args)
+    for leftover in (out, back + ".safetensors", back + ".npz"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
 
 
 def archive_results(path: str, out: str) -> dict[str, Any]:
@@ -488,8 +578,9 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
                     if header[stored]["dtype"] in ("F32", "F16", "BF16"))
     if floats and t0["method"] != "lossless":  # lossless values are data, like kept tensors: NaN is legal
         options.append("float-values")  # every stored float array of every method: finite, sign as required
-    if t0["method"] == "uniform":
-        options += ["code-values"] if t0["params"]["scheme"] == "symmetric" else ["zero-values"]
+    if t0["method"] == "uniform":  # bit-packed codes and zero points (an entropy-coded one is a stream: "stream")
+        role, edit_kind = ("codes", "code-values") if t0["params"]["scheme"] == "symmetric" else ("zero", "zero-values")
+        options += [edit_kind] if role not in t0.get("codecs", {}) else []
     options.append("json-numbers")  # NaN, +-Infinity, 10**400: refused on open by every command
     if "codes" in t0["arrays"]:
         options.append("codes-beyond")  # entropy-coded codes past the method's alphabet
@@ -503,7 +594,10 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         t = m["tensors"][i]
         if kind == "param":
             key = c.choice(sorted(set(BAD_PARAMS) & set(t["params"])))
-            t["params"][key] = c.choice(BAD_PARAMS[key])
+            values = BAD_PARAMS[key]
+            if key == "bits" and t.get("codecs"):  # a stream's codes need no fixed width: 9 or 16 may be legal
+                values = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v > 16]
+            t["params"][key] = c.choice(values)
         elif kind == "drop-param":  # a required one: an optional one (dq, shrink, ...) may go
             required = sorted(set(t["params"]) - OPTIONAL_PARAMS)
             if required:
@@ -516,6 +610,8 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
             t["dtype"] = c.choice(["I64", "BOOL", "U8", "Q4", None])
         elif kind == "shape":
             t["shape"] = c.choice(HUGE_SHAPES + [[t["shape"][0] + 1] + t["shape"][1:], t["shape"] + [2], []])
+            if t.get("codecs"):  # a stream's length is no shape: only decoding it can show the count is wrong
+                command = "read"
         elif kind == "drop-role":
             t["arrays"].pop(c.choice(sorted(t["arrays"])))
         elif kind == "rename-array":
@@ -564,7 +660,7 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
             from quantcli.archive.storage import logical_layout
             lay = logical_layout(t["method"], tuple(t["shape"]), t["params"])["codes"]
             codes = np.zeros(lay.shape, dtype=np.uint16)
-            value = c.choice([2 ** lay.bits, 2 ** lay.bits + 1, 255, 256, 65535])
+            value = c.choice([v for v in (2 ** lay.bits, 2 ** lay.bits + 1, 255, 256, 65535) if v >> lay.bits])
             codes.reshape(-1)[c.int(0, codes.size - 1)] = value
             data, params = CODECS["crans"].encode(codes, alphabet=value + 1)
             arrays[t["arrays"]["codes"]] = np.frombuffer(data, np.uint8).copy()
@@ -608,6 +704,74 @@ def manifest_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
         text += b" " * (-(len(text) + 8) % 8)
         data = _pack(text) + data[8 + n2:]
     return f"resigned-{kind}", data, "finite" if command == "finite" else f"reject-{command}"
+
+
+HOSTILE_VALUES = [0, 1, -1, 2, 7, 255, 2**16, 2**16 + 1, 2**31, 2**40, 2**63 - 1, None, "x", "rans", [], {}, 2.5, True]
+
+
+def _leaves(doc: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of every scalar in a codec record, nested plane records included."""
+    out: list[tuple[Any, Any]] = []
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for k, v in items:
+        out += _leaves(v) if isinstance(v, (dict, list)) else [(doc, k)]
+    return out
+
+
+def _manifest(seed: Seed) -> dict[str, Any]:
+    return json.loads(st_layout(seed.data)[1]["__metadata__"][KEY_MANIFEST])
+
+
+def _coded(seed: Seed) -> list[tuple[int, str]]:
+    """(tensor index, role) of every entropy-coded array of an archive seed."""
+    return [(i, role) for i, t in enumerate(_manifest(seed)["tensors"]) for role in sorted(t.get("codecs", {}))]
+
+
+def stream_edit(seed: Seed, c: Chooser) -> tuple[str, bytes, str]:
+    """Forged entropy-coded streams (rans, crans, lossless planes), re-signed so every checksum holds:
+    stream bytes overwritten, the stream cut short (its byte count made to match), one codec param
+    (lanes, alphabet, table bytes, a plane's codec or byte count, ...) set to a hostile value, the lane
+    count forged down to 1 (rans params, the crans header's varint), or the codec name swapped. Each
+    decoder must refuse in one line naming the file and tensor, or decode values that are finite (but
+    for lossless data, which may be anything), within the cost bounds (`cost_problem`)."""
+    manifest = _manifest(seed)
+    i, role = c.choice(_coded(seed))
+    kind = c.choice(["bytes", "cut", "param", "lanes", "codec"])
+    exact = METHODS[manifest["tensors"][i]["method"]].exact
+
+    def edit(m: dict[str, Any], arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        t = m["tensors"][i]
+        record, stored = t["codecs"][role], t["arrays"][role]
+        a = arrays[stored].reshape(-1)
+        if kind == "bytes":
+            for _ in range(c.int(1, 4)):
+                a[c.int(0, a.size - 1)] = c.int(0, 255)
+        elif kind == "cut":
+            keep = c.int(0, a.size - 1)
+            arrays[stored] = a[:keep].copy()
+            where = [(d, k) for d, k in _leaves(record) if k == "nbytes"]
+            if where:  # lossless: one plane's count, so the total no longer matches its planes
+                d, k = c.choice(where)
+                d[k] = max(0, d[k] - (a.size - keep))
+        elif kind == "param":
+            d, k = c.choice([(d, k) for d, k in _leaves(record) if k != "codec" or d is not record])
+            d[k] = c.choice(HOSTILE_VALUES)
+        elif kind == "lanes" and record["codec"] == "crans":
+            from quantcli.codecs import context
+            (_, _), pos = context._varints(a, 4, 2)
+            (lanes,), end = context._varints(a, pos, 1)
+            forged = np.concatenate([a[:pos], np.frombuffer(context._uleb(c.choice([1, 2, lanes + 1, 2**20])),
+                                                              np.uint8), a[end:]])
+            arrays[stored] = forged
+            record["nbytes"] = int(forged.size)
+        elif kind == "lanes":  # rans (codes, or a lossless plane through rans)
+            d, k = c.choice([(d, k) for d, k in _leaves(record) if k == "lanes"] or [(record, "lanes")])
+            d[k] = c.choice([1, 2, 0, 2**20])
+        else:
+            record["codec"] = c.choice([x for x in ("rans", "crans", "lossless", "bitpack") if x != record["codec"]])
+
+    data = _resign(seed, edit)
+    return f"stream-{kind}", data, "forged-data" if exact else "forged"
 
 
 # Tensor names that are data, not paths or markup: each must survive quantize -> verify ->
@@ -679,7 +843,7 @@ QUANTIZE_OPTIONS = [[], ["--bits", "4", "--granularity", "group", "--group-size"
 
 MUTATIONS: dict[str, Callable[[Seed, Chooser], tuple[str, bytes, str]]] = {
     "truncate": truncate, "bitflip": bitflip, "bytes": byte_edit, "header": header_edit, "manifest": manifest_edit,
-    "names": name_edit, "values": value_edit,
+    "names": name_edit, "values": value_edit, "stream": stream_edit,
 }
 
 
@@ -693,6 +857,8 @@ def mutations_for(seed: Seed) -> list[str]:
         names.append("values")
     if seed.kind == "archive":
         names.append("manifest")
+    if seed.kind == "archive" and _coded(seed):
+        names.append("stream")
     return names
 
 
@@ -707,6 +873,8 @@ class Outcome:
     command: str
     result: str  # "exit 2", "exit 1", or "exit 0 ..." saying why exit 0 was acceptable
     problem: str = ""  # non-empty: the case failed
+    seconds: float = 0.0
+    rss_rise: int | None = None  # peak RSS above the run's start, bytes (None: not measurable)
 
 
 def _listing(folder: str) -> list[str]:
@@ -721,6 +889,21 @@ def _one_line_error(run: Run) -> str:
         return "traceback printed"
     if len(lines) != 1 or not lines[0].startswith("quant: error: "):
         return f"stderr is not one error line: {run.stderr!r}"
+    return ""
+
+
+RESTORED_FILE = "differ from the original file's"  # archive/original.py: the restored bytes, checked as a whole
+
+
+def _naming_problem(seed: Seed, src: str, command: str, expect: str, stderr: str) -> str:
+    """Every refusal of a hostile file names that file; a refused stream or stored value of an
+    archive (found while decoding) names the tensor too."""
+    if src not in stderr:
+        return f"the error does not name the file: {stderr!r}"
+    decoding = expect in ("forged", "forged-data", "reject-decode") and command in ("verify", "dequantize")
+    whole_file = expect == "forged-data" and RESTORED_FILE in stderr  # a check of the file, not of one tensor
+    if seed.kind == "archive" and decoding and "tensor '" not in stderr and not whole_file:
+        return f"the error does not name the tensor: {stderr!r}"
     return ""
 
 
@@ -785,7 +968,7 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
         with open(out, "wb") as f:
             f.write(PREVIOUS)
         run = invoke(args)
-        o = Outcome(seed.name, label, command, f"exit {run.exit_code}")
+        o = Outcome(seed.name, label, command, f"exit {run.exit_code}", seconds=run.seconds, rss_rise=run.rss_rise)
         if run.crash or run.exit_code not in EXIT_CODES:
             o.problem = f"escaped exception ({run.crash})" if run.crash else f"exit status {run.exit_code}"
         elif run.exit_code:
@@ -794,6 +977,8 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                 o.problem = f"left files behind: {_listing(workdir)}"
             if not o.problem and open(out, "rb").read() != PREVIOUS:
                 o.problem = "a failed run changed the previous output"
+            if not o.problem and run.exit_code == 2:
+                o.problem = _naming_problem(seed, src, command, expect, run.stderr)
             if not o.problem and expect == "detect-corruption" and command in ("verify", "dequantize"):
                 tensor = seed.tensors[label.split(":", 1)[1]]
                 if run.exit_code != 2 or f"tensor {tensor!r}" not in run.stderr or "corrupt" not in run.stderr:
@@ -808,12 +993,18 @@ def run_case(seed: Seed, mutation: str, c: Chooser, workdir: str) -> list[Outcom
                 o.result = "exit 0 valid input"
             elif expect == "finite" and not o.problem:
                 o.result = "exit 0 finite values"  # huge but finite stored values, decoded finite
+            elif expect in ("forged", "forged-data") and not o.problem:
+                o.result = "exit 0 edit not read" if command == "inspect" else "exit 0 forged stream decoded"
             elif expect in ("reject-read", "reject-decode") and not o.problem:
                 o.result = "exit 0 edit not read"  # e.g. inspect of bad stored values: dequantize refuses
             elif command == "inspect" and json.loads(run.stdout)["files"][0]["kind"] == "weights":
                 o.result = "exit 0 plain file"  # quant.format edited: no longer claims to be an archive
             else:
                 o.result = "exit 0 same result"
+        if not o.problem:
+            written = os.path.getsize(out) if run.exit_code == 0 and os.path.exists(out) else 0
+            decoded = len(seed.reference["dequantize"]) if seed.kind == "archive" else 0
+            o.problem = cost_problem(run, len(data) + decoded + written)
         if not o.problem and _digest(src) != src_digest:
             o.problem = "the input file changed"
         for leftover in os.listdir(workdir):
@@ -874,10 +1065,10 @@ def _judge_success(seed: Seed, command: str, run: Run, src: str, out: str, expec
         return f"exit 0 but stderr says {run.stderr!r}"
     if expect == "reject":
         return "a truncated file was accepted"
-    if seed.kind == "archive" and command == "dequantize" and nonfinite_output(out):
+    if seed.kind == "archive" and command == "dequantize" and expect != "forged-data" and nonfinite_output(out):
         return nonfinite_output(out)
-    if seed.kind == "archive" and expect == "finite":
-        return ""  # values at the top of their dtype: refused, or accepted and decoded finite (checked above)
+    if seed.kind == "archive" and expect in ("finite", "forged", "forged-data"):
+        return ""  # refused, or accepted and decoded finite (checked above; lossless data may be anything)
     if seed.kind == "archive":
         if expect == "detect-corruption" and command in ("verify", "dequantize"):
             return "a flipped bit in a stored array was not detected"

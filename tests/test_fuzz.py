@@ -48,6 +48,29 @@ def test_mutations_fail_cleanly_or_are_harmless(seeds, workdir, seed_name, mutat
     _assert_clean(fz.run_case(seed, mutation, fz.DrawChooser(data), workdir))
 
 
+STREAMS = ["stream-ecsq", "stream-ecsq-trellis", "stream-int4-group", "stream-int8", "stream-nf4", "stream-kmeans",
+           "stream-vq", "stream-pq", "stream-fp16", "stream-lossless"]  # rans, crans, lossless planes
+
+
+@pytest.mark.parametrize("seed_name", STREAMS)
+@pytest.mark.parametrize("mutation", ["stream", "manifest"])
+@settings(max_examples=25, database=None)
+@given(data=st.data())
+def test_forged_streams_fail_cleanly_or_decode_within_the_cost_bounds(seeds, workdir, seed_name, mutation, data):
+    """Re-signed forgeries of every entropy-coded stream (bytes, length, codec params, lanes, codec
+    name) and manifest edits: one line naming the file and tensor, or a finite decode that verify and
+    dequantize agree on; every run within the cost bounds (`fuzzing.cost_problem`)."""
+    _assert_clean(fz.run_case(seeds[seed_name], mutation, fz.DrawChooser(data), workdir))
+
+
+def test_every_codec_and_method_has_a_stream_seed(seeds):
+    """The stream seeds cover each codec an archive records, under every method that stores one."""
+    coded = {(fz._manifest(seeds[n])["tensors"][i]["method"], fz._manifest(seeds[n])["tensors"][i]["codecs"][role]["codec"])
+             for n in STREAMS for i, role in fz._coded(seeds[n])}
+    assert {c for _, c in coded} == {"rans", "crans", "lossless"}
+    assert {m for m, _ in coded} == {"ecsq", "uniform", "nf", "kmeans", "vq", "pq", "fp16", "lossless"}
+
+
 class Exhaustive(fz.Chooser):
     """Pins the region and the offset; other choices come from a fixed sequence."""
 
@@ -107,3 +130,18 @@ def test_no_case_leaves_files(seeds, workdir):
     seed = seeds["archive-fp16"]
     fz.run_case(seed, "truncate", Exhaustive(0, 3), workdir)
     assert os.listdir(workdir) == ["in.qnt.safetensors"]
+
+
+def test_the_naming_and_cost_rules_notice_what_they_look_for(seeds):
+    """The oracle itself: a refusal that names no file, or a decoding refusal that names no tensor,
+    is a failure; a run over its time or memory bound is a failure."""
+    seed = seeds["stream-int8"]
+    line = "quant: error: /x/in.qnt.safetensors: tensor 'w': its codes array: entropy stream ends early\n"
+    assert fz._naming_problem(seed, "/x/in.qnt.safetensors", "dequantize", "forged", line) == ""
+    assert "does not name the file" in fz._naming_problem(seed, "/y/in.qnt.safetensors", "verify", "forged", line)
+    untensored = line.replace("tensor 'w': ", "")
+    assert "does not name the tensor" in fz._naming_problem(seed, "/x/in.qnt.safetensors", "verify", "forged",
+                                                            untensored)
+    assert fz._naming_problem(seed, "/x/in.qnt.safetensors", "inspect", "forged", untensored) == ""
+    assert "peak RSS" in fz.cost_problem(fz.Run(2, "", line, rss_rise=100 << 20), 10_000)
+    assert "took" in fz.cost_problem(fz.Run(2, "", line, seconds=60.0), 10_000)

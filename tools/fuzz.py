@@ -4,8 +4,9 @@
 
 Uses the same seeds, mutations and oracle as tests/test_fuzz.py (tests/fuzzing.py), drawing the
 choices from random.Random(seed) so a run can be repeated. Prints, per command, how many runs ended
-in exit 2 / exit 1 / exit 0 (and why exit 0 was acceptable), per mutation family the same, then every failing case (rerun
-with the same seed and count to reproduce it). Exit status 1 if any case failed.
+in exit 2 / exit 1 / exit 0 (and why exit 0 was acceptable), per mutation family the same, the slowest
+run and the largest peak-RSS rise (the cost oracle's margins), then every failing case (rerun with the
+same seed and count to reproduce it). Exit status 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> int:
     by_command: collections.Counter[tuple[str, str]] = collections.Counter()
     by_family: collections.Counter[tuple[str, str]] = collections.Counter()
     failures = []
+    slowest, highest = (0.0, ""), (0, "")  # the cost oracle's margins: worst time and RSS rise seen
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quant-fuzz-") as tmp:
         seeds = fz.build_seeds(os.path.join(tmp, "seeds"))
@@ -46,6 +48,9 @@ def main() -> int:
                 outcome = "failed" if o.problem else o.result
                 by_command[(o.command, outcome)] += 1
                 by_family[(mutation, outcome)] += 1
+                where = f"case {i}: {o.seed} {o.mutation} {o.command}"
+                slowest = max(slowest, (o.seconds, where))
+                highest = max(highest, (o.rss_rise or 0, where))
                 if o.problem:
                     failures.append({"case": i, "seed": o.seed, "mutation": o.mutation, "command": o.command,
                                      "problem": o.problem})
@@ -55,6 +60,8 @@ def main() -> int:
         print(json.dumps({"cases": args.cases, "runs": runs, "seconds": round(seconds, 1), "seed": args.seed,
                           "by_command": {f"{c} {r}": n for (c, r), n in sorted(by_command.items())},
                           "by_mutation": {f"{m} {r}": n for (m, r), n in sorted(by_family.items())},
+                          "slowest_run": {"seconds": round(slowest[0], 3), "case": slowest[1]},
+                          "largest_rss_rise": {"bytes": highest[0], "case": highest[1]},
                           "failures": failures}, indent=2))
     else:
         print(f"{args.cases} cases, {runs} command runs, {seconds:.1f} s, seed {args.seed}")
@@ -62,6 +69,8 @@ def main() -> int:
             print(f"\n{title}:")
             for (key, outcome), n in sorted(counts.items()):
                 print(f"  {key:<11} {outcome:<20} {n:>8}")
+        print(f"\nslowest run {slowest[0]:.2f} s ({slowest[1]}); largest peak-RSS rise "
+              f"{highest[0] / 2**20:.1f} MB ({highest[1]})")
         print(f"\nfailures: {len(failures)}")
         for f in failures[:50]:
             print(f"  case {f['case']}: {f['seed']} {f['mutation']} {f['command']}: {f['problem']}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from . import original as original_file
 from .storage import Stored, check_codecs, logical_arrays, stored_layout
 from ..errors import ArchiveError, InputError
 from ..methods import METHODS, Encoding, get_method
@@ -140,10 +141,11 @@ class ArchiveWriter:
             self._out.add_spilled(arrays[role], dcode, ashape, fd, offset, nbytes)
         return self._entry(name, code, shape, method, params, arrays, sha256, metrics, note, codecs or {})
 
-    def finish(self, header_size: int | None = None) -> int:
+    def finish(self, header_size: int | None = None, original: dict[str, Any] | None = None) -> int:
         """Publish the archive; returns its size in bytes. `header_size` pads the header with
-        spaces to exactly that many bytes (the planner fixes an archive's size before its metrics exist)."""
-        return self._out.finish(manifest_metadata(self.tensors), header_size)
+        spaces to exactly that many bytes (the planner fixes an archive's size before its metrics exist);
+        `original` is the input file's record when every tensor is stored exactly (original.py)."""
+        return self._out.finish(manifest_metadata(self.tensors, original), header_size)
 
     def abort(self) -> None:
         self._out.close()
@@ -162,12 +164,13 @@ def _compact_metric(value: Any) -> Any:
     return float(f"{value:.{METRIC_DIGITS}g}") if isinstance(value, float) else value
 
 
-def manifest_metadata(tensors: list[ArchiveTensor]) -> dict[str, str]:
+def manifest_metadata(tensors: list[ArchiveTensor], original: dict[str, Any] | None = None) -> dict[str, str]:
     """The safetensors metadata of an archive holding `tensors`: format keys, manifest and its checksum."""
     docs = [t.to_json() for t in tensors]
     for doc in docs:
         doc["metrics"] = {k: _compact_metric(v) for k, v in doc["metrics"].items()}
-    manifest = json.dumps({"tensors": docs}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    whole = {"tensors": docs, **({original_file.KEY: original} if original else {})}
+    manifest = json.dumps(whole, sort_keys=True, separators=(",", ":"), allow_nan=False)
     version = 2 if any(t.codecs or METHODS[t.method].format_version(t.params) >= 2 for t in tensors) else 1
     return {KEY_SAFETENSORS_FORMAT: FORMAT, KEY_FORMAT: FORMAT, KEY_VERSION: str(version),
             KEY_PRODUCER: f"quantcli {__version__}", KEY_MANIFEST: manifest,
@@ -230,6 +233,10 @@ class Archive:
         extra = set(self.file.entries) - set(used)
         if extra:
             raise self._fail(f"stored array {sorted(extra)[0]!r} belongs to no tensor")
+        try:  # the input file's header, when the archive can give the file back byte for byte
+            self.original = original_file.layout(doc[original_file.KEY], tensors) if original_file.KEY in doc else None
+        except ArchiveError as e:
+            raise self._fail(e.message, e.tensor) from None
         return tensors
 
     def _tensor(self, doc: Any) -> ArchiveTensor:
@@ -317,12 +324,21 @@ class Archive:
     def verify(self) -> list[str]:
         """Names of tensors whose stored bytes do not match their checksum."""
         bad = []
+        lay = self.original  # the input file's record: its bytes are hashed as dequantize would write them
+        restored = hashlib.sha256(lay.header) if lay else None
+        size = len(lay.header) if lay else 0
         for t in self.tensors:
             arrays = {role: self.file.read(stored) for role, stored in t.arrays.items()}
             if tensor_digest(arrays).hexdigest() != t.sha256:
                 bad.append(t.name)
             else:  # and the values, as dequantize would (codes in range, finite output): ArchiveError
-                self.decode(t)
+                values = self.decode(t)
+                if lay and restored:
+                    piece = lay.tensor_bytes(values)
+                    restored.update(piece)
+                    size += piece.nbytes
+        if lay and restored and not bad and original_file.restored_problem(lay, restored, size):
+            raise self._fail(original_file.restored_problem(lay, restored, size))
         return bad
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ folder of safetensors shards with a Hugging Face index."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,8 +16,9 @@ from typing import Callable
 import numpy as np
 
 from .container import Archive, open_archive
+from .original import restored_problem
 from ..methods import KEEP
-from ..errors import ConfigError, InputError
+from ..errors import ArchiveError, ConfigError, InputError
 from ..io.output import WEIGHT_FILE, FolderOutput, SafetensorsWriter, atomic_output, check_output
 from ..reports import DequantizeReport
 from ..io.safetensors import DTYPES, FLOAT_CODES
@@ -122,6 +124,9 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     whatever `dtype` says (bit for bit).
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
     Values beyond the range of a narrower `dtype` (float16, bfloat16) are refused, never written as inf.
+    An archive that records its input file (every tensor stored exactly: archive/original.py) gives
+    that file back byte for byte to an output of its format with `dtype` "original", or refuses
+    (nothing written) when the bytes would differ from the recorded sha256.
     With `like` (the original model's folder) and a folder output, the model folder's other files
     (configs, tokenizer, sub-folders: `model_folder_files`) are copied beside the weights, in the
     same all-or-nothing publication, so the folder loads with `from_pretrained`.
@@ -171,7 +176,21 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
                 progress(done, total, t.name)
             return out
 
-        if to_folder:
+        lay = archive.original
+        restore = lay is not None and not to_folder and dtype == "original" and kind == f".{lay.format}"
+        if restore:
+            assert lay is not None
+            with atomic_output(output) as f:  # the input file, byte for byte, or nothing
+                digest, size = hashlib.sha256(lay.header), len(lay.header)
+                f.write(lay.header)
+                for i in range(len(archive.tensors)):
+                    piece = lay.tensor_bytes(values(i))
+                    f.write(piece)
+                    digest.update(piece)
+                    size += piece.nbytes
+                if restored_problem(lay, digest, size):
+                    raise ArchiveError(restored_problem(lay, digest, size), path=archive_path)
+        elif to_folder:
             size = _write_shards(archive, archive_path, output, targets, limit, values,
                                  {name: os.path.join(like, name) for name in extra or []} if like else {})
         elif kind == ".safetensors":
@@ -194,7 +213,8 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
                             with zf.open(info, "w", force_zip64=True) as out:
                                 np.lib.format.write_array(out, values(i), allow_pickle=False)
             size = os.path.getsize(output)
-    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start, extra)
+    return DequantizeReport(output, archive_path, written, size, time.perf_counter() - start, extra,
+                            lay.sha256 if restore and lay else None)
 
 
 def _write_shards(archive: Archive, archive_path: str, folder: str, targets: list[str], limit: int,

@@ -194,6 +194,7 @@ def quantize_json(r: QuantizeReport, command: str = "quantize") -> dict[str, Any
                if r.quantized.output_sqnr_db is not None else {}),
         },
         **({"importance": importance_json(r.importance)} if r.importance is not None else {}),
+        **({"restores_file": r.restores_file} if r.restores_file is not None else {}),
     )
 
 
@@ -259,6 +260,9 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
     rate = f", {r.input_bytes / 1e6 / r.seconds:.0f} MB/s" if r.seconds else ""
     console.print(f"input {_bytes(r.input_bytes)} -> archive {_bytes(r.archive_bytes)} (headers and kept tensors "
                   f"included): {100 * r.ratio:.2f}% of the input, {r.seconds:.2f} s{rate}")
+    if r.restores_file:
+        console.print(f"dequantize -o FILE.{r.restores_file['format']} gives the input file back byte for byte "
+                      f"(header, key order and metadata included; its sha256 {r.restores_file['sha256'][:12]} is checked)")
     if r.ratio > 1:
         header = r.archive_bytes - r.quantized_stored_bytes - r.kept_stored_bytes
         console.print(f"note: the archive is {r.ratio:.2f}x the size of the input: its header ({_bytes(header)}: "
@@ -269,11 +273,14 @@ def print_quantize(console: Console, r: QuantizeReport) -> None:
 def dequantize_json(r: DequantizeReport) -> dict[str, Any]:
     return document("dequantize", archive=r.archive, output=r.output, output_bytes=r.output_bytes,
                     seconds=r.seconds, tensors=[{"name": n, "dtype": d, "shape": list(s)} for n, d, s in r.tensors],
-                    **({"copied": r.copied} if r.copied is not None else {}))
+                    **({"copied": r.copied} if r.copied is not None else {}),
+                    **({"restored_sha256": r.restored} if r.restored is not None else {}))
 
 
 def print_dequantize(console: Console, r: DequantizeReport) -> None:
     console.print(f"{safe(r.output)}: {len(r.tensors)} tensors, {_bytes(r.output_bytes)}, {r.seconds:.2f} s")
+    if r.restored:
+        console.print(f"the original file, byte for byte (sha256 {r.restored[:12]} checked)")
     if r.copied is not None:
         console.print(f"copied beside them from the model folder: {safe(', '.join(r.copied) or 'nothing')}")
 

@@ -13,7 +13,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -163,6 +163,65 @@ class Entry:
         return self.end - self.start
 
 
+Fail = Callable[..., Exception]  # fail(message, tensor=None): the error to raise, naming the file
+
+
+def parse_header(raw: bytes, size: int, fail: Fail) -> tuple[dict[str, Entry], dict[str, str]]:
+    """Validate the JSON header `raw` of a `size`-byte file (length prefix and `raw` included):
+    every entry's dtype, shape and offsets, a buffer without holes, overlaps or trailing bytes.
+    The one parser for files on disk and for the original header an archive records."""
+    try:
+        header = strict_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise fail(f"malformed safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise fail("malformed safetensors header: not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise fail("malformed safetensors header: __metadata__ must map strings to strings")
+    for text in (*header, *metadata, *metadata.values()):
+        if name_problem(text):
+            raise fail(f"malformed safetensors header: {name_problem(text)}")
+    base = 8 + len(raw)
+    entries = {name: _entry(name, info, base, size - base, fail) for name, info in header.items()}
+    pos = base
+    for start, end, name in sorted((e.start, e.end, e.name) for e in entries.values()):
+        if start != pos:
+            what = "overlaps another tensor" if start < pos else "leaves a hole before it"
+            raise fail(f"malformed: data_offsets {what}", name)
+        pos = end
+    if pos != size:
+        raise fail(f"malformed: {size - pos} bytes after the last tensor" if pos < size else "truncated")
+    return entries, dict(metadata)
+
+
+def _entry(name: str, info: Any, base: int, buffer_len: int, fail: Fail) -> Entry:
+    if not isinstance(info, dict):
+        raise fail("malformed header entry", name)
+    code = info.get("dtype")
+    if not isinstance(code, str) or code not in DTYPES:
+        raise fail(f"unsupported dtype {code!r}", name)
+    shape = info.get("shape")
+    problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"
+    if problem:
+        raise fail(problem, name)
+    offsets = info.get("data_offsets")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise fail(f"malformed data_offsets {offsets!r}", name)
+    begin, end = offsets
+    if not 0 <= begin <= end:
+        raise fail(f"malformed data_offsets {offsets!r}", name)
+    if end > buffer_len:
+        raise fail(f"truncated: data ends at byte {end} of a {buffer_len}-byte buffer", name)
+    assert isinstance(shape, list)  # checked above
+    expected = math.prod(shape) * DTYPES[code].itemsize
+    if end - begin != expected:
+        raise fail(f"holds {end - begin} bytes, but shape {shape} of {code} needs {expected}", name)
+    return Entry(name, code, tuple(shape), base + begin, base + end)
+
+
 class SafetensorsFile:
     """A validated, lazily read safetensors file. Use as a context manager or call close()."""
 
@@ -195,61 +254,8 @@ class SafetensorsFile:
             raise self._fail(f"not a safetensors file: {header_length_problem(n)}")
         if 8 + n > size:
             raise self._fail(f"truncated: header says {n} header bytes, file has {size - 8}")
-        raw = self._f.read(n)
-        try:
-            header = strict_json(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise self._fail(f"malformed safetensors header: {e}") from None
-        if not isinstance(header, dict):
-            raise self._fail("malformed safetensors header: not a JSON object")
-        metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise self._fail("malformed safetensors header: __metadata__ must map strings to strings")
-        for text in (*header, *metadata, *metadata.values()):
-            if name_problem(text):
-                raise self._fail(f"malformed safetensors header: {name_problem(text)}")
-        base = 8 + n
-        buffer_len = size - base
-        entries: dict[str, Entry] = {}
-        for name, info in header.items():
-            entries[name] = self._entry(name, info, base, buffer_len)
-        spans = sorted((e.start, e.end, e.name) for e in entries.values())
-        pos = base
-        for start, end, name in spans:
-            if start != pos:
-                what = "overlaps another tensor" if start < pos else "leaves a hole before it"
-                raise self._fail(f"malformed: data_offsets {what}", name)
-            pos = end
-        if pos != size:
-            raise self._fail(f"malformed: {size - pos} bytes after the last tensor" if pos < size
-                             else "truncated")
-        return entries, dict(metadata), n
-
-    def _entry(self, name: str, info: Any, base: int, buffer_len: int) -> Entry:
-        if not isinstance(info, dict):
-            raise self._fail("malformed header entry", name)
-        code = info.get("dtype")
-        if not isinstance(code, str) or code not in DTYPES:
-            raise self._fail(f"unsupported dtype {code!r}", name)
-        shape = info.get("shape")
-        problem = shape_problem(shape) if isinstance(shape, list) else f"malformed shape {shape!r}"
-        if problem:
-            raise self._fail(problem, name)
-        offsets = info.get("data_offsets")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            raise self._fail(f"malformed data_offsets {offsets!r}", name)
-        begin, end = offsets
-        if not 0 <= begin <= end:
-            raise self._fail(f"malformed data_offsets {offsets!r}", name)
-        if end > buffer_len:
-            raise self._fail(f"truncated: data ends at byte {end} of a {buffer_len}-byte buffer", name)
-        assert isinstance(shape, list)  # checked above
-        expected = math.prod(shape) * DTYPES[code].itemsize
-        if end - begin != expected:
-            raise self._fail(f"holds {end - begin} bytes, but shape {shape} of {code} needs {expected}", name)
-        return Entry(name, code, tuple(shape), base + begin, base + end)
+        entries, metadata = parse_header(self._f.read(n), size, self._fail)
+        return entries, metadata, n
 
     def read(self, name: str) -> np.ndarray:
         """The array, read from disk now (a fresh, writable array)."""

@@ -111,6 +111,9 @@ class Method(ABC):
     # True: the method stores a tensor as it is, under its own name and in its own dtype (its
     # params record nothing; the manifest's dtype is its layout): reports call such tensors kept
     kept: ClassVar[bool] = False
+    # True: decode gives back the tensor's own bytes (keep, lossless): an archive of such tensors only
+    # records the input file's header, to give the file back byte for byte (archive/original.py)
+    exact: ClassVar[bool] = False
 
     def encode(self, x: np.ndarray, spec: Spec) -> Encoding:
         """Quantize `x` (float32, the tensor's own shape); refuses a spec `check_spec` refuses."""

@@ -17,6 +17,7 @@ class Keep(Method):
     name = KEEP
     kept = True
     value_rules = {"values": ANY}  # data: a kept tensor may hold NaN (--keep-nonfinite)
+    exact = True
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         return Encoding(self.name, {}, {"values": np.require(x, requirements="C")}), x  # 0-d stays 0-d

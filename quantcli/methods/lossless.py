@@ -60,6 +60,7 @@ class Lossless(Method):
     entropy_coded = True
     reads_narrow_floats = True  # takes any float dtype as it is; never refuses NaN/Inf
     value_rules = {"values": ANY}  # the data itself, NaN and Inf included, bit for bit
+    exact = True  # the whole input file comes back byte for byte (archive/original.py)
 
     def _encode(self, x: np.ndarray, spec: Spec) -> tuple[Encoding, np.ndarray | None]:
         values = np.require(x, requirements="C")  # ascontiguousarray would make a 0-d array 1-d

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from ..archive import original as original_file
 from ..archive.container import ArchiveTensor, ArchiveWriter
 from ..archive.storage import Stored, store
 from ..errors import ConfigError, InputError, NonFiniteError, QuantError
@@ -146,7 +147,8 @@ class Encoded(NamedTuple):
 
 
 def write_archive(output: str, results: Iterable[Encoded], total: int, progress: Progress | None = None,
-                  header_size: Callable[[], int] | None = None) -> tuple[list[TensorReport], ErrorStats, int]:
+                  header_size: Callable[[], int] | None = None, original: dict[str, Any] | None = None
+                  ) -> tuple[list[TensorReport], ErrorStats, int]:
     """THE archive write loop: add each encoded tensor in order, publish atomically (nothing is
     left behind on failure). `header_size`, when given, fixes the header's length (the planner's
     exact sizes). Returns the per-tensor reports, the summed error and the archive's bytes."""
@@ -174,7 +176,7 @@ def write_archive(output: str, results: Iterable[Encoded], total: int, progress:
             done += ref.nbytes
             if progress:
                 progress(done, total, ref.name)
-        archive_bytes = writer.finish(header_size() if header_size is not None else None)
+        archive_bytes = writer.finish(header_size() if header_size is not None else None, original)
     except BaseException:
         writer.abort()
         raise
@@ -207,16 +209,19 @@ def quantize(sources: Sources, inputs: list[str], plan: list[PlanItem], output: 
             for item, (enc, err, note) in workers.run(plan):
                 yield Encoded(item.ref, enc, err, note, workers.spill_fd(enc))
 
+    exact = [item.spec is None or get_method(item.spec.method).exact for item in plan]
+    original = original_file.record(sources.files, all(exact) and not all(item.keep for item in plan))
     ok = False
     try:
         reports, stats, archive_bytes = write_archive(output, results(), sum(r.nbytes for r in sources.refs),
-                                                      progress)
+                                                      progress, original=original)
         ok = True
     finally:
         if workers is not None:
             workers.close(ok)
     return QuantizeReport(output, list(inputs), reports, sources.input_bytes, archive_bytes,
-                          time.perf_counter() - start, stats, importance_use(importance, reports))
+                          time.perf_counter() - start, stats, importance_use(importance, reports),
+                          {"format": original["format"], "sha256": original["sha256"]} if original else None)
 
 
 def open_importance(path: str | None, sources: Sources) -> Importance | None:

@@ -30,6 +30,7 @@ SETTINGS = {
     "ecsq-trellis": Spec(method="ecsq", step=0.02, trellis=True),
 }
 
+# lossless: the manifest records the input file's header and sha256 since issue 22 (archive/original.py)
 # ecsq-step: 2,256 B since a codec record that costs more than it saves is not written (was 2,270 B)
 PINNED = {
     "bf16": "4881e735198aca2c22cc0ebcfda02dfcc1848f22fafa012dd103e2b35991ad73",
@@ -38,7 +39,7 @@ PINNED = {
     "fp16": "32c9f2aae595cfc9f969f9448892c228585c3b5b4bb3c98c7021599281182045",
     "kmeans3-tensor": "cde3c94822bc5fa32d9e8384f81be7eaf294cad765a2da29cbd85fb319e2af0a",
     "kmeans4-norm-g16": "89e6206e7ee8304d30d309f845518071342ee3a9ef0e099dfbf859f0a1cdfb4e",
-    "lossless": "f690f6720e6508e0f984b1c602803196d89f946d00024a1ae3241a5861ac26f3",
+    "lossless": "14068544cd1b43e281af4538b8f57ba2d4acfbf0a873c19a1e4eb5d32169ce29",
     "log3-channel": "ac6ea1352a949ad2d9e67f6046825e19affd7521d94a617c2919a244d47ddd8c",
     "nf4-g16": "65875454fbecca4aa3e9c3e92bed2aa005af20b0068c62e9acc463c8bb2267da",
     "pq-k16-s4": "651cbf7deaf165c57552871be3783f6b8955da8482a5d9e2d7a5486057e37f65",
