@@ -18,7 +18,7 @@ from .rans import decode_status, decode_step, encode_lanes
 
 # numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
 # DEPENDS (a digest of _jit.py, dq.py, rans.py, checked by tests/test_structure.py) makes this file change with them.
-DEPENDS = "b70c80a7432aa64d"
+DEPENDS = "5a325713b856e542"
 
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
@@ -174,7 +174,7 @@ def tables(bits, nctx, alphabet, prec, lo, span, freq):
         total = 0
         cap = (1 << p) - (1 << (p - 6))
         first = nf
-        for i in range(m):
+        for _ in range(m):
             v, pos = _gamma(bits, pos, nb)
             if v < 0:
                 return 1, nf

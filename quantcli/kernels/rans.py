@@ -1,5 +1,6 @@
 """The rANS core shared by `rans` and `crans` (the state update each way, the one lane loop of both
-encoders, the decoders' final check) and the kernels of the order-0 coder `rans` (codecs/entropy.py; stream layout in docs/FORMAT.md section 6.3).
+encoders, the decoders' final check) and the kernels of the order-0 coder `rans` (codecs/entropy.py;
+stream layout in docs/FORMAT.md section 6.3).
 
 A lane's state x lives in [2**32, 2**64) and is renormalised in 32-bit words. A symbol of frequency
 f and cumulative frequency c, at precision p (frequencies sum to 2**p), is encoded as
