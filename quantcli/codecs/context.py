@@ -26,7 +26,11 @@ kernels/rans.py and kernels/dq.py), imported when a stream is coded; tests/oracl
 the numpy twins they must match bit for bit.
 
 Bounds: frequencies are capped at 2**P - 2**(P-6), so each code costs >= log2(64/63) bits and
-n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating.
+n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating. The
+decoder's tables are as large as the stream and the output need, never [contexts, alphabet]:
+one entry per symbol of each used context's span (each costs a table bit), and slot tables of
+at most 8 (n + 64 u) entries for u used contexts (the encoder's cap on 2**P, max_slots), checked
+before they are built.
 """
 
 from __future__ import annotations
