@@ -23,8 +23,9 @@ from ._jit import jit
 DEPENDS = "2dbfa5bb8d804b2f"
 
 
-
 class _NoScipyLinalg(importlib.abc.MetaPathFinder):
+    """Refuses scipy.linalg while installed in sys.meta_path (see _load_registries)."""
+
     def find_spec(self, name, path, target=None):
         if name == "scipy.linalg" or name.startswith("scipy.linalg."):
             raise ImportError("not while numba loads its registries")
@@ -70,7 +71,7 @@ def encode_step(x, f, c, p):
     (after the push, if any). Scalars in and out: numba inlines it without reference counting,
     and the push stays a branch in the caller (faster than a select here: it is rarely taken).
     A 64-bit division: a float reciprocal with an exact correction (ryg_rans' idea) measured no
-    faster on this machine (benchmarks/bench_kernels.py; docs/BENCHMARKS.md section 11b)."""
+    faster on this CPU (docs/BENCHMARKS.md section 11b)."""
     return ((x // f) << p) + (x % f) + c
 
 
