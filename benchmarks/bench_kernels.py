@@ -126,7 +126,13 @@ def _crans_loops(context, codes, alphabet, offset, blob, rows, cols):
     if new:
         fc = (fi | (cum.astype(np.int64) << 16)).astype(np.uint32)
         out = np.empty((rows, cols), np.uint16)
-        args = (stream, states.copy(), fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
+        if k.decode.py_func.__code__.co_argcount == 13:  # sparse tables: each context's span, here all
+            fbase = np.arange(nctx, dtype=np.int64) * alphabet
+            slot2idx = np.repeat(np.arange(nctx * alphabet, dtype=np.int32), fi.reshape(-1))
+            args = (stream, states.copy(), fc.reshape(-1), fbase, prec, slot2idx, start, offset, split, rho,
+                    buckets, base, out)
+        else:
+            args = (stream, states.copy(), fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
         dec = k.decode
     else:
         out = np.empty((cols, rows), np.uint16)

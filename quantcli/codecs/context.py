@@ -26,7 +26,11 @@ kernels/rans.py and kernels/dq.py), imported when a stream is coded; tests/oracl
 the numpy twins they must match bit for bit.
 
 Bounds: frequencies are capped at 2**P - 2**(P-6), so each code costs >= log2(64/63) bits and
-n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating.
+n <= 1410 (W + L) as for `rans` (entropy.MAX_CODES_PER_WORD); checked before allocating. The
+decoder's tables are as large as the stream and the output need, never [contexts, alphabet]:
+one entry per symbol of each used context's span (each costs a table bit), and slot tables of
+at most 8 (n + 64 u) entries for u used contexts (the encoder's cap on 2**P, max_slots), checked
+before they are built.
 """
 
 from __future__ import annotations
@@ -147,9 +151,21 @@ def _table_bits(freq: np.ndarray) -> int:
     return 4 + int(_gamma_len(np.array([lo + 1, hi - lo + 1])).sum() + _gamma_len(_zigzag(d) + 1).sum())
 
 
+def max_slots(n: int) -> int:
+    """The largest 2**P a context of n codes may use (the encoder's rule, which bounds the
+    decoder's slot tables by the output: 8 (n + 64) slots per used context at most). On MiniLM
+    and synthetic codes the best P never came near it (2**P <= 3.4 max(n, 64))."""
+    return 8 * max(n, 64)
+
+
+def max_total_slots(n: int, used: int) -> int:
+    """The most slots `used` contexts holding n codes in all can declare under max_slots."""
+    return 8 * (n + 64 * used)
+
+
 def choose_table(counts: np.ndarray) -> tuple[int, np.ndarray | None, float]:
-    """(P, frequencies, estimated bits of table + codes), P (near-)minimising that total; (UNUSED,
-    None, 4) for a context with no codes."""
+    """(P, frequencies, estimated bits of table + codes), P (near-)minimising that total with
+    2**P <= max_slots(n); (UNUSED, None, 4) for a context with no codes."""
     counts = np.asarray(counts, np.int64)
     n = int(counts.sum())
     if n == 0:
@@ -159,7 +175,7 @@ def choose_table(counts: np.ndarray) -> tuple[int, np.ndarray | None, float]:
 
     def cost(p: int) -> tuple[int, np.ndarray | None, float]:
         if p not in seen:
-            f = quantize_counts_p(counts, p) if MIN_P <= p <= MAX_P else None
+            f = quantize_counts_p(counts, p) if MIN_P <= p <= MAX_P and 1 << p <= max_slots(n) else None
             bits = np.inf if f is None else \
                 float(np.sum(counts[present] * (p - np.log2(f[present])))) + _table_bits(f)
             seen[p] = (p, f, bits)
@@ -391,16 +407,16 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     if not fits(nctx, alphabet, n):
         raise CodecError(f"{nctx} contexts of alphabet {alphabet} exceed what {n} codes justify")
     bits = np.unpackbits(buf[pos:pos + tnb], bitorder="little")
-    freq = np.zeros((nctx, alphabet), np.int64)
-    prec = np.zeros(nctx, np.int64)
+    prec, lo, span = np.zeros(nctx, np.int64), np.zeros(nctx, np.int64), np.zeros(nctx, np.int64)
+    freq = np.empty(bits.size, np.int32)  # each frequency costs >= 1 bit: the spans fit, whatever they say
     from ..kernels import crans
 
-    status = crans.tables(bits, nctx, alphabet, freq, prec)
+    status, nf = crans.tables(bits, nctx, alphabet, prec, lo, span, freq)
     if status:
         raise CodecError(_TABLE_ERRORS[status - 1])
     width = np.where(prec > 0, 1 << prec, 0)
-    if int(width.sum()) > 64 * n + (1 << 17):
-        raise CodecError("table precisions exceed what the declared count justifies")
+    if int(width.sum()) > max_total_slots(n, int(np.count_nonzero(prec))):
+        raise CodecError(f"table precisions declare {int(width.sum())} slots, more than {n} codes justify")
     pos += tnb
     states = buf[pos:pos + 8 * lanes].view("<u8").astype(np.uint64)
     if np.any(states < np.uint64(1 << 32)):
@@ -409,11 +425,19 @@ def decode(data, rows: int, cols: int) -> np.ndarray:
     words[:-1] = buf[pos + 8 * lanes:].view("<u4")
     words[-1] = 0
     dt = entropy.output_dtype(alphabet)
-    start = np.cumsum(width) - width  # slot -> symbol tables back to back, one per used context
-    slot2sym = np.repeat(np.tile(np.arange(alphabet, dtype=dt), nctx), freq.reshape(-1))
-    fc = (freq | ((np.cumsum(freq, axis=1) - freq) << 16)).astype(np.uint32)  # both < 2**16: one load
+    # Sparse tables, sized by the spans and slots the stream declares (both bounded above), never
+    # [contexts, alphabet]: symbol s of context c is entry fbase[c] + s of the flat arrays, and each
+    # context's slots follow the previous ones' (start), as its frequencies (summing to 2**P) do;
+    # a slot maps to its entry (uint16 unless the spans hold more than 2**16 entries).
+    f = freq[:nf].astype(np.int64)
+    fstart = np.cumsum(span) - span
+    fbase = fstart - lo
+    start = np.cumsum(width) - width
+    gcum = np.cumsum(f) - f  # = start[c] + the cumulative frequency inside context c
+    slot2idx = np.repeat(np.arange(nf, dtype=np.uint16 if nf <= 1 << 16 else np.int32), f)
+    fc = (f | ((gcum - np.repeat(start, span)) << 16)).astype(np.uint32)  # both < 2**16: one load
     out = np.empty((rows, cols), dt)
-    status = crans.decode(words, states, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out)
+    status = crans.decode(words, states, fc, fbase, prec, slot2idx, start, offset, split, rho, buckets, base, out)
     if status:
         raise CodecError(_STREAM_ERRORS[status - 1])
     return out

@@ -14,11 +14,11 @@ import numpy as np
 
 from ._jit import jit
 from .dq import next_state
-from .rans import LOW, decode_step, encode_pushes, encode_step
+from .rans import decode_status, decode_step, encode_lanes
 
 # numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
 # DEPENDS (a digest of _jit.py, dq.py, rans.py, checked by tests/test_structure.py) makes this file change with them.
-DEPENDS = "3bcd67337fee3d9f"
+DEPENDS = "858fa85f220b8a93"
 
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
@@ -76,31 +76,17 @@ def walk(kt, offset, split, rho, buckets, base, ctx, counts):
 
 @jit
 def encode(sym, ctx, freq, cum, prec, lanes, words, states):
-    """Encodes sym (symbol i in lane i % lanes, context ctx[i] at precision prec[ctx]) backwards;
-    returns the number of words written (in reverse decoding order)."""
-    n = sym.size
-    for j in range(lanes):
-        states[j] = LOW
-    nw = 0
-    steps = (n + lanes - 1) // lanes
-    for t in range(steps - 1, -1, -1):
-        base = t * lanes
-        for j in range(min(lanes, n - base) - 1, -1, -1):
-            c = ctx[base + j]
-            s = sym[base + j]
-            x, f, p = states[j], freq[c, s], np.uint64(prec[c])
-            if encode_pushes(x, f, p):
-                words[nw] = np.uint32(x & np.uint64(0xFFFFFFFF))
-                nw += 1
-                x = x >> np.uint64(32)
-            states[j] = encode_step(x, f, cum[c, s], p)
-    return nw
+    """Encodes sym (symbol i in lane i % lanes, context ctx[i] at precision prec[ctx]) backwards:
+    rans.encode_lanes' context case. Returns the number of words written."""
+    return encode_lanes(sym, ctx, freq, cum, prec, lanes, words, states)
 
 
 @jit
-def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out):
-    """Codes out [rows, cols], decoded column by column; fc[c, s] = freq | cum << 16 of symbol s in
-    context c.
+def decode(words, init, fc, fbase, prec, slot2idx, start, offset, split, rho, buckets, base, out):
+    """Codes out [rows, cols], decoded column by column. The tables are sparse, one span of symbols
+    per used context, back to back: a slot of context c is entry i = slot2idx[start[c] + slot],
+    fc[i] = freq | cum << 16, and the symbol is i - fbase[c] (the subtraction is off the state's
+    chain of dependent loads, which the dense [context, symbol] table had one add longer).
     0 ok, 1 words run out, 2 words left / a lane not back at LOW, 3 a code in an unused context."""
     rows, cols = out.shape
     lanes = init.size
@@ -121,9 +107,10 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
                 return 3
             xj = x[ln]
             slot = xj & ((np.uint64(1) << np.uint64(p)) - np.uint64(1))
-            s = slot2sym[start[c] + np.int64(slot)]
+            i = np.int64(slot2idx[start[c] + np.int64(slot)])
+            e = np.uint64(fc[i])
+            s = i - fbase[c]
             out[r, j] = s
-            e = np.uint64(fc[c, s])
             x[ln], more = decode_step(xj, e & np.uint64(0xFFFF), slot - (e >> np.uint64(16)), np.uint64(p),
                                       words[min(pos, nwords)])
             pos += more
@@ -131,14 +118,7 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
             v = np.int64(s) + offset
             st[r] = next_state(st[r], v & 1)
             srow[r] = min(srow[r] + abs(v), SUM_CAP)
-    if pos > nwords:
-        return 1
-    if pos != nwords:
-        return 2
-    for j in range(lanes):
-        if x[j] != LOW:
-            return 2
-    return 0
+    return decode_status(x, pos, nwords)
 
 
 @jit
@@ -159,14 +139,19 @@ def _gamma(bits, pos, nb):
 
 
 @jit
-def tables(bits, nctx, alphabet, freq, prec):
-    """Fills freq [nctx, alphabet] and prec [nctx] from the table bits: 0, or an error code
-    (1 truncated, 2 bad precision, 3 span, 4 not a distribution, 5 bits left over)."""
+def tables(bits, nctx, alphabet, prec, lo, span, freq):
+    """Reads the table bits into prec [nctx] (0: context unused), lo and span [nctx] (the symbols
+    lo[c] .. lo[c] + span[c] - 1 of context c) and the flat `freq`, which gets each used context's
+    span of frequencies in turn: no [nctx, alphabet] array, whatever the header declares. Every
+    frequency costs at least one bit, so bits.size entries of `freq` always suffice.
+    Returns (0 or an error code: 1 truncated, 2 bad precision, 3 span, 4 not a distribution,
+    5 bits left over; frequencies written)."""
     pos = 0
     nb = bits.size
+    nf = 0
     for c in range(nctx):
         if pos + 4 > nb:
-            return 1
+            return 1, nf
         pc = (np.int64(bits[pos]) | (np.int64(bits[pos + 1]) << 1) | (np.int64(bits[pos + 2]) << 2)
               | (np.int64(bits[pos + 3]) << 3))
         pos += 4
@@ -175,36 +160,38 @@ def tables(bits, nctx, alphabet, freq, prec):
             continue
         p = pc + 6
         if p > 16:
-            return 2
+            return 2, nf
         prec[c] = p
         lo1, pos = _gamma(bits, pos, nb)
         m, pos = _gamma(bits, pos, nb)
         if lo1 < 0 or m < 0:
-            return 1
-        lo = lo1 - 1
-        if m < 1 or lo + m > alphabet:
-            return 3
+            return 1, nf
+        lo[c] = lo1 - 1
+        span[c] = m
+        if m < 1 or lo1 - 1 + m > alphabet:
+            return 3, nf
         prev = 0
         total = 0
         cap = (1 << p) - (1 << (p - 6))
-        for i in range(m):
+        first = nf
+        for _ in range(m):
             v, pos = _gamma(bits, pos, nb)
             if v < 0:
-                return 1
+                return 1, nf
             v -= 1
             d = v >> 1 if v & 1 == 0 else -((v + 1) >> 1)
             f = prev + d
             if f < 0 or f > cap:
-                return 4
-            freq[c, lo + i] = f
+                return 4, nf
+            freq[nf] = f
+            nf += 1
             total += f
             prev = f
-        if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != (1 << p):
-            return 4
+        if freq[first] == 0 or freq[nf - 1] == 0 or total != (1 << p):
+            return 4, nf
     if pos + 8 <= nb:
-        return 5
+        return 5, nf
     for i in range(pos, nb):
         if bits[i]:
-            return 5
-    return 0
-
+            return 5, nf
+    return 0, nf

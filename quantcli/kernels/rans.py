@@ -1,5 +1,6 @@
-"""The rANS core (one state update each way, shared by `rans` and `crans`) and the kernels of the
-order-0 coder `rans` (codecs/entropy.py; stream layout in docs/FORMAT.md section 6.3).
+"""The rANS core shared by `rans` and `crans` (the state update each way, the one lane loop of both
+encoders, the decoders' final check) and the kernels of the order-0 coder `rans` (codecs/entropy.py;
+stream layout in docs/FORMAT.md section 6.3).
 
 A lane's state x lives in [2**32, 2**64) and is renormalised in 32-bit words. A symbol of frequency
 f and cumulative frequency c, at precision p (frequencies sum to 2**p), is encoded as
@@ -10,6 +11,9 @@ All arithmetic is uint64 (numba would turn a mix with int64 into float64).
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
+
 import numpy as np
 
 from ._jit import jit
@@ -17,6 +21,37 @@ from ._jit import jit
 # numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
 # DEPENDS (a digest of _jit.py, checked by tests/test_structure.py) makes this file change with them.
 DEPENDS = "2dbfa5bb8d804b2f"
+
+
+class _NoScipyLinalg(importlib.abc.MetaPathFinder):
+    """Refuses scipy.linalg while installed in sys.meta_path (see _load_registries)."""
+
+    def find_spec(self, name, path, target=None):
+        if name == "scipy.linalg" or name.startswith("scipy.linalg."):
+            raise ImportError("not while numba loads its registries")
+        return None
+
+
+def _load_registries() -> None:
+    """numba loads its array registries at the first call of any kernel, and numba.np.arraymath
+    then probes for BLAS by importing scipy.linalg when scipy is installed: 0.13 s of CPU and 130
+    modules on every `quant dequantize` of an entropy-coded or lossless archive, for BLAS that no
+    kernel here calls. Load them now with that import refused (a no-op once they are loaded). The
+    only trace: numba code in this process computes np.cov / np.correlate's inner products
+    with a loop instead of BLAS (np.dot still imports scipy when compiled)."""
+    if "numba.np.arraymath" in sys.modules:
+        return
+    refuse = _NoScipyLinalg()
+    sys.meta_path.insert(0, refuse)
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+    finally:
+        sys.meta_path.remove(refuse)
+
+
+_load_registries()
 
 LOW = np.uint64(1 << 32)  # lane states live in [LOW, 2**64)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -34,7 +69,9 @@ def encode_pushes(x, f, p):
 def encode_step(x, f, c, p):
     """The state after encoding a symbol (frequency f, cumulative c, precision p) onto state x
     (after the push, if any). Scalars in and out: numba inlines it without reference counting,
-    and the push stays a branch in the caller (faster than a select here: it is rarely taken)."""
+    and the push stays a branch in the caller (faster than a select here: it is rarely taken).
+    A 64-bit division: a float reciprocal with an exact correction (ryg_rans' idea) measured no
+    faster on this CPU (docs/BENCHMARKS.md section 11b)."""
     return ((x // f) << p) + (x % f) + c
 
 
@@ -49,18 +86,27 @@ def decode_step(x, f, bias, p, w):
 
 
 @jit
-def histogram(sym, counts):
-    """counts[s] += 1 for every symbol (np.bincount would widen uint8/uint16 to int64 first)."""
-    for i in range(sym.size):
-        counts[sym[i]] += 1
+def decode_status(x, pos, nwords):
+    """A decoder's verdict once every symbol is out: 0, 1 when it read past the words, 2 when
+    words are left over or a lane's state is not back at LOW (where every encoder starts)."""
+    if pos > nwords:
+        return 1
+    if pos != nwords:
+        return 2
+    for j in range(x.size):
+        if x[j] != LOW:
+            return 2
+    return 0
 
 
 @jit
-def encode(sym, freq, cum, lanes, words, states):
-    """Encodes sym (symbol i in lane i % lanes, 16-bit precision) backwards, as rANS is a stack;
-    returns the number of words written to `words` (in reverse decoding order)."""
+def encode_lanes(sym, ctx, freq, cum, prec, lanes, words, states):
+    """The one lane loop of both encoders: symbol i goes to lane i % lanes, encoded backwards (rANS
+    is a stack); returns the number of words written to `words` (in reverse decoding order).
+    `crans`: symbol i in context ctx[i], frequency freq[ctx, s], cumulative cum[ctx, s], precision
+    prec[ctx]. `rans`: ctx is a 2-D placeholder, freq[s], cum[s], precision prec (an integer);
+    numba folds `ctx.ndim` before typing, so each compiled case keeps only its own branch."""
     n = sym.size
-    p = np.uint64(16)
     for j in range(lanes):
         states[j] = LOW
     nw = 0
@@ -69,13 +115,31 @@ def encode(sym, freq, cum, lanes, words, states):
         base = t * lanes
         for j in range(min(lanes, n - base) - 1, -1, -1):
             s = sym[base + j]
-            x, f = states[j], freq[s]
+            if ctx.ndim == 2:
+                f, c, p = freq[s], cum[s], np.uint64(prec)
+            else:
+                k = ctx[base + j]
+                f, c, p = freq[k, s], cum[k, s], np.uint64(prec[k])
+            x = states[j]
             if encode_pushes(x, f, p):
                 words[nw] = np.uint32(x & _MASK32)
                 nw += 1
                 x = x >> _S32
-            states[j] = encode_step(x, f, cum[s], p)
+            states[j] = encode_step(x, f, c, p)
     return nw
+
+
+@jit
+def histogram(sym, counts):
+    """counts[s] += 1 for every symbol (np.bincount would widen uint8/uint16 to int64 first)."""
+    for i in range(sym.size):
+        counts[sym[i]] += 1
+
+
+@jit
+def encode(sym, freq, cum, lanes, words, states):
+    """Encodes sym (16-bit precision) on `lanes` lanes: encode_lanes' order-0 case."""
+    return encode_lanes(sym, np.zeros((1, 1), np.uint8), freq, cum, 16, lanes, words, states)
 
 
 @jit
@@ -100,11 +164,4 @@ def decode(words, init, freq, cum, slot2sym, out):
             out[base + j] = s
             x[j], more = decode_step(xj, freq[s], slot - cum[s], p, words[min(pos, nwords)])
             pos += more
-    if pos > nwords:
-        return 1
-    if pos != nwords:
-        return 2
-    for j in range(lanes):
-        if x[j] != LOW:
-            return 2
-    return 0
+    return decode_status(x, pos, nwords)

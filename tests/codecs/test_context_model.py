@@ -185,3 +185,100 @@ def test_mutated_streams_fail_cleanly_and_allocate_little(monkeypatch, be):
             tracemalloc.stop()
         assert peak < 64 * (48 * 40 * 2 + len(data)) + (1 << 21)
     assert outcomes["error"] > 50
+
+
+# -- issue 22: table sizes bounded by the output, before anything is allocated ----------------------
+
+def _forced_stream(monkeypatch, codes, alphabet, offset, cfg, p=None) -> bytes:
+    """A stream the encoder would never write but a forger can: layout `cfg` whatever it costs,
+    and (p given) every used context at precision p."""
+    with monkeypatch.context() as m:
+        m.setattr(context, "choose_config", lambda *a: cfg)
+        if p is not None:
+            m.setattr(context, "choose_table", lambda c: (p, context.quantize_counts_p(c, p), 0.0) if c.sum()
+                      else (context.UNUSED, None, 4.0))
+        return context.encode(codes, alphabet, offset)
+
+
+def _peak(fn):
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("be", ["numba", "numpy"])
+def test_many_contexts_of_a_wide_alphabet_cost_memory_of_the_output_only(monkeypatch, be):
+    """The red team's case: 64 contexts of a 65,536-symbol alphabet, nearly all unused, in a
+    stream of a few hundred bytes decoding to 0.25 MB. The decoder used to allocate its tables as
+    [contexts, alphabet] (79 MB of RSS, 313x the output); they are now the spans the stream
+    declares, so the peak stays near the output's size."""
+    backend(monkeypatch, be)
+    codes = np.zeros((512, 256), np.int64)
+    codes[::97, ::31] = 2
+    data = _forced_stream(monkeypatch, codes, 1 << 16, 0, (1, 2, 32, 0))
+    assert len(data) < 4096 and context.parse_header(np.frombuffer(data, np.uint8))[1] == 1 << 16
+    out, peak = _peak(lambda: context.decode(data, 512, 256))
+    assert out.dtype == np.uint16 and np.array_equal(out, codes)
+    assert peak < 3 * out.nbytes + (1 << 18), peak  # was > 100 MB
+
+
+def test_precisions_beyond_what_the_codes_need_are_refused_before_allocating(monkeypatch):
+    """Every used context at P = 16 for 72 codes declares 131,072 slots (as many slot-table
+    entries): more than 8 (n + 64) per used context, which the encoder never exceeds."""
+    codes = np.arange(72).reshape(6, 12) % 5
+    data = _forced_stream(monkeypatch, codes, 5, 0, (1, 2, 1, 0), p=16)
+    with pytest.raises(CodecError, match="table precisions declare 131072 slots, more than 72 codes justify"):
+        context.decode(data, 6, 12)
+    honest = _forced_stream(monkeypatch, codes, 5, 0, (1, 2, 1, 0))
+    assert np.array_equal(context.decode(honest, 6, 12), codes)
+
+
+def test_encoder_precision_keeps_the_slot_bound():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 40, 150, 1000, 30000):
+        for scale in (0.3, 3.0, 100.0, 3000.0):
+            k = np.round(rng.laplace(0, scale, n)).astype(np.int64)
+            p, f, _ = context.choose_table(np.bincount(k - k.min()))
+            assert 1 << p <= context.max_slots(n) and int(f.sum()) == 1 << p
+
+
+def test_forged_wide_tables_in_a_resigned_archive_decode_in_bounded_memory_or_are_refused(monkeypatch, tmp_path):
+    """The same forgeries inside an ecsq archive whose checksums are all recomputed: the wide
+    alphabet decodes to the honest values with little memory; precisions beyond the bound are
+    one line naming the file and tensor (exit 2), from verify as from dequantize."""
+    import fuzzing as fz
+    from quantcli import open_archive
+
+    seed = fz.build_seeds(str(tmp_path / "seeds"))["archive-ecsq"]
+    honest_path = str(tmp_path / "honest.qnt.safetensors")
+    with open(honest_path, "wb") as f:
+        f.write(seed.data)
+    with open_archive(honest_path) as a:
+        t = a.by_name["w"]
+        codes = np.asarray(a.encoding(t).arrays["codes"]).astype(np.int64).reshape(6, 12)
+        expected = a.decode(t)
+
+    def with_stream(stream):
+        def edit(m, arrays, meta):  # the codes stored through crans (format 2), as ecsq's --codec entropy does
+            t = next(t for t in m["tensors"] if t["name"] == "w")
+            arrays[t["arrays"]["codes"]] = np.frombuffer(stream, np.uint8).copy()
+            t["codecs"] = {"codes": {"codec": "crans", "nbytes": len(stream)}}
+            meta["quant.version"] = "2"
+        return edit
+
+    wide = str(tmp_path / "wide.qnt.safetensors")
+    with open(wide, "wb") as f:
+        f.write(fz._resign(seed, with_stream(_forced_stream(monkeypatch, codes, 1 << 16, 0, (1, 2, 1, 0)))))
+    with open_archive(wide) as a:
+        values, peak = _peak(lambda: a.decode(a.by_name["w"]))
+    np.testing.assert_array_equal(values, expected)
+    assert peak < 1 << 17, peak  # the dense tables were 2 x 65,536 entries: > 2 MB
+    sharp = str(tmp_path / "sharp.qnt.safetensors")
+    with open(sharp, "wb") as f:
+        f.write(fz._resign(seed, with_stream(_forced_stream(monkeypatch, codes, int(codes.max()) + 1, 0, (1, 2, 1, 0),
+                                                            p=16))))
+    for args in (["verify", sharp], ["dequantize", sharp, "-o", str(tmp_path / "o.safetensors")]):
+        fz.one_error(fz.cli(*args), sharp, "tensor 'w'", "more than 72 codes justify")
+    assert not (tmp_path / "o.safetensors").exists()

@@ -41,7 +41,7 @@ def encode(sym, ctx, freq, cum, prec, lanes, words, states):
     return w.size
 
 
-def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, base, out):
+def decode(words, init, fc, fbase, prec, slot2idx, start, offset, split, rho, buckets, base, out):
     """Vectorised over the L lanes: the L codes of one step lie in distinct rows (L <= rows) whose
     earlier columns are already decoded."""
     rows, cols = out.shape
@@ -50,7 +50,7 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
     x = init.copy()
     st = np.zeros(rows, np.int64)
     srow = np.zeros(rows, np.int64)
-    freq = (fc & 0xFFFF).astype(np.uint64)
+    freq = (fc & 0xFFFF).astype(np.uint64)  # flat: symbol s of context c at fbase[c] + s
     cum = (fc >> 16).astype(np.uint64)
     w64 = words[:-1].astype(np.uint64)
     pos = 0
@@ -67,8 +67,9 @@ def decode(words, init, fc, prec, slot2sym, start, offset, split, rho, buckets, 
         p64 = p.astype(np.uint64)
         xa = x[:a]
         slot = xa & ((np.uint64(1) << p64) - np.uint64(1))
-        s = slot2sym[start[c] + slot.astype(np.int64)]
-        xa = freq[c, s] * (xa >> p64) + slot - cum[c, s]
+        e = slot2idx[start[c] + slot.astype(np.int64)].astype(np.int64)
+        s = e - fbase[c]
+        xa = freq[e] * (xa >> p64) + slot - cum[e]
         need = xa < np.uint64(LOW)
         m = int(np.count_nonzero(need))
         if m:
@@ -100,12 +101,13 @@ def _read_gamma(bits, pos, nb):
     return v, pos
 
 
-def tables(bits, nctx, alphabet, freq, prec):
+def tables(bits, nctx, alphabet, prec, lo, span, freq):
     pos = 0
     nb = bits.size
+    nf = 0
     for c in range(nctx):
         if pos + 4 > nb:
-            return 1
+            return 1, nf
         pc = int(bits[pos]) | int(bits[pos + 1]) << 1 | int(bits[pos + 2]) << 2 | int(bits[pos + 3]) << 3
         pos += 4
         if pc == UNUSED:
@@ -113,30 +115,32 @@ def tables(bits, nctx, alphabet, freq, prec):
             continue
         p = pc + MIN_P
         if p > MAX_P:
-            return 2
+            return 2, nf
         prec[c] = p
         lo1, pos = _read_gamma(bits, pos, nb)
         m, pos = _read_gamma(bits, pos, nb)
         if lo1 < 0 or m < 0:
-            return 1
-        lo = lo1 - 1
-        if m < 1 or lo + m > alphabet:
-            return 3
+            return 1, nf
+        lo[c], span[c] = lo1 - 1, m
+        if m < 1 or lo1 - 1 + m > alphabet:
+            return 3, nf
         prev = total = 0
         cap = (1 << p) - (1 << (p - 6))
-        for i in range(m):
+        first = nf
+        for _ in range(m):
             z, pos = _read_gamma(bits, pos, nb)
             if z < 0:
-                return 1
+                return 1, nf
             z -= 1
             f = prev + (z >> 1 if z & 1 == 0 else -((z + 1) >> 1))
             if f < 0 or f > cap:
-                return 4
-            freq[c, lo + i] = f
+                return 4, nf
+            freq[nf] = f
+            nf += 1
             total += f
             prev = f
-        if freq[c, lo] == 0 or freq[c, lo + m - 1] == 0 or total != 1 << p:
-            return 4
+        if freq[first] == 0 or freq[nf - 1] == 0 or total != 1 << p:
+            return 4, nf
     if pos + 8 <= nb or np.any(bits[pos:]):  # only zero padding up to the byte boundary
-        return 5
-    return 0
+        return 5, nf
+    return 0, nf
