@@ -11,9 +11,6 @@ All arithmetic is uint64 (numba would turn a mix with int64 into float64).
 
 from __future__ import annotations
 
-import importlib.abc
-import sys
-
 import numpy as np
 
 from ._jit import jit
@@ -22,36 +19,6 @@ from ._jit import jit
 # DEPENDS (a digest of _jit.py, checked by tests/test_structure.py) makes this file change with them.
 DEPENDS = "2dbfa5bb8d804b2f"
 
-
-class _NoScipyLinalg(importlib.abc.MetaPathFinder):
-    """Refuses scipy.linalg while installed in sys.meta_path (see _load_registries)."""
-
-    def find_spec(self, name, path, target=None):
-        if name == "scipy.linalg" or name.startswith("scipy.linalg."):
-            raise ImportError("not while numba loads its registries")
-        return None
-
-
-def _load_registries() -> None:
-    """numba loads its array registries at the first call of any kernel, and numba.np.arraymath
-    then probes for BLAS by importing scipy.linalg when scipy is installed: 0.13 s of CPU and 130
-    modules on every `quant dequantize` of an entropy-coded or lossless archive, for BLAS that no
-    kernel here calls. Load them now with that import refused (a no-op once they are loaded). The
-    only trace: numba code in this process computes np.cov / np.correlate's inner products
-    with a loop instead of BLAS (np.dot still imports scipy when compiled)."""
-    if "numba.np.arraymath" in sys.modules:
-        return
-    refuse = _NoScipyLinalg()
-    sys.meta_path.insert(0, refuse)
-    try:
-        from numba.core.registry import cpu_target
-
-        cpu_target.target_context.refresh()
-    finally:
-        sys.meta_path.remove(refuse)
-
-
-_load_registries()
 
 LOW = np.uint64(1 << 32)  # lane states live in [LOW, 2**64)
 _MASK32 = np.uint64(0xFFFFFFFF)

@@ -135,9 +135,6 @@ def crans_wide_tables(codes: int) -> bytes:
             + context._uleb(len(tables)) + tables + (1 << 40).to_bytes(8, "little") + bytes(4 * words))
 
 
-@pytest.mark.xfail(reason="expected finding: crans table sizes are bounded by the declared count (64 n entries), "
-                          "not by the output; the tighter bound is in codecs/context.py (another change of "
-                          "issue 22)", strict=False)
 def test_crans_tables_of_a_wide_alphabet_stay_within_the_bounds(archives, tmp_path):
     """The red team's class: a stream of a few hundred bytes that makes the decoder allocate tables
     of 64 x 65,536 entries for a 256 kB output."""
