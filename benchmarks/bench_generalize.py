@@ -16,7 +16,7 @@ acceptance of issue 20: the default within 10% of the better of `relative` and `
 `--statistics` adds rows with sensitivities measured on benchmarks/sentences_calib.txt (disjoint
 from the eval sentences; `quant collect-importance --sensitivity` for MiniLM, the same estimator with
 the next-token KL in benchmarks/whisper.py for Whisper): `objective="sensitivity"` with those
-statistics as `--importance` (through the library: the command's --objective does not list it yet).
+statistics as `--importance` (`quant quantize --objective sensitivity --importance FILE`).
 
     python benchmarks/bench_generalize.py [--models minilm,whisper] [--rates 2.5,3.5]
         [--objectives default,relative,mse] [--sentences N] [--statistics]
@@ -79,8 +79,6 @@ BENCHES = {"minilm": minilm_bench, "whisper": whisper_bench}
 
 
 def quantize(model: str, out: str, rate: str, objective: str, extra: list[str]) -> dict[str, Any]:
-    if objective == "sensitivity":  # not yet a choice of the command's --objective: the library, same planner
-        return quantize_library(model, out, rate, objective, extra)
     args = ["quantize", model, "-o", out, "--target-bpw", rate, "--json", *extra]
     if objective != "default":
         args += ["--objective", objective]
@@ -91,16 +89,6 @@ def quantize(model: str, out: str, rate: str, objective: str, extra: list[str]) 
     doc: dict[str, Any] = json.loads(proc.stdout)
     doc["_seconds"] = time.perf_counter() - t
     return doc
-
-
-def quantize_library(model: str, out: str, rate: str, objective: str, extra: list[str]) -> dict[str, Any]:
-    """`quantize_budget` in this process, for objectives the command does not offer yet."""
-    from quantcli.planner import Budget, quantize_budget
-    importance = extra[extra.index("--importance") + 1] if "--importance" in extra else None
-    t = time.perf_counter()
-    r = quantize_budget([model], out, Budget("bpw", float(rate)), objective=objective, importance=importance)
-    return {"totals": {"bits_per_weight": r.report.bits_per_weight, "overall_sqnr_db": r.report.overall_sqnr_db},
-            "_seconds": time.perf_counter() - t}
 
 
 def statistics(bench: Bench) -> str:
