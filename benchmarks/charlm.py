@@ -19,10 +19,11 @@ gives the next character's distribution. The downstream score: every character p
 first N sentences of `benchmarks/sentences_eval.txt`, each sentence preceded by the meta token
 `<s>` as textgenrnn's generator starts it; mean KL(float || quant) in nats per character and top-1
 agreement. The forward pass is written here in torch (benchmarks only) and checked against the
-reference, textgenrnn's own Keras model under TensorFlow (`python benchmarks/charlm.py --check`
-in an environment with tensorflow, tf-keras and textgenrnn's sdist).
+reference, textgenrnn's own Keras model under TensorFlow:
 
-    python benchmarks/charlm.py           # fetch, convert, print the float model's sanity figures
+    python benchmarks/charlm.py                       # fetch, convert, print the float model's figures
+    TF_PYTHON benchmarks/charlm.py --keras-probs k.npy  # with tensorflow-cpu, tf-keras, h5py
+    python benchmarks/charlm.py --check k.npy         # the port against the reference
 """
 
 from __future__ import annotations
@@ -190,19 +191,17 @@ def collect_sensitivity(out: str, sentences: list[str], draws: int = 2) -> str:
     return out
 
 
-def check_reference(sentences: list[str]) -> float:
-    """Largest |p_ours - p_reference| over the positions: textgenrnn's own Keras model
-    (`textgenrnn.model.textgenrnn_model`, TensorFlow with tf-keras) loading its shipped HDF5
-    weights, against `log_probs` on the converted safetensors. The package's __init__ imports
-    APIs TensorFlow 2 removed (multi_gpu_model), so model.py is imported without it, and its
-    default optimizer `Adam(lr=...)` is served by tf-keras's legacy Adam (it is never used here)."""
+def keras_probs(sentences: list[str]) -> np.ndarray:
+    """The reference: textgenrnn's own Keras model (`textgenrnn.model.textgenrnn_model`,
+    TensorFlow with tf-keras) loading its shipped HDF5 weights, on the eval positions. The package's
+    __init__ imports APIs TensorFlow 2 removed (multi_gpu_model), so model.py is imported without
+    it, and its default optimizer `Adam(lr=...)` is served by tf-keras's legacy Adam (never used)."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import types
 
-    import tf_keras
     import tensorflow.keras.optimizers as optimizers
+    import tf_keras
     inputs, _ = windows(sentences)
-    ours = np.exp(log_probs(load(), inputs))
     src = tempfile.mkdtemp()
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--quiet",
                     "-d", src, SDIST], check=True)
@@ -219,16 +218,22 @@ def check_reference(sentences: list[str]) -> float:
     with open(VOCAB, encoding="utf-8") as f:
         classes = len(json.load(f)) + 1
     net = textgenrnn_model(classes, cfg, weights_path=os.path.join(pkg, "textgenrnn_weights.hdf5"))
-    theirs = net.predict(inputs, batch_size=1024, verbose=0)
-    return float(np.abs(ours - theirs).max())
+    return np.asarray(net.predict(inputs, batch_size=1024, verbose=0), np.float64)
 
 
 def main() -> int:
     sys.path.insert(0, HERE)
     import minilm
     sentences = minilm.read_sentences(minilm.EVAL_SENTENCES)[:150]
-    if "--check" in sys.argv:
-        print(f"max |p - p_textgenrnn| over {len(windows(sentences)[0])} positions: {check_reference(sentences):.3g}")
+    if "--keras-probs" in sys.argv:  # in an environment with tensorflow and tf-keras (no torch needed)
+        np.save(sys.argv[sys.argv.index("--keras-probs") + 1], keras_probs(sentences))
+        return 0
+    if "--check" in sys.argv:  # against a --keras-probs file
+        theirs = np.load(sys.argv[sys.argv.index("--check") + 1])
+        ours = np.exp(log_probs(load(), windows(sentences)[0]))
+        print(f"{len(ours)} positions: max |p - p_keras| {np.abs(ours - theirs).max():.3g}, argmax equal "
+              f"{np.mean(ours.argmax(-1) == theirs.argmax(-1)):.4f}, KL(keras || ours) "
+              f"{kl_divergence(np.log(np.maximum(theirs, 1e-300)), np.log(ours)):.3g} nats")
         return 0
     w = load()
     print(f"{MODEL}: {len(w)} tensors, {sum(a.size for a in w.values()) / 1e6:.3f}M values")
