@@ -221,10 +221,14 @@ def keras_probs(sentences: list[str]) -> np.ndarray:
     return np.asarray(net.predict(inputs, batch_size=1024, verbose=0), np.float64)
 
 
+def eval_sentences(n: int = 150) -> list[str]:
+    """The first n non-empty lines of benchmarks/sentences_eval.txt (as minilm.read_sentences)."""
+    with open(os.path.join(HERE, "sentences_eval.txt"), encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()][:n]
+
+
 def main() -> int:
-    sys.path.insert(0, HERE)
-    import minilm
-    sentences = minilm.read_sentences(minilm.EVAL_SENTENCES)[:150]
+    sentences = eval_sentences()
     if "--keras-probs" in sys.argv:  # in an environment with tensorflow and tf-keras (no torch needed)
         np.save(sys.argv[sys.argv.index("--keras-probs") + 1], keras_probs(sentences))
         return 0
