@@ -329,6 +329,9 @@ def model_configs(files: list[str]) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = []
     for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in files):
         path = os.path.join(folder, CONFIG_NAME)
+        if not os.path.isfile(path):  # none, a folder, or a pipe or device that could block or never end
+            out.append(None)
+            continue
         try:
             with open(path, "rb") as fp:
                 raw = fp.read(CONFIG_MAX_BYTES + 1)

@@ -99,6 +99,12 @@ def test_model_configs(tmp_path):
     (b / "config.json").unlink()
     (b / "config.json").mkdir()  # unreadable as a file: no evidence, no error
     assert model_configs([str(b / "x.npz")]) == [None]
+    (b / "config.json").rmdir()
+    os.mkfifo(b / "config.json")  # a pipe with no writer would block a reader forever: never opened
+    assert model_configs([str(b / "x.npz")]) == [None]
+    (b / "config.json").unlink()
+    os.symlink("/dev/zero", b / "config.json")  # endless: never read
+    assert model_configs([str(b / "x.npz")]) == [None]
 
 
 def _checkpoint(folder, rng) -> str:
