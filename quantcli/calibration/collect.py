@@ -321,11 +321,16 @@ def collect_torch(model: str, sentences: list[str], stats: Statistics, max_token
         raise ConfigError(f"a Hugging Face model needs torch and transformers ({e.name} is missing): "
                           "pip install torch transformers (or use --numpy-minilm for all-MiniLM-L6-v2)") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
         net = AutoModel.from_pretrained(model, dtype=torch.float32).eval()
+        if net.main_input_name != "input_ids":  # audio or images in (Whisper: input_features)
+            raise InputError(f"the model reads {net.main_input_name}, not text: collect-importance runs models "
+                             "whose input is token ids (docs/IMPORTANCE.md)", path=model)
+        tokenizer = AutoTokenizer.from_pretrained(model)
     except (OSError, ValueError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise InputError(f"cannot load with transformers: {one_line(first)[:300]}", path=model) from None
+    if tokenizer.pad_token is None:  # decoder LMs (GPT-2) have none; padding is masked out of every statistic
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     if max_length is None:
         max_length = sentence_transformers_length(model) or min(int(tokenizer.model_max_length), 512)
     max_length = min(max_length, getattr(net.config, "max_position_embeddings", None) or max_length)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import math
 import os
 import struct
@@ -22,6 +23,8 @@ from ..errors import InputError
 from .safetensors import DTYPES, FLOAT_CODES, SafetensorsFile, dtype_code, shape_problem, strict_json
 
 INDEX_SUFFIX = ".safetensors.index.json"
+CONFIG_NAME = "config.json"  # a model folder's configuration (Hugging Face's name), read as evidence only
+CONFIG_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -315,4 +318,25 @@ def _expand(paths: list[str]) -> list[str]:
             out.extend(matches)
         else:
             out.append(p)
+    return out
+
+
+def model_configs(files: list[str]) -> list[dict[str, Any] | None]:
+    """The CONFIG_NAME file in the folder of each input file, one entry per folder (input order):
+    its JSON object, or None where there is none, or it is over CONFIG_MAX_BYTES or not a JSON
+    object. Evidence for the planner's default (docs/PLANNER.md), never needed: a missing or broken
+    config changes no error and stops nothing."""
+    out: list[dict[str, Any] | None] = []
+    for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in files):
+        path = os.path.join(folder, CONFIG_NAME)
+        if not os.path.isfile(path):  # none, a folder, or a pipe or device that could block or never end
+            out.append(None)
+            continue
+        try:
+            with open(path, "rb") as fp:
+                raw = fp.read(CONFIG_MAX_BYTES + 1)
+            doc = json.loads(raw) if len(raw) <= CONFIG_MAX_BYTES else None
+        except (OSError, ValueError, RecursionError):
+            doc = None
+        out.append(doc if isinstance(doc, dict) else None)
     return out

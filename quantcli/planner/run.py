@@ -15,7 +15,7 @@ from ..recipe import Recipe, load_recipe
 from ..reports import QuantizeReport
 from ..pipeline.selection import Selection, plan_tensors, refuse_archives
 from ..archive.sizing import fixed_header_bound, header_bytes
-from ..io.sources import Sources
+from ..io.sources import Sources, model_configs
 from ..spec import Spec
 from .allocate import TooSmall, allocate
 from .budget import Budget
@@ -149,7 +149,7 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         planned = [tensors[i] for i in idx]
         ws = objective_weights([t.elements for t in planned], [t.signal for t in planned],
                                [t.ref.name for t in planned], objective, (r.name for r in sources.refs),
-                               shapes={r.name: r.shape for r in sources.refs},
+                               shapes={r.name: r.shape for r in sources.refs}, configs=model_configs(sources.files),
                                sensitivity=importance.sensitivity if importance is not None else None)
         weights = dict(zip(idx, ws))
         try:

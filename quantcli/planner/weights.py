@@ -5,14 +5,15 @@ mse           sum x_t^2: the total squared error (what SQNR over the model measu
 auto          the default, data-free and structural (docs/PLANNER.md, "The default objective"):
               relative, with two measured exceptions:
               * the token table (`token_table`): the tensor with the most rows, a vocabulary
-                (at least TABLE_MIN_ROWS rows and TABLE_ASPECT x more rows than columns) that no
-                other tensor of the checkpoint mirrors in shape (no separate or copied head), and
-                that `input_only` knows to be read only by index (the shapes cannot tell it from a
-                tied table whose head is not stored: coarsening Whisper's was measured to ruin it),
-                weighs 1 / EMBED_FACTOR^2 of its elements, so its step is EMBED_FACTOR times
-                coarser relative to its RMS (a weighted tensor's best step goes as
-                sqrt(signal / weight)). A token's row is read once per token, while a layer's
-                matrix acts on every token in every layer.
+                (at least TABLE_MIN_ROWS rows and TABLE_ASPECT x more rows than columns) whose row
+                count no other tensor of the checkpoint has as a dimension (no stored head: neither
+                a copy, an untied head nor a head's bias), when the checkpoint's config.json
+                declares that no output head reads it (`head_free`: shapes alone cannot tell a
+                table read only by index from a tied table whose head is not stored, and coarsening
+                Whisper's was measured to ruin it), weighs 1 / EMBED_FACTOR^2 of its elements, so
+                its step is EMBED_FACTOR times coarser relative to its RMS (a weighted tensor's
+                best step goes as sqrt(signal / weight)). A token's row is read once per token,
+                while a layer's matrix acts on every token in every layer.
               * tensors of outlying scale (`scale_outliers`): a tensor whose mean square is more
                 than OUTLIER_RATIO x the element-weighted median of the planned tensors' weighs
                 n_t x mean x_t^2 / median, as `mse` would weigh it against a typical tensor: fixed
@@ -28,8 +29,7 @@ relative-emb  the name of the default before issue 20, kept as a synonym of `aut
 
 from __future__ import annotations
 
-import re
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,33 +42,53 @@ TABLE_ASPECT = 8  # rows >= 8 x columns: MiniLM's words 30522 x 384 (79x), Whisp
 OUTLIER_RATIO = 4.0  # mean square > 4 x the median's, i.e. RMS > 2 x the median RMS
 SENSITIVITY_CLAMP = 16.0
 
-# The evidence that a token table is read only by index, which shapes cannot give (measured: a tied
-# table whose head is not stored, Whisper's, has the same shape signature and must not be coarsened):
-# a BERT-family input table in a checkpoint with no tensor of a head or a decoder stack.
-_ENCODER_EMBEDDING = re.compile(r"(^|\.)embeddings\.word_embeddings\.weight$")
-_HEAD_OR_DECODER = re.compile(r"(^|\.)(lm_head|cls|generator_lm_head|generator_predictions|decoder|output_embeddings|"
-                              r"embed_out|lm_loss)(\.|$)|^output\.weight$")
+# transformers' naming of model classes: a class with a task head is `<Name>For<Task>` or has an LM
+# head in its name (`GPT2LMHeadModel`, `XLMWithLMHeadModel`); a base model is `<Name>Model`.
+_HEAD_CLASS_MARKS = ("For", "Head")
 
 
-def input_only(names: Iterable[str]) -> set[str]:
-    """Names of tables known to be inputs only: a BERT-style `...embeddings.word_embeddings.weight`
-    in a checkpoint with no tensor of an output head or a decoder (`lm_head`, `cls.predictions`,
-    `decoder`, ...). The token-table rule needs this besides the shapes (docs/PLANNER.md)."""
-    names = list(names)
-    if any(_HEAD_OR_DECODER.search(n) for n in names):
-        return set()
-    return {n for n in names if _ENCODER_EMBEDDING.search(n)}
+def _declares_no_head(config: Mapping[str, Any]) -> bool:
+    """One config.json's evidence that nothing reads the token table but by index: the table is
+    declared untied from any output layer (`tie_word_embeddings: false`), or every class in
+    `architectures` is a base model with no head (`BertModel`, not `BertForMaskedLM`) and the
+    config declares no decoder (`is_decoder`, `is_encoder_decoder`: a generating decoder's table
+    is its tied head in use). `tie_word_embeddings` alone is no evidence: BertConfig's default is
+    true, and a headless BERT never uses its table as a head."""
+    if config.get("tie_word_embeddings") is False:
+        return True
+    archs = config.get("architectures")
+    if not isinstance(archs, list) or not archs or config.get("is_decoder") or config.get("is_encoder_decoder"):
+        return False
+    return all(isinstance(a, str) and a.endswith("Model") and not any(m in a for m in _HEAD_CLASS_MARKS)
+               for a in archs)
+
+
+def head_free(configs: Sequence[Mapping[str, Any] | None] | None) -> bool:
+    """True when every input folder has a config.json (`io.sources.model_configs`) and each declares
+    that no output head reads the token table (`_declares_no_head`); no config, no evidence.
+
+    >>> head_free([{"architectures": ["BertModel"], "model_type": "bert"}])
+    True
+    >>> head_free([{"architectures": ["WhisperForConditionalGeneration"], "is_encoder_decoder": True}])
+    False
+    >>> head_free([{"architectures": ["GPT2LMHeadModel"]}]), head_free([None]), head_free([])
+    (False, False, False)
+    """
+    return configs is not None and len(configs) > 0 and all(c is not None and _declares_no_head(c) for c in configs)
 
 
 def token_table(shapes: Mapping[str, Sequence[int]], planned: Iterable[str]) -> str | None:
     """The planned tensor that is the checkpoint's token table, or None (docstring above): the
     planned 2-D tensor with the most rows when it has TABLE_MIN_ROWS rows or more, TABLE_ASPECT
     times more rows than columns, and no other tensor of `shapes` (every tensor of the checkpoint,
-    kept ones included) has its shape or its transpose's (a head, tied by copy or untied).
+    kept ones included) has a dimension of its row count (a stored head: a copy, an untied or
+    transposed one, or a head's bias over the vocabulary).
 
     >>> token_table({"emb": (30522, 384), "pos": (512, 384), "q": (384, 384)}, ["emb", "pos", "q"])
     'emb'
     >>> token_table({"emb": (30522, 384), "head": (30522, 384)}, ["emb"]) is None
+    True
+    >>> token_table({"emb": (30522, 384), "head.bias": (30522,)}, ["emb"]) is None
     True
     """
     tables = [n for n in planned if len(shapes[n]) == 2]
@@ -78,7 +98,7 @@ def token_table(shapes: Mapping[str, Sequence[int]], planned: Iterable[str]) -> 
     rows, cols = shapes[name]
     if rows < TABLE_MIN_ROWS or rows < TABLE_ASPECT * cols:
         return None
-    if any(other != name and tuple(s) in ((rows, cols), (cols, rows)) for other, s in shapes.items()):
+    if any(other != name and rows in tuple(s) for other, s in shapes.items()):
         return None
     return name
 
@@ -103,12 +123,11 @@ def scale_outliers(elements: Sequence[int], signals: Sequence[float]) -> list[fl
 
 
 def auto_weights(elements: Sequence[int], signals: Sequence[float], names: Sequence[str],
-                 shapes: Mapping[str, Sequence[int]] | None) -> list[float]:
-    """The default objective's weights (module docstring). Without `shapes` the token-table rule
-    cannot look and is left out; it also needs `input_only` evidence for the table."""
-    table = token_table(shapes, names) if shapes is not None else None
-    if table is not None and shapes is not None and table not in input_only(shapes):
-        table = None
+                 shapes: Mapping[str, Sequence[int]] | None,
+                 configs: Sequence[Mapping[str, Any] | None] | None = None) -> list[float]:
+    """The default objective's weights (module docstring). The token-table rule needs `shapes`
+    (to find the table) and `configs` declaring no head (`head_free`); without either it is off."""
+    table = token_table(shapes, names) if shapes is not None and head_free(configs) else None
     return [float(n) * f / (EMBED_FACTOR ** 2 if name == table else 1.0)
             for n, f, name in zip(elements, scale_outliers(elements, signals), names)]
 
@@ -134,19 +153,21 @@ def sensitivity_weights(base: Sequence[float], names: Sequence[str], sensitivity
 
 def objective_weights(elements: list[int], signals: list[float], names: list[str], objective: str,
                       all_names: Iterable[str], *, shapes: Mapping[str, Sequence[int]] | None = None,
-                      sensitivity: Mapping[str, float] | None = None) -> list[float]:
+                      sensitivity: Mapping[str, float] | None = None,
+                      configs: Sequence[Mapping[str, Any] | None] | None = None) -> list[float]:
     """The weight of each planned tensor's relative error under `objective`.
 
     `all_names` are every tensor of the checkpoint (kept ones included); `shapes` maps every
-    tensor of the checkpoint to its shape (the `auto` rule looks at it; without it the token
-    table rule is off); `sensitivity` maps tensor names to NAME.sensitivity from the statistics
-    (`Importance.sensitivity`; `sensitivity` without it is `auto`)."""
+    tensor of the checkpoint to its shape and `configs` are the input folders' config.json
+    (`io.sources.model_configs`; the token-table rule needs both); `sensitivity` maps tensor
+    names to NAME.sensitivity from the statistics (`Importance.sensitivity`; `sensitivity`
+    without it is `auto`)."""
     del all_names  # `shapes` names every tensor too (the table rule reads them); kept for callers
     if objective == "mse":
         return [float(s) for s in signals]
     if objective == "relative":
         return [float(n) for n in elements]
-    base = auto_weights(elements, signals, names, shapes)
+    base = auto_weights(elements, signals, names, shapes, configs)
     if objective == "sensitivity" and sensitivity:
         return sensitivity_weights(base, names, sensitivity)
     return base

@@ -410,3 +410,51 @@ def test_sensitivity_of_a_linear_map_with_white_inputs_is_one(seed, scale):
     assert s["unused"] == 0.0
     assert s["a"] == pytest.approx(0.2, rel=0.1)
     assert s["t"] == pytest.approx(0.8, rel=0.1)
+
+
+@needs_torch
+def test_audio_model_is_refused_in_one_line(tmp_path, capsys):
+    """Whisper reads audio features, not token ids: refused before any tokenizer is loaded, exit 2,
+    one line naming the folder, no file left (docs/IMPORTANCE.md says why)."""
+    from transformers import WhisperConfig, WhisperModel
+    config = WhisperConfig(vocab_size=64, num_mel_bins=8, encoder_layers=1, decoder_layers=1, d_model=16,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, max_source_positions=16, max_target_positions=16, pad_token_id=1,
+                           bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+    folder = str(tmp_path / "whisper")
+    WhisperModel(config).save_pretrained(folder)
+    text = tmp_path / "calib.txt"
+    text.write_text("a sentence\n", encoding="utf-8")
+    out = tmp_path / "imp.safetensors"
+    capsys.readouterr()
+    assert main([folder, str(text), "-o", str(out)]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if "quant" in x]  # (transformers' loading bar aside)
+    assert len(lines) == 1 and "reads input_features, not text" in lines[0] and folder in lines[0]
+    assert not out.exists()
+
+
+@needs_torch
+def test_decoder_lm_without_a_pad_token(tmp_path):
+    """A GPT-2-style model whose tokenizer has no padding token (decoder LMs) is collected: the
+    batch is padded with its end token, and padding still counts for nothing."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    words = ["<unk>", "<eos>", "a", "man", "is", "playing", "the", "guitar", "dog", "runs"]
+    core = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", unk_token="<unk>")
+    assert tokenizer.pad_token is None
+    folder = str(tmp_path / "gpt2")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    text = tmp_path / "calib.txt"
+    sentences = ["a man is playing the guitar", "a dog runs", "the man runs"]
+    text.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    out = str(tmp_path / "imp.safetensors")
+    assert main([folder, str(text), "-o", out, "--batch", "3"]) == 0
+    stats, meta = read(out)
+    assert meta["tokens"] == str(sum(len(s.split()) for s in sentences))  # 12 real tokens, 6 padding rows not counted
+    rows = stats["transformer.wte.weight.rows"]
+    assert rows[1] == 0 and abs(rows.sum() - 1) < 1e-6  # the end token, used only as padding, is never read

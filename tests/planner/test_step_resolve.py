@@ -18,8 +18,8 @@ from hypothesis import given, settings, strategies as st
 
 from quantcli.methods import get_method
 from quantcli.planner.solve import Trial, search
-from quantcli.planner.weights import (EMBED_FACTOR, OUTLIER_RATIO, SENSITIVITY_CLAMP, objective_weights,
-                                      scale_outliers, sensitivity_weights, token_table)
+from quantcli.planner.weights import (EMBED_FACTOR, OUTLIER_RATIO, SENSITIVITY_CLAMP, scale_outliers, sensitivity_weights,
+                                      token_table)
 
 # ecsq's ladder plus a few fixed-rate settings: the allocation can still leave ecsq for small tensors
 CANDS = [Spec(method="uniform", bits=b, scheme="asymmetric", granularity="group", group_size=64)
@@ -30,7 +30,7 @@ KW = dict(candidates=CANDS, sample=4096)
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
     """A small BERT-like checkpoint: a token table, two encoder matrices of different spreads, a
-    bias (kept)."""
+    bias (kept), and a headless `BertModel` config.json beside it (the token-table rule's evidence)."""
     from safetensors.numpy import save_file
     rng = np.random.default_rng(11)
     tensors = {
@@ -41,6 +41,7 @@ def model(tmp_path_factory) -> str:
     }
     path = tmp_path_factory.mktemp("refine") / "model.safetensors"
     save_file(tensors, str(path))
+    (path.parent / "config.json").write_text('{"architectures": ["BertModel"]}')
     return str(path)
 
 
@@ -241,35 +242,6 @@ def test_sensitivity_weights_properties(rows):
     if scale is not None and all(base[i] / SENSITIVITY_CLAMP <= sens[names[i]] * scale <= base[i] * SENSITIVITY_CLAMP
                                  for i in covered):
         assert sum(w[i] for i in covered) == pytest.approx(sum(base[i] for i in covered), rel=1e-9)
-
-
-def test_objective_weights():
-    emb = "embeddings.word_embeddings.weight"
-    names = [emb, "encoder.layer.0.attention.self.query.weight", "pos"]
-    shapes = {emb: (2048, 64), names[1]: (64, 64), "pos": (32, 64)}
-    elements = [2048 * 64, 64 * 64, 32 * 64]
-    signals = [elements[0] * 1.0, elements[1] * 1.5, elements[2] * 400.0]  # pos: RMS 20x the median
-    assert objective_weights(elements, signals, names, "relative", names, shapes=shapes) == [float(n) for n in elements]
-    assert objective_weights(elements, signals, names, "mse", names, shapes=shapes) == signals
-    auto = objective_weights(elements, signals, names, "auto", names, shapes=shapes)
-    assert auto == [elements[0] / EMBED_FACTOR ** 2, float(elements[1]), elements[2] * 400.0]
-    assert objective_weights(elements, signals, names, "relative-emb", names, shapes=shapes) == auto  # synonym
-    # without shapes the table rule cannot look; a mirrored table (a head) turns it off
-    assert objective_weights(elements, signals, names, "auto", names)[0] == float(elements[0])
-    assert objective_weights(elements, signals, names, "auto", names, shapes={**shapes, "head": (2048, 64)})[0] \
-        == float(elements[0])
-    # the same shapes without evidence that the table is an input only (Whisper's tied table, GPT-2's
-    # wte): measured to lose when coarsened, so left alone; a decoder stack's tensor turns it off too
-    other = ["tok", names[1], "pos"]
-    tok_shapes = {"tok": (2048, 64), names[1]: (64, 64), "pos": (32, 64)}
-    assert objective_weights(elements, signals, other, "auto", other, shapes=tok_shapes)[0] == float(elements[0])
-    with_decoder = {**shapes, "decoder.layers.0.fc1.weight": (64, 64)}
-    assert objective_weights(elements, signals, names, "auto", names, shapes=with_decoder)[0] == float(elements[0])
-    # sensitivity: auto where there is none; the measured ratios (within the clamp) where there are
-    sens = objective_weights(elements, signals, names, "sensitivity", names, shapes=shapes,
-                             sensitivity={names[1]: 2.0, emb: 1.0})
-    assert sens[2] == auto[2] and sens[1] / sens[0] == pytest.approx(2.0) and sens[0] + sens[1] == auto[0] + auto[1]
-    assert objective_weights(elements, signals, names, "sensitivity", names, shapes=shapes) == auto
 
 
 def test_cli_objective_relative_emb(model, tmp_path):
