@@ -93,3 +93,17 @@ def test_trellis_quantize_reconstruction_is_the_shrunk_levels():
     k, rec, shrink = ecsq.trellis_quantize(x, 0.01)
     assert shrink == ecsq.best_shrink(x, dq.levels(k), 0.01)
     assert rec.tobytes() == ecsq.shrunk(dq.levels(k), 0.01, shrink).tobytes()
+
+
+def test_a_large_tensor_is_priced_from_the_distortion_codes_of_every_mth_row(monkeypatch):
+    monkeypatch.setattr(dq, "PRICE_SAMPLE", 200)
+    rng = np.random.default_rng(9)
+    x = (rng.laplace(0, 1, (60, 25)) * 2).astype(np.float32)  # 1500 values: every 7th row prices
+    step = 0.4
+    prices, lo = dq.order0_prices(dq.trellis(x[::7], step, 0.0))
+    want = dq.trellis(x, step, 0.3 * step * step, prices, offset=lo)
+    k, _ = dq.quantize_dq(x, step, c=0.3, recon=False)
+    assert k.tobytes() == want.tobytes()
+    full, _ = dq.quantize_dq(x[:15], step, c=0.3, recon=False)  # 375 values, under 2 x 200: every row
+    prices, lo = dq.order0_prices(dq.trellis(x[:15], step, 0.0))
+    assert full.tobytes() == dq.trellis(x[:15], step, 0.3 * step * step, prices, offset=lo).tobytes()
