@@ -216,7 +216,8 @@ def main() -> None:
     ap.add_argument("--quant", action="append", default=[], metavar="NAME=COMMAND",
                     help="a build to run (repeatable; default: this environment's quant)")
     args = ap.parse_args()
-    builds = {q.split("=", 1)[0]: q.split("=", 1)[1].split() for q in args.quant} or {"quant": default_quant()}
+    builds = {q.split("=", 1)[0]: q.split("=", 1)[1].split() for q in args.quant}
+    builds = builds or {"quant": default_quant()}
     if not args.issue5:
         if args.dir:
             planner_benchmark(args.dir, args.repeat, builds)

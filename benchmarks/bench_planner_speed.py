@@ -60,7 +60,7 @@ def main() -> int:
             for _ in range(a.repeat):
                 for name, quant in builds:
                     runs[name].append(run(quant, model, os.path.join(tmp, f"{name}.qnt.safetensors"), args))
-            for name, quant in builds:
+            for name, _ in builds:
                 out = os.path.join(tmp, f"{name}.qnt.safetensors")
                 doc, cpu = runs[name][-1][0], statistics.median(c for _, c in runs[name])
                 t = doc["totals"]

@@ -226,4 +226,5 @@ def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-__all__ = ["code_shrink_sums", "code_shrunk", "levels", "order0_prices", "quantize_dq", "reconstruct", "shrink_sums", "shrunk", "states", "trellis"]
+__all__ = ["code_shrink_sums", "code_shrunk", "levels", "order0_prices", "quantize_dq", "reconstruct", "shrink_sums",
+           "shrunk", "states", "trellis"]
