@@ -18,7 +18,7 @@ from .rans import LOW, decode_step, encode_pushes, encode_step
 
 # numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
 # DEPENDS (a digest of _jit.py, dq.py, rans.py, checked by tests/test_structure.py) makes this file change with them.
-DEPENDS = "3bcd67337fee3d9f"
+DEPENDS = "27d0f3916a67468a"
 
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 
