@@ -8,7 +8,7 @@ built in a temporary folder and removed afterwards. Runs plain int4 g64 and `--t
 prints the ratios against the targets (planner <= 6x plain wall; RSS <= 3x the largest tensor as
 float32 + 400 MB).
 
-    python benchmarks/bench_checkpoint.py [--dir DIR] [--repeat 1]
+    python benchmarks/bench_checkpoint.py [--dir DIR] [--repeat 1] [--quant NEW=/path/quant --quant OLD=/other/quant]
     python benchmarks/bench_checkpoint.py --issue5 [--layers 10]   # the 4 GB int4 jobs 1/2 study
 
 The --issue5 mode is the earlier one: a 4 GB bf16 checkpoint (4096x11008 and 4096x4096 tensors)
@@ -134,12 +134,16 @@ def _tree_rss_mb(root: int) -> float:
     return total / 1024
 
 
-def timed_run(args: list[str]) -> tuple[float, float, float, dict]:
-    """(wall seconds, peak RSS MB of the main process from /usr/bin/time -v, peak summed RSS MB of
-    the whole process tree sampled every 20 ms, JSON report) of one `quant quantize` run."""
+def default_quant() -> list[str]:
     beside = os.path.join(os.path.dirname(sys.executable), "quant")  # this environment's installed command
     quant = beside if os.path.exists(beside) else shutil.which("quant")
-    cmd = [quant] if quant else [sys.executable, "-m", "quantcli"]
+    return [quant] if quant else [sys.executable, "-m", "quantcli"]
+
+
+def timed_run(args: list[str], cmd: list[str] | None = None) -> tuple[float, float, float, dict]:
+    """(wall seconds, peak RSS MB of the main process from /usr/bin/time -v, peak summed RSS MB of
+    the whole process tree sampled every 20 ms, JSON report) of one `quant quantize` run."""
+    cmd = cmd or default_quant()
     p = subprocess.Popen(["/usr/bin/time", "-v", *cmd, "quantize", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
@@ -162,7 +166,7 @@ def timed_run(args: list[str]) -> tuple[float, float, float, dict]:
     return seconds, rss_kb / 1024, peak[0], json.loads(out)
 
 
-def planner_benchmark(folder: str, repeat: int) -> None:
+def planner_benchmark(folder: str, repeat: int, builds: dict[str, list[str]]) -> None:
     ckpt = os.path.join(folder, "llama")
     t = time_now()
     largest = make_llama(ckpt)
@@ -171,27 +175,31 @@ def planner_benchmark(folder: str, repeat: int) -> None:
     print(f"checkpoint: {size / 1e9:.2f} GB bf16, 3 shards + index (built in {time_now() - t:.0f} s); largest "
           f"tensor {largest} values = {4 * largest / 2**20:.0f} MiB as float32; RSS target {bound:.0f} MB")
     plain = ["--bits", "4", "--scheme", "asymmetric", "--granularity", "group", "--group-size", "64"]
-    runs = {"int4 g64 --jobs 2": plain + ["--jobs", "2"], "--target-bpw 4 --jobs 2": ["--target-bpw", "4", "--jobs", "2"]}
-    walls: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeat):
-        for label, extra in runs.items():  # alternating, so both see the same machine load
-            out = os.path.join(folder, "a.qnt.safetensors")
-            wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", *extra])
-            walls[label].append(wall)
-            planning = doc.get("plan", {}).get("totals", {}).get("planning_seconds")
-            print(f"{label}: {wall:.1f} s wall" + (f" (planning {planning:.1f} s, the rest writing)" if planning else "")
-                  + f", peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
-                  f"{doc['totals']['bits_per_weight']:.3f} bits/weight, SQNR {doc['totals']['overall_sqnr_db']:.2f} dB",
-                  flush=True)
-            os.unlink(out)
+    runs = {"int4 g64 --jobs 2": plain + ["--jobs", "2"], "--target-bpw 4 --jobs 2": ["--target-bpw", "4", "--jobs", "2"],
+            "--target-bpw 4 --jobs 1": ["--target-bpw", "4", "--jobs", "1"]}
+    walls: dict[tuple[str, str], list[float]] = {}
+    rsss: dict[tuple[str, str], list[float]] = {}
     out = os.path.join(folder, "a.qnt.safetensors")
-    wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", "--target-bpw", "4", "--jobs", "1"])
-    print(f"--target-bpw 4 --jobs 1: {wall:.1f} s wall, peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
-          f"{doc['totals']['bits_per_weight']:.3f} bits/weight, SQNR {doc['totals']['overall_sqnr_db']:.2f} dB")
-    plain_wall = statistics.median(walls["int4 g64 --jobs 2"])
-    plan_wall = statistics.median(walls["--target-bpw 4 --jobs 2"])
-    print(f"\nplanner / plain wall (--jobs 2): {plan_wall / plain_wall:.2f}x (target <= 6x); "
-          f"peak RSS --jobs 1: {rss:.0f} MB (target <= {bound:.0f} MB)")
+    for _ in range(repeat):
+        for label, extra in runs.items():
+            for build, cmd in builds.items():  # alternating, so the builds and runs see the same machine load
+                if label.startswith("int4") and build != next(iter(builds)):
+                    continue  # the yardstick once per round
+                wall, rss_main, rss, doc = timed_run([ckpt, "-o", out, "--json", "--quiet", *extra], cmd)
+                walls.setdefault((build, label), []).append(wall)
+                rsss.setdefault((build, label), []).append(rss)
+                planning = doc.get("plan", {}).get("totals", {}).get("planning_seconds")
+                print(f"{build} {label}: {wall:.1f} s wall" + (f" (planning {planning:.1f} s)" if planning else "")
+                      + f", peak RSS {rss:.0f} MB (tree), {rss_main:.0f} MB (main), "
+                      f"{doc['totals']['bits_per_weight']:.4f} bits/weight, "
+                      f"SQNR {doc['totals']['overall_sqnr_db']:.2f} dB", flush=True)
+                os.unlink(out)
+    plain_wall = statistics.median(walls[(next(iter(builds)), "int4 g64 --jobs 2")])
+    for build in builds:
+        plan_wall = statistics.median(walls[(build, "--target-bpw 4 --jobs 2")])
+        rss = max(rsss[(build, "--target-bpw 4 --jobs 1")])
+        print(f"{build}: planner / plain wall (--jobs 2): {plan_wall / plain_wall:.2f}x (target <= 6x); "
+              f"peak RSS --jobs 1: {rss:.0f} MB (target <= {bound:.0f} MB)")
 
 
 def time_now() -> float:
@@ -205,13 +213,17 @@ def main() -> None:
     ap.add_argument("--issue5", action="store_true", help="the 4 GB int4 --jobs 1/2 study instead")
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--quant", action="append", default=[], metavar="NAME=COMMAND",
+                    help="a build to run (repeatable; default: this environment's quant)")
     args = ap.parse_args()
+    builds = {q.split("=", 1)[0]: q.split("=", 1)[1].split() for q in args.quant}
+    builds = builds or {"quant": default_quant()}
     if not args.issue5:
         if args.dir:
-            planner_benchmark(args.dir, args.repeat)
+            planner_benchmark(args.dir, args.repeat, builds)
         else:
             with tempfile.TemporaryDirectory(prefix="quant-llama-") as tmp:
-                planner_benchmark(tmp, args.repeat)
+                planner_benchmark(tmp, args.repeat, builds)
         return
     args.dir = args.dir or "/tmp/quant-ckpt"
     ckpt = os.path.join(args.dir, "ckpt")

@@ -5,7 +5,7 @@ seconds of the command (user + sys of the child, process start and numba compila
 bits/weight from the archive, SQNR over the quantized tensors, and the sentence-embedding cosine
 (benchmarks/minilm.py over sentences_eval.txt). The first case, int4 g64, is the CPU yardstick.
 
-    python benchmarks/bench_planner_speed.py --quant NEW=/path/to/quant --quant MAIN=/other/quant
+    python benchmarks/bench_planner_speed.py --quant NEW=/path/to/quant --quant MAIN=/other/quant [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ def main() -> int:
     ap.add_argument("--quant", action="append", required=True, help="NAME=path of a quant executable")
     ap.add_argument("--model", default=None)
     ap.add_argument("--cases", default="all", help="all, or comma-separated case numbers (0 = int4)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each build per case (alternating); CPU is the median")
     a = ap.parse_args()
     builds = [q.split("=", 1) for q in a.quant]
     model = a.model or real_model()
@@ -54,9 +56,13 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for args in cases:
-            for name, quant in builds:
+            runs: dict[str, list[tuple[dict, float]]] = {name: [] for name, _ in builds}
+            for _ in range(a.repeat):
+                for name, quant in builds:
+                    runs[name].append(run(quant, model, os.path.join(tmp, f"{name}.qnt.safetensors"), args))
+            for name, _ in builds:
                 out = os.path.join(tmp, f"{name}.qnt.safetensors")
-                doc, cpu = run(quant, model, out, args)
+                doc, cpu = runs[name][-1][0], statistics.median(c for _, c in runs[name])
                 t = doc["totals"]
                 cos = minilm.embedding_cosine(w, minilm.load_archive(out), sentences, reference=ref)
                 print(f"| `{' '.join(args)}` | {name} | {t['bits_per_weight']:.4f} | {t['overall_sqnr_db']:.2f} | "

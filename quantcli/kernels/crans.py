@@ -18,7 +18,7 @@ from .rans import decode_status, decode_step, encode_lanes
 
 # numba keys a kernel's on-disk cache by this file's content only, not by the files it calls into:
 # DEPENDS (a digest of _jit.py, dq.py, rans.py, checked by tests/test_structure.py) makes this file change with them.
-DEPENDS = "6f4e88ddef9f16e6"
+DEPENDS = "2e13fcc478d18c7c"
 
 SUM_CAP = 1 << 40  # row sums of |k| saturate here (|k| < 2**25 by the offset and alphabet bounds)
 

@@ -73,6 +73,54 @@ def shrunk(lv, d1, d2, step, out):
         out.flat[i] = np.float32(np.float64(v) - sg * d / 256.0) * step
 
 
+@jit
+def order0_counts(k, lo, counts):
+    """counts[q, k[r, j] - lo] += 1, q the quantizer of the state code k[r, j] was coded in: the
+    histograms a priced pass's prices come from, without a state or key array beside k."""
+    rows, cols = k.shape
+    for r in range(rows):
+        s = 0
+        for j in range(cols):
+            v = np.int64(k[r, j])
+            counts[s >> 1, v - lo] += 1
+            s = next_state(s, v & 1)
+
+
+@jit
+def code_shrink_sums(x, k, offset, step, sums):
+    """shrink_sums(x, levels(k + offset)) in the same order, without the int64 levels array."""
+    rows, cols = k.shape
+    for r in range(rows):
+        s = 0
+        for j in range(cols):
+            v = np.int64(k[r, j]) + offset
+            sg = (v > 0) - (v < 0)
+            lv = 2 * v - sg if s >= 2 else 2 * v
+            s = next_state(s, v & 1)
+            if lv != 0:
+                g = 0 if lv == 1 or lv == -1 else 1
+                sl = 1.0 if lv > 0 else -1.0
+                sums[g] += sl * (np.float64(lv) - np.float64(x[r, j]) / step)
+                sums[2 + g] += 1.0
+
+
+@jit
+def code_shrunk(k, offset, d1, d2, step, out):
+    """shrunk(levels(k + offset), d1, d2, step, out) without the int64 levels array (d1 = d2 = 0:
+    float32(level) * step, the plain reconstruction)."""
+    rows, cols = k.shape
+    for r in range(rows):
+        s = 0
+        for j in range(cols):
+            v = np.int64(k[r, j]) + offset
+            sg = (v > 0) - (v < 0)
+            lv = 2 * v - sg if s >= 2 else 2 * v
+            s = next_state(s, v & 1)
+            d = d1 if lv == 1 or lv == -1 else d2
+            sl = (lv > 0) - (lv < 0)
+            out[r, j] = np.float32(np.float64(lv) - sl * d / 256.0) * step
+
+
 # ----------------------------------------------------------------------------- trellis
 #
 # One row at a time: (1) for every column, the candidates and their squared errors, (2) plus

@@ -74,6 +74,31 @@ def shrunk(lv: np.ndarray, step: float, shrink: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def code_shrink_sums(x: np.ndarray, k: np.ndarray, step: float, offset: int = 0) -> np.ndarray:
+    """shrink_sums(x, levels(k + offset), step) of 2-D x and codes k, without the int64 levels."""
+    from ..kernels import dq as kernels
+
+    k = np.ascontiguousarray(_as_2d(k, "k"))
+    sums = np.zeros(4)
+    if k.size:
+        kernels.code_shrink_sums(np.ascontiguousarray(x, np.float32).reshape(k.shape), k, int(offset),
+                                 float(step), sums)
+    return sums
+
+
+def code_shrunk(k: np.ndarray, step: float, shrink: tuple[int, int] = (0, 0), offset: int = 0,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """shrunk(levels(k + offset), step, shrink) of 2-D codes k, without the int64 levels (into
+    `out`, float32 of k's shape, when given); shrink (0, 0) is reconstruct(k + offset, step)."""
+    from ..kernels import dq as kernels
+
+    k = np.ascontiguousarray(_as_2d(k, "k"))
+    out = np.empty(k.shape, np.float32) if out is None else out
+    if k.size:
+        kernels.code_shrunk(k, int(offset), float(shrink[0]), float(shrink[1]), np.float32(step), out)
+    return out
+
+
 def reconstruct(k: np.ndarray, step: float) -> np.ndarray:
     """float32 values of codes k: one float32 product level * step, the same in encode and decode
     (as ecsq.reconstruct), so the error measured while encoding is the archive's error."""
@@ -84,7 +109,7 @@ def reconstruct(k: np.ndarray, step: float) -> np.ndarray:
 
 def trellis(x: np.ndarray, step: float, lam: float,
             prices: tuple[np.ndarray, np.ndarray] | None = None, *, offset: int = 0,
-            escape: float | None = None) -> np.ndarray:
+            escape: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """int32 codes k [rows, cols] minimising, along each row of 2-D x, sum (x/step - level)^2 +
     (lam / step^2) * bits (the squared error + lam * bits of the brief, divided by step^2).
 
@@ -98,7 +123,10 @@ def trellis(x: np.ndarray, step: float, lam: float,
 
     Ties (deterministic): among candidates for one (state, parity) the first of
     (zero, lower, upper) wins; into a state, the predecessor with the lower state number wins;
-    at the row end, the lowest-numbered state. A lower cost must be strictly lower to win."""
+    at the row end, the lowest-numbered state. A lower cost must be strictly lower to win.
+
+    out: a C-contiguous int32 array of x's shape to write the codes into (the codes of the pass
+    the prices came from, which the pass reads no more: one tensor-sized array fewer)."""
     from ..kernels import dq as kernels
 
     x = _as_2d(x, "x")
@@ -112,7 +140,10 @@ def trellis(x: np.ndarray, step: float, lam: float,
         raise ValueError(f"x must be finite with |x / step| < 2^29 (step {step!r} is too small for x)")
     p0, p1, esc = _price_tables(prices, escape)
     lam_s = lam / (step * step) if prices is not None else 0.0
-    out = np.empty(x.shape, np.int32)
+    if out is None:
+        out = np.empty(x.shape, np.int32)
+    elif out.dtype != np.int32 or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous int32 of shape {x.shape}")
     if x.size == 0:
         return out
     priced = prices is not None
@@ -142,35 +173,49 @@ def _price_tables(prices, escape) -> tuple[np.ndarray, np.ndarray, float]:
 
 def order0_prices(k: np.ndarray, alpha: float = 0.5) -> tuple[tuple[np.ndarray, np.ndarray], int]:
     """((bits under Q0, bits under Q1), offset): -log2 of each quantizer's smoothed code
-    frequencies (count + alpha over the code range of k), the model a re-pricing pass uses."""
-    k = _as_2d(k, "k")
+    frequencies (count + alpha over the code range of k), the model a re-pricing pass uses.
+    Counted by a kernel in one pass over k: no state or key array as large as k."""
+    from ..kernels import dq as kernels
+
+    k = np.ascontiguousarray(_as_2d(k, "k"))
     lo = int(k.min())
     size = int(k.max()) - lo + 1
-    q = states(k) >> 1  # the quantizer of each code's state
-    key = (k.astype(np.int64) - lo) + q.astype(np.int64) * size
-    counts = np.bincount(key.ravel(), minlength=2 * size).reshape(2, size).astype(np.float64)
+    counts = np.zeros((2, size), np.int64)
+    kernels.order0_counts(k, lo, counts)
     p = (counts + alpha) / (counts.sum(1, keepdims=True) + alpha * size)
     bits = -np.log2(p)
     return (bits[0], bits[1]), lo
+
+
+PRICE_SAMPLE = 1 << 20  # the first priced pass is priced from the distortion-only codes of about this many values
 
 
 def quantize_dq(x: np.ndarray, step: float, c: float = 0.1, passes: int = 2,
                 recon: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(codes int32, float32 reconstruction) of 2-D x: a pure-distortion trellis pass, then
     passes - 1 passes with lambda = c step^2 priced by per-quantizer order-0 models of the
-    previous pass (as benchmarks/ecsq_core.dq_quantize). c = 0 or passes = 1: distortion only."""
+    previous pass (as benchmarks/ecsq_core.dq_quantize). c = 0 or passes = 1: distortion only.
+
+    The distortion-only pass only prices the next one, so on a tensor of more than 2 x
+    PRICE_SAMPLE values it runs on evenly spaced rows (every m-th, about PRICE_SAMPLE values):
+    the histogram of a million codes is the whole tensor's to ~1e-3, and the tensor is searched
+    once instead of twice (docs/BENCHMARKS.md 12b: the same bits and SQNR to 1e-3)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes!r}")
     if not (math.isfinite(c) and c >= 0):
         raise ValueError(f"c must be a finite number >= 0, got {c!r}")
-    k = trellis(x, step, 0.0)
-    if k.size:
-        for _ in range(passes - 1 if c > 0 else 0):
-            prices, lo = order0_prices(k)
-            k_new = trellis(x, step, c * float(step) ** 2, prices, offset=lo)
-            if np.array_equal(k_new, k):
-                break
-            k = k_new
+    x = _as_2d(x, "x")
+    repricings = passes - 1 if c > 0 and x.size else 0
+    m = max(1, min(x.shape[0], x.size // PRICE_SAMPLE)) if repricings else 1
+    k = trellis(x[::m], step, 0.0)
+    for i in range(repricings):
+        prices, lo = order0_prices(k)
+        reuse = k if i == repricings - 1 and k.shape == x.shape else None  # the last pass may overwrite its input
+        k_new = trellis(x, step, c * float(step) ** 2, prices, offset=lo, out=reuse)
+        done = k_new is reuse or np.array_equal(k_new, k)
+        k = k_new
+        if done:
+            break
     return k, reconstruct(k, step) if recon else None
 
 
@@ -181,4 +226,5 @@ def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-__all__ = ["levels", "order0_prices", "quantize_dq", "reconstruct", "shrink_sums", "shrunk", "states", "trellis"]
+__all__ = ["code_shrink_sums", "code_shrunk", "levels", "order0_prices", "quantize_dq", "reconstruct", "shrink_sums",
+           "shrunk", "states", "trellis"]

@@ -86,26 +86,28 @@ def _shrink(sums: np.ndarray) -> tuple[int, int]:
     return out[0], out[1]
 
 
-CHUNK_VALUES = 1 << 22  # levels and reconstruction are made in row chunks of about this many values
+CHUNK_VALUES = 1 << 22  # the shrink sums are added a chunk of rows of about this many values at a time
 
 
-def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int32, float32
-    reconstruction, both in x's shape, and the reconstruction offsets). Each row is one trellis,
-    starting in state 0, so levels and the reconstruction are made a chunk of rows at a time (the
-    int64 levels of the whole tensor would take twice its float32 size)."""
+def trellis_codes(x: np.ndarray, step: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Dependent quantization (methods/dq.py) of x viewed as [rows, cols]: (codes int32
+    [rows, cols], reconstruction offsets). The offsets' sums are added per chunk of rows (the
+    order archives were written with); no levels array is made."""
     rows, cols = matrix_shape(np.shape(x))
     x2 = np.asarray(x, np.float32).reshape(rows, cols)
     k, _ = dq.quantize_dq(x2, float(step), c=TRELLIS_C, recon=False)
     chunk = max(1, CHUNK_VALUES // max(cols, 1))
     sums = np.zeros(4)
     for r0 in range(0, rows if k.size else 0, chunk):
-        sums += dq.shrink_sums(x2[r0:r0 + chunk].reshape(-1), dq.levels(k[r0:r0 + chunk]).reshape(-1), float(step))
-    shrink = _shrink(sums) if k.size else (0, 0)
-    recon = np.empty((rows, cols), np.float32)
-    for r0 in range(0, rows if k.size else 0, chunk):
-        recon[r0:r0 + chunk] = shrunk(dq.levels(k[r0:r0 + chunk]), float(step), shrink)
-    return k.reshape(np.shape(x)), recon.reshape(np.shape(x)), shrink
+        sums += dq.code_shrink_sums(x2[r0:r0 + chunk], k[r0:r0 + chunk], float(step))
+    return k, (_shrink(sums) if k.size else (0, 0))
+
+
+def trellis_quantize(x: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(codes int32, float32 reconstruction, both in x's shape, and the reconstruction offsets)
+    of trellis_codes."""
+    k, shrink = trellis_codes(x, step)
+    return k.reshape(np.shape(x)), dq.code_shrunk(k, float(step), shrink).reshape(np.shape(x)), shrink
 
 
 def trellis_error(x: np.ndarray, step: float) -> float:
@@ -264,7 +266,7 @@ class ECSQ(Method):
         params: dict[str, Any] = {"step": float(step), "offset": 0, "levels": 1, "bits": 1}
         if x is not None and np.size(x):
             if spec.trellis:
-                q, _, shrink = trellis_quantize(x, float(step))
+                q, shrink = trellis_codes(x, float(step))
                 params.update(self._range(q))
                 if shrink != (0, 0):
                     params["shrink"] = list(shrink)
@@ -287,10 +289,9 @@ class ECSQ(Method):
         step = self._step(spec, x)
         shrink = (0, 0)
         if spec.trellis:
-            q, recon, shrink = trellis_quantize(x, float(step))
+            q, shrink = trellis_codes(x, float(step))
         else:
             q = quantize(x, step)
-            recon = reconstruct(q, step)
         params = {"step": float(step), **self._range(q)}
         if spec.trellis:
             params["dq"] = True
@@ -298,6 +299,11 @@ class ECSQ(Method):
             params["shrink"] = list(shrink)
         codes = np.empty(np.shape(q), code_dtype(params["bits"]))  # q - offset, without an int64 temporary
         np.subtract(q, np.asarray(params["offset"], q.dtype), out=codes, casting="unsafe")
+        if spec.trellis:  # rebuilt from the narrow codes, so the int32 codes go first (peak memory)
+            del q
+            recon = dq.code_shrunk(codes, float(step), shrink, offset=params["offset"])
+        else:
+            recon = reconstruct(q, step)
         codes = codes.reshape(np.shape(x))
         return Encoding(self.name, params, {"codes": codes}), recon.reshape(np.shape(x))
 
@@ -380,12 +386,10 @@ class ECSQ(Method):
         codes = enc.arrays["codes"]
         if codes.size and int(codes.max()) >= p["levels"]:
             raise ArchiveError(f"a code is {int(codes.max())}, beyond the {p['levels']} levels")
+        if p.get("dq"):  # from the codes as stored: no int64 codes or levels arrays
+            return dq.code_shrunk(codes.reshape(matrix_shape(shape)), p["step"], tuple(p.get("shrink", (0, 0))),
+                                  offset=p["offset"]).reshape(shape)
         q = codes.astype(np.int64) + p["offset"]
-        if p.get("dq"):
-            rows, cols = matrix_shape(shape)
-            if "shrink" in p:
-                return shrunk(dq.levels(q.reshape(rows, cols)), p["step"], tuple(p["shrink"])).reshape(shape)
-            return dq.reconstruct(q.reshape(rows, cols), p["step"]).reshape(shape)
         if "shrink" in p:
             return shrunk(q, p["step"], tuple(p["shrink"])).reshape(shape)
         return reconstruct(q, np.float32(p["step"])).reshape(shape)

@@ -68,7 +68,7 @@ def test_second_process_compiles_nothing(trellis_archive, where):
     first = _run(DECODE, [str(arc), str(tmp / f"{where}.1.npz")], env)
     second = _run(DECODE, [str(arc), str(tmp / f"{where}.2.npz")], env)
     assert first["misses"] > 0 and first["hits"] == 0  # a fresh cache: compiled once here
-    assert {"crans.decode", "crans.tables", "dq.levels"} <= set(second["used"])
+    assert {"crans.decode", "crans.tables", "dq.code_shrunk"} <= set(second["used"])
     assert second["misses"] == 0 and second["hits"] == len(second["used"])
     assert os.listdir(tmp / where)  # the cache went where it was asked to
     a, b = np.load(tmp / f"{where}.1.npz"), np.load(tmp / f"{where}.2.npz")

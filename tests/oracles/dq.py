@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-KERNELS = ("states", "levels", "shrink_sums", "shrunk", "viterbi")
+KERNELS = ("states", "levels", "shrink_sums", "shrunk", "order0_counts", "code_shrink_sums", "code_shrunk", "viterbi")
 NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int8)
 QUANTIZER = np.array([0, 0, 1, 1], dtype=np.int8)
 # PRED[ns] = the two (state, parity) pairs that lead to state ns, lower state first
@@ -44,6 +44,28 @@ def shrink_sums(x, lv, step, sums):
 def shrunk(lv, d1, d2, step, out):
     d = np.where(np.abs(lv) == 1, d1, d2) * np.sign(lv)
     out[...] = (lv - d / 256.0).astype(np.float32) * np.float32(step)
+
+
+def order0_counts(k, lo, counts):
+    st = np.empty(k.shape, np.int8)
+    states(k, st)
+    key = (k.astype(np.int64) - lo) + QUANTIZER[st].astype(np.int64) * counts.shape[1]
+    counts += np.bincount(key.ravel(), minlength=counts.size).reshape(counts.shape)
+
+
+def _levels_of(k, offset):
+    kk = k.astype(np.int64) + offset
+    lv = np.empty(kk.shape, np.int64)
+    levels(kk, lv)
+    return lv
+
+
+def code_shrink_sums(x, k, offset, step, sums):
+    shrink_sums(x, _levels_of(k, offset), step, sums)
+
+
+def code_shrunk(k, offset, d1, d2, step, out):
+    shrunk(_levels_of(k, offset), d1, d2, step, out)
 
 
 def _candidates(t, q):
