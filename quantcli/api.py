@@ -140,6 +140,10 @@ def quantize(inputs: list[str], output: str = "", *, dry_run: bool = False, targ
         raise ConfigError(f"--preset {preset} is a fixed setting and a budget lets the planner choose each "
                           f"tensor's; give one or the other (a budget preset: best-B)")
     refuse_ignored(spec, set(typed), planned=budget is not None, pinned=recipe is not None)
+    planner_only = sorted({"objective", "sample", "candidates"} & set(typed))
+    if planner_only and budget is None:
+        raise ConfigError(f"--{planner_only[0]} has no effect without a budget: it sets how the planner "
+                          "chooses (give --target-bpw, --max-size or --min-sqnr)")
     if importance is not None and budget is None and recipe is None and not weighs_importance(spec.method):
         raise ConfigError(f"--importance has no effect with --method {spec.method} (it weights the choices of "
                           f"{', '.join(m for m in METHODS if METHODS[m].weighs_importance)})")
@@ -169,12 +173,13 @@ def is_planned(*, target_bpw: float | None = None, max_size: str | None = None, 
 
 def refuse_ignored(spec: Spec, typed: set[str], *, planned: bool, pinned: bool) -> None:
     """An option set explicitly that would change nothing is an error, not a no-op: with a budget
-    (and no recipe) every per-tensor option, else what the method does not read (`Method.reads`)."""
+    (and no recipe) every per-tensor option (--method and --codec included), else what the method
+    does not read (`Method.reads`)."""
     from .methods.base import ALWAYS_READ
 
-    per_tensor = {o for m in METHODS.values() for o in m.options} | {"method"}
-    if planned and not pinned:
-        ignored = sorted(typed & per_tensor - ALWAYS_READ)
+    per_tensor = {o for m in METHODS.values() for o in m.options} | {"method", "codec"}
+    if planned and not pinned:  # the planner picks each tensor's method and codec too
+        ignored = sorted(typed & per_tensor - (ALWAYS_READ - {"method", "codec"}))
         if ignored:
             raise ConfigError(f"--{ignored[0].replace('_', '-')} has no effect with a budget: the planner chooses "
                               "each tensor's setting (use --recipe to pin some tensors)")

@@ -86,11 +86,18 @@ def npz_member(name: str) -> str:
     return member
 
 
-def narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target: str) -> np.ndarray:
+def narrowed(path: str, name: str, source: np.ndarray, out: np.ndarray, target: str,
+             original: bool = False) -> np.ndarray:
     """`out` is `source` cast to `target`; a finite value that became infinite means the weights
-    do not fit the narrower dtype: refuse (naming the file and tensor) rather than write inf silently."""
+    do not fit the narrower dtype: refuse (naming the file and tensor) rather than write inf silently.
+    `original`: `target` is the dtype the tensor was quantized from, whose finite range held every
+    source value, so a decoded value past it is quantization error: it saturates at the range's
+    end (which only lowers the error) instead."""
     if out.dtype != source.dtype and target in FLOAT_CODES:  # bfloat16 (ml_dtypes) has kind "V", not "f"
         overflow = np.count_nonzero(np.isinf(out) & np.isfinite(source))
+        if overflow and original:
+            limit = float(np.finfo(out.dtype).max)
+            return np.clip(source, -limit, limit).astype(out.dtype)
         if overflow:
             peak = float(np.max(np.abs(source[np.isfinite(source)])))
             limit = float(np.finfo(out.dtype).max)
@@ -123,7 +130,8 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
     Quantized tensors come back in their original dtype (or `dtype`); kept tensors come back as stored,
     whatever `dtype` says (bit for bit).
     .npy and .npz cannot hold bfloat16, so bfloat16 tensors are written there as float32.
-    Values beyond the range of a narrower `dtype` (float16, bfloat16) are refused, never written as inf.
+    Values beyond the range of a narrower `dtype` (float16, bfloat16) are refused, never written as inf;
+    in the tensor's original dtype they are quantization error and saturate at the range's end.
     An archive that records its input file (every tensor stored exactly: archive/original.py) gives
     that file back byte for byte to an output of its format with `dtype` "original", or refuses
     (nothing written) when the bytes would differ from the recorded sha256.
@@ -169,7 +177,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
             decoded = archive.decode(t)
             with np.errstate(over="ignore"):
                 out = decoded.astype(DTYPES[targets[i]], copy=False)
-            out = narrowed(archive_path, t.name, decoded, out, targets[i])
+            out = narrowed(archive_path, t.name, decoded, out, targets[i], original=targets[i] == t.dtype)
             written.append((t.name, targets[i], t.shape))
             done += t.original_nbytes
             if progress:

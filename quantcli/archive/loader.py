@@ -84,7 +84,7 @@ class ArchiveReader:
         target = self._target(t.dtype)
         with np.errstate(over="ignore"):
             out = values.astype(DTYPES[target], copy=False)
-        return narrowed(self.path, name, values, out, target)  # a dtype too narrow for the values: refused
+        return narrowed(self.path, name, values, out, target, original=target == t.dtype)  # too narrow: refused
 
     def __contains__(self, name: object) -> bool:
         return name in self.archive.by_name

@@ -23,6 +23,7 @@ and, when they lower the error, shrink: reconstruction offsets toward zero in 1/
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -50,11 +51,19 @@ def reconstruct(q: np.ndarray, step: np.float32) -> np.ndarray:
     return q.astype(np.float32) * step
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def step_from_rms(fraction: float, x: np.ndarray) -> np.float32:
-    """fraction x RMS of `x` as a float32 step (a tiny positive step for an all-zero tensor)."""
+    """fraction x RMS of `x` as a float32 step (a tiny positive step for an all-zero tensor); a
+    step past float32's range is refused as too large (it would decode to inf)."""
     rms = math.sqrt(sum_squares(x) / x.size) if np.size(x) else 0.0
-    step = np.float32(fraction * rms)
-    return step if step > 0 and np.isfinite(step) else np.float32(1e-30)
+    value = fraction * rms
+    if value > FLOAT32_MAX:
+        raise InputError(f"--step-rms {fraction:g} times the values' RMS {rms:.3g} is a step of {value:.3g}, "
+                         "too large: beyond float32's range; use a smaller --step-rms")
+    step = np.float32(value)
+    return step if step > 0 else np.float32(1e-30)
 
 
 SHRINK_UNIT = 256  # shrinks are integers in 1/256 of a step
@@ -154,6 +163,11 @@ def scale_matrix(x: np.ndarray, row_scale: np.ndarray | None, column_scale: np.n
     return out
 
 
+def _f32_step(step: float) -> float:
+    """`step` rounded to float32, at most float32's largest value."""
+    return float(np.float32(min(step, FLOAT32_MAX)))
+
+
 def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float, passes: int = 12,
                   trellis: bool = False, error_of: Callable[[int, np.ndarray, float], float | None] | None = None
                   ) -> float:
@@ -170,7 +184,12 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
         count += x.size
     if count == 0 or signal == 0.0:
         return 1.0  # all zeros: every step reconstructs them exactly (SQNR inf meets any target)
-    want = signal / 10 ** (target_db / 10)  # the largest total squared error allowed
+    # the largest total squared error allowed; past +-3000 dB (where 10^(D/10) overflows) a target
+    # allows only an exact reconstruction, or float32's largest step (as at -3000 dB)
+    if abs(target_db) <= 3000:
+        want = min(signal / 10 ** (target_db / 10), sys.float_info.max)
+    else:
+        want = 0.0 if target_db > 0 else min(signal * 1e300, sys.float_info.max)
 
     measure_at = trellis_error if trellis else rounding_error
 
@@ -182,7 +201,7 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
         return sum(measure(i, x, step) for i, x in enumerate(tensors()))
 
     # a trellis step reaches the rounding step's error at about 0.575 of it (docs/BENCHMARKS.md)
-    guess = float(np.float32(math.sqrt(12.0 * want / count) * (0.575 if trellis else 1.0)))
+    guess = _f32_step(math.sqrt(12.0 * want / count) * (0.575 if trellis else 1.0))
     good: tuple[float, float] | None = None  # (step, error) meeting the target
     bad: tuple[float, float] | None = None
     step = guess
@@ -194,7 +213,7 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
             good = (step, err) if good is None or step > good[0] else good
         else:
             bad = (step, err) if bad is None or step < bad[0] else bad
-        if good is not None and bad is not None and bad[0] <= good[0] * 1.001:
+        if good is not None and (bad[0] <= good[0] * 1.001 if bad is not None else good[0] >= FLOAT32_MAX):
             break
         if good is None:
             step = step * math.sqrt(want / err) * 0.999 if err > 0 else step / 2
@@ -207,7 +226,7 @@ def step_for_sqnr(tensors: Callable[[], Iterable[np.ndarray]], target_db: float,
                 t = math.log(want / e0) / math.log(e1 / e0)
             t = min(max(t, 0.1), 0.9)
             step = math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))
-        step = float(np.float32(step))
+        step = _f32_step(step)
     if good is None:
         raise ConfigError(f"no step reaches {target_db:g} dB over the quantized tensors")
     return good[0]
@@ -227,6 +246,13 @@ class _StepGrid:
         q = quantize(column.astype(np.float32), self.step)
         self.codes[:, j] = q
         return reconstruct(q, self.step).astype(np.float64)
+
+
+def _reach(params: dict[str, Any]) -> float:
+    """The largest magnitude the grid of `params` can decode to (a bound)."""
+    offset, levels = params["offset"], params["levels"]
+    return (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(params["step"]) \
+        * (SCALE_RANGE if "row_scale" in params else 1) * (SCALE_RANGE if "column_scale" in params else 1)
 
 
 @register
@@ -277,6 +303,14 @@ class ECSQ(Method):
         return params
 
     @staticmethod
+    def _check_reach(params: dict[str, Any]) -> None:
+        """A step so large that the grid's outer level passes float32's range is refused while
+        encoding (layout() would refuse the archive)."""
+        if _reach(params) > FLOAT32_MAX:
+            raise InputError(f"step {params['step']:.3g} is too large for its values: its grid reaches beyond "
+                             "float32's range; use a smaller step")
+
+    @staticmethod
     def _range(q: np.ndarray) -> dict[str, Any]:
         lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
         levels = hi - lo + 1
@@ -295,6 +329,7 @@ class ECSQ(Method):
         params = {"step": float(step), **self._range(q)}
         if spec.trellis:
             params["dq"] = True
+        self._check_reach(params)
         if shrink != (0, 0):
             params["shrink"] = list(shrink)
         codes = np.empty(np.shape(q), code_dtype(params["bits"]))  # q - offset, without an int64 temporary
@@ -353,9 +388,7 @@ class ECSQ(Method):
                     isinstance(v, int) and not isinstance(v, bool) and -128 <= v <= 128 for v in sh):
                 raise ArchiveError(f"param 'shrink' must be two integers in -128..128, got {sh!r}")
         offset = params["offset"]
-        reach = (max(abs(offset), abs(offset + levels - 1)) * (2 if params.get("dq") else 1) + 1) * float(step) \
-            * (SCALE_RANGE if "row_scale" in params else 1) * (SCALE_RANGE if "column_scale" in params else 1)
-        if not reach <= float(np.finfo(np.float32).max):  # a forged grid must not decode to inf
+        if not _reach(params) <= FLOAT32_MAX:  # a forged grid must not decode to inf
             raise ArchiveError(f"param 'step' = {step!r} with offset {offset} and {levels} levels reaches beyond "
                                "float32's range")
         if bits != max(1, math.ceil(math.log2(levels))):

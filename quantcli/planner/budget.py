@@ -9,6 +9,9 @@ from ..archive.dequant import parse_size
 from ..errors import ConfigError
 
 
+MAX_BYTES = float(1 << 62)  # a limit beyond any file: a huge --target-bpw is no limit at all
+
+
 @dataclass(frozen=True)
 class Budget:
     """kind: 'bpw' (bits per quantized weight), 'bytes' (whole archive file), or 'sqnr' (every
@@ -28,7 +31,7 @@ class Budget:
         if self.kind == "bytes":
             return int(self.value)
         if self.kind == "bpw":
-            return kept_bytes + int(math.floor(self.value * quantized_elements / 8))
+            return kept_bytes + int(math.floor(min(self.value * quantized_elements / 8, MAX_BYTES)))
         return None
 
 

@@ -128,14 +128,14 @@ def _probe(t: TensorPlan, candidate: Spec, shown: str, xs: np.ndarray, peak: np.
     """One candidate on the sample rows `xs`; `peak` (the sample plus the row holding the tensor's
     largest magnitude) decides data-dependent params (`Method.planner_spec`)."""
     shape = tuple(t.ref.shape)
-    spec = get_method(candidate.method).planner_spec(candidate, shape, peak)
-    method = get_method(spec.method)
-    if spec.method != candidate.method:
-        shown = method.candidate_label(spec)
-    try:
+    try:  # a candidate this tensor cannot take (e.g. a step past float32's range) is no point
+        spec = get_method(candidate.method).planner_spec(candidate, shape, peak)
         enc, err = encode_and_measure(xs, spec, t.ref)
     except (InputError, QuantError):  # e.g. more levels than the coder's alphabet at this step
         return None
+    method = get_method(spec.method)
+    if spec.method != candidate.method:
+        shown = method.candidate_label(spec)
     rel = err.error / err.signal if err.signal > 0 else 0.0
     if method.entropy_coded:
         sized = predicted(t, enc, xs.size)

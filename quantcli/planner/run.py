@@ -159,9 +159,13 @@ def _plan(sources: Sources, inputs: list[str], budget: Budget, selection: Select
         except TooSmall as e:
             if budget.kind != "bpw":
                 raise
+            # named: the tensor whose cheapest setting takes the most bits per weight
+            worst = max(planned, key=lambda t: min((p.cost for p in t.points), default=0) / max(t.elements, 1))
+            least = min((p.cost for p in worst.points), default=0) * 8 / max(worst.elements, 1)
             raise ConfigError(f"--target-bpw {budget.value:g} is too small: the smallest plan takes "
                               f"{archive_bits_per_weight(e.need, kept, quant_n):.3f} bits per weight "
-                              "(headers counted)") from None
+                              f"(headers counted; this tensor's cheapest setting {least:.3f})",
+                              path=worst.ref.path, tensor=worst.ref.name) from None
         for t, i in zip(planned, choices):
             t.choice = t.points[i]
         def total(ts: list[TensorPlan], pts: list[Point]) -> int:

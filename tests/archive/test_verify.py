@@ -101,3 +101,25 @@ def test_every_byte_of_every_stored_array_is_covered(tmp_path):
             assert verify_archive(str(out)).corrupt == ["w"], at
             checked += 1
     assert checked == sum(e - s for s, e in spans) > 20
+
+
+@pytest.mark.parametrize("spec", [Spec(method="bf16"), Spec(bits=4, scheme="asymmetric", granularity="group",
+                                                             group_size=64)])
+def test_float16_at_its_largest_value_decodes_within_float16(tmp_path, spec):
+    """A float16 tensor at 65504 decodes (quantization error) past 65504; in its own dtype it
+    saturates at 65504 instead of being refused, so verify and dequantize agree."""
+    import quantcli
+    from quantcli.api import dequantize_file
+    from quantcli.io.safetensors import header_bytes
+
+    h = np.full((4, 64), 65504, np.float16)
+    src = tmp_path / "h.safetensors"
+    src.write_bytes(header_bytes([("h", "F16", h.shape, h.nbytes)], {"format": "pt"}) + h.tobytes())
+    arch = str(tmp_path / "h.qnt.safetensors")
+    quantize_file([str(src)], arch, spec)
+    assert verify_archive(arch).ok
+    back = quantcli.load(arch)["h"]
+    assert back.dtype == np.float16 and np.all(back == h)
+    dequantize_file(arch, str(tmp_path / "back.safetensors"))
+    with SafetensorsFile(str(tmp_path / "back.safetensors")) as f:
+        assert np.all(f.read("h") == h)

@@ -271,3 +271,25 @@ def test_context_coded_codes_stay_within_the_rans_bound(tmp_path):
             codes = a.encoding(t).arrays["codes"]
             bound = entropy.size_bound(np.bincount(codes.reshape(-1).astype(np.int64)))
             assert t.codecs["codes"]["codec"] == "crans" and a.stored_nbytes(t) <= bound
+
+
+def test_huge_sqnr_targets_are_answers_not_overflows():
+    """--sqnr 1e308 is out of reach (a usage error); --sqnr -1e308 is met by float32's largest step
+    (every value rounds to 0), not a ZeroDivisionError."""
+    x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
+    with pytest.raises(ConfigError, match="no step reaches"):
+        step_for_sqnr(lambda: [x], 1e308)
+    step = step_for_sqnr(lambda: [x], -1e308)
+    assert step == float(np.finfo(np.float32).max)
+    assert rounding_error(x, step) == pytest.approx(sum_squares(x))
+
+
+def test_step_past_float32_is_refused_as_too_large():
+    """--step-rms F whose step passes float32's range, or a grid whose outer level does, is refused
+    for what it is (too large), never as a tiny fallback step or a forged-archive error."""
+    x = np.random.default_rng(2).standard_normal((4, 64)).astype(np.float32)
+    with pytest.raises(InputError, match="too large"):
+        EC.encode(x, Spec(method="ecsq", step_rms=1e308))
+    top = np.full((4, 64), np.finfo(np.float32).max, np.float32)
+    with pytest.raises(InputError, match="too large"):
+        EC.encode(top, Spec(method="ecsq", step=float(np.finfo(np.float32).max)))

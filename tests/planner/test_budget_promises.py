@@ -131,3 +131,23 @@ def test_no_progress_into_pipes_or_json(model, tmp_path, flags):
         assert json.loads(r.stdout)["ok"] is True
     if flags == ["--quiet"]:
         assert r.stdout == ""
+
+
+def test_a_huge_bpw_target_is_no_limit_not_an_overflow():
+    assert Budget("bpw", 1e308).limit_bytes(10**12, 7) == 7 + (1 << 62)
+    assert Budget("bpw", 4.0).limit_bytes(1000, 7) == 507
+
+
+@pytest.mark.parametrize("typed, options", [({"method"}, {"target_bpw": 30.0, "method": "nf"}),
+                                            ({"codec"}, {"target_bpw": 30.0, "codec": "entropy"}),
+                                            ({"objective"}, {"objective": "mse"}),
+                                            ({"sample"}, {"sample": 100})])
+def test_options_the_run_would_ignore_are_refused(tmp_path, typed, options):
+    """With a budget the planner picks each tensor's method and codec; without one, the planner's
+    own options weigh nothing: either way the option is named, not silently dropped."""
+    from quantcli import api
+
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32))
+    with pytest.raises(ConfigError, match=f"--{next(iter(typed))} has no effect"):
+        api.quantize([str(tmp_path / "w.npy")], str(tmp_path / "o.qnt.safetensors"), typed=typed, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]
