@@ -19,6 +19,10 @@ def _version_only() -> None:
         sys.stdout.flush()
     except BrokenPipeError:  # a reader that went away: a quiet end, as for every command
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:  # a full disk: one line, as for every command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stderr.write(f"quant: error: standard output: cannot write: {e.strerror or e}\n")
+        raise SystemExit(1) from None
 
 
 def main() -> None:

@@ -32,8 +32,6 @@ def _quant(*args, cwd, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
 
 # -- 1. --report naming the output: the archive just written is replaced by the JSON report, exit 0 --
 
-@pytest.mark.xfail(strict=True, reason="--report equal to -o overwrites the output with the report, exit 0 "
-                   "(README: outputs atomic; quantize, pq-encode, dequantize, pq-dot)")
 @pytest.mark.parametrize("command", ["quantize", "pq-encode", "dequantize"])
 def test_report_naming_the_output_is_refused(tmp_path, command):
     src = _st(tmp_path / "in.safetensors", {"w": ("F32", W)})
@@ -77,8 +75,6 @@ def _closed_stdout():
     return w
 
 
-@pytest.mark.xfail(strict=True, reason="with --json and stdout closed, a failed command exits 0 with nothing "
-                   "on stderr (SECURITY 6: 0 is success; exit 2 with one line for bad input)")
 @pytest.mark.parametrize("case", ["quantize-nan", "verify-corrupt"])
 def test_a_failure_into_a_closed_pipe_is_still_a_failure(tmp_path, case):
     if case == "quantize-nan":
@@ -140,8 +136,6 @@ def test_method_with_a_budget_is_not_a_silent_no_op(tmp_path):
 
 # -- 7. whole-number options are bounded by 2^31 - 1 (SECURITY 6c) ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason="pq-dot --repeat 2^31 is accepted (and runs without end); "
-                   "SECURITY 6c bounds whole-number options by 2^31 - 1")
 def test_pq_dot_repeat_beyond_the_bound_is_a_usage_error(tmp_path):
     src = _st(tmp_path / "in.safetensors", {"w": ("F32", W)})
     arch = str(tmp_path / "p.pq.safetensors")
@@ -160,8 +154,6 @@ def test_pq_dot_repeat_beyond_the_bound_is_a_usage_error(tmp_path):
 
 # -- 8. messages that name the wrong thing, or no file ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the .npz refusal of a NUL name names the tensor but not the file "
-                   "(README: one line naming the file and tensor)")
 def test_npz_refusal_of_a_nul_name_names_the_file(tmp_path):
     src = _st(tmp_path / "in.safetensors", {"a\x00b": ("F32", W)})
     arch = str(tmp_path / "a.qnt.safetensors")

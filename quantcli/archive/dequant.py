@@ -64,7 +64,7 @@ def _shard_groups(sizes: list[int], shard_size: int) -> list[list[int]]:
     return groups
 
 
-def npz_member(name: str) -> str:
+def npz_member(name: str, path: str | None = None) -> str:
     """The zip member an .npz output stores tensor `name` in (`NAME.npy`, as numpy names them), or
     InputError when no member can hold that name faithfully: zip cuts names at NUL and cannot
     encode lone surrogates, and absolute or `..` paths are unsafe where the file is unpacked."""
@@ -82,7 +82,7 @@ def npz_member(name: str) -> str:
         problem = "is changed by zip's member-name rules"
     if problem:
         raise InputError(f"cannot be written to .npz: its name {problem}; write .safetensors instead",
-                         tensor=name)
+                         path=path, tensor=name)
     return member
 
 
@@ -161,7 +161,7 @@ def dequantize_file(archive_path: str, output: str, dtype: str = "original",
         if kind == ".npy" and len(archive.tensors) != 1:
             raise ConfigError(f"a .npy file holds one tensor, the archive has {len(archive.tensors)}; "
                               "write .safetensors or .npz", path=output)
-        members = [npz_member(t.name) for t in archive.tensors] if kind == ".npz" and not to_folder else []
+        members = [npz_member(t.name, archive_path) for t in archive.tensors] if kind == ".npz" and not to_folder else []
         targets: list[str] = []
         for t in archive.tensors:
             wanted = OUTPUT_DTYPES[dtype]

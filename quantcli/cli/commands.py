@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import Enum
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -20,7 +20,7 @@ from rich.console import Console
 
 from .. import __version__, methods, presets
 from .util import (
-    ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failure, print_json, print_report,
+    ProgressLabels, QuantCommand, Reporter, archive_items, check_report, failing, failure, print_json, print_report,
     report_json, source_items, stderr_line)
 from ..io.signals import Interrupted, install
 from ..spec import Codec as CodecChoice, Granularity, Normalize, OutputDtype, Scheme, Spec, StorageDtype
@@ -97,13 +97,13 @@ def _progress(enabled: bool, items: Callable[[], list[tuple[str, int]]]
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .render import printable, shorten
+    from .render import shorten
 
     labels = ProgressLabels(items())
     width = max(console.width // 3, 16)
 
     def describe(name: str) -> str:
-        return shorten(printable(name), width)
+        return shorten(name, width)
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -305,7 +305,7 @@ def quantize(
         from .. import api
 
         options = {k: getattr(v, "value", v) for k, v in ctx.params.items() if k not in _OUTPUT_FLAGS}
-        check_report(report, paths + [p for p in (output, importance) if p])
+        check_report(report, paths + ([importance] if importance else []), [output] if output else [])
         show = not quiet and not json_out
         display = (_phase_progress(show) if api.is_planned(**options) else
                    _progress(show and not dry_run, lambda: source_items(paths)))
@@ -348,7 +348,7 @@ def dequantize(
         from .. import api
         from . import render
 
-        check_report(report, [archive, output])
+        check_report(report, [archive], [output + os.sep if shard_size and not output.endswith(os.sep) else output])
         with _progress(not quiet and not json_out, lambda: archive_items(archive)) as progress:
             result = api.dequantize_file(archive, output, dtype.value, progress, shard_size, like)
         out.emit(render.dequantize_json(result))
@@ -377,12 +377,13 @@ def verify(
         results = inspection.verify_archives(archives)
         doc = render.verify_json(results)
         sys.stderr.write("".join(render.verify_problems(results)))
-        if doc["ok"]:
-            out.emit(doc)
-        elif json_out:
-            print_json(doc)
-        if not json_out and not quiet:
-            render.print_verify(results)
+        with nullcontext() if doc["ok"] else failing():  # a closed stdout does not make a failure a success
+            if doc["ok"]:
+                out.emit(doc)
+            elif json_out:
+                print_json(doc)
+            if not json_out and not quiet:
+                render.print_verify(results)
     if not doc["ok"]:
         raise typer.Exit(2)
 
@@ -421,7 +422,7 @@ def pq_encode(
         from .. import api
         from . import render
 
-        check_report(report, paths + [output])
+        check_report(report, paths, [output])
         spec = Spec(method=methods.LOOKUP, subvector_dim=subvector_dim, subspaces=subspaces, centroids=centroids, iters=iters,
                     seed=seed, scale_dtype=codebook_dtype.value)
         with _progress(not quiet and not json_out, lambda: source_items(paths)) as progress:
@@ -458,7 +459,7 @@ def pq_dot(
         from .. import api
         from . import render
 
-        check_report(report, [archive, query] + ([output] if output else []) + ([reference] if reference else []))
+        check_report(report, [archive, query] + ([reference] if reference else []), [output] if output else [])
         result = api.pq_dot(archive, query, tensor, output=output, reference=reference, repeat=repeat)
         out.emit(render.pq_dot_json(result))
         if not json_out and not quiet:
@@ -492,7 +493,7 @@ def curve(
         from .. import api
         from . import plan_render
 
-        check_report(report, paths + ([plot] if plot else []))
+        check_report(report, paths, [plot] if plot else [])
         result = api.curve(paths, plot=plot, only=only, skip=skip, include_1d=include_1d, sample=sample,
                            candidates=candidates.value, jobs=jobs)
         out.emit(plan_render.curve_json(result))

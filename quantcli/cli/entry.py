@@ -3,7 +3,6 @@ one line and exit 1, a reader closing our stdout as a quiet normal end."""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -11,6 +10,7 @@ import typer
 
 from .commands import app
 from ..errors import one_line
+from .util import StdoutClosed, StdoutError, failing, stdout_closed
 from ..io.signals import Interrupted, exit_interrupted, install
 
 
@@ -18,13 +18,9 @@ def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv
 
 
-class _StdoutClosed(BaseException):
-    """Our stdout's reader went away. A BaseException, so that nothing on the way (typer turns
-    EPIPE into exit 1, rich too) mistakes it for a failure."""
-
-
 class _GuardedStdout:
-    """sys.stdout during `main`: a broken pipe on write or flush becomes `_StdoutClosed`."""
+    """sys.stdout during `main`: a broken pipe on write or flush becomes `StdoutClosed`, any other
+    write error (a full disk) a `StdoutError` naming where stdout goes."""
 
     def __init__(self, stream: Any):
         self._stream = stream
@@ -33,27 +29,20 @@ class _GuardedStdout:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            raise _StdoutClosed() from None
+            raise StdoutClosed() from None
+        except OSError as e:
+            raise StdoutError(e) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            raise _StdoutClosed() from None
+            raise StdoutClosed() from None
+        except OSError as e:
+            raise StdoutError(e) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-def _stdout_closed() -> None:
-    """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered cannot
-    fail again (it would print "Exception ignored ... BrokenPipeError")."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 def _did_you_mean(message: str) -> str:
@@ -76,23 +65,25 @@ def _print_failure(command_path: str, message: str, status: int) -> None:
     from .util import SCHEMA, print_json
 
     command = command_path.split(" ", 1)[1] if " " in command_path else command_path
-    try:
+    with failing():
         print_json({"schema": SCHEMA, "command": command, "ok": False, "error": message, "exit_code": status})
-    except BrokenPipeError:
-        pass
 
 
 def main() -> None:
     """Console-script entry point. Usage errors become one line (click prints four); an
     unexpected exception becomes one line and exit 1 (its traceback with --debug). Only typer's
     public exceptions are used: TyperException is the base of every usage error it raises.
-    A reader closing our stdout is a normal end: exit 0, nothing on stderr."""
+    A reader closing our stdout ends a successful run quietly (exit 0, nothing on stderr); a failed
+    run keeps its exit status and its line on stderr."""
     install()
     argv = sys.argv[1:]
     stdout = sys.stdout
     sys.stdout = _GuardedStdout(stdout)
     try:
         code = app(args=argv, prog_name="quant", standalone_mode=False)  # returns typer.Exit's code
+        if isinstance(code, int) and code:
+            with failing():  # what a failed run printed cannot turn its failure into a success
+                sys.stdout.flush()
         sys.stdout.flush()  # inside the try: a closed pipe is seen here, not at interpreter exit
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
@@ -112,11 +103,17 @@ def main() -> None:
             _print_failure(command, f"{message} (see '{command} --help')", status)
         sys.stderr.write(f"quant: error: {message} (see '{command} --help')\n")
         raise SystemExit(status) from None
-    except (_StdoutClosed, BrokenPipeError):
-        _stdout_closed()
+    except (StdoutClosed, BrokenPipeError):
+        stdout_closed()
         raise SystemExit(0) from None
     except (KeyboardInterrupt, Interrupted) as e:
         exit_interrupted(e)
+    except StdoutError as e:  # stdout itself is unwritable: say so once, and stop flushing into it
+        from .util import failure, stderr_line
+
+        sys.stderr.write(stderr_line(*failure(e)))
+        stdout_closed()
+        raise SystemExit(e.exit_code) from None
     except Exception as e:  # a bug: one line, not a traceback, unless asked
         if _debugging(argv):
             raise

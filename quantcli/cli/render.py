@@ -45,32 +45,53 @@ def safe(text: object) -> str:
 
 
 def shorten(name: str, width: int) -> str:
-    """`name` in at most `width` characters. A dotted name first loses letters, not meaning: the
-    leading parts that are not numbers shrink to their first letter (those before a layer index at
-    once, then left to right), so layer indices and the weight's kind survive
-    (`e.l.0.attention.self.query.weight`); only then is the
-    middle replaced by '…', keeping more of the tail."""
-    if len(name) <= width:
-        return name
+    """`name`, printable (`printable`), in at most `width` characters. A dotted name first loses
+    letters, not meaning: the leading parts that are not numbers shrink to their first character
+    (those before a layer index at once, then left to right), so layer indices and the weight's
+    kind survive (`e.l.0.attention.self.query.weight`); only then is the middle replaced by '…',
+    keeping more of the tail. An escape (`\\u202e`) counts as one character: never cut in two."""
+    text = printable(name)
+    if len(text) <= width:
+        return text
     if width <= 1:
         return "…"[:width]
-    parts = name.split(".")
-    first_index = next((i for i, p in enumerate(parts) if p.isdigit() and i and not parts[i - 1].isdigit()), 0)
+    parts = [[printable(c) for c in p] for p in name.split(".")]
+
+    def joined(ps: list[list[str]]) -> str:
+        return ".".join("".join(p) for p in ps)
+
+    def digits(p: list[str]) -> bool:
+        return "".join(p).isdigit()
+
+    first_index = next((i for i, p in enumerate(parts) if digits(p) and i and not digits(parts[i - 1])), 0)
     if first_index:  # the prefix before a layer index shrinks at once: rows of one layer stay alike
-        parts[:first_index] = [p if p.isdigit() else p[:1] for p in parts[:first_index]]
-        if len(".".join(parts)) <= width:
-            return ".".join(parts)
+        parts[:first_index] = [p if digits(p) else p[:1] for p in parts[:first_index]]
+        if len(joined(parts)) <= width:
+            return joined(parts)
     for i in range(len(parts) - 2):
-        if not parts[i].isdigit() and len(parts[i]) > 1:
-            parts[i] = parts[i][0]
-            if len(".".join(parts)) <= width:
-                return ".".join(parts)
-    short = ".".join(parts) if len(parts) > 2 else name
+        if not digits(parts[i]) and len(parts[i]) > 1:
+            parts[i] = parts[i][:1]
+            if len(joined(parts)) <= width:
+                return joined(parts)
+    units = [u for k, p in enumerate(parts if len(parts) > 2 else [[printable(c) for c in name]])
+             for u in ([] if k == 0 else ["."]) + p]
     head = (width - 1) // 3
-    if first_index and len(".".join(parts[:first_index + 1])) + 1 <= (width - 1) // 2:
-        head = len(".".join(parts[:first_index + 1])) + 1  # the layer index stays in view
-    tail = width - 1 - head
-    return short[:head] + "…" + short[len(short) - tail:]
+    if first_index and len(joined(parts[:first_index + 1])) + 1 <= (width - 1) // 2:
+        head = len(joined(parts[:first_index + 1])) + 1  # the layer index stays in view
+    front = _fit(units, head)
+    back = _fit(units[len(front):][::-1], width - 1 - len("".join(front)))[::-1]
+    return "".join(front) + "…" + "".join(back)
+
+
+def _fit(units: list[str], room: int) -> list[str]:
+    """The longest run of leading `units` within `room` characters."""
+    taken: list[str] = []
+    for u in units:
+        room -= len(u)
+        if room < 0:
+            break
+        taken.append(u)
+    return taken
 
 
 def short_note(note: str) -> str:
@@ -117,14 +138,14 @@ def fit_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], wi
             if i >= 0 and cols[i].wrap and len(r[i]) > widths[i] and short_note(r[i]) != r[i]:
                 notes[r[i]] = None
     caption = "\n".join(notes) or None
-    table = Table(title=safe(shorten(printable(title), width)) if title else None, title_justify="left",
+    table = Table(title=safe(shorten(title, width)) if title else None, title_justify="left",
                   show_edge=False, pad_edge=False, caption=safe(caption) if caption else None, caption_justify="left")
     for i in keep:
         w = name_width if i == 0 else widths[i]
         table.add_column(cols[i].header, justify=cast(Any, cols[i].justify), no_wrap=not cols[i].wrap, min_width=w,
                          max_width=w, overflow="fold")
     for k, r in enumerate(rows):
-        cells = [safe(shorten(printable(r[0]), name_width))]
+        cells = [safe(shorten(r[0], name_width))]
         for i in keep[1:]:
             if dim and dim[k] == i:
                 cells.append(f"[dim]{safe(short_note(r[i]) if r[i] in notes else r[i])}[/dim]")

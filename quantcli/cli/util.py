@@ -8,20 +8,67 @@ import json
 import os
 import sys
 from bisect import bisect_right
+from contextlib import contextmanager
 from itertools import accumulate
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import typer
 from typer.core import TyperCommand
 
-from ..errors import QuantError
+from ..errors import ConfigError, QuantError, WorkError
+from ..spec import MAX_SEED, MAX_WHOLE
 
 SCHEMA = 1  # the same as render.SCHEMA (a test keeps them equal); render is imported lazily
+
+
+class StdoutClosed(BaseException):
+    """Our stdout's reader went away. A BaseException, so that nothing on the way (typer turns
+    EPIPE into exit 1, rich too) mistakes it for a failure."""
+
+
+def stdout_closed() -> None:
+    """Point fd 1 at /dev/null so that later writes and the interpreter's final flush of what is
+    still buffered cannot fail again (it would print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class StdoutError(WorkError):
+    """A write to stdout failed, not for a closed pipe (a full disk, /dev/full): the message names
+    where stdout goes, as every write error names its file."""
+
+    def __init__(self, error: OSError):
+        try:
+            target = os.readlink("/proc/self/fd/1")
+        except OSError:
+            target = ""
+        where = f"standard output ({target})" if target.startswith("/") else "standard output"
+        super().__init__(f"cannot write: {error.strerror or error}", path=where)
 
 
 class QuantCommand(TyperCommand):
     """Plain help: `quant inspect [OPTIONS] PATH...` and `PATH...  help` instead of typer's
     `{PATH...}...` usage and `<list[str]>` type labels on arguments."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Whole-number options are bounded like Spec's fields (docs/SECURITY.md 6c): 2^31 - 1, the
+        seed 2^63 - 1. Checked here, for every command and option, before any work; refused like
+        any bad option (one line, exit 2, the failure document with --json)."""
+        for p in self.get_params(ctx):
+            value = ctx.params.get(p.name) if p.name else None
+            limit = MAX_SEED if p.name == "seed" else MAX_WHOLE
+            if p.param_type_name == "option" and type(value) is int and value > limit:
+                error = ConfigError(f"{max(p.opts, key=len)} must be at most {limit}, got {value}")
+                if ctx.params.get("json_out"):
+                    with failing():
+                        print_json(failure_document(ctx.info_name or "quant", error))
+                sys.stderr.write(stderr_line(*failure(error)))
+                raise typer.Exit(error.exit_code)
+        return super().invoke(ctx)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -73,13 +120,21 @@ def write_report(path: str, doc: dict[str, Any]) -> None:
         f.write(json_bytes(doc))
 
 
-def check_report(path: str | None, inputs: list[str]) -> None:
-    """Refuse a report path that is an input or a folder before any work (a report never
-    overwrites weights)."""
-    if path is not None:
-        from ..io.output import check_output
+def check_report(path: str | None, inputs: list[str], outputs: Sequence[str] = ()) -> None:
+    """Refuse, before any work, a report path that is an input, a folder, or one of the command's
+    `outputs` (written first, then replaced by the report): a report never overwrites weights. An
+    output ending in a separator is a folder output: the files it is made of count as outputs."""
+    if path is None:
+        return
+    from ..io.output import FOLDER_OUTPUT_FILES, check_output, same_file
 
-        check_output(path, [p for p in inputs if os.path.exists(p)])
+    check_output(path, [p for p in inputs if os.path.exists(p)])
+    for output in outputs:
+        folder = output.endswith(os.sep) or os.path.isdir(output)
+        if (same_file(path, output) or folder and FOLDER_OUTPUT_FILES.fullmatch(os.path.basename(path))
+                and same_file(os.path.dirname(os.path.abspath(path)), output)):
+            raise ConfigError(f"--report names the output {output!r}; the report would replace it: name "
+                              "another file", path=path)
 
 
 def failure(error: BaseException) -> tuple[str, int]:
@@ -118,6 +173,16 @@ def failure_document(command: str, error: BaseException) -> dict[str, Any]:
     return {"schema": SCHEMA, "command": command, "ok": False, "error": message, "exit_code": code}
 
 
+@contextmanager
+def failing() -> Iterator[None]:
+    """Around what a failing run prints on stdout: a closed or unwritable stdout must not replace
+    the failure (its exit status and its line on stderr) with a quiet exit 0 or another error."""
+    try:
+        yield
+    except (StdoutClosed, BrokenPipeError, StdoutError, OSError):
+        stdout_closed()  # nothing more can reach it; the interpreter's last flush must not fail either
+
+
 class Reporter:
     """Where a command's JSON document goes: stdout with --json, a file with --report (written
     after success only), and on failure with --json a failure document on stdout."""
@@ -132,7 +197,8 @@ class Reporter:
         if (error is None or not self.json_out or not isinstance(error, Exception)
                 or isinstance(error, (BrokenPipeError, typer.Exit, typer.Abort, typer.TyperException))):
             return  # a closed stdout or an interrupt has no reader for a document
-        print_json(failure_document(self.command, error))
+        with failing():
+            print_json(failure_document(self.command, error))
 
     def emit(self, doc: dict[str, Any]) -> None:
         if self.report is not None:

@@ -128,6 +128,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Yield a file object; on success it replaces `path` atomically, on any failure (signals
     included, from the moment the temp file exists) it vanishes."""
     folder = os.path.dirname(os.path.abspath(path))
+    refuse_special(path)
     remove_stale(path)
     tmp = None
     f = None
@@ -269,7 +270,7 @@ def predict_header(arrays: list[tuple[str, np.dtype, tuple[int, ...]]], metadata
     return header_bytes([r[2:] for r in rows], metadata)
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
@@ -278,12 +279,20 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
+def refuse_special(path: str) -> None:
+    """An output that exists as a device, pipe or socket (/dev/full, /dev/null) is refused: the
+    rename that publishes an output would replace the device node itself (as root) with a file."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise ConfigError("the output exists and is not a regular file (a device, pipe or socket); name a file",
+                          path=path)
+
+
 def refuse_inputs(paths: list[str], inputs: list[str]) -> None:
     """No path this run writes, replaces or removes may resolve to an input (symlinks, hard
     links, `d/` vs `d/model.safetensors` all count)."""
     for path in paths:
         for src in inputs:
-            if _same_file(path, src):
+            if same_file(path, src):
                 raise ConfigError("the output is one of the inputs; inputs are never overwritten", path=path)
 
 
@@ -293,6 +302,7 @@ def check_output(output: str, inputs: list[str], suffix: str | None = None) -> N
     refuse_inputs([output], inputs)
     if os.path.isdir(output):
         raise ConfigError("the output is a folder; name a file", path=output)
+    refuse_special(output)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise ConfigError("the output's folder does not exist", path=output)
     if suffix is not None and not output.lower().endswith(suffix):
