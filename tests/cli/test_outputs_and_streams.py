@@ -3,11 +3,13 @@ stdout closed or full, device outputs, whole-number bounds on every option, name
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import stat
 import subprocess
 import sys
+import typing
 from typing import Optional
 
 import numpy as np
@@ -145,8 +147,11 @@ def _whole_options() -> list[tuple[str, str]]:
     group = typer.main.get_command(app)
     found = []
     for name, command in group.commands.items():  # type: ignore[attr-defined]
+        # the command function's own annotations: typer's param objects differ between releases
+        fn = command.callback
+        hints = typing.get_type_hints(inspect.unwrap(fn) if fn is not None else fn)
         for p in command.params:
-            if p.param_type_name == "option" and p.type_descriptor.annotation in (int, Optional[int]):
+            if p.param_type_name == "option" and hints.get(p.name) in (int, Optional[int]):
                 found.append((name, max(p.opts, key=len)))
     return found
 
